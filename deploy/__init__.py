@@ -1,0 +1,1 @@
+"""loraport deploy stage: not built yet (see DESIGN.md)."""

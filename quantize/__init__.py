@@ -1,0 +1,1 @@
+"""loraport quantize stage: not built yet (see DESIGN.md)."""

@@ -1,0 +1,147 @@
+"""Adapters on their way into vLLM: a digest-verified local cache, and a bounded LRU of
+the adapters each backend holds.
+
+vLLM only ever receives paths inside the gateway's cache, named by content digest;
+nothing from a request reaches a path. Concurrent first requests for one adapter share
+one load. When a backend holds `capacity` adapters, the least recently used one that
+serves no request is unloaded before the next loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import registry
+from server.errors import TooManyRequestsError
+from server.metrics import Metrics
+from server.resolver import Resolver, Target
+from server.vllm_http import LoraNotLoadedError, VllmBackend
+
+
+class AdapterCache:
+    """Adapter directories materialised from the registry under `root/<digest hex>/`."""
+
+    def __init__(self, root: Path, resolver: Resolver) -> None:
+        self.root = root
+        self._resolver = resolver
+        self._pending: dict[str, asyncio.Task[Path]] = {}
+
+    async def path(self, adapter: registry.AdapterVersion) -> Path:
+        hexdigest = adapter.digest.removeprefix("sha256:")
+        dest = self.root / hexdigest
+        if dest.is_dir():
+            return dest.resolve()
+        task = self._pending.get(hexdigest)
+        if task is None:
+            task = asyncio.ensure_future(self._pull(adapter.digest, dest))
+            self._pending[hexdigest] = task
+            task.add_done_callback(lambda _: self._pending.pop(hexdigest, None))
+        return await asyncio.shield(task)
+
+    async def _pull(self, digest: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            await self._resolver.pull(digest, dest)
+        except registry.RegistryError:
+            if not dest.is_dir():  # another gateway process may have won the race
+                raise
+        return dest.resolve()
+
+
+class AdapterSlots:
+    """The adapters one vLLM backend holds, least recently used first."""
+
+    def __init__(
+        self, backend: VllmBackend, cache: AdapterCache, capacity: int, metrics: Metrics
+    ) -> None:
+        self.backend = backend
+        self.capacity = capacity
+        self._cache = cache
+        self._metrics = metrics
+        self._lru: OrderedDict[str, Target] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[None]] = {}
+        self._users: Counter[str] = Counter()
+        self._lock = asyncio.Lock()
+        self._generation = backend.state.generation
+
+    @property
+    def loaded(self) -> list[str]:
+        self._sync_generation()
+        return list(self._lru)
+
+    @asynccontextmanager
+    async def use(self, target: Target) -> AsyncIterator[str]:
+        """The name to send as `model` to this backend, held loaded while in use."""
+        name = target.lora_name
+        if name is None:
+            yield self._base_id()
+            return
+        self._sync_generation()
+        if name not in self._lru:
+            await self._ensure(name, target)
+        self._users[name] += 1
+        if name in self._lru:
+            self._lru.move_to_end(name)
+        try:
+            yield name
+        finally:
+            self._users[name] -= 1
+
+    def forget(self, name: str) -> None:
+        """vLLM no longer knows `name` (restart, or evicted behind our back)."""
+        self._lru.pop(name, None)
+
+    def _base_id(self) -> str:
+        model_id = self.backend.state.model_id
+        assert model_id is not None
+        return model_id
+
+    def _sync_generation(self) -> None:
+        if self.backend.state.generation != self._generation:
+            self._generation = self.backend.state.generation
+            self._lru.clear()
+
+    async def _ensure(self, name: str, target: Target) -> None:
+        task = self._loading.get(name)
+        if task is None:
+            task = asyncio.ensure_future(self._load(name, target))
+            self._loading[name] = task
+            task.add_done_callback(lambda _: self._loading.pop(name, None))
+        await asyncio.shield(task)
+
+    async def _load(self, name: str, target: Target) -> None:
+        assert target.adapter is not None
+        labels = (target.adapter.name, str(target.adapter.version))
+        started = time.perf_counter()
+        try:
+            path = await self._cache.path(target.adapter)
+            async with self._lock:
+                await self._make_room()
+                await self.backend.load_lora(name, str(path))
+                self._lru[name] = target
+        except BaseException:
+            self._metrics.adapter_loads.labels(*labels, "error").inc()
+            raise
+        self._metrics.adapter_loads.labels(*labels, "ok").inc()
+        self._metrics.adapter_load_seconds.labels(*labels).observe(time.perf_counter() - started)
+
+    async def _make_room(self) -> None:
+        while len(self._lru) >= self.capacity:
+            victim = next((n for n in self._lru if self._users[n] == 0), None)
+            if victim is None:
+                raise TooManyRequestsError(
+                    f"all {self.capacity} adapter slots of backend {self.backend.label} are "
+                    "serving requests; retry shortly"
+                )
+            evicted = self._lru.pop(victim)
+            with suppress(LoraNotLoadedError):
+                await self.backend.unload_lora(victim)
+            assert evicted.adapter is not None
+            self._metrics.adapter_evictions.labels(
+                evicted.adapter.name, str(evicted.adapter.version)
+            ).inc()

@@ -1,0 +1,153 @@
+"""`create_app(settings)`: the gateway's FastAPI application. Nothing runs at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from server import probe
+from server.adapters import AdapterCache, AdapterSlots
+from server.auth import authenticate
+from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError
+from server.metrics import Metrics
+from server.resolver import Resolver
+from server.serving import Gateway, error_response
+from server.settings import GatewaySettings
+from server.supervisor import Supervisor
+from server.vllm_http import VllmBackend
+
+
+@dataclass
+class Runtime:
+    """What the app holds while it runs (exposed as `app.state.runtime` for tests)."""
+
+    settings: GatewaySettings
+    metrics: Metrics
+    resolver: Resolver
+    backends: list[VllmBackend] = field(default_factory=list)
+    gateway: Gateway | None = None
+    supervisor: Supervisor | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def _start(rt: Runtime) -> None:
+    s = rt.settings
+    base = await rt.resolver.open(s.base)
+    if s.backends:
+        rt.backends = [
+            VllmBackend(url, str(i), timeout_s=s.request_timeout_s)
+            for i, url in enumerate(s.backends)
+        ]
+    else:
+        model_dir = s.cache_dir / "models" / base.digest.removeprefix("sha256:")
+        if not model_dir.is_dir():
+            model_dir.parent.mkdir(parents=True, exist_ok=True)
+            await rt.resolver.pull(base.digest, model_dir)
+        rt.supervisor = Supervisor(
+            s, model_dir.resolve(), base.name, s.cache_dir / "vllm.log", rt.metrics
+        )
+        rt.backends = [VllmBackend(rt.supervisor.url, "local", timeout_s=s.request_timeout_s)]
+        rt.tasks.append(asyncio.create_task(rt.supervisor.run(rt.backends[0])))
+    cache = AdapterCache(s.cache_dir / "adapters", rt.resolver)
+    slots = [AdapterSlots(b, cache, s.max_loaded_adapters, rt.metrics) for b in rt.backends]
+    rt.gateway = Gateway(s, rt.resolver, slots, rt.metrics)
+    rt.tasks.append(
+        asyncio.create_task(
+            probe.watch(rt.backends, s.probe_interval_s, s.probe_timeout_s, rt.metrics)
+        )
+    )
+    rt.tasks.append(asyncio.create_task(rt.resolver.refresh_forever(s.route_refresh_s)))
+
+
+async def _stop(rt: Runtime) -> None:
+    for task in rt.tasks:
+        task.cancel()
+    for task in rt.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if rt.supervisor is not None:
+        await rt.supervisor.stop()
+    for b in rt.backends:
+        await b.aclose()
+    await rt.resolver.close()
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    rt = Runtime(settings, Metrics(), Resolver(settings.registry))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await _start(rt)
+        try:
+            yield
+        finally:
+            await _stop(rt)
+
+    app = FastAPI(title="loraport gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.runtime = rt
+
+    def gateway() -> Gateway:
+        assert rt.gateway is not None
+        return rt.gateway
+
+    @app.exception_handler(GatewayError)
+    async def on_gateway_error(request: Request, e: GatewayError) -> Response:
+        return error_response(e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, e: StarletteHTTPException) -> Response:
+        if e.status_code == 404:
+            return error_response(ModelNotFoundError(f"no route {request.url.path}", code=None))
+        err = InvalidRequestError(str(e.detail))
+        err.status = e.status_code
+        return error_response(err)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await gateway().serve(request, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await gateway().serve(request, "completions")
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        key = authenticate(settings.api_keys, request.headers.get("authorization"))
+        created = int(time.time())
+        data = [
+            {
+                "id": model_id, "object": "model", "created": created,
+                "owned_by": "loraport", "root": parent or model_id, "parent": parent,
+            }
+            for model_id, parent in await rt.resolver.model_ids()
+            if key is None or "*" in key.adapters or model_id.split("@")[0] in key.adapters
+        ]  # fmt: skip
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(rt.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/health")
+    async def health() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        states = [
+            {"backend": b.label, "url": b.url, "ready": b.state.ready, "detail": b.state.detail}
+            for b in rt.backends
+        ]
+        ok = rt.gateway is not None and any(b.state.ready for b in rt.backends)
+        body = json.dumps({"ready": ok, "backends": states})
+        return Response(body, status_code=200 if ok else 503, media_type="application/json")
+
+    return app

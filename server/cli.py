@@ -1,0 +1,123 @@
+"""`gateway`: run the OpenAI-compatible gateway in front of vLLM."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from server.auth import hash_key
+from server.settings import GatewaySettings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """loraport gateway: many LoRA adapters behind one OpenAI-compatible API."""
+
+
+@cli.command()
+@click.option(
+    "--registry",
+    "registry_",
+    metavar="LOCATION",
+    help="Registry directory (default: $REGISTRY_URL, else the per-user one).",
+)
+@click.option("--host", default=None, help="Interface to listen on [127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port to listen on [8000].")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    metavar="URL",
+    help="A running vLLM OpenAI server; repeat for several. None: launch one locally.",
+)
+@click.option(
+    "--base",
+    default=None,
+    metavar="REF",
+    help="Base model to serve (default: the registry's only base model).",
+)
+@click.option(
+    "--structured-backend",
+    type=click.Choice(["xgrammar", "guidance", "outlines"]),
+    default=None,
+    help="vLLM grammar backend for the local server [xgrammar].",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    registry_: str | None,
+    host: str | None,
+    port: int | None,
+    backends: tuple[str, ...],
+    base: str | None,
+    structured_backend: str | None,
+    log_level: str,
+) -> None:
+    """Serve the registry's adapters through vLLM on an OpenAI-compatible API.
+
+    With no --backend, launches and supervises a local vLLM server for the base model
+    (restarted with back-off if it dies). Settings come from GATEWAY_* variables
+    (e.g. GATEWAY_MAX_IN_FLIGHT=32, GATEWAY_LOCAL__DTYPE=float32); flags win.
+
+    Example:
+
+        gateway serve --registry ./reg --port 8000
+
+        curl localhost:8000/v1/chat/completions -H 'content-type: application/json' \\
+          -d '{"model": "support-v1", "messages": [{"role": "user", "content": "Hi"}]}'
+    """
+    import uvicorn
+
+    from server.app import create_app
+
+    overrides: dict[str, Any] = {
+        "registry": registry_, "host": host, "port": port, "base": base,
+        "backends": backends or None, "structured_backend": structured_backend,
+    }  # fmt: skip
+    settings = GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
+    _check_registry(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@cli.command("hash-key")
+@click.argument("secret")
+def hash_key_cmd(secret: str) -> None:
+    """Print the sha256 that settings store for an API key.
+
+    Example:
+
+        gateway hash-key sk-team-a-secret
+        export GATEWAY_API_KEYS='[{"name": "a", "sha256": "<hex>", "adapters": ["extract"]}]'
+    """
+    click.echo(hash_key(secret))
+
+
+def _check_registry(settings: GatewaySettings) -> None:
+    """Fail fast, with a message, before any server starts."""
+    import registry
+
+    try:
+        reg = registry.open(settings.registry)
+        try:
+            if settings.base is not None:
+                reg.base(settings.base)
+            elif len(reg.list_bases()) != 1:
+                raise click.ClickException(
+                    f"the registry holds {len(reg.list_bases())} base models; pass --base NAME "
+                    "(add one with `registry base add DIR --name NAME`)"
+                )
+        finally:
+            reg.close()
+    except registry.RegistryError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def main() -> None:
+    sys.exit(cli.main(standalone_mode=True))

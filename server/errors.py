@@ -1,0 +1,144 @@
+"""The gateway's exceptions, and their one mapping to an OpenAI error envelope.
+
+    GatewayError                      (500 internal_error)
+    ├── InvalidRequestError           400 invalid_request_error   (carries `param`)
+    │   └── InvalidSchemaError        400 invalid_request_error   code invalid_json_schema
+    ├── AuthenticationError           401 authentication_error
+    ├── PermissionDeniedError         403 permission_error
+    ├── ModelNotFoundError            404 not_found_error         code model_not_found
+    ├── RequestTooLargeError          413 invalid_request_error   code request_too_large
+    ├── StructuredOutputError         422 / 502 structured_output_error
+    │     truncated (the token budget ran out mid-object): 422, code json_truncated
+    │     invalid (not JSON, or breaks the schema):        502, code json_schema_violation
+    ├── TooManyRequestsError          429 rate_limit_error        (Retry-After)
+    ├── BackendError                  502 backend_error           (vLLM answered badly)
+    └── BackendUnavailableError       503 service_unavailable     (Retry-After)
+
+Every failure leaves the gateway as `{"error": {"message", "type", "param", "code"}}`
+with the status above; nothing else chooses a status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "internal_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequestError(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class InvalidSchemaError(InvalidRequestError):
+    code = "invalid_json_schema"
+
+
+class AuthenticationError(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class ModelNotFoundError(GatewayError):
+    status = 404
+    type = "not_found_error"
+    code = "model_not_found"
+
+
+class RequestTooLargeError(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class StructuredOutputError(GatewayError):
+    """A constrained result that the gateway refused to return as a success."""
+
+    type = "structured_output_error"
+
+    def __init__(self, message: str, *, truncated: bool):
+        super().__init__(message, param="response_format")
+        self.truncated = truncated
+        self.status = 422 if truncated else 502
+        self.code = "json_truncated" if truncated else "json_schema_violation"
+
+    @property
+    def reason(self) -> str:
+        return "truncated" if self.truncated else "invalid"
+
+
+class _RetryAfter(GatewayError):
+    retry_after_s = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after_s)}
+
+
+class TooManyRequestsError(_RetryAfter):
+    status = 429
+    type = "rate_limit_error"
+    code = "too_many_requests"
+
+
+class BackendError(GatewayError):
+    status = 502
+    type = "backend_error"
+
+
+class BackendUnavailableError(_RetryAfter):
+    status = 503
+    type = "service_unavailable"
+    code = "backend_unavailable"
+    retry_after_s = 5
+
+
+def from_registry(e: Exception) -> GatewayError:
+    """The one mapping of a registry failure met while serving to a gateway error."""
+    import registry  # the registry package stays importable without the gateway
+
+    message = str(e)
+    if isinstance(e, registry.InvalidRefError):
+        return InvalidRequestError(message, param="model", code="invalid_model_ref")
+    if isinstance(e, registry.AmbiguousRefError):
+        return InvalidRequestError(message, param="model", code="ambiguous_model")
+    if isinstance(e, registry.RefNotFoundError):
+        return ModelNotFoundError(f"model not found: {message}", param="model")
+    if isinstance(e, registry.IntegrityError):
+        return GatewayError(
+            f"a stored file failed digest verification ({message}); run `registry verify`",
+            code="registry_integrity",
+        )
+    return GatewayError(f"registry error: {message}", code="registry_error")

@@ -1,0 +1,134 @@
+"""The gateway's own Prometheus series, on a CollectorRegistry of its own.
+
+Names are `loraport_<noun>_<unit>`. Label values come from bounded sets only: adapter
+names and versions that exist in the registry (or `base`/`-` for the base model and
+`unknown` for anything unresolved), arms (`stable`, later `canary`), endpoint names,
+HTTP status codes, error types, and configured backend indices. Never raw user input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+COST_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+SERIES = ("adapter", "version", "arm")
+
+
+@dataclass(frozen=True)
+class Series:
+    """The labels one request is recorded under."""
+
+    adapter: str
+    version: str
+    arm: str
+
+    @classmethod
+    def unknown(cls) -> Series:
+        return cls("unknown", "-", "stable")
+
+    def values(self) -> tuple[str, str, str]:
+        return (self.adapter, self.version, self.arm)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "loraport_requests_total",
+            "Requests answered.",
+            [*SERIES, "endpoint", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "loraport_errors_total",
+            "Requests that failed, by error type.",
+            [*SERIES, "type"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "loraport_request_duration_seconds",
+            "End-to-end request latency.",
+            [*SERIES, "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "loraport_time_to_first_token_seconds",
+            "Streaming: time to the first token.",
+            list(SERIES),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "loraport_time_per_output_token_seconds",
+            "Streaming: time per output token after the first.",
+            list(SERIES),
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "loraport_prompt_tokens_total", "Prompt tokens.", list(SERIES), registry=r
+        )
+        self.completion_tokens = Counter(
+            "loraport_completion_tokens_total", "Completion tokens.", list(SERIES), registry=r
+        )
+        self.in_flight = Gauge(
+            "loraport_in_flight_requests", "Requests being served now.", registry=r
+        )
+        self.adapter_loads = Counter(
+            "loraport_adapter_loads_total",
+            "Adapter loads into a backend.",
+            ["adapter", "version", "result"],
+            registry=r,
+        )
+        self.adapter_evictions = Counter(
+            "loraport_adapter_evictions_total",
+            "Adapters unloaded by the LRU.",
+            ["adapter", "version"],
+            registry=r,
+        )
+        self.adapter_load_seconds = Histogram(
+            "loraport_adapter_load_duration_seconds",
+            "Pull + load of a cold adapter.",
+            ["adapter", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.structured_failures = Counter(
+            "loraport_structured_output_failures_total",
+            "Constrained results refused by the gateway's own validation.",
+            [*SERIES, "reason"],
+            registry=r,
+        )
+        self.backend_up = Gauge(
+            "loraport_backend_up",
+            "1 when the backend answers health checks.",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_degraded = Gauge(
+            "loraport_backend_degraded",
+            "1 when the generation probe failed, timed out or produced degenerate output.",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_restarts = Counter(
+            "loraport_backend_restarts_total",
+            "Local vLLM restarts after a crash.",
+            ["backend"],
+            registry=r,
+        )
+        self.cost = Histogram(
+            "loraport_request_cost_dollars",
+            "Estimated accelerator cost per request (latency share of the hourly price).",
+            list(SERIES),
+            buckets=COST_BUCKETS,
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,301 @@
+"""The request path: check, resolve, load, forward, validate, record.
+
+One code path serves `/v1/completions` and `/v1/chat/completions`, streamed or not,
+for the base model and every adapter version.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+import registry
+from server.adapters import AdapterSlots
+from server.auth import authenticate, authorize
+from server.errors import (
+    BackendUnavailableError,
+    GatewayError,
+    InvalidRequestError,
+    RequestTooLargeError,
+    StructuredOutputError,
+    TooManyRequestsError,
+    from_registry,
+)
+from server.metrics import Metrics, Series
+from server.protocol import PATHS, Endpoint, delta_of, parse, text_of
+from server.resolver import Resolver, Target
+from server.settings import GatewaySettings
+from server.structured import Constraint, check_result, constraint_for
+from server.vllm_http import LoraNotLoadedError
+
+
+@dataclass
+class Outcome:
+    """What one request did, for the metrics."""
+
+    series: Series = field(default_factory=Series.unknown)
+    status: int = 200
+    error: GatewayError | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None
+    concurrency: int = 1
+
+
+def error_response(e: GatewayError, target: Target | None = None) -> Response:
+    headers = {**e.headers, **(target_headers(target) if target else {})}
+    return Response(
+        json.dumps(e.body()),
+        status_code=e.status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def target_headers(target: Target) -> dict[str, str]:
+    return {"x-loraport-adapter": target.ref, "x-loraport-arm": target.arm}
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        resolver: Resolver,
+        slots: list[AdapterSlots],
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.resolver = resolver
+        self.slots = slots
+        self.metrics = metrics
+        self.in_flight = 0
+
+    async def serve(self, request: Request, endpoint: Endpoint) -> Response:
+        started = time.perf_counter()
+        outcome = Outcome()
+        target: Target | None = None
+        admitted = False
+        try:
+            key = authenticate(self.settings.api_keys, request.headers.get("authorization"))
+            body, req = parse(endpoint, await self._read_body(request))
+            forward = self._budgeted(body, req.token_budget())
+            target = await self.resolver.resolve(req.model)
+            outcome.series = target.series
+            authorize(key, target.name)
+            self._admit()
+            admitted = True
+            outcome.concurrency = self.in_flight
+            schema = target.adapter.schema if target.adapter else None
+            constraint = constraint_for(req.response_format, schema)
+            if constraint is not None:
+                forward.pop("response_format", None)
+                forward["structured_outputs"] = constraint.vllm_params()
+            if req.stream:
+                wants_usage = bool((req.stream_options or {}).get("include_usage"))
+                forward["stream_options"] = {**(req.stream_options or {}), "include_usage": True}
+                response = await self._stream(
+                    endpoint, forward, target, constraint, wants_usage, outcome, started
+                )
+                admitted = False  # the stream releases its own slot when it ends
+                return response
+            data = await self._unary(endpoint, forward, target, constraint, outcome)
+            return Response(
+                json.dumps(data), headers=target_headers(target), media_type="application/json"
+            )
+        except (GatewayError, registry.RegistryError) as e:
+            error = e if isinstance(e, GatewayError) else from_registry(e)
+            outcome.error = error
+            return error_response(error, target)
+        finally:
+            if admitted:
+                self.in_flight -= 1
+                self._record(endpoint, outcome, started)
+            elif outcome.error is not None:
+                self._record(endpoint, outcome, started)
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestTooLargeError(f"the request body is over the {limit}-byte limit")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLargeError(f"the request body is over the {limit}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _budgeted(self, body: dict[str, Any], budget: int | None) -> dict[str, Any]:
+        limit = self.settings.max_tokens_limit
+        if budget is not None and budget > limit:
+            param = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+            raise InvalidRequestError(
+                f"{param} is {budget}; this gateway allows at most {limit}", param=param
+            )
+        forward = dict(body)
+        if budget is None:
+            forward["max_tokens"] = self.settings.default_max_tokens
+        return forward
+
+    def _admit(self) -> None:
+        if self.in_flight >= self.settings.max_in_flight:
+            raise TooManyRequestsError(
+                f"{self.in_flight} requests in flight, the limit is {self.settings.max_in_flight}"
+            )
+        self.in_flight += 1
+
+    def _pick(self, target: Target) -> AdapterSlots:
+        ready = [s for s in self.slots if s.backend.state.ready]
+        if not ready:
+            raise BackendUnavailableError(
+                "no vLLM backend is ready (starting, restarting or degraded); retry shortly"
+            )
+        name = target.lora_name
+        return min(ready, key=lambda s: (name not in s.loaded, s.backend.state.in_flight))
+
+    async def _unary(
+        self,
+        endpoint: Endpoint,
+        forward: dict[str, Any],
+        target: Target,
+        constraint: Constraint | None,
+        outcome: Outcome,
+    ) -> dict[str, Any]:
+        slots = self._pick(target)
+        for attempt in (0, 1):
+            try:
+                async with slots.use(target) as model_name:
+                    forward["model"] = model_name
+                    slots.backend.state.in_flight += 1
+                    try:
+                        data = await slots.backend.generate(PATHS[endpoint], forward)
+                    finally:
+                        slots.backend.state.in_flight -= 1
+                break
+            except LoraNotLoadedError:
+                if attempt or target.lora_name is None:
+                    raise
+                slots.forget(target.lora_name)
+        usage = data.get("usage") or {}
+        outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
+        if constraint is not None:
+            for choice in data.get("choices", []):
+                check_result(constraint, text_of(endpoint, choice), choice.get("finish_reason"))
+        data["model"] = target.ref
+        return data
+
+    async def _stream(
+        self,
+        endpoint: Endpoint,
+        forward: dict[str, Any],
+        target: Target,
+        constraint: Constraint | None,
+        wants_usage: bool,
+        outcome: Outcome,
+        started: float,
+    ) -> Response:
+        slots = self._pick(target)
+        stack = AsyncExitStack()
+        try:
+            for attempt in (0, 1):
+                try:
+                    forward["model"] = await stack.enter_async_context(slots.use(target))
+                    upstream = await stack.enter_async_context(
+                        slots.backend.stream(PATHS[endpoint], forward)
+                    )
+                    break
+                except LoraNotLoadedError:
+                    await stack.aclose()
+                    if attempt or target.lora_name is None:
+                        raise
+                    slots.forget(target.lora_name)
+        except BaseException:
+            await stack.aclose()
+            raise
+        slots.backend.state.in_flight += 1
+
+        async def events() -> AsyncIterator[str]:
+            texts: dict[int, str] = {}
+            finish: dict[int, str | None] = {}
+            try:
+                async for line in upstream.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    payload = line[6:]
+                    if payload == "[DONE]":
+                        break
+                    chunk = json.loads(payload)
+                    if "error" in chunk:
+                        outcome.status = 502
+                        yield line + "\n\n"
+                        return
+                    if outcome.ttft_s is None and any(
+                        delta_of(endpoint, c) for c in chunk.get("choices", [])
+                    ):
+                        outcome.ttft_s = time.perf_counter() - started
+                    for c in chunk.get("choices", []):
+                        i = int(c.get("index", 0))
+                        texts[i] = texts.get(i, "") + delta_of(endpoint, c)
+                        finish[i] = c.get("finish_reason") or finish.get(i)
+                    usage = chunk.get("usage")
+                    if usage:
+                        outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                        outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
+                    if not wants_usage:
+                        chunk.pop("usage", None)
+                        if not chunk.get("choices"):
+                            continue
+                    chunk["model"] = target.ref
+                    yield f"data: {json.dumps(chunk)}\n\n"
+                if constraint is not None:
+                    for i, text in sorted(texts.items()):
+                        check_result(constraint, text, finish.get(i))
+                yield "data: [DONE]\n\n"
+            except GatewayError as e:  # a refused structured result, or a backend failure
+                outcome.error, outcome.status = e, e.status
+                yield f"data: {json.dumps(e.body())}\n\n"
+            except BaseException:
+                outcome.status = 499  # the client went away: closing upstream aborts vLLM's work
+                raise
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await stack.aclose()
+                    slots.backend.state.in_flight -= 1
+                    self.in_flight -= 1
+                    self._record(endpoint, outcome, started)
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers=target_headers(target)
+        )
+
+    def _record(self, endpoint: str, o: Outcome, started: float) -> None:
+        m, s = self.metrics, o.series.values()
+        elapsed = time.perf_counter() - started
+        status = o.error.status if o.error is not None else o.status
+        m.requests.labels(*s, endpoint, str(status)).inc()
+        m.latency.labels(*s, endpoint).observe(elapsed)
+        if o.error is not None:
+            m.errors.labels(*s, o.error.type).inc()
+            if isinstance(o.error, StructuredOutputError):
+                m.structured_failures.labels(*s, o.error.reason).inc()
+        if o.prompt_tokens:
+            m.prompt_tokens.labels(*s).inc(o.prompt_tokens)
+        if o.completion_tokens:
+            m.completion_tokens.labels(*s).inc(o.completion_tokens)
+        if o.ttft_s is not None:
+            m.ttft.labels(*s).observe(o.ttft_s)
+            if o.completion_tokens > 1:
+                m.tpot.labels(*s).observe((elapsed - o.ttft_s) / (o.completion_tokens - 1))
+        price = self.settings.price_per_accelerator_hour
+        if price > 0 and status < 500:
+            m.cost.labels(*s).observe(elapsed * price / 3600 / max(1, o.concurrency))

@@ -1,0 +1,103 @@
+"""The gateway's one settings object (env prefix `GATEWAY_`, `__` for nesting).
+
+This is the only module of `server` that reads the process environment. The registry
+location also comes from `REGISTRY_URL`, as for every loraport program.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+StructuredBackend = Literal["xgrammar", "guidance", "outlines"]
+
+
+class ApiKey(BaseModel):
+    """One API key, stored only as the sha256 hex of the secret (`gateway hash-key`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    adapters: tuple[str, ...] = ("*",)
+    """Adapter (or base model) names this key may call; `*` allows every name."""
+
+
+class LocalVllm(BaseModel):
+    """How `gateway serve` launches its own vLLM server when no `--backend` is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    python: str = Field(default_factory=lambda: _default_python())
+    host: str = "127.0.0.1"
+    port: int = 0
+    """0 picks a free port."""
+    dtype: str = "bfloat16"
+    max_model_len: int = 512
+    max_loras: int = 4
+    """Adapters vLLM batches at once (its `--max-loras`)."""
+    max_lora_rank: int = 16
+    gpu_memory_utilization: float = 0.2
+    """On the CPU backend: the fraction of host memory reserved for the KV cache."""
+    startup_timeout_s: float = 300.0
+    restart_backoff_s: float = 1.0
+    restart_backoff_max_s: float = 30.0
+    extra_args: tuple[str, ...] = ()
+
+
+class GatewaySettings(BaseSettings):
+    """Everything `gateway serve` can be told. CLI flags override the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    registry: str | None = Field(
+        default=None, validation_alias=AliasChoices("GATEWAY_REGISTRY", "REGISTRY_URL", "registry")
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backends: tuple[str, ...] = ()
+    """URLs of running vLLM OpenAI servers; empty: launch one locally."""
+    base: str | None = None
+    """Base model ref to serve; default: the registry's only base model."""
+    cache_dir: Path = Path(".loraport/cache")
+    """Where adapters and the base model are materialised (digest-verified)."""
+
+    local: LocalVllm = Field(default_factory=LocalVllm)
+    structured_backend: StructuredBackend = "xgrammar"
+    disable_any_whitespace: bool = True
+
+    max_loaded_adapters: int = 8
+    """LRU bound: adapters registered in one vLLM server at once."""
+    max_body_bytes: int = 1 << 20
+    max_tokens_limit: int = 1024
+    default_max_tokens: int = 256
+    max_in_flight: int = 64
+    request_timeout_s: float = 300.0
+
+    api_keys: tuple[ApiKey, ...] = ()
+    """Empty: no authentication (the embedded default)."""
+
+    probe_interval_s: float = 30.0
+    probe_timeout_s: float = 20.0
+    route_refresh_s: float = 1.0
+    price_per_accelerator_hour: float = 0.0
+    """For the estimated cost per request metric (0 disables it)."""
+
+
+def _default_python() -> str:
+    import sys
+
+    return sys.executable
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment for a child process: this one's, plus `extra`."""
+    env = dict(os.environ)
+    env.update(extra)
+    return env

@@ -1,0 +1,115 @@
+"""Structured output: which constraint a request carries, and whether a result meets it.
+
+Enforced twice (DESIGN.md): vLLM constrains decoding with the schema, and the gateway
+validates every result here before it may leave as a success. All pure functions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+from jsonschema import exceptions as js_exceptions
+from jsonschema import validators
+
+from server.errors import InvalidSchemaError, StructuredOutputError
+
+JSON_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    kind: Literal["json_object", "json_schema"]
+    schema: dict[str, Any]
+    source: Literal["request", "adapter"]
+
+    def vllm_params(self) -> dict[str, Any]:
+        """vLLM's per-request `structured_outputs` for this constraint."""
+        if self.kind == "json_object":
+            return {"json_object": True}
+        return {"json": self.schema}
+
+
+def constraint_for(
+    response_format: dict[str, Any] | None, adapter_schema: dict[str, Any] | None
+) -> Constraint | None:
+    """The constraint a request runs under.
+
+    No `response_format`: the adapter's own schema if it declared one at push time.
+    `{"type": "text"}` opts out explicitly, even of an adapter's schema.
+    """
+    if response_format is None:
+        if adapter_schema is None:
+            return None
+        return Constraint("json_schema", adapter_schema, "adapter")
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return Constraint("json_object", JSON_OBJECT, "request")
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidSchemaError(
+                "response_format.json_schema.schema must be a JSON Schema object",
+                param="response_format.json_schema.schema",
+            )
+        check_schema(schema)
+        return Constraint("json_schema", schema, "request")
+    raise InvalidSchemaError(
+        f"response_format.type must be text, json_object or json_schema, not {kind!r}",
+        param="response_format.type",
+    )
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """Refuse a schema that is not a valid JSON Schema (before vLLM is touched)."""
+    try:
+        _validator(_key(schema))
+    except js_exceptions.SchemaError as e:
+        path = "/".join(str(p) for p in e.path) or "(root)"
+        raise InvalidSchemaError(
+            f"invalid JSON Schema at {path}: {e.message}",
+            param="response_format.json_schema.schema",
+        ) from None
+
+
+def check_result(constraint: Constraint, text: str, finish_reason: str | None) -> Any:
+    """The parsed value if `text` meets the constraint; otherwise StructuredOutputError.
+
+    Parsing is strict: a raw control character inside a string is invalid JSON.
+    """
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        if finish_reason == "length":
+            raise StructuredOutputError(
+                "the token budget ran out before the JSON value was complete "
+                f"({len(text)} characters produced); raise max_tokens",
+                truncated=True,
+            ) from None
+        raise StructuredOutputError(
+            f"the backend produced text that is not valid JSON: {e}", truncated=False
+        ) from None
+    error = js_exceptions.best_match(_validator(_key(constraint.schema)).iter_errors(value))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise StructuredOutputError(
+            f"the result breaks the JSON schema at {where}: {error.message}", truncated=False
+        )
+    return value
+
+
+def _key(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, sort_keys=True)
+
+
+@lru_cache(maxsize=256)
+def _validator(key: str) -> Any:
+    schema = json.loads(key)
+    cls = validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)

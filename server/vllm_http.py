@@ -1,0 +1,150 @@
+"""One vLLM OpenAI server, spoken to over HTTP: the only way the gateway reaches vLLM.
+
+The same code fronts the local server that `gateway serve` launches and any remote
+vLLM Service, so a vLLM crash is a network error here, never a gateway crash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from server.errors import (
+    BackendError,
+    BackendUnavailableError,
+    GatewayError,
+    InvalidRequestError,
+    InvalidSchemaError,
+)
+
+_GRAMMAR_HINTS = ("grammar", "not supported", "unsupported", "schema")
+
+
+@dataclass
+class BackendState:
+    """What the gateway knows of one backend right now."""
+
+    up: bool = False
+    degraded: bool = False
+    generation: int = 0
+    """Bumped whenever the server restarts: every adapter it held is gone."""
+    model_id: str | None = None
+    """The name vLLM serves the base model under."""
+    in_flight: int = 0
+    detail: str = "starting"
+    loaded: set[str] = field(default_factory=set)
+
+    @property
+    def ready(self) -> bool:
+        return self.up and not self.degraded and self.model_id is not None
+
+
+class LoraNotLoadedError(BackendError):
+    """vLLM does not know the adapter name: it restarted or evicted it on its own."""
+
+
+class VllmBackend:
+    def __init__(self, url: str, label: str, *, timeout_s: float, max_connections: int = 256):
+        self.url = url.rstrip("/")
+        self.label = label
+        self.state = BackendState()
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=64)
+        self._client = httpx.AsyncClient(
+            base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=5.0), limits=limits
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def health(self) -> bool:
+        try:
+            r = await self._client.get("/health", timeout=5.0)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
+    async def discover_model(self) -> str:
+        """The base model's id on this server (the entry of /v1/models without a parent)."""
+        data = await self._json("GET", "/v1/models")
+        for entry in data.get("data", []):
+            if not entry.get("parent"):
+                return str(entry["id"])
+        raise BackendError(f"backend {self.url} lists no base model")
+
+    async def lora_names(self) -> set[str]:
+        data = await self._json("GET", "/v1/models")
+        return {str(e["id"]) for e in data.get("data", []) if e.get("parent")}
+
+    async def load_lora(self, name: str, path: str) -> None:
+        await self._json("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+
+    async def unload_lora(self, name: str) -> None:
+        await self._json("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+
+    async def metrics_text(self) -> str:
+        r = await self._send("GET", "/metrics")
+        return r.text
+
+    async def generate(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._json("POST", path, body)
+
+    @asynccontextmanager
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        """An open streaming response; closing it makes vLLM abort the request."""
+        req = self._client.build_request("POST", path, json=body)
+        try:
+            resp = await self._client.send(req, stream=True)
+        except httpx.HTTPError as e:
+            raise BackendUnavailableError(f"vLLM backend {self.label} unreachable: {e}") from e
+        try:
+            if resp.status_code != 200:
+                await resp.aread()
+                raise _error_from(resp, body)
+            yield resp
+        finally:
+            await resp.aclose()
+
+    async def _send(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        try:
+            return await self._client.request(method, path, json=body)
+        except httpx.TimeoutException as e:
+            raise BackendError(f"vLLM backend {self.label} timed out", code="timeout") from e
+        except httpx.HTTPError as e:
+            raise BackendUnavailableError(f"vLLM backend {self.label} unreachable: {e}") from e
+
+    async def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        r = await self._send(method, path, body)
+        if r.status_code != 200:
+            raise _error_from(r, body)
+        if not r.content or r.headers.get("content-type", "").startswith("text/"):
+            return {}
+        data = r.json()
+        return data if isinstance(data, dict) else {"data": data}
+
+
+def _error_from(r: httpx.Response, body: Any) -> GatewayError:
+    """vLLM's error answer as one of ours (vLLM speaks the OpenAI envelope too)."""
+    try:
+        err = json.loads(r.content).get("error", {})
+        message, param = str(err.get("message", r.text)), err.get("param")
+    except (ValueError, AttributeError):
+        message, param = r.text[:500], None
+    structured = isinstance(body, dict) and "structured_outputs" in body
+    if r.status_code == 404:
+        return LoraNotLoadedError(message)
+    if r.status_code in (400, 422):
+        if structured and any(h in message.lower() for h in _GRAMMAR_HINTS):
+            return InvalidSchemaError(
+                f"the JSON schema uses features the grammar backend cannot enforce: {message}",
+                param="response_format",
+                code="unsupported_json_schema",
+            )
+        return InvalidRequestError(message, param=param if isinstance(param, str) else None)
+    if r.status_code == 503:
+        return BackendUnavailableError(f"vLLM backend unavailable: {message}")
+    return BackendError(f"vLLM answered {r.status_code}: {message}")
