@@ -1,0 +1,185 @@
+"""What every gateway benchmark needs: a real vLLM server, a real gateway process in
+front of it, a registry holding the demo zoo, and a closed-loop load generator.
+
+Everything runs on this machine's loopback; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import registry  # noqa: E402
+from server.settings import GatewaySettings, LocalVllm  # noqa: E402
+from server.supervisor import free_port, vllm_command, vllm_env  # noqa: E402
+
+EXAMPLES = ROOT / "examples"
+BASE = EXAMPLES / "models" / "tiny-llama"
+ADAPTERS = ("support-v1", "support-v2", "extract", "triage")
+
+
+def machine() -> str:
+    cpu = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "")
+    return f"{platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def fill_registry(location: Path, copies: int = 0) -> list[str]:
+    """The zoo, plus `copies` renamed copies of its adapters (for many-adapter mixes)."""
+    names = list(ADAPTERS)
+    with registry.open(location) as reg:
+        reg.add_base(BASE, name="tiny-llama")
+        for name in ADAPTERS:
+            reg.push_adapter(EXAMPLES / "adapters" / name, name=name, base="tiny-llama",
+                             allow_unknown_dataset=True)
+        tmp = Path(tempfile.mkdtemp())
+        for i in range(copies):
+            src = ADAPTERS[i % len(ADAPTERS)]
+            dst = tmp / f"{src}-copy{i}"
+            shutil.copytree(EXAMPLES / "adapters" / src, dst)
+            reg.push_adapter(dst, base="tiny-llama", allow_unknown_dataset=True)
+            names.append(dst.name)
+        shutil.rmtree(tmp)
+    return names
+
+
+def settings(**kw: Any) -> GatewaySettings:
+    local = LocalVllm(**{k[6:]: v for k, v in kw.items() if k.startswith("local_")})
+    return GatewaySettings(local=local, **{k: v for k, v in kw.items()
+                                           if not k.startswith("local_")})
+
+
+@dataclass
+class Proc:
+    url: str
+    popen: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+@contextlib.contextmanager
+def vllm(s: GatewaySettings, log: Path) -> Iterator[Proc]:
+    port = free_port()
+    with log.open("wb") as f:
+        p = subprocess.Popen(vllm_command(s, BASE, "tiny-llama", port), env=vllm_env(),
+                             stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = Proc(f"http://127.0.0.1:{port}", p)
+    try:
+        _wait(f"{proc.url}/health", p)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def gateway(registry_dir: Path, backend: str, cache: Path, log: Path,
+            env: dict[str, str] | None = None) -> Iterator[Proc]:
+    port = free_port()
+    cmd = [str(Path(sys.executable).with_name("gateway")), "serve", "--registry",
+           str(registry_dir), "--backend", backend, "--port", str(port), "--log-level",
+           "warning"]
+    full_env = {**os.environ, "GATEWAY_CACHE_DIR": str(cache), **(env or {})}
+    with log.open("wb") as f:
+        p = subprocess.Popen(cmd, env=full_env, stdout=f, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    proc = Proc(f"http://127.0.0.1:{port}", p)
+    try:
+        _wait(f"{proc.url}/ready", p)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@dataclass
+class LoadResult:
+    latencies_s: list[float]
+    wall_s: float
+    completion_tokens: int
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies_s) / self.wall_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.wall_s
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies_s)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+async def _load(url: str, bodies: list[dict[str, Any]], concurrency: int,
+                path: str = "/v1/chat/completions") -> LoadResult:
+    queue = list(reversed(bodies))
+    latencies: list[float] = []
+    tokens = errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal tokens, errors
+            while queue:
+                body = queue.pop()
+                t0 = time.perf_counter()
+                r = await client.post(path, json=body)
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    errors += 1
+                    continue
+                tokens += int(r.json()["usage"]["completion_tokens"])
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return LoadResult(latencies, wall, tokens, errors)
+
+
+def load(url: str, bodies: list[dict[str, Any]], concurrency: int) -> LoadResult:
+    return asyncio.run(_load(url, bodies, concurrency))
+
+
+def ms(x: float) -> float:
+    return round(x * 1000, 3)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)

@@ -1,0 +1,216 @@
+"""Content-addressed blob store on a local filesystem.
+
+Layout: ``<root>/sha256/ab/abcdef...`` (the full hex digest, sharded by its first two
+characters) and ``<root>/tmp/`` for writes in progress. A blob is written to a temp
+file while it is hashed (each byte read once), fsynced, renamed into place, and the
+directory fsynced, so a blob that is visible is complete. A temp file or a blob that
+no metadata names (left by a killed push) is harmless; ``verify --gc`` removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from registry.digest import CHUNK_BYTES
+from registry.errors import IntegrityError
+
+ByteCallback = Callable[[int], None]
+Hook = Callable[[], None]
+
+
+class BlobStore(Protocol):
+    """What the registry needs from a blob store (a local directory today, S3 later)."""
+
+    def put_file(
+        self, src: Path, on_bytes: ByteCallback | None = None, before_rename: Hook | None = None
+    ) -> tuple[str, int]: ...
+
+    def put_bytes(self, data: bytes) -> str: ...
+
+    def has(self, hexdigest: str) -> bool: ...
+
+    def read_bytes(self, hexdigest: str) -> bytes: ...
+
+    def copy_out(
+        self, hexdigest: str, dest: Path, on_bytes: ByteCallback | None = None
+    ) -> None: ...
+
+    def problem(self, hexdigest: str) -> str | None: ...
+
+    def digests(self) -> Iterator[str]: ...
+
+    def collect(self, keep: set[str], grace_s: float) -> list[str]: ...
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry (a rename or a new file) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_hashing(src_fd: int, dst_fd: int, on_bytes: ByteCallback | None) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    buf = bytearray(CHUNK_BYTES)
+    view = memoryview(buf)
+    while n := os.readv(src_fd, [buf]):
+        chunk = view[:n]
+        digest.update(chunk)
+        written = 0
+        while written < n:
+            written += os.write(dst_fd, chunk[written:])
+        size += n
+        if on_bytes is not None:
+            on_bytes(n)
+    return digest.hexdigest(), size
+
+
+class FileBlobStore:
+    """A :class:`BlobStore` in a local directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "sha256"
+        self.tmp = root / "tmp"
+        for directory in (self.root, self.objects, self.tmp):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, hexdigest: str) -> Path:
+        """Where the blob with this hex digest lives."""
+        return self.objects / hexdigest[:2] / hexdigest
+
+    def _temp(self) -> tuple[int, Path]:
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
+        return fd, Path(name)
+
+    def _publish(self, temp: Path, hexdigest: str) -> None:
+        final = self.path(hexdigest)
+        if final.exists():
+            temp.unlink()
+            return
+        shard = final.parent
+        if not shard.exists():
+            shard.mkdir(exist_ok=True)
+            fsync_dir(self.objects)
+        os.chmod(temp, 0o444)
+        os.replace(temp, final)
+        fsync_dir(shard)
+
+    def put_file(
+        self, src: Path, on_bytes: ByteCallback | None = None, before_rename: Hook | None = None
+    ) -> tuple[str, int]:
+        """Store a file's bytes; return (hex digest, size)."""
+        fd, temp = self._temp()
+        try:
+            src_fd = os.open(src, os.O_RDONLY)
+            try:
+                hexdigest, size = _copy_hashing(src_fd, fd, on_bytes)
+            finally:
+                os.close(src_fd)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        if before_rename is not None:
+            before_rename()
+        self._publish(temp, hexdigest)
+        return hexdigest, size
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store a small byte string; return its hex digest."""
+        hexdigest = hashlib.sha256(data).hexdigest()
+        if self.has(hexdigest):
+            return hexdigest
+        fd, temp = self._temp()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._publish(temp, hexdigest)
+        return hexdigest
+
+    def has(self, hexdigest: str) -> bool:
+        return self.path(hexdigest).is_file()
+
+    def read_bytes(self, hexdigest: str) -> bytes:
+        """Read a small blob, verifying it."""
+        try:
+            data = self.path(hexdigest).read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"blob sha256:{hexdigest} is missing") from None
+        if hashlib.sha256(data).hexdigest() != hexdigest:
+            raise IntegrityError(f"blob sha256:{hexdigest} is corrupt (its bytes changed)")
+        return data
+
+    def copy_out(self, hexdigest: str, dest: Path, on_bytes: ByteCallback | None = None) -> None:
+        """Copy a blob to ``dest`` (created), verifying its hash; raise IntegrityError."""
+        try:
+            src_fd = os.open(self.path(hexdigest), os.O_RDONLY)
+        except FileNotFoundError:
+            raise IntegrityError(f"blob sha256:{hexdigest} is missing") from None
+        try:
+            dst_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                actual, _ = _copy_hashing(src_fd, dst_fd, on_bytes)
+                os.fsync(dst_fd)
+            finally:
+                os.close(dst_fd)
+        finally:
+            os.close(src_fd)
+        if actual != hexdigest:
+            raise IntegrityError(
+                f"blob sha256:{hexdigest} is corrupt (its bytes now hash to sha256:{actual}); "
+                "run `registry verify` and push the adapter again"
+            )
+
+    def problem(self, hexdigest: str) -> str | None:
+        """None if the blob is present and intact, else what is wrong with it."""
+        path = self.path(hexdigest)
+        if not path.is_file():
+            return "missing"
+        digest = hashlib.sha256()
+        with open(path, "rb", buffering=0) as fh:
+            while chunk := fh.read(CHUNK_BYTES):
+                digest.update(chunk)
+        if digest.hexdigest() != hexdigest:
+            return f"corrupt (hashes to sha256:{digest.hexdigest()})"
+        return None
+
+    def digests(self) -> Iterator[str]:
+        """Every blob present (hex digests)."""
+        for shard in sorted(self.objects.iterdir()):
+            if shard.is_dir():
+                for blob in sorted(shard.iterdir()):
+                    yield blob.name
+
+    def temp_files(self) -> list[Path]:
+        """Temp files of writes that never finished (or are in progress)."""
+        return sorted(self.tmp.iterdir())
+
+    def collect(self, keep: set[str], grace_s: float) -> list[str]:
+        """Delete orphan blobs and temp files older than ``grace_s``; return what went."""
+        cutoff = time.time() - grace_s
+        removed: list[str] = []
+        for hexdigest in list(self.digests()):
+            path = self.path(hexdigest)
+            if hexdigest not in keep and path.stat().st_mtime <= cutoff:
+                path.unlink(missing_ok=True)
+                removed.append(f"sha256:{hexdigest}")
+        for temp in self.temp_files():
+            with contextlib.suppress(FileNotFoundError):
+                if temp.stat().st_mtime <= cutoff:
+                    temp.unlink()
+                    removed.append(f"tmp/{temp.name}")
+        return removed

@@ -1,0 +1,348 @@
+"""The ``registry`` command line: thin click commands over :class:`registry.Registry`.
+
+Every command takes ``--registry LOCATION`` (else ``REGISTRY_URL``, else the per-user
+data directory). Registry errors become click errors with the exit code from
+:data:`EXIT_CODES`, the one place that maps the exception tree to exit statuses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from registry import errors as e
+from registry import render
+from registry.local import Registry
+from registry.location import open_registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exit status for each registry error (1 = generic, 2 = click usage error).
+EXIT_CODES: dict[type[e.RegistryError], int] = {
+    e.RegistryError: 1,
+    e.RefNotFoundError: 3,
+    e.InvalidRefError: 4,
+    e.AmbiguousRefError: 5,
+    e.InvalidAdapterError: 6,
+    e.InvalidBaseModelError: 7,
+    e.InvalidDatasetError: 8,
+    e.NameConflictError: 9,
+    e.InUseError: 10,
+    e.AliasInUseError: 11,
+    e.IntegrityError: 12,
+    e.DestinationExistsError: 13,
+    e.VersionConflictError: 14,
+    e.UnsupportedLocationError: 15,
+}
+
+
+def exit_code(exc: e.RegistryError) -> int:
+    """The exit status of the most specific mapped class of ``exc``."""
+    for cls in type(exc).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return 1
+
+
+class RegistryGroup(click.Group):
+    """A group that turns RegistryError into a ClickException with a mapped exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except e.RegistryError as exc:
+            error = click.ClickException(str(exc))
+            setattr(error, "exit_code", exit_code(exc))  # noqa: B010 (a ClassVar in stubs)
+            raise error from exc
+
+
+def location_option(func: F) -> F:
+    return click.option(
+        "--registry",
+        "location",
+        metavar="LOCATION",
+        default=None,
+        help="Registry directory (default: $REGISTRY_URL, else the per-user data dir).",
+    )(func)
+
+
+def who_option(func: F) -> F:
+    return click.option("--who", default=None, help="Who to record (default: your user).")(func)
+
+
+def _open(location: str | None) -> Registry:
+    return open_registry(location)
+
+
+@click.group(cls=RegistryGroup)
+@click.version_option(package_name="loraport")
+def main() -> None:
+    """loraport registry: base models, datasets and LoRA adapter versions."""
+
+
+@main.command()
+@location_option
+def init(location: str | None) -> None:
+    """Create (or migrate) a registry.
+
+    Example: registry init --registry ./reg
+    """
+    with _open(location) as reg:
+        click.echo(f"registry ready at {reg.root}")
+
+
+@main.group(cls=RegistryGroup)
+def base() -> None:
+    """Base models.
+
+    Example: registry base add models/tiny-llama --name tiny-llama
+    """
+
+
+@base.command("add")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Name to record the base model under.")
+@click.option("--license", "license_", default=None, help="License identifier.")
+@location_option
+@who_option
+def base_add(
+    directory: Path, name: str, license_: str | None, location: str | None, who: str | None
+) -> None:
+    """Hash and record a base model directory (config, weights, tokenizer).
+
+    Example: registry base add models/tiny-llama --name tiny-llama --license apache-2.0
+    """
+    with _open(location) as reg:
+        record = reg.add_base(directory, name=name, license=license_, who=who, progress=None)
+        click.echo(f"{record.name} {record.digest}")
+
+
+@main.group(cls=RegistryGroup)
+def dataset() -> None:
+    """Datasets.
+
+    Example: registry dataset add data/support.jsonl --name support-data
+    """
+
+
+@dataset.command("add")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Name to record the dataset under.")
+@click.option("--license", "license_", default=None, help="License identifier.")
+@location_option
+@who_option
+def dataset_add(
+    file: Path, name: str, license_: str | None, location: str | None, who: str | None
+) -> None:
+    """Hash and record a dataset file.
+
+    Example: registry dataset add data/support.jsonl --name support-data --license cc-by-4.0
+    """
+    with _open(location) as reg:
+        record = reg.add_dataset(file, name=name, license=license_, who=who)
+        click.echo(f"{record.name} {record.digest} ({record.records} records)")
+
+
+def _parse_meta(pairs: tuple[str, ...]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--meta")
+        meta[key] = value
+    return meta
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Adapter name (default: the directory's name).")
+@click.option("--base", "base_ref", default=None, help="Base model ref (default: the only one).")
+@click.option("--dataset", "dataset_ref", default=None, help="Dataset ref, or a file to add.")
+@click.option("--allow-unknown-dataset", is_flag=True, help="Record the dataset as unknown.")
+@click.option("--alias", default=None, help="Point this alias at the pushed version.")
+@click.option("--schema", type=click.Path(path_type=Path), default=None, help="Output schema.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Training metadata.")
+@location_option
+@who_option
+def push(
+    directory: Path,
+    name: str | None,
+    base_ref: str | None,
+    dataset_ref: str | None,
+    allow_unknown_dataset: bool,
+    alias: str | None,
+    schema: Path | None,
+    meta: tuple[str, ...],
+    location: str | None,
+    who: str | None,
+) -> None:
+    """Validate a PEFT LoRA directory and record it as a new version.
+
+    Example: registry push adapters/support --base tiny-llama --dataset data/support.jsonl
+    --alias canary --meta epochs=3
+    """
+    with _open(location) as reg:
+        result = reg.push_adapter(
+            directory,
+            name=name,
+            base=base_ref,
+            dataset=dataset_ref,
+            allow_unknown_dataset=allow_unknown_dataset,
+            alias=alias,
+            schema=schema,
+            meta=_parse_meta(meta),
+            who=who,
+            progress=None,
+        )
+        note = "" if result.created else " (already existed)"
+        click.echo(f"{result.adapter.ref} {result.adapter.digest}{note}")
+
+
+@main.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@location_option
+def ls(as_json: bool, location: str | None) -> None:
+    """List base models, datasets and live adapter versions.
+
+    Example: registry ls --json
+    """
+    with _open(location) as reg:
+        records: list[render.Record] = [*reg.list_bases(), *reg.list_datasets()]
+        records += reg.list_adapters()
+        if as_json:
+            click.echo(json.dumps([render.to_json(r) for r in records], indent=2))
+        else:
+            click.echo(render.table(records))
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@location_option
+def show(ref: str, as_json: bool, location: str | None) -> None:
+    """Show one base model, dataset or adapter version.
+
+    Example: registry show support@production --json
+    """
+    with _open(location) as reg:
+        kind = reg.resolve(ref).kind
+        record: render.Record = (
+            reg.adapter(ref)
+            if kind == "adapter"
+            else reg.base(ref)
+            if kind == "base"
+            else reg.dataset(ref)
+        )
+        click.echo(
+            json.dumps(render.to_json(record), indent=2) if as_json else render.describe(record)
+        )
+
+
+@main.command()
+@click.argument("ref")
+@click.argument("dest", type=click.Path(path_type=Path))
+@location_option
+def pull(ref: str, dest: Path, location: str | None) -> None:
+    """Rebuild a version's directory at DEST, verifying every file.
+
+    Example: registry pull support@production ./support
+    """
+    with _open(location) as reg:
+        resolved = reg.resolve(ref)
+        path = reg.pull(ref, dest, progress=None)
+        click.echo(f"{path} {resolved.digest}")
+
+
+@main.group(cls=RegistryGroup)
+def alias() -> None:
+    """Aliases: mutable pointers such as production, canary, staging.
+
+    Example: registry alias set support production 2
+    """
+
+
+@alias.command("set")
+@click.argument("name")
+@click.argument("alias_name", metavar="ALIAS")
+@click.argument("version", type=int)
+@location_option
+@who_option
+def alias_set(
+    name: str, alias_name: str, version: int, location: str | None, who: str | None
+) -> None:
+    """Point NAME@ALIAS at VERSION.
+
+    Example: registry alias set support production 2
+    """
+    with _open(location) as reg:
+        reg.set_alias(name, alias_name, version, who=who)
+        click.echo(f"{name}@{alias_name} -> {name}@{version}")
+
+
+@alias.command("rm")
+@click.argument("name")
+@click.argument("alias_name", metavar="ALIAS")
+@location_option
+@who_option
+def alias_rm(name: str, alias_name: str, location: str | None, who: str | None) -> None:
+    """Delete NAME@ALIAS.
+
+    Example: registry alias rm support canary
+    """
+    with _open(location) as reg:
+        reg.remove_alias(name, alias_name, who=who)
+        click.echo(f"removed {name}@{alias_name}")
+
+
+@main.command()
+@click.argument("ref", required=False)
+@click.option("--gc", is_flag=True, help="Delete orphan blobs and stale temp files.")
+@click.option("--grace", default=3600.0, show_default=True, help="Seconds an orphan must age.")
+@location_option
+def verify(ref: str | None, gc: bool, grace: float, location: str | None) -> None:
+    """Re-hash stored blobs (all, or REF's); exit 12 on damage.
+
+    Example: registry verify support@2
+    """
+    with _open(location) as reg:
+        report = reg.verify(ref, gc=gc, gc_grace_s=grace)
+    for line in render.verify_lines(report):
+        click.echo(line)
+    if not report.ok:
+        raise e.IntegrityError(f"verify found {len(report.errors)} problem(s)")
+
+
+@main.command()
+@click.argument("ref")
+@location_option
+@who_option
+def rm(ref: str, location: str | None, who: str | None) -> None:
+    """Remove a version (soft delete); refused while an alias points at it.
+
+    Example: registry rm support@1
+    """
+    with _open(location) as reg:
+        target = reg.remove(ref, who=who)
+        shown = target.name if target.version is None else f"{target.name}@{target.version}"
+        click.echo(f"removed {target.kind} {shown}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@location_option
+def log(name: str | None, as_json: bool, location: str | None) -> None:
+    """Show the event log (pushes, alias moves, removals), oldest first.
+
+    Example: registry log support
+    """
+    with _open(location) as reg:
+        for event in reg.events(name):
+            if as_json:
+                click.echo(json.dumps(render.event_json(event), sort_keys=True))
+            else:
+                click.echo(render.event_line(event))

@@ -1,0 +1,83 @@
+"""Content digests: files, directory manifests and their canonical JSON.
+
+A directory's digest is ``sha256`` over the canonical JSON of its manifest, the list
+of ``{"path", "size", "sha256"}`` for every file sorted by relative POSIX path. Refs
+print digests as ``sha256:<hex>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from registry.refs import DIGEST_PREFIX, format_digest
+
+#: Read and hash in chunks this large (large enough that Python overhead disappears).
+CHUNK_BYTES = 4 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    """One file of a directory: relative POSIX path, size in bytes, sha256 hex."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """Hex sha256 and size of a file, read once in large chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    buf = bytearray(CHUNK_BYTES)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            digest.update(view[:n])
+            size += n
+    return digest.hexdigest(), size
+
+
+def sort_manifest(entries: Iterable[ManifestEntry]) -> tuple[ManifestEntry, ...]:
+    """Entries sorted by path (the canonical order)."""
+    return tuple(sorted(entries, key=lambda e: e.path))
+
+
+def manifest_json(entries: Sequence[ManifestEntry]) -> bytes:
+    """The canonical JSON bytes a manifest digest is computed over."""
+    return canonical_json(
+        [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in sort_manifest(entries)]
+    )
+
+
+def manifest_digest(entries: Sequence[ManifestEntry]) -> str:
+    """``sha256:<hex>`` of a directory described by ``entries``."""
+    return format_digest(sha256_bytes(manifest_json(entries)))
+
+
+def parse_manifest(data: str | bytes) -> tuple[ManifestEntry, ...]:
+    """Inverse of :func:`manifest_json`."""
+    rows = json.loads(data)
+    return tuple(
+        ManifestEntry(path=str(r["path"]), size=int(r["size"]), sha256=str(r["sha256"]))
+        for r in rows
+    )
+
+
+def strip_prefix(digest: str) -> str:
+    """``sha256:<hex>`` -> ``<hex>``."""
+    return digest.removeprefix(DIGEST_PREFIX)

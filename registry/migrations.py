@@ -1,0 +1,131 @@
+"""Ordered schema migrations, one function each; ``PRAGMA user_version`` counts them.
+
+Append new migrations to :data:`MIGRATIONS`; never edit one that has shipped. Room is
+left for later issues: ``bases.parent_id``/``quantization`` hold variants, and traffic
+splits and rollouts will be their own tables keyed by adapter ``name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlite_utils import Database
+
+from registry.errors import UnsupportedLocationError
+
+_INITIAL = (
+    """CREATE TABLE names (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('base', 'dataset', 'adapter')),
+        created_at TEXT NOT NULL)""",
+    """CREATE TABLE manifests (
+        digest TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        files INTEGER NOT NULL)""",
+    """CREATE TABLE bases (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE REFERENCES names(name),
+        digest TEXT NOT NULL REFERENCES manifests(digest),
+        architecture TEXT NOT NULL,
+        chat_template_digest TEXT,
+        license TEXT,
+        parent_id INTEGER REFERENCES bases(id),
+        quantization TEXT,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        removed_at TEXT,
+        removed_by TEXT)""",
+    "CREATE INDEX bases_digest ON bases(digest)",
+    """CREATE TABLE datasets (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE REFERENCES names(name),
+        digest TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        records INTEGER NOT NULL,
+        license TEXT,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        removed_at TEXT,
+        removed_by TEXT)""",
+    "CREATE INDEX datasets_digest ON datasets(digest)",
+    """CREATE TABLE adapters (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL REFERENCES names(name),
+        version INTEGER NOT NULL CHECK (version >= 1),
+        digest TEXT NOT NULL REFERENCES manifests(digest),
+        base_id INTEGER NOT NULL REFERENCES bases(id),
+        dataset_id INTEGER REFERENCES datasets(id),
+        dataset_unknown INTEGER NOT NULL DEFAULT 0,
+        r INTEGER NOT NULL,
+        lora_alpha REAL NOT NULL,
+        target_modules TEXT NOT NULL,
+        lora_dropout REAL NOT NULL,
+        peft_config TEXT NOT NULL,
+        chat_template_digest TEXT,
+        schema TEXT,
+        identity TEXT NOT NULL,
+        meta TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        removed_at TEXT,
+        removed_by TEXT,
+        UNIQUE (name, version),
+        CHECK (dataset_id IS NOT NULL OR dataset_unknown = 1))""",
+    "CREATE INDEX adapters_digest ON adapters(digest)",
+    "CREATE INDEX adapters_identity ON adapters(name, identity)",
+    """CREATE TABLE aliases (
+        name TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (name, alias),
+        FOREIGN KEY (name, version) REFERENCES adapters(name, version))""",
+    "CREATE INDEX aliases_version ON aliases(name, version)",
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        who TEXT NOT NULL,
+        action TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version INTEGER,
+        detail TEXT NOT NULL DEFAULT '{}')""",
+    "CREATE INDEX events_name ON events(name, id)",
+    """CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END""",
+    """CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END""",
+)
+
+
+def m0001_initial(db: Database) -> None:
+    """Names, manifests, bases, datasets, adapter versions, aliases, events."""
+    for statement in _INITIAL:
+        db.execute(statement)
+
+
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (m0001_initial,)
+
+
+def migrate(db: Database) -> int:
+    """Apply pending migrations in one write transaction; return the schema version."""
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if current > len(MIGRATIONS):
+            raise UnsupportedLocationError(
+                f"registry schema version {current} is newer than this loraport "
+                f"({len(MIGRATIONS)}); upgrade loraport"
+            )
+        for number, migration in enumerate(MIGRATIONS[current:], start=current + 1):
+            migration(db)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)

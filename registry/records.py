@@ -1,0 +1,126 @@
+"""Frozen records the registry hands out (the library's public value types)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["base", "dataset", "adapter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What a reference points at right now."""
+
+    kind: Kind
+    name: str
+    version: int | None
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """A link to a base model or dataset; both None for an explicitly unknown dataset."""
+
+    name: str | None
+    digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PeftSummary:
+    """The LoRA shape of an adapter, from its ``adapter_config.json`` and tensors."""
+
+    r: int
+    lora_alpha: float
+    target_modules: tuple[str, ...]
+    lora_dropout: float
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterVersion:
+    """One immutable version of an adapter."""
+
+    name: str
+    version: int
+    digest: str
+    base_model: Lineage
+    dataset: Lineage
+    peft: PeftSummary
+    schema: dict[str, Any] | None
+    aliases: tuple[str, ...]
+    meta: dict[str, Any]
+    created_by: str
+    created_at: str
+    chat_template_digest: str | None = None
+    removed_at: str | None = None
+    kind: Literal["adapter"] = "adapter"
+
+    @property
+    def ref(self) -> str:
+        """``NAME@N``."""
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class BaseModel:
+    """A base model (or, later, a quantized variant of one: ``parent`` + ``quantization``)."""
+
+    name: str
+    digest: str
+    architecture: dict[str, Any]
+    license: str | None
+    parent: str | None
+    quantization: str | None
+    created_at: str
+    created_by: str = ""
+    chat_template_digest: str | None = None
+    kind: Literal["base"] = "base"
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """A training dataset file."""
+
+    name: str
+    digest: str
+    records: int
+    size: int
+    license: str | None
+    created_at: str
+    created_by: str = ""
+    kind: Literal["dataset"] = "dataset"
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """The version a push produced, and whether it is new (False: identical content existed)."""
+
+    adapter: AdapterVersion
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the append-only event log."""
+
+    id: int
+    at: str
+    who: str
+    action: str
+    name: str
+    version: int | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """Result of ``verify``: errors are real damage; orphans are harmless leftovers."""
+
+    checked: int
+    errors: tuple[str, ...]
+    orphans: tuple[str, ...] = ()
+    collected: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors

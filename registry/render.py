@@ -1,0 +1,97 @@
+"""How the CLI prints records: JSON-ready dicts and plain-text tables."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from registry.records import AdapterVersion, BaseModel, Dataset, Event, VerifyReport
+
+Record = AdapterVersion | BaseModel | Dataset
+
+
+def to_json(record: Record) -> dict[str, Any]:
+    """A record as a JSON-ready dict (adapters also get ``ref``)."""
+    data = dataclasses.asdict(record)
+    if isinstance(record, AdapterVersion):
+        data["ref"] = record.ref
+        data["peft"]["target_modules"] = list(record.peft.target_modules)
+        data["aliases"] = list(record.aliases)
+    return data
+
+
+def short(digest: str) -> str:
+    """``sha256:`` plus the first 12 hex digits."""
+    return digest[: len("sha256:") + 12]
+
+
+def table(records: list[Record]) -> str:
+    """One line per record: kind, name, version, digest, aliases, created."""
+    rows = [("KIND", "NAME", "VERSION", "DIGEST", "ALIASES", "CREATED")]
+    for r in records:
+        version = str(r.version) if isinstance(r, AdapterVersion) else "-"
+        aliases = ",".join(r.aliases) if isinstance(r, AdapterVersion) else ""
+        rows.append((r.kind, r.name, version, short(r.digest), aliases, r.created_at))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def describe(record: Record) -> str:
+    """Multi-line human description of one record."""
+    lines = [f"{record.kind} {record.name}"]
+    if isinstance(record, AdapterVersion):
+        lines[0] = f"adapter {record.ref}"
+        ds = record.dataset
+        lines += [
+            f"  digest:      {record.digest}",
+            f"  base model:  {record.base_model.name} ({record.base_model.digest})",
+            f"  dataset:     {f'{ds.name} ({ds.digest})' if ds.name else 'unknown'}",
+            f"  lora:        r={record.peft.r} alpha={record.peft.lora_alpha:g} "
+            f"dropout={record.peft.lora_dropout:g} targets={','.join(record.peft.target_modules)}",
+            f"  aliases:     {', '.join(record.aliases) or '-'}",
+            f"  schema:      {'yes' if record.schema is not None else 'no'}",
+            f"  meta:        {record.meta or '-'}",
+        ]
+    elif isinstance(record, BaseModel):
+        arch = record.architecture
+        lines += [
+            f"  digest:       {record.digest}",
+            f"  architecture: {', '.join(arch.get('architectures', []))} "
+            f"hidden={arch.get('hidden_size')} layers={arch.get('num_hidden_layers')}",
+            f"  targets:      {', '.join(arch.get('target_modules', []))}",
+            f"  license:      {record.license or '-'}",
+            f"  parent:       {record.parent or '-'}  quantization: {record.quantization or '-'}",
+        ]
+    else:
+        lines += [
+            f"  digest:  {record.digest}",
+            f"  records: {record.records}  bytes: {record.size}",
+            f"  license: {record.license or '-'}",
+        ]
+    lines.append(f"  created:     {record.created_at} by {record.created_by}")
+    return "\n".join(lines)
+
+
+def event_line(event: Event) -> str:
+    """``#id at who action name@version detail``."""
+    target = event.name if event.version is None else f"{event.name}@{event.version}"
+    detail = " ".join(f"{k}={v}" for k, v in sorted(event.detail.items()) if v is not None)
+    return f"#{event.id} {event.at} {event.who} {event.action} {target} {detail}".rstrip()
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as a JSON-ready dict."""
+    return dataclasses.asdict(event)
+
+
+def verify_lines(report: VerifyReport) -> list[str]:
+    """Errors, orphans and a summary line."""
+    lines = [f"ERROR {e}" for e in report.errors]
+    lines += [f"orphan {o} (harmless; `registry verify --gc` removes it)" for o in report.orphans]
+    lines += [f"removed {c}" for c in report.collected]
+    verdict = "ok" if report.ok else f"{len(report.errors)} problem(s)"
+    lines.append(f"checked {report.checked} blob(s): {verdict}")
+    return lines

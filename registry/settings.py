@@ -1,0 +1,41 @@
+"""Registry settings: the one place that reads the environment (prefix ``REGISTRY_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: vLLM's default ``--max-lora-rank``; adapters above the serving limit are refused at push.
+DEFAULT_MAX_LORA_RANK = 16
+#: Ordered steps of a push at which a test may ask the process to kill itself.
+CRASH_STEPS = ("validated", "blob_temp_written", "blobs_stored", "in_transaction")
+
+
+class RegistrySettings(BaseSettings):
+    """Settings for opening and writing a registry.
+
+    ``REGISTRY_URL`` is the location (a directory; ``http(s)://`` is reserved for the
+    registry service). ``REGISTRY_MAX_LORA_RANK`` and ``REGISTRY_MAX_FILE_BYTES`` bound
+    what a push accepts.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="REGISTRY_", extra="forbid", frozen=True)
+
+    url: str | None = Field(default=None, description="registry location (directory)")
+    max_lora_rank: int = Field(default=DEFAULT_MAX_LORA_RANK, ge=1)
+    max_file_bytes: int = Field(default=20 * 2**30, ge=1, description="largest single file")
+    user: str | None = Field(default=None, description="who to record instead of getpass")
+    progress_min_bytes: int = Field(default=64 * 2**20, ge=0)
+    busy_timeout_s: float = Field(default=60.0, gt=0)
+    xdg_data_home: Path | None = Field(
+        default=None, validation_alias=AliasChoices("XDG_DATA_HOME", "xdg_data_home")
+    )
+    #: Test-only: SIGKILL this process when a push reaches this step (see CRASH_STEPS).
+    crash_after_step: str | None = None
+
+    def default_location(self) -> Path:
+        """The per-user data directory used when no location is given."""
+        data_home = self.xdg_data_home or Path.home() / ".local" / "share"
+        return data_home / "loraport" / "registry"

@@ -1,0 +1,162 @@
+"""The registry CLI end to end (click's runner, a real registry directory)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from registry.cli import EXIT_CODES, main
+from registry.errors import AliasInUseError, IntegrityError, InvalidAdapterError
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found: list[tuple[str, click.Command]] = []
+    for name, command in sorted(group.commands.items()):
+        found.append((f"{prefix}{name}", command))
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{prefix}{name} ")
+    return found
+
+
+@pytest.mark.parametrize("path", [name for name, _ in _commands(main)])
+def test_every_command_has_help_with_example(path: str) -> None:
+    result = CliRunner().invoke(main, [*path.split(), "--help"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output, f"`registry {path}` has no Example: in its help"
+
+
+def test_every_leaf_command_takes_registry() -> None:
+    for path, command in _commands(main):
+        if not isinstance(command, click.Group):
+            assert any("--registry" in p.opts for p in command.params), path
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str]]:
+    monkeypatch.setenv("REGISTRY_URL", str(tmp_path / "reg"))
+    monkeypatch.setenv("REGISTRY_USER", "cli-user")
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, list(args))
+        return result.exit_code, result.output
+
+    return run
+
+
+def test_workflow(
+    cli: Callable[..., tuple[int, str]],
+    base_dir: Path,
+    dataset_file: Path,
+    make_adapter: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    assert cli("init")[0] == 0
+    code, out = cli("base", "add", str(base_dir), "--name", "tiny-base", "--license", "mit")
+    assert code == 0 and out.startswith("tiny-base sha256:")
+    code, out = cli("dataset", "add", str(dataset_file), "--name", "support-data")
+    assert code == 0 and "2 records" in out
+    adapter = make_adapter("support")
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object"}')
+    args = (
+        "push",
+        str(adapter),
+        "--dataset",
+        "support-data",
+        "--meta",
+        "epochs=3",
+        "--schema",
+        str(schema),
+    )
+    code, out = cli(*args)
+    assert code == 0 and out.startswith("support@1 sha256:") and "already" not in out
+    code, out = cli(*args)
+    assert code == 0 and "support@1" in out and "(already existed)" in out
+    code, out = cli("push", str(make_adapter("support", seed=1)), "--allow-unknown-dataset")
+    assert code == 0 and out.startswith("support@2 ")
+    assert cli("alias", "set", "support", "production", "1")[0] == 0
+
+    code, out = cli("show", "support", "--json")
+    shown = json.loads(out)
+    assert {
+        "name",
+        "version",
+        "digest",
+        "base_model",
+        "dataset",
+        "peft",
+        "aliases",
+        "schema",
+        "meta",
+        "created_by",
+        "created_at",
+        "kind",
+    } <= set(shown)
+    assert shown["version"] == 1 and shown["aliases"] == ["production"]
+    assert shown["base_model"]["name"] == "tiny-base" and shown["dataset"]["name"] == "support-data"
+    assert shown["peft"] == {
+        "r": 4,
+        "lora_alpha": 8.0,
+        "target_modules": ["q_proj", "v_proj"],
+        "lora_dropout": 0.05,
+    }
+    assert shown["meta"] == {"epochs": "3"} and shown["schema"] == {"type": "object"}
+    assert shown["created_by"] == "cli-user" and shown["kind"] == "adapter"
+    for ref in ("tiny-base", "support-data", "support@2"):
+        code, out = cli("show", ref)
+        assert code == 0 and ref.split("@")[0] in out
+    assert json.loads(cli("show", "tiny-base", "--json")[1])["license"] == "mit"
+
+    code, out = cli("ls", "--json")
+    assert [(r["kind"], r["name"]) for r in json.loads(out)] == [
+        ("base", "tiny-base"),
+        ("dataset", "support-data"),
+        ("adapter", "support"),
+        ("adapter", "support"),
+    ]
+    code, out = cli("ls")
+    assert code == 0 and "production" in out
+
+    code, out = cli("pull", "support@production", str(tmp_path / "pulled"))
+    assert code == 0 and (tmp_path / "pulled" / "adapter_model.safetensors").exists()
+    code, out = cli("verify")
+    assert code == 0 and "ok" in out
+    assert cli("rm", "support@1")[0] == EXIT_CODES[AliasInUseError]
+    code, out = cli("rm", "support@2")
+    assert code == 0 and "removed adapter support@2" in out
+    code, out = cli("log", "support")
+    assert [line.split()[3] for line in out.splitlines()] == ["push", "push", "alias.set", "remove"]
+    code, out = cli("log", "--json")
+    assert json.loads(out.splitlines()[0])["action"] == "base.add"
+
+
+def test_errors_have_mapped_exit_codes(
+    cli: Callable[..., tuple[int, str]], tmp_path: Path, make_adapter: Callable[..., Path]
+) -> None:
+    code, out = cli("push", str(make_adapter()), "--allow-unknown-dataset")
+    assert code == EXIT_CODES[InvalidAdapterError] and "registry base add" in out
+    code, out = cli("show", "nothing")
+    assert code == 3 and "Error:" in out
+    code, out = cli("show", "bad ref!")
+    assert code == 4
+    code, out = cli("ls", "--registry", "http://registry.internal:8080")
+    assert code == 15 and "not yet supported" in out
+    code, out = cli("push", str(make_adapter()), "--meta", "novalue")
+    assert code == 2
+
+
+def test_verify_exit_code_on_damage(
+    cli: Callable[..., tuple[int, str]], base_dir: Path, tmp_path: Path
+) -> None:
+    cli("base", "add", str(base_dir), "--name", "tiny-base")
+    blobs = sorted((tmp_path / "reg" / "blobs" / "sha256").rglob("*"))
+    victim = next(p for p in blobs if p.is_file())
+    victim.chmod(0o644)
+    victim.write_bytes(b"changed")
+    code, out = cli("verify")
+    assert code == EXIT_CODES[IntegrityError] and "ERROR" in out

@@ -1,0 +1,50 @@
+"""A push killed with SIGKILL at any step leaves no visible version and a clean verify."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import registry
+from registry.local import Registry
+from registry.settings import CRASH_STEPS
+
+PUSHER = """
+import sys, registry
+reg = registry.open(sys.argv[1])
+reg.push_adapter(sys.argv[2], dataset="support-data", alias="production")
+"""
+
+
+@pytest.mark.parametrize("step", CRASH_STEPS)
+def test_killed_push_leaves_nothing(
+    reg: Registry, reg_path: Path, make_adapter: Callable[..., Path], step: str
+) -> None:
+    path = make_adapter("support")
+    token = reg.change_token()
+    env = {**os.environ, "REGISTRY_CRASH_AFTER_STEP": step, "REGISTRY_URL": ""}
+    proc = subprocess.run(
+        [sys.executable, "-c", PUSHER, str(reg_path), str(path)],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    with registry.open(reg_path) as after:
+        assert after.list_adapters() == []
+        assert after.change_token() == token
+        assert after.aliases("support") == {}
+        report = after.verify()
+        assert report.ok, report.errors
+        if step != "validated":
+            assert report.orphans  # harmless leftovers, collected by gc
+        after.verify(gc=True, gc_grace_s=0)
+        assert after.verify().orphans == ()
+        result = after.push_adapter(path, dataset="support-data")
+        assert result.created and result.adapter.version == 1

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import registry
+from registry.location import location_path
+
+
+def test_location_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REGISTRY_URL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    settings = registry.RegistrySettings()
+    assert location_path(None, settings) == tmp_path / "data" / "loraport" / "registry"
+    monkeypatch.setenv("REGISTRY_URL", str(tmp_path / "env"))
+    assert location_path(None, registry.RegistrySettings()) == tmp_path / "env"
+    assert location_path(tmp_path / "arg", registry.RegistrySettings()) == tmp_path / "arg"
+
+
+@pytest.mark.parametrize("url", ["http://host:8080", "https://reg.example", "s3://bucket"])
+def test_urls_are_not_supported_yet(url: str) -> None:
+    with pytest.raises(registry.UnsupportedLocationError):
+        registry.open(url)
+
+
+def test_open_creates_and_migrates(tmp_path: Path) -> None:
+    with registry.open(tmp_path / "new") as reg:
+        assert (tmp_path / "new" / "registry.db").exists()
+        assert reg.store.one("PRAGMA user_version") == {"user_version": 1}
+        assert reg.store.one("PRAGMA journal_mode") == {"journal_mode": "wal"}
+        assert reg.change_token() == 0 and reg.list_adapters() == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(registry.UnsupportedLocationError):
+        registry.open(tmp_path / "file")

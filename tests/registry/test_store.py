@@ -1,0 +1,161 @@
+"""The library API against a real SQLite file: push, resolve, aliases, removal, events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import registry
+from registry.local import Registry
+
+MakeAdapter = Callable[..., Path]
+
+
+def test_push_records_lineage(reg: Registry, make_adapter: MakeAdapter) -> None:
+    path = make_adapter("support")
+    (path / "training_args.json").write_text(json.dumps({"epochs": 3}))
+    result = reg.push_adapter(path, dataset="support-data", meta={"owner": "ops"}, who="alice")
+    assert result.created
+    v = result.adapter
+    assert (v.name, v.version, v.ref) == ("support", 1, "support@1")
+    assert v.digest.startswith("sha256:") and len(v.digest) == 71
+    assert v.base_model == registry.Lineage("tiny-base", reg.base("tiny-base").digest)
+    assert v.dataset.name == "support-data"
+    assert v.peft == registry.PeftSummary(4, 8.0, ("q_proj", "v_proj"), 0.05)
+    assert v.meta == {"owner": "ops", "training_args": {"epochs": 3}}
+    assert v.created_by == "alice" and v.created_at.endswith("Z")
+    assert v.chat_template_digest == reg.base("tiny-base").chat_template_digest
+    assert reg.resolve("support") == registry.Resolved("adapter", "support", 1, v.digest)
+    assert reg.resolve(v.digest).version == 1
+
+
+def test_identical_push_returns_existing(reg: Registry, make_adapter: MakeAdapter) -> None:
+    path = make_adapter("support")
+    first = reg.push_adapter(path, dataset="support-data")
+    again = reg.push_adapter(path, dataset="support-data", alias="production")
+    assert not again.created and again.adapter.version == 1
+    assert again.adapter.aliases == ("production",)
+    other = reg.push_adapter(make_adapter("support", seed=1), dataset="support-data")
+    assert other.created and other.adapter.version == 2
+    assert first.adapter.digest != other.adapter.digest
+    assert [e.action for e in reg.events("support")] == ["push", "alias.set", "push"]
+
+
+def test_unknown_dataset_needs_flag(reg: Registry, make_adapter: MakeAdapter) -> None:
+    path = make_adapter()
+    with pytest.raises(registry.InvalidAdapterError, match="allow-unknown-dataset"):
+        reg.push_adapter(path)
+    v = reg.push_adapter(path, allow_unknown_dataset=True).adapter
+    assert v.dataset == registry.Lineage(None, None)
+
+
+def test_dataset_file_is_added(reg: Registry, make_adapter: MakeAdapter, tmp_path: Path) -> None:
+    data = tmp_path / "triage-data.jsonl"
+    data.write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n')
+    v = reg.push_adapter(make_adapter("triage"), dataset=str(data)).adapter
+    assert v.dataset.name == "triage-data"
+    assert reg.dataset("triage-data").records == 3
+    assert reg.resolve("triage-data").kind == "dataset"
+    clash = tmp_path / "extract.jsonl"
+    clash.write_text("{}\n")
+    with pytest.raises(registry.NameConflictError, match="dataset add"):
+        reg.push_adapter(make_adapter("extract"), dataset=clash)
+
+
+def test_resolve_rules(reg: Registry, make_adapter: MakeAdapter) -> None:
+    for seed in range(3):
+        reg.push_adapter(make_adapter(seed=seed), dataset="support-data")
+    with pytest.raises(registry.AmbiguousRefError, match=r"support@1, support@2, support@3"):
+        reg.resolve("support")
+    reg.set_alias("support", "production", 2)
+    reg.set_alias("support", "canary", 3)
+    assert reg.resolve("support").version == 2
+    assert reg.resolve("support@canary").version == 3
+    assert reg.resolve("support@1").version == 1
+    assert reg.aliases("support") == {"canary": 3, "production": 2}
+    assert reg.adapter("support@production").aliases == ("production",)
+    with pytest.raises(registry.RefNotFoundError, match="no alias 'staging'"):
+        reg.resolve("support@staging")
+    with pytest.raises(registry.RefNotFoundError):
+        reg.resolve("support@9")
+    with pytest.raises(registry.RefNotFoundError):
+        reg.resolve("nothing")
+    with pytest.raises(registry.RefNotFoundError):
+        reg.resolve("sha256:" + "0" * 64)
+    with pytest.raises(registry.InvalidRefError):
+        reg.resolve("tiny-base@1")
+    assert reg.resolve("tiny-base").kind == "base"
+    with pytest.raises(registry.RefNotFoundError):
+        reg.set_alias("support", "production", 7)
+
+
+def test_remove_is_soft_and_refused_while_aliased(reg: Registry, make_adapter: MakeAdapter) -> None:
+    reg.push_adapter(make_adapter(seed=0), dataset="support-data", alias="production")
+    reg.push_adapter(make_adapter(seed=1), dataset="support-data")
+    with pytest.raises(registry.AliasInUseError, match="production"):
+        reg.remove("support@1")
+    reg.set_alias("support", "production", 2)
+    token = reg.change_token()
+    reg.remove("support@1", who="bob")
+    assert reg.change_token() > token
+    assert [v.version for v in reg.list_adapters()] == [2]
+    with pytest.raises(registry.RefNotFoundError, match="removed"):
+        reg.resolve("support@1")
+    reg.remove_alias("support", "production")
+    assert reg.resolve("support").version == 2  # the only live version
+    v3 = reg.push_adapter(make_adapter(seed=0), dataset="support-data").adapter
+    assert v3.version == 3  # numbers are never reused
+    with pytest.raises(registry.InUseError):
+        reg.remove("tiny-base")
+    assert reg.events("support")[-1].action == "push"
+    assert any(e.action == "remove" and e.who == "bob" for e in reg.events())
+
+
+def test_shared_namespace(reg: Registry, make_adapter: MakeAdapter, base_dir: Path) -> None:
+    with pytest.raises(registry.NameConflictError, match="base"):
+        reg.push_adapter(make_adapter("tiny-base"), dataset="support-data")
+    with pytest.raises(registry.NameConflictError):
+        reg.add_dataset(base_dir / "config.json", name="tiny-base")
+    assert reg.add_base(base_dir, name="tiny-base").name == "tiny-base"  # idempotent
+
+
+def test_base_record(reg: Registry) -> None:
+    base = reg.base("tiny-base")
+    assert base.license == "apache-2.0" and base.parent is None and base.quantization is None
+    assert base.architecture["architectures"] == ["LlamaForCausalLM"]
+    assert base.architecture["modules"]["model.layers.1.mlp.down_proj"] == [32, 64]
+    assert "q_proj" in base.architecture["target_modules"]
+    assert reg.list_bases() == [base]
+    assert reg.resolve(base.digest).kind == "base"
+
+
+def test_schema_from_dir_and_argument(reg: Registry, make_adapter: MakeAdapter) -> None:
+    path = make_adapter("extract")
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    (path / "schema.json").write_text(json.dumps(schema))
+    v = reg.push_adapter(path, dataset="support-data").adapter
+    assert v.schema == schema
+    other = {"type": "object", "required": ["x"]}
+    v2 = reg.push_adapter(path, dataset="support-data", schema=other).adapter
+    assert v2.version == 2 and v2.schema == other  # a different schema is a new version
+
+
+def test_reopen_and_change_token(
+    reg_path: Path, reg: Registry, make_adapter: MakeAdapter, settings: registry.RegistrySettings
+) -> None:
+    reg.push_adapter(make_adapter(), dataset="support-data")
+    token = reg.change_token()
+    with registry.open(reg_path, settings=settings) as again:
+        assert again.change_token() == token
+        assert [v.ref for v in again.list_adapters()] == ["support@1"]
+        assert again.list_adapters()[0] == reg.adapter("support@1")
+
+
+def test_events_are_append_only(reg: Registry) -> None:
+    import sqlite3
+
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        reg.store.conn.execute("DELETE FROM events")

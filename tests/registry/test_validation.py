@@ -1,0 +1,163 @@
+"""Every push validation rule refuses with its reason, and nothing is written."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import registry
+from registry.errors import AdapterProblem as P
+from registry.local import Registry
+
+from .conftest import write_base
+
+Mutator = Callable[[Path], None]
+
+
+def _config(path: Path, **changes: object) -> None:
+    config = json.loads((path / "adapter_config.json").read_text())
+    config.update(changes)
+    (path / "adapter_config.json").write_text(json.dumps(config))
+
+
+def _tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    save_file(tensors, str(path / "adapter_model.safetensors"))
+
+
+A = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+B = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
+CASES: dict[str, tuple[P, Mutator]] = {
+    "no_config": (P.NOT_PEFT, lambda p: (p / "adapter_config.json").unlink()),
+    "not_lora": (P.NOT_LORA, lambda p: _config(p, peft_type="PREFIX_TUNING")),
+    "dora": (P.UNSUPPORTED, lambda p: _config(p, use_dora=True)),
+    "pickled": (P.PICKLED_WEIGHTS, lambda p: (p / "adapter_model.bin").write_bytes(b"\x80\x04")),
+    "no_weights": (P.NO_WEIGHTS, lambda p: (p / "adapter_model.safetensors").unlink()),
+    "garbage_weights": (
+        P.BAD_SAFETENSORS,
+        lambda p: (p / "adapter_model.safetensors").write_bytes(b"\xff" * 64),
+    ),
+    "unknown_module": (
+        P.TENSOR_MISMATCH,
+        lambda p: _tensors(
+            p,
+            {
+                "base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight": np.zeros((4, 32)),
+                "base_model.model.model.layers.9.self_attn.q_proj.lora_B.weight": np.zeros((32, 4)),
+            },
+        ),
+    ),
+    "wrong_shape": (
+        P.TENSOR_MISMATCH,
+        lambda p: _tensors(p, {A: np.zeros((4, 48)), B: np.zeros((32, 4))}),
+    ),
+    "rank_mismatch": (
+        P.TENSOR_MISMATCH,
+        lambda p: _tensors(p, {A: np.zeros((4, 32)), B: np.zeros((32, 2))}),
+    ),
+    "stray_tensor": (
+        P.TENSOR_MISMATCH,
+        lambda p: _tensors(p, {A: np.zeros((4, 32)), B: np.zeros((32, 4)), "x": np.zeros(2)}),
+    ),
+    "rank_too_high": (
+        P.RANK_TOO_HIGH,
+        lambda p: (_config(p, r=32), _tensors(p, {A: np.zeros((32, 32)), B: np.zeros((32, 32))})),
+    ),
+    "unknown_target": (P.UNKNOWN_TARGET, lambda p: _config(p, target_modules=["c_attn"])),
+    "template_differs": (
+        P.CHAT_TEMPLATE_MISMATCH,
+        lambda p: (p / "chat_template.jinja").write_text("{{ messages }}"),
+    ),
+    "symlink": (P.UNSAFE_PATH, lambda p: os.symlink("/etc/hostname", p / "link.txt")),
+    "bad_schema": (P.BAD_SCHEMA, lambda p: (p / "schema.json").write_text('{"type": 5}')),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_refused_before_writing(
+    reg: Registry, make_adapter: Callable[..., Path], case: str
+) -> None:
+    reason, mutate = CASES[case]
+    path = make_adapter("support")
+    mutate(path)
+    blobs_before = sorted(reg.blobs.digests())
+    token = reg.change_token()
+    with pytest.raises(registry.InvalidAdapterError) as info:
+        reg.push_adapter(path, dataset="support-data")
+    assert info.value.reason == reason
+    assert str(info.value)
+    assert sorted(reg.blobs.digests()) == blobs_before
+    assert reg.change_token() == token and reg.list_adapters() == []
+
+
+def test_matching_template_is_accepted(reg: Registry, make_adapter: Callable[..., Path]) -> None:
+    from .conftest import CHAT_TEMPLATE
+
+    path = make_adapter()
+    (path / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
+    assert reg.push_adapter(path, dataset="support-data").created
+
+
+def test_empty_dir_and_missing_base(
+    reg: Registry, tmp_path: Path, make_adapter: Callable[..., Path]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(registry.InvalidAdapterError) as info:
+        reg.push_adapter(tmp_path / "empty", dataset="support-data")
+    assert info.value.reason == P.EMPTY
+    with pytest.raises(registry.InvalidAdapterError) as info:
+        reg.push_adapter(make_adapter(), base="llama-70b", dataset="support-data")
+    assert info.value.reason == P.BASE_MODEL_UNKNOWN
+
+
+def test_file_too_large(reg_path: Path, base_dir: Path, make_adapter: Callable[..., Path]) -> None:
+    tight = registry.RegistrySettings(max_file_bytes=1000)
+    with (
+        registry.open(reg_path, settings=tight) as reg,
+        pytest.raises(registry.InvalidBaseModelError, match="REGISTRY_MAX_FILE_BYTES"),
+    ):
+        reg.add_base(base_dir, name="tiny-base")
+    with registry.open(reg_path) as reg:
+        reg.add_base(base_dir, name="tiny-base")
+    with registry.open(reg_path, settings=tight) as reg:
+        with pytest.raises(registry.InvalidAdapterError) as info:
+            reg.push_adapter(make_adapter(), allow_unknown_dataset=True)
+        assert info.value.reason == P.FILE_TOO_LARGE
+
+
+def test_rank_limit_is_a_setting(
+    reg_path: Path, base_dir: Path, make_adapter: Callable[..., Path]
+) -> None:
+    with registry.open(reg_path, settings=registry.RegistrySettings(max_lora_rank=2)) as reg:
+        reg.add_base(base_dir, name="tiny-base")
+        with pytest.raises(registry.InvalidAdapterError, match="serving limit 2"):
+            reg.push_adapter(make_adapter(r=4), allow_unknown_dataset=True)
+        assert reg.push_adapter(make_adapter(r=2), allow_unknown_dataset=True).created
+
+
+def test_base_choice(reg: Registry, tmp_path: Path, make_adapter: Callable[..., Path]) -> None:
+    reg.add_base(write_base(tmp_path / "other-base", template="x"), name="other-base")
+    with pytest.raises(registry.InvalidAdapterError, match="pass --base"):
+        reg.push_adapter(
+            make_adapter(config={"base_model_name_or_path": "?"}), dataset="support-data"
+        )
+    v = reg.push_adapter(make_adapter(), dataset="support-data").adapter  # hint: tiny-base
+    assert v.base_model.name == "tiny-base"
+    v2 = reg.push_adapter(make_adapter("x"), base="other-base", dataset="support-data").adapter
+    assert v2.base_model.name == "other-base"
+
+
+def test_bad_base_models(reg: Registry, tmp_path: Path) -> None:
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text("{}")
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80")
+    with pytest.raises(registry.InvalidBaseModelError, match="safetensors"):
+        reg.add_base(pickled, name="pickled")
+    with pytest.raises(registry.InvalidBaseModelError, match=r"config\.json"):
+        reg.add_base(tmp_path, name="nothing")

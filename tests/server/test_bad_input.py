@@ -1,0 +1,177 @@
+"""Bad input and overload, each with a defined outcome, on the real gateway + vLLM."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import registry
+from server.auth import hash_key
+from server.settings import ApiKey
+from tests.conftest import BASE_DIR, BASE_NAME, adapter_dir
+from tests.server.conftest import RunningGateway, running_gateway, scrape, wait_until
+
+pytestmark = pytest.mark.vllm
+
+MSGS = [{"role": "user", "content": "Hi, my order A1234 never arrived."}]
+# The base model, told to ignore its end-of-turn token: a long, steady stream.
+LONG = {"model": BASE_NAME, "messages": MSGS, "max_tokens": 400, "temperature": 0,
+        "stream": True, "ignore_eos": True}
+
+
+def envelope(r: httpx.Response, status: int) -> dict[str, object]:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"]
+    return dict(err)
+
+
+def post(gw: RunningGateway, body: object, path: str = "/v1/chat/completions",
+         **kw: object) -> httpx.Response:
+    with gw.client() as c:
+        if isinstance(body, bytes | str):
+            return c.post(path, content=body, headers={"content-type": "application/json"},
+                          **kw)  # type: ignore[arg-type]
+        return c.post(path, json=body, **kw)  # type: ignore[arg-type]
+
+
+def test_unknown_model_is_404(gateway: RunningGateway) -> None:
+    for model in ("no-such-adapter", "support-v1@99", "support-v1@nope", "sha256:" + "0" * 64):
+        err = envelope(post(gateway, {"model": model, "messages": MSGS}), 404)
+        assert err["param"] == "model" and err["code"] == "model_not_found"
+
+
+def test_a_dataset_is_not_a_model(gateway: RunningGateway) -> None:
+    err = envelope(post(gateway, {"model": "triage-data", "messages": MSGS}), 404)
+    assert err["param"] == "model"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{not json", None),
+        (b"[1, 2]", None),
+        ({"messages": MSGS}, "model"),
+        ({"model": "triage"}, "messages"),
+        ({"model": "triage", "messages": []}, "messages"),
+        ({"model": "triage", "messages": [{"role": "robot", "content": "x"}]},
+         "messages.0.role"),
+        ({"model": "triage", "messages": MSGS, "max_tokens": 0}, "max_tokens"),
+        ({"model": "triage", "messages": MSGS, "max_tokens": 100000}, "max_tokens"),
+        ({"model": "triage", "messages": MSGS, "stream": "yes please"}, "stream"),
+    ],
+)
+def test_malformed_body_is_400_with_param(gateway: RunningGateway, body: object,
+                                          param: str | None) -> None:
+    err = envelope(post(gateway, body), 400)
+    assert err["param"] == param
+    assert err["type"] == "invalid_request_error"
+
+
+def test_oversized_body_is_413(gateway: RunningGateway) -> None:
+    huge = {"model": "triage", "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
+    err = envelope(post(gateway, huge), 413)
+    assert err["code"] == "request_too_large"
+
+
+def test_invalid_schema_is_400_before_vllm_is_touched(gateway: RunningGateway) -> None:
+    before = scrape(gateway.vllm_url, "vllm:request_success_total")
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}
+    err = envelope(post(gateway, {"model": "triage", "messages": MSGS, "response_format": rf}),
+                   400)
+    assert err["code"] == "invalid_json_schema"
+    assert err["param"] == "response_format.json_schema.schema"
+    assert scrape(gateway.vllm_url, "vllm:request_success_total") == before
+
+
+def test_adapter_of_another_base_is_refused(gateway: RunningGateway, tmp_path: Path) -> None:
+    other = tmp_path / "other-base"
+    shutil.copytree(BASE_DIR, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "loraport_test_variant": 1}))
+    with registry.open(gateway.runtime.settings.registry) as reg:
+        reg.add_base(other, name="other-base")
+        reg.push_adapter(adapter_dir("triage"), name="triage-other", base="other-base",
+                         allow_unknown_dataset=True)
+    err = envelope(post(gateway, {"model": "triage-other", "messages": MSGS}), 400)
+    assert err["code"] == "adapter_base_mismatch"
+
+
+def test_client_disconnect_mid_stream_aborts_the_vllm_request(gateway: RunningGateway) -> None:
+    aborted = scrape(gateway.vllm_url, "vllm:request_success_total", finished_reason="abort")
+    with gateway.client() as c, c.stream("POST", "/v1/chat/completions", json=LONG) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        for _ in range(5):
+            next(lines)
+    # The client is gone after 5 events; vLLM must stop generating, not run to 400 tokens.
+    assert wait_until(lambda: scrape(
+        gateway.vllm_url, "vllm:request_success_total", finished_reason="abort") == aborted + 1)
+    assert wait_until(lambda: scrape(gateway.vllm_url, "vllm:num_requests_running") == 0)
+    assert wait_until(lambda: gateway.runtime.gateway is not None
+                      and gateway.runtime.gateway.in_flight == 0)
+
+
+def test_in_flight_limit_is_429_with_retry_after(
+    vllm_server: str, zoo_registry: Path, tmp_path: Path
+) -> None:
+    with running_gateway(vllm_server, zoo_registry, tmp_path, max_in_flight=1) as gw:
+        started = threading.Event()
+
+        def hold() -> None:
+            with gw.client() as c, c.stream("POST", "/v1/chat/completions", json=LONG) as r:
+                lines = r.iter_lines()
+                next(lines)
+                started.set()
+                time.sleep(1.0)
+
+        t = threading.Thread(target=hold)
+        t.start()
+        assert started.wait(60)
+        r = post(gw, {"model": "triage", "messages": MSGS})
+        t.join()
+        err = envelope(r, 429)
+        assert int(r.headers["retry-after"]) >= 1
+        assert err["type"] == "rate_limit_error"
+        assert wait_until(lambda: post(gw, {"model": "triage", "messages": MSGS,
+                                            "max_tokens": 4}).status_code == 200)
+
+
+def test_api_keys_401_403_and_allowed(vllm_server: str, zoo_registry: Path,
+                                      tmp_path: Path) -> None:
+    keys = (ApiKey(name="team-a", sha256=hash_key("sk-a"), adapters=("triage",)),)
+    with running_gateway(vllm_server, zoo_registry, tmp_path, api_keys=keys) as gw:
+        body = {"model": "triage", "messages": MSGS, "max_tokens": 4}
+        assert envelope(post(gw, body), 401)["type"] == "authentication_error"
+        assert envelope(post(gw, body, headers={"authorization": "Bearer sk-b"}), 401)
+        ok = {"authorization": "Bearer sk-a"}
+        assert post(gw, body, headers=ok).status_code == 200
+        denied = post(gw, {**body, "model": "support-v1"}, headers=ok)
+        assert envelope(denied, 403)["type"] == "permission_error"
+        with gw.client(headers=ok) as c:
+            ids = {m["id"] for m in c.get("/v1/models").json()["data"]}
+        assert "triage" in ids and "support-v1" not in ids
+        assert gw.client().get("/v1/models").status_code == 401
+
+
+def test_degraded_backend_is_not_ready_and_answers_503(
+    vllm_server: str, zoo_registry: Path, tmp_path: Path
+) -> None:
+    """A probe that cannot finish a generation in time marks the backend degraded."""
+    with running_gateway(vllm_server, zoo_registry, tmp_path, ready=False,
+                         probe_timeout_s=0.0001) as gw:
+        time.sleep(3)  # several probes
+        r = httpx.get(gw.url + "/ready")
+        assert r.status_code == 503
+        assert "timed out" in r.json()["backends"][0]["detail"]
+        r = post(gw, {"model": "triage", "messages": MSGS})
+        assert envelope(r, 503)["code"] == "backend_unavailable"
+        assert int(r.headers["retry-after"]) >= 1
+        assert scrape(gw.url, "loraport_backend_degraded") == 1

@@ -1,0 +1,38 @@
+"""`gateway` CLI: help that teaches, and clear refusals before any server starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import registry
+from server.auth import hash_key
+from server.cli import cli
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for name, command in cli.commands.items():
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0
+        assert "Example:" in result.output, name
+
+
+def test_serve_refuses_a_registry_without_a_base(tmp_path: Path) -> None:
+    registry.open(tmp_path / "reg").close()
+    result = CliRunner().invoke(cli, ["serve", "--registry", str(tmp_path / "reg")])
+    assert result.exit_code != 0
+    assert "base add" in result.output
+
+
+def test_serve_refuses_an_unknown_base(tmp_path: Path) -> None:
+    registry.open(tmp_path / "reg").close()
+    result = CliRunner().invoke(cli, ["serve", "--registry", str(tmp_path / "reg"),
+                                      "--base", "nope"])
+    assert result.exit_code != 0
+    assert "nope" in result.output
+
+
+def test_hash_key() -> None:
+    result = CliRunner().invoke(cli, ["hash-key", "sk-a"])
+    assert result.output.strip() == hash_key("sk-a")

@@ -1,0 +1,64 @@
+"""Every gateway error maps to exactly one status and an OpenAI error envelope."""
+
+import inspect
+
+import pytest
+
+import registry
+from server import errors
+from server.errors import GatewayError, StructuredOutputError, from_registry
+
+EXPECTED = {
+    "GatewayError": 500,
+    "InvalidRequestError": 400,
+    "InvalidSchemaError": 400,
+    "AuthenticationError": 401,
+    "PermissionDeniedError": 403,
+    "ModelNotFoundError": 404,
+    "RequestTooLargeError": 413,
+    "TooManyRequestsError": 429,
+    "BackendError": 502,
+    "BackendUnavailableError": 503,
+}
+
+
+def _classes():
+    return {
+        name: cls
+        for name, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, GatewayError) and not name.startswith("_")
+    }
+
+
+def test_mapping_is_complete():
+    assert set(_classes()) == set(EXPECTED) | {"StructuredOutputError"}
+
+
+@pytest.mark.parametrize(("name", "status"), sorted(EXPECTED.items()))
+def test_envelope(name, status):
+    e = _classes()[name]("boom", param="p")
+    assert e.status == status
+    body = e.body()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"] == "boom" and body["error"]["param"] == "p"
+    if status in (429, 503):
+        assert int(e.headers["retry-after"]) >= 1
+
+
+def test_structured_output_statuses():
+    assert StructuredOutputError("x", truncated=True).status == 422
+    assert StructuredOutputError("x", truncated=False).status == 502
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (registry.RefNotFoundError("x"), 404),
+        (registry.InvalidRefError("x"), 400),
+        (registry.AmbiguousRefError("x"), 400),
+        (registry.IntegrityError("x"), 500),
+        (registry.RegistryError("x"), 500),
+    ],
+)
+def test_registry_errors_map_once(exc, status):
+    assert from_registry(exc).status == status
