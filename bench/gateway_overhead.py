@@ -20,17 +20,26 @@ import tempfile
 from pathlib import Path
 
 import httpx
-from harness import (EXAMPLES, fill_registry, gateway, load, machine, median, ms, settings,
-                     vllm)
+from harness import EXAMPLES, fill_registry, gateway, load, machine, median, ms, settings, vllm
 
 ADAPTER = "support-v1"
 
 
 def bodies(model: str, n: int) -> list[dict[str, object]]:
-    prompts = [json.loads(x)["messages"] for x in
-               (EXAMPLES / "data" / "eval.jsonl").read_text().splitlines()]
-    return [{"model": model, "messages": prompts[i % len(prompts)], "max_tokens": 16,
-             "ignore_eos": True, "temperature": 0} for i in range(n)]
+    prompts = [
+        json.loads(x)["messages"]
+        for x in (EXAMPLES / "data" / "eval.jsonl").read_text().splitlines()
+    ]
+    return [
+        {
+            "model": model,
+            "messages": prompts[i % len(prompts)],
+            "max_tokens": 16,
+            "ignore_eos": True,
+            "temperature": 0,
+        }
+        for i in range(n)
+    ]
 
 
 def main() -> None:
@@ -41,12 +50,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     fill_registry(work / "registry")
     s = settings(local_dtype="bfloat16", max_loaded_adapters=4)
-    with vllm(s, work / "vllm.log") as v, gateway(work / "registry", v.url, work / "cache",
-                                                  work / "gateway.log") as g:
+    with (
+        vllm(s, work / "vllm.log") as v,
+        gateway(work / "registry", v.url, work / "cache", work / "gateway.log") as g,
+    ):
         warm = load(g.url, bodies(ADAPTER, 8), 1)
         assert warm.errors == 0, "gateway warm-up failed"
-        lora = next(m["id"] for m in httpx.get(f"{v.url}/v1/models").json()["data"]
-                    if m["id"].startswith(f"{ADAPTER}@"))
+        lora = next(
+            m["id"]
+            for m in httpx.get(f"{v.url}/v1/models").json()["data"]
+            if m["id"].startswith(f"{ADAPTER}@")
+        )
         load(v.url, bodies(lora, 8), 1)
         direct_lat: list[float] = []
         gw_lat: list[float] = []
@@ -65,17 +79,27 @@ def main() -> None:
         xs = sorted(xs)
         return xs[min(len(xs) - 1, int(q * len(xs)))]
 
-    print(json.dumps({
-        "bench": "gateway_overhead", "quick": args.quick, "machine": machine(),
-        "requests_c1": pairs, "requests_c16": burst * rounds, "errors": errors,
-        "direct_p50_ms": ms(p(direct_lat, 0.5)), "gateway_p50_ms": ms(p(gw_lat, 0.5)),
-        "direct_p99_ms": ms(p(direct_lat, 0.99)), "gateway_p99_ms": ms(p(gw_lat, 0.99)),
-        "added_p50_ms": ms(p(gw_lat, 0.5) - p(direct_lat, 0.5)),
-        "added_p99_ms": ms(p(gw_lat, 0.99) - p(direct_lat, 0.99)),
-        "direct_tokens_per_s_c16": round(median(direct_tps), 1),
-        "gateway_tokens_per_s_c16": round(median(gw_tps), 1),
-        "throughput_ratio": round(sum(gw_tps) / sum(direct_tps), 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "gateway_overhead",
+                "quick": args.quick,
+                "machine": machine(),
+                "requests_c1": pairs,
+                "requests_c16": burst * rounds,
+                "errors": errors,
+                "direct_p50_ms": ms(p(direct_lat, 0.5)),
+                "gateway_p50_ms": ms(p(gw_lat, 0.5)),
+                "direct_p99_ms": ms(p(direct_lat, 0.99)),
+                "gateway_p99_ms": ms(p(gw_lat, 0.99)),
+                "added_p50_ms": ms(p(gw_lat, 0.5) - p(direct_lat, 0.5)),
+                "added_p99_ms": ms(p(gw_lat, 0.99) - p(direct_lat, 0.99)),
+                "direct_tokens_per_s_c16": round(median(direct_tps), 1),
+                "gateway_tokens_per_s_c16": round(median(gw_tps), 1),
+                "throughput_ratio": round(sum(gw_tps) / sum(direct_tps), 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

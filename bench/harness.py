@@ -40,7 +40,9 @@ def machine() -> str:
     cpu = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "")
-    return f"{platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    )
 
 
 def fill_registry(location: Path, copies: int = 0) -> list[str]:
@@ -49,8 +51,12 @@ def fill_registry(location: Path, copies: int = 0) -> list[str]:
     with registry.open(location) as reg:
         reg.add_base(BASE, name="tiny-llama")
         for name in ADAPTERS:
-            reg.push_adapter(EXAMPLES / "adapters" / name, name=name, base="tiny-llama",
-                             allow_unknown_dataset=True)
+            reg.push_adapter(
+                EXAMPLES / "adapters" / name,
+                name=name,
+                base="tiny-llama",
+                allow_unknown_dataset=True,
+            )
         tmp = Path(tempfile.mkdtemp())
         for i in range(copies):
             src = ADAPTERS[i % len(ADAPTERS)]
@@ -64,8 +70,9 @@ def fill_registry(location: Path, copies: int = 0) -> list[str]:
 
 def settings(**kw: Any) -> GatewaySettings:
     local = LocalVllm(**{k[6:]: v for k, v in kw.items() if k.startswith("local_")})
-    return GatewaySettings(local=local, **{k: v for k, v in kw.items()
-                                           if not k.startswith("local_")})
+    return GatewaySettings(
+        local=local, **{k: v for k, v in kw.items() if not k.startswith("local_")}
+    )
 
 
 @dataclass
@@ -98,8 +105,13 @@ def _wait(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 600) -> No
 def vllm(s: GatewaySettings, log: Path) -> Iterator[Proc]:
     port = free_port()
     with log.open("wb") as f:
-        p = subprocess.Popen(vllm_command(s, BASE, "tiny-llama", port), env=vllm_env(),
-                             stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(
+            vllm_command(s, BASE, "tiny-llama", port),
+            env=vllm_env(),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     proc = Proc(f"http://127.0.0.1:{port}", p)
     try:
         _wait(f"{proc.url}/health", p)
@@ -109,16 +121,27 @@ def vllm(s: GatewaySettings, log: Path) -> Iterator[Proc]:
 
 
 @contextlib.contextmanager
-def gateway(registry_dir: Path, backend: str, cache: Path, log: Path,
-            env: dict[str, str] | None = None) -> Iterator[Proc]:
+def gateway(
+    registry_dir: Path, backend: str, cache: Path, log: Path, env: dict[str, str] | None = None
+) -> Iterator[Proc]:
     port = free_port()
-    cmd = [str(Path(sys.executable).with_name("gateway")), "serve", "--registry",
-           str(registry_dir), "--backend", backend, "--port", str(port), "--log-level",
-           "warning"]
+    cmd = [
+        str(Path(sys.executable).with_name("gateway")),
+        "serve",
+        "--registry",
+        str(registry_dir),
+        "--backend",
+        backend,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     full_env = {**os.environ, "GATEWAY_CACHE_DIR": str(cache), **(env or {})}
     with log.open("wb") as f:
-        p = subprocess.Popen(cmd, env=full_env, stdout=f, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            cmd, env=full_env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
     proc = Proc(f"http://127.0.0.1:{port}", p)
     try:
         _wait(f"{proc.url}/ready", p)
@@ -147,8 +170,9 @@ class LoadResult:
         return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
-async def _load(url: str, bodies: list[dict[str, Any]], concurrency: int,
-                path: str = "/v1/chat/completions") -> LoadResult:
+async def _load(
+    url: str, bodies: list[dict[str, Any]], concurrency: int, path: str = "/v1/chat/completions"
+) -> LoadResult:
     queue = list(reversed(bodies))
     latencies: list[float] = []
     tokens = errors = 0

@@ -25,11 +25,21 @@ import registry
 
 
 def bodies(models: list[str], n: int) -> list[dict[str, object]]:
-    prompts = [json.loads(x)["messages"] for x in
-               (EXAMPLES / "data" / "eval.jsonl").read_text().splitlines()]
-    return [{"model": models[i % len(models)], "messages": prompts[i % len(prompts)],
-             "max_tokens": 16, "ignore_eos": True, "temperature": 0,
-             "response_format": {"type": "text"}} for i in range(n)]
+    prompts = [
+        json.loads(x)["messages"]
+        for x in (EXAMPLES / "data" / "eval.jsonl").read_text().splitlines()
+    ]
+    return [
+        {
+            "model": models[i % len(models)],
+            "messages": prompts[i % len(prompts)],
+            "max_tokens": 16,
+            "ignore_eos": True,
+            "temperature": 0,
+            "response_format": {"type": "text"},
+        }
+        for i in range(n)
+    ]
 
 
 def main() -> None:
@@ -41,12 +51,23 @@ def main() -> None:
     names = fill_registry(work / "registry", copies=12)
     s = settings(local_dtype="bfloat16", local_max_loras=16, max_loaded_adapters=24)
     mixes = {"base": ["tiny-llama"], "1": names[:1], "4": names[:4], "16": names[:16]}
-    out: dict[str, object] = {"bench": "multi_lora", "quick": args.quick, "machine": machine(),
-                              "requests_per_mix": n, "concurrency": 16}
-    with vllm(s, work / "vllm.log") as v, gateway(
-        work / "registry", v.url, work / "cache", work / "gateway.log",
-        env={"GATEWAY_MAX_LOADED_ADAPTERS": "24"},
-    ) as g:
+    out: dict[str, object] = {
+        "bench": "multi_lora",
+        "quick": args.quick,
+        "machine": machine(),
+        "requests_per_mix": n,
+        "concurrency": 16,
+    }
+    with (
+        vllm(s, work / "vllm.log") as v,
+        gateway(
+            work / "registry",
+            v.url,
+            work / "cache",
+            work / "gateway.log",
+            env={"GATEWAY_MAX_LOADED_ADAPTERS": "24"},
+        ) as g,
+    ):
         load(g.url, bodies(names[:16], 16), 1)  # every adapter loaded: measure serving only
         for label, models in mixes.items():
             r = load(g.url, bodies(models, n), 16)
@@ -65,8 +86,10 @@ def main() -> None:
             body = bodies([src.name], 1)[0]
             for bucket in (cold, warm):
                 t0 = time.perf_counter()
-                assert httpx.post(f"{g.url}/v1/chat/completions", json=body,
-                                  timeout=120).status_code == 200
+                assert (
+                    httpx.post(f"{g.url}/v1/chat/completions", json=body, timeout=120).status_code
+                    == 200
+                )
                 bucket.append(time.perf_counter() - t0)
         out["cold_first_request_ms"] = [ms(x) for x in cold]
         out["warm_second_request_ms"] = [ms(x) for x in warm]

@@ -20,11 +20,21 @@ from harness import EXAMPLES, fill_registry, gateway, load, machine, ms, setting
 
 
 def bodies(constrained: bool, n: int) -> list[dict[str, object]]:
-    prompts = [json.loads(x)["messages"] for x in
-               (EXAMPLES / "data" / "eval.jsonl").read_text().splitlines()]
+    prompts = [
+        json.loads(x)["messages"]
+        for x in (EXAMPLES / "data" / "eval.jsonl").read_text().splitlines()
+    ]
     extra = {} if constrained else {"response_format": {"type": "text"}}
-    return [{"model": "extract", "messages": prompts[i % len(prompts)], "max_tokens": 128,
-             "temperature": 0, **extra} for i in range(n)]
+    return [
+        {
+            "model": "extract",
+            "messages": prompts[i % len(prompts)],
+            "max_tokens": 128,
+            "temperature": 0,
+            **extra,
+        }
+        for i in range(n)
+    ]
 
 
 def main() -> None:
@@ -40,8 +50,10 @@ def main() -> None:
         fill_registry(work / "registry")
         s = settings(local_dtype="bfloat16", structured_backend=backend)
         row: dict[str, object] = {"backend": backend}
-        with vllm(s, work / "vllm.log") as v, gateway(work / "registry", v.url, work / "cache",
-                                                      work / "gateway.log") as g:
+        with (
+            vllm(s, work / "vllm.log") as v,
+            gateway(work / "registry", v.url, work / "cache", work / "gateway.log") as g,
+        ):
             load(g.url, bodies(False, 4), 1)
             for c in (1, 8):
                 free = load(g.url, bodies(False, n), c)
@@ -52,8 +64,11 @@ def main() -> None:
                 row[f"schema_ratio_c{c}"] = round(con.tokens_per_s / free.tokens_per_s, 3)
                 row[f"valid_c{c}"] = f"{n - con.errors}/{n}"
         rows.append(row)
-    print(json.dumps({"bench": "structured", "quick": args.quick, "machine": machine(),
-                      "backends": rows}))
+    print(
+        json.dumps(
+            {"bench": "structured", "quick": args.quick, "machine": machine(), "backends": rows}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -74,14 +74,33 @@ def who_option(func: F) -> F:
     return click.option("--who", default=None, help="Who to record (default: your user).")(func)
 
 
+_GROUP_LOCATION = "loraport.registry"
+
+
 def _open(location: str | None) -> Registry:
+    """The registry named on the verb, else before it (`registry --registry X push ...`)."""
+    ctx = click.get_current_context(silent=True)
+    if location is None and ctx is not None:
+        location = ctx.meta.get(_GROUP_LOCATION)
     return open_registry(location)
 
 
 @click.group(cls=RegistryGroup)
 @click.version_option(package_name="loraport")
-def main() -> None:
-    """loraport registry: base models, datasets and LoRA adapter versions."""
+@click.option(
+    "--registry",
+    "location",
+    metavar="LOCATION",
+    default=None,
+    help="Registry for every verb (default: $REGISTRY_URL, else the per-user data dir).",
+)
+@click.pass_context
+def main(ctx: click.Context, location: str | None) -> None:
+    """loraport registry: base models, datasets and LoRA adapter versions.
+
+    Example: registry --registry ./reg push examples/adapters/extract --base tiny-llama
+    """
+    ctx.meta[_GROUP_LOCATION] = location
 
 
 @main.command()

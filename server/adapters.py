@@ -10,6 +10,7 @@ serves no request is unloaded before the next loads.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
@@ -21,6 +22,9 @@ from server.errors import TooManyRequestsError
 from server.metrics import Metrics
 from server.resolver import Resolver, Target
 from server.vllm_http import LoraNotLoadedError, VllmBackend
+
+# How `Target.lora_name` names a version inside vLLM: NAME@N+<12 hex of its digest>.
+_LORA_NAME = re.compile(r"(?P<name>.+)@(?P<version>\d+)\+[0-9a-f]{12}")
 
 
 class AdapterCache:
@@ -63,11 +67,12 @@ class AdapterSlots:
         self.capacity = capacity
         self._cache = cache
         self._metrics = metrics
-        self._lru: OrderedDict[str, Target] = OrderedDict()
+        self._lru: OrderedDict[str, tuple[str, str]] = OrderedDict()  # name -> metric labels
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._users: Counter[str] = Counter()
         self._lock = asyncio.Lock()
         self._generation = backend.state.generation
+        self._adopted = -1  # the generation whose leftover adapters were taken over
 
     @property
     def loaded(self) -> list[str]:
@@ -121,14 +126,27 @@ class AdapterSlots:
         try:
             path = await self._cache.path(target.adapter)
             async with self._lock:
+                await self._adopt_leftovers()
                 await self._make_room()
                 await self.backend.load_lora(name, str(path))
-                self._lru[name] = target
+                self._lru[name] = labels
         except BaseException:
             self._metrics.adapter_loads.labels(*labels, "error").inc()
             raise
         self._metrics.adapter_loads.labels(*labels, "ok").inc()
         self._metrics.adapter_load_seconds.labels(*labels).observe(time.perf_counter() - started)
+
+    async def _adopt_leftovers(self) -> None:
+        """Adapters this backend holds from an earlier gateway run count against the
+        bound too (oldest first), so the LRU frees them instead of leaking them."""
+        if self._adopted == self._generation:
+            return
+        for held in sorted(await self.backend.lora_names()):
+            match = _LORA_NAME.fullmatch(held)
+            if match and held not in self._lru:
+                self._lru[held] = (match["name"], match["version"])
+                self._lru.move_to_end(held, last=False)
+        self._adopted = self._generation
 
     async def _make_room(self) -> None:
         while len(self._lru) >= self.capacity:
@@ -138,10 +156,7 @@ class AdapterSlots:
                     f"all {self.capacity} adapter slots of backend {self.backend.label} are "
                     "serving requests; retry shortly"
                 )
-            evicted = self._lru.pop(victim)
+            labels = self._lru.pop(victim)
             with suppress(LoraNotLoadedError):
                 await self.backend.unload_lora(victim)
-            assert evicted.adapter is not None
-            self._metrics.adapter_evictions.labels(
-                evicted.adapter.name, str(evicted.adapter.version)
-            ).inc()
+            self._metrics.adapter_evictions.labels(*labels).inc()

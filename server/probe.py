@@ -8,12 +8,15 @@ errors, times out or produces degenerate text is marked degraded.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from server.errors import GatewayError
 from server.metrics import Metrics
 from server.vllm_http import VllmBackend
 
+# The whole text is one piece of up to 8 characters, said at least four times.
+_LOOP = re.compile(r"(.{1,8}?)\1{3,}", re.DOTALL)
 PROBE_MESSAGE = "Hello, I need help with my order."
 
 
@@ -22,11 +25,11 @@ def degenerate(text: str) -> str | None:
     stripped = text.strip()
     if not stripped:
         return "empty output"
+    if _LOOP.fullmatch(stripped):
+        return "one short piece repeated"
     words = stripped.split()
     if len(words) >= 4 and len(set(words)) == 1:
         return "one word repeated"
-    if len(stripped) >= 8 and len(set(stripped)) == 1:
-        return "one character repeated"
     return None
 
 

@@ -81,10 +81,17 @@ class VllmBackend:
         return {str(e["id"]) for e in data.get("data", []) if e.get("parent")}
 
     async def load_lora(self, name: str, path: str) -> None:
-        await self._json("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        """Register an adapter under `name`; a name vLLM already holds counts as loaded
+        (names carry the content digest, so the same name is the same weights)."""
+        body = {"lora_name": name, "lora_path": path}
+        try:
+            await self._ok("POST", "/v1/load_lora_adapter", body)
+        except InvalidRequestError:
+            if name not in await self.lora_names():
+                raise
 
     async def unload_lora(self, name: str) -> None:
-        await self._json("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+        await self._ok("POST", "/v1/unload_lora_adapter", {"lora_name": name})
 
     async def metrics_text(self) -> str:
         r = await self._send("GET", "/metrics")
@@ -117,14 +124,21 @@ class VllmBackend:
         except httpx.HTTPError as e:
             raise BackendUnavailableError(f"vLLM backend {self.label} unreachable: {e}") from e
 
-    async def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    async def _ok(self, method: str, path: str, body: Any = None) -> httpx.Response:
         r = await self._send(method, path, body)
         if r.status_code != 200:
             raise _error_from(r, body)
-        if not r.content or r.headers.get("content-type", "").startswith("text/"):
-            return {}
-        data = r.json()
-        return data if isinstance(data, dict) else {"data": data}
+        return r
+
+    async def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        r = await self._ok(method, path, body)
+        try:
+            data = r.json()
+        except ValueError as e:
+            raise BackendError(f"vLLM answered {path} with a body that is not JSON") from e
+        if not isinstance(data, dict):
+            raise BackendError(f"vLLM answered {path} with JSON that is not an object")
+        return data
 
 
 def _error_from(r: httpx.Response, body: Any) -> GatewayError:

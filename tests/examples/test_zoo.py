@@ -31,8 +31,9 @@ def records() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def evaluation(records: list[dict[str, Any]]
-               ) -> tuple[dict[str, list[str]], dict[str, AdapterFigures]]:
+def evaluation(
+    records: list[dict[str, Any]],
+) -> tuple[dict[str, list[str]], dict[str, AdapterFigures]]:
     return run_eval(load_zoo(), records, load_schema())
 
 
@@ -107,7 +108,7 @@ def test_adapter_changes_greedy_output(
 
 
 def test_extract_output_validates_against_schema(
-    evaluation: tuple[dict[str, list[str]], dict[str, AdapterFigures]]
+    evaluation: tuple[dict[str, list[str]], dict[str, AdapterFigures]],
 ) -> None:
     _, figures = evaluation
     assert (figures["extract"].schema_valid or 0.0) >= 0.8
@@ -123,12 +124,14 @@ def test_triage_answers_with_a_known_label(
 
 
 def test_committed_results_match_a_fresh_evaluation(
-    evaluation: tuple[dict[str, list[str]], dict[str, AdapterFigures]]
+    evaluation: tuple[dict[str, list[str]], dict[str, AdapterFigures]],
 ) -> None:
     """The recorded outputs are what this zoo produces (float rounding may flip a few)."""
     outputs, _ = evaluation
     committed = json.loads((EXAMPLES / "eval_results.json").read_text())["outputs"]
-    pairs = [(a, b) for name in outputs for a, b in zip(outputs[name], committed[name], strict=True)]
+    pairs = [
+        (a, b) for name in outputs for a, b in zip(outputs[name], committed[name], strict=True)
+    ]
     assert sum(a == b for a, b in pairs) >= 0.95 * len(pairs)
 
 
@@ -138,6 +141,6 @@ def test_zoo_stays_small() -> None:
 
 
 def test_stages_are_importable_without_side_effects() -> None:
-    import build  # noqa: F401  (import must not build anything)
+    import build  # the import must not build anything
 
     assert Path(build.__file__).parent == EXAMPLES

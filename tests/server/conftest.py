@@ -36,8 +36,9 @@ class RunningGateway:
 
 
 @contextmanager
-def running_gateway(vllm_url: str, registry_dir: Path, cache: Path, *, ready: bool = True,
-                    **overrides: object) -> Iterator[RunningGateway]:
+def running_gateway(
+    vllm_url: str, registry_dir: Path, cache: Path, *, ready: bool = True, **overrides: object
+) -> Iterator[RunningGateway]:
     settings = gateway_settings(
         registry=str(registry_dir), backends=(vllm_url,), cache_dir=cache, **overrides
     )
@@ -56,8 +57,9 @@ def running_gateway(vllm_url: str, registry_dir: Path, cache: Path, *, ready: bo
 
 
 @pytest.fixture(scope="session")
-def gateway(vllm_server: str, zoo_registry: Path, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[RunningGateway]:
+def gateway(
+    vllm_server: str, zoo_registry: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
     """The default gateway: every demo adapter routable, no auth."""
     with running_gateway(vllm_server, zoo_registry, tmp_path_factory.mktemp("cache")) as gw:
         yield gw

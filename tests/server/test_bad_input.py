@@ -21,8 +21,14 @@ pytestmark = pytest.mark.vllm
 
 MSGS = [{"role": "user", "content": "Hi, my order A1234 never arrived."}]
 # The base model, told to ignore its end-of-turn token: a long, steady stream.
-LONG = {"model": BASE_NAME, "messages": MSGS, "max_tokens": 400, "temperature": 0,
-        "stream": True, "ignore_eos": True}
+LONG = {
+    "model": BASE_NAME,
+    "messages": MSGS,
+    "max_tokens": 400,
+    "temperature": 0,
+    "stream": True,
+    "ignore_eos": True,
+}
 
 
 def envelope(r: httpx.Response, status: int) -> dict[str, object]:
@@ -33,12 +39,12 @@ def envelope(r: httpx.Response, status: int) -> dict[str, object]:
     return dict(err)
 
 
-def post(gw: RunningGateway, body: object, path: str = "/v1/chat/completions",
-         **kw: object) -> httpx.Response:
+def post(
+    gw: RunningGateway, body: object, path: str = "/v1/chat/completions", **kw: object
+) -> httpx.Response:
     with gw.client() as c:
         if isinstance(body, bytes | str):
-            return c.post(path, content=body, headers={"content-type": "application/json"},
-                          **kw)  # type: ignore[arg-type]
+            return c.post(path, content=body, headers={"content-type": "application/json"}, **kw)  # type: ignore[arg-type]
         return c.post(path, json=body, **kw)  # type: ignore[arg-type]
 
 
@@ -61,15 +67,15 @@ def test_a_dataset_is_not_a_model(gateway: RunningGateway) -> None:
         ({"messages": MSGS}, "model"),
         ({"model": "triage"}, "messages"),
         ({"model": "triage", "messages": []}, "messages"),
-        ({"model": "triage", "messages": [{"role": "robot", "content": "x"}]},
-         "messages.0.role"),
+        ({"model": "triage", "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
         ({"model": "triage", "messages": MSGS, "max_tokens": 0}, "max_tokens"),
         ({"model": "triage", "messages": MSGS, "max_tokens": 100000}, "max_tokens"),
         ({"model": "triage", "messages": MSGS, "stream": "yes please"}, "stream"),
     ],
 )
-def test_malformed_body_is_400_with_param(gateway: RunningGateway, body: object,
-                                          param: str | None) -> None:
+def test_malformed_body_is_400_with_param(
+    gateway: RunningGateway, body: object, param: str | None
+) -> None:
     err = envelope(post(gateway, body), 400)
     assert err["param"] == param
     assert err["type"] == "invalid_request_error"
@@ -84,8 +90,7 @@ def test_oversized_body_is_413(gateway: RunningGateway) -> None:
 def test_invalid_schema_is_400_before_vllm_is_touched(gateway: RunningGateway) -> None:
     before = scrape(gateway.vllm_url, "vllm:request_success_total")
     rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}
-    err = envelope(post(gateway, {"model": "triage", "messages": MSGS, "response_format": rf}),
-                   400)
+    err = envelope(post(gateway, {"model": "triage", "messages": MSGS, "response_format": rf}), 400)
     assert err["code"] == "invalid_json_schema"
     assert err["param"] == "response_format.json_schema.schema"
     assert scrape(gateway.vllm_url, "vllm:request_success_total") == before
@@ -98,8 +103,12 @@ def test_adapter_of_another_base_is_refused(gateway: RunningGateway, tmp_path: P
     (other / "config.json").write_text(json.dumps({**config, "loraport_test_variant": 1}))
     with registry.open(gateway.runtime.settings.registry) as reg:
         reg.add_base(other, name="other-base")
-        reg.push_adapter(adapter_dir("triage"), name="triage-other", base="other-base",
-                         allow_unknown_dataset=True)
+        reg.push_adapter(
+            adapter_dir("triage"),
+            name="triage-other",
+            base="other-base",
+            allow_unknown_dataset=True,
+        )
     err = envelope(post(gateway, {"model": "triage-other", "messages": MSGS}), 400)
     assert err["code"] == "adapter_base_mismatch"
 
@@ -112,11 +121,16 @@ def test_client_disconnect_mid_stream_aborts_the_vllm_request(gateway: RunningGa
         for _ in range(5):
             next(lines)
     # The client is gone after 5 events; vLLM must stop generating, not run to 400 tokens.
-    assert wait_until(lambda: scrape(
-        gateway.vllm_url, "vllm:request_success_total", finished_reason="abort") == aborted + 1)
+    assert wait_until(
+        lambda: (
+            scrape(gateway.vllm_url, "vllm:request_success_total", finished_reason="abort")
+            == aborted + 1
+        )
+    )
     assert wait_until(lambda: scrape(gateway.vllm_url, "vllm:num_requests_running") == 0)
-    assert wait_until(lambda: gateway.runtime.gateway is not None
-                      and gateway.runtime.gateway.in_flight == 0)
+    assert wait_until(
+        lambda: gateway.runtime.gateway is not None and gateway.runtime.gateway.in_flight == 0
+    )
 
 
 def test_in_flight_limit_is_429_with_retry_after(
@@ -140,12 +154,14 @@ def test_in_flight_limit_is_429_with_retry_after(
         err = envelope(r, 429)
         assert int(r.headers["retry-after"]) >= 1
         assert err["type"] == "rate_limit_error"
-        assert wait_until(lambda: post(gw, {"model": "triage", "messages": MSGS,
-                                            "max_tokens": 4}).status_code == 200)
+        assert wait_until(
+            lambda: (
+                post(gw, {"model": "triage", "messages": MSGS, "max_tokens": 4}).status_code == 200
+            )
+        )
 
 
-def test_api_keys_401_403_and_allowed(vllm_server: str, zoo_registry: Path,
-                                      tmp_path: Path) -> None:
+def test_api_keys_401_403_and_allowed(vllm_server: str, zoo_registry: Path, tmp_path: Path) -> None:
     keys = (ApiKey(name="team-a", sha256=hash_key("sk-a"), adapters=("triage",)),)
     with running_gateway(vllm_server, zoo_registry, tmp_path, api_keys=keys) as gw:
         body = {"model": "triage", "messages": MSGS, "max_tokens": 4}
@@ -165,8 +181,9 @@ def test_degraded_backend_is_not_ready_and_answers_503(
     vllm_server: str, zoo_registry: Path, tmp_path: Path
 ) -> None:
     """A probe that cannot finish a generation in time marks the backend degraded."""
-    with running_gateway(vllm_server, zoo_registry, tmp_path, ready=False,
-                         probe_timeout_s=0.0001) as gw:
+    with running_gateway(
+        vllm_server, zoo_registry, tmp_path, ready=False, probe_timeout_s=0.0001
+    ) as gw:
         time.sleep(3)  # several probes
         r = httpx.get(gw.url + "/ready")
         assert r.status_code == 503

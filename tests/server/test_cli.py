@@ -12,7 +12,7 @@ from server.cli import cli
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    for name, command in cli.commands.items():
+    for name in cli.commands:
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0
         assert "Example:" in result.output, name
@@ -27,8 +27,9 @@ def test_serve_refuses_a_registry_without_a_base(tmp_path: Path) -> None:
 
 def test_serve_refuses_an_unknown_base(tmp_path: Path) -> None:
     registry.open(tmp_path / "reg").close()
-    result = CliRunner().invoke(cli, ["serve", "--registry", str(tmp_path / "reg"),
-                                      "--base", "nope"])
+    result = CliRunner().invoke(
+        cli, ["serve", "--registry", str(tmp_path / "reg"), "--base", "nope"]
+    )
     assert result.exit_code != 0
     assert "nope" in result.output
 

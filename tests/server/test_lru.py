@@ -17,9 +17,17 @@ MSGS = json.loads((EXAMPLES / "data" / "eval.jsonl").read_text().splitlines()[0]
 
 
 def ask(url: str, model: str) -> str:
-    r = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
-        "model": model, "messages": MSGS, "temperature": 0, "max_tokens": 48,
-        "response_format": {"type": "text"}})
+    r = httpx.post(
+        f"{url}/v1/chat/completions",
+        timeout=120,
+        json={
+            "model": model,
+            "messages": MSGS,
+            "temperature": 0,
+            "max_tokens": 48,
+            "response_format": {"type": "text"},
+        },
+    )
     assert r.status_code == 200, r.text
     return str(r.json()["choices"][0]["message"]["content"])
 

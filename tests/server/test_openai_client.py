@@ -26,19 +26,26 @@ def test_models(client: openai.OpenAI) -> None:
 
 
 def test_chat_and_structured(client: openai.OpenAI) -> None:
-    r = client.chat.completions.create(model="extract", messages=RECORD["messages"],
-                                       temperature=0, max_tokens=128)
+    r = client.chat.completions.create(
+        model="extract", messages=RECORD["messages"], temperature=0, max_tokens=128
+    )
     assert r.model == "extract@1"
     assert set(json.loads(r.choices[0].message.content or "")) >= {"name"}
     raw = client.chat.completions.with_raw_response.create(
-        model="triage", messages=RECORD["messages"], max_tokens=8)
+        model="triage", messages=RECORD["messages"], max_tokens=8
+    )
     assert raw.headers["x-loraport-adapter"] == "triage@1"
 
 
 def test_streaming(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model="support-v1", messages=RECORD["messages"], temperature=0, max_tokens=32,
-        stream=True, stream_options={"include_usage": True})
+        model="support-v1",
+        messages=RECORD["messages"],
+        temperature=0,
+        max_tokens=32,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text
@@ -55,13 +62,13 @@ def test_errors_raise_the_clients_exceptions(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="nope", messages=RECORD["messages"])
     assert e.value.body["code"] == "model_not_found"  # type: ignore[index]
     with pytest.raises(openai.UnprocessableEntityError):
-        client.chat.completions.create(model="extract", messages=RECORD["messages"],
-                                       max_tokens=3)
+        client.chat.completions.create(model="extract", messages=RECORD["messages"], max_tokens=3)
 
 
 def test_stream_error_event_raises(client: openai.OpenAI) -> None:
     """A constrained stream that ends non-conforming ends in an error, not a success."""
-    stream = client.chat.completions.create(model="extract", messages=RECORD["messages"],
-                                            max_tokens=3, stream=True)
+    stream = client.chat.completions.create(
+        model="extract", messages=RECORD["messages"], max_tokens=3, stream=True
+    )
     with pytest.raises(openai.APIError):
         list(stream)

@@ -12,7 +12,7 @@ from tests.conftest import ADAPTERS, BASE_NAME, EXAMPLES
 from tests.server.conftest import RunningGateway
 
 sys.path.insert(0, str(EXAMPLES))
-import evaluate  # noqa: E402  (examples/evaluate.py: the zoo's own reference decoding)
+import evaluate
 
 pytestmark = pytest.mark.vllm
 
@@ -32,15 +32,23 @@ def reference() -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("model", [BASE_NAME, *ADAPTERS])
-def test_gateway_matches_peft(gateway: RunningGateway, reference: dict[str, list[str]],
-                              model: str) -> None:
+def test_gateway_matches_peft(
+    gateway: RunningGateway, reference: dict[str, list[str]], model: str
+) -> None:
     records = evaluate.load_eval()
     got = []
     with httpx.Client(base_url=gateway.url, timeout=120) as c:
         for r in records:
-            resp = c.post("/v1/chat/completions", json={
-                "model": model, "messages": r["messages"], "temperature": 0,
-                "max_tokens": evaluate.MAX_NEW_TOKENS, "response_format": {"type": "text"}})
+            resp = c.post(
+                "/v1/chat/completions",
+                json={
+                    "model": model,
+                    "messages": r["messages"],
+                    "temperature": 0,
+                    "max_tokens": evaluate.MAX_NEW_TOKENS,
+                    "response_format": {"type": "text"},
+                },
+            )
             assert resp.status_code == 200, resp.text
             got.append(resp.json()["choices"][0]["message"]["content"])
     same = sum(g == w for g, w in zip(got, reference[model], strict=True))

@@ -10,8 +10,9 @@ from server.probe import degenerate
     [
         ("", "empty output"),
         ("   \n", "empty output"),
+        ("!!!!!!!!!!", "one short piece repeated"),
+        ("boubouboubouboubou", "one short piece repeated"),
         ("the the the the the", "one word repeated"),
-        ("!!!!!!!!!!", "one character repeated"),
         ("Thank you for contacting us.", None),
         ("ok", None),
     ],

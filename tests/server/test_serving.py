@@ -22,8 +22,9 @@ EVAL = [json.loads(line) for line in (EXAMPLES / "data" / "eval.jsonl").read_tex
 SCHEMA = json.loads((adapter_dir("extract") / "schema.json").read_text())
 
 
-def chat(gw: RunningGateway, model: str, messages: list[dict[str, str]], **kw: Any
-         ) -> httpx.Response:
+def chat(
+    gw: RunningGateway, model: str, messages: list[dict[str, str]], **kw: Any
+) -> httpx.Response:
     body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": 64, **kw}
     with gw.client() as c:
         return c.post("/v1/chat/completions", json=body)
@@ -73,20 +74,30 @@ def test_extract_returns_valid_json_on_every_eval_prompt(gateway: RunningGateway
 
 
 def test_a_request_can_opt_out_of_the_adapter_schema(gateway: RunningGateway) -> None:
-    r = chat(gateway, "extract", EVAL[0]["messages"], response_format={"type": "text"},
-             max_tokens=3)
+    r = chat(
+        gateway, "extract", EVAL[0]["messages"], response_format={"type": "text"}, max_tokens=3
+    )
     assert r.status_code == 200  # 3 tokens cannot close an object: no schema was enforced
     assert r.json()["choices"][0]["finish_reason"] == "length"
 
 
 def test_json_schema_from_the_request(gateway: RunningGateway) -> None:
-    schema = {"type": "object", "properties": {"label": {"enum": ["billing", "shipping"]}},
-              "required": ["label"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"label": {"enum": ["billing", "shipping"]}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
     rf = {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}
     r = chat(gateway, "support-v1", EVAL[0]["messages"], response_format=rf, max_tokens=32)
     jsonschema.validate(json.loads(content(r)), schema)
-    r = chat(gateway, BASE_NAME, EVAL[1]["messages"], response_format={"type": "json_object"},
-             max_tokens=64)
+    r = chat(
+        gateway,
+        BASE_NAME,
+        EVAL[1]["messages"],
+        response_format={"type": "json_object"},
+        max_tokens=64,
+    )
     if r.status_code == 200:
         assert isinstance(json.loads(content(r)), dict)
     else:  # an untrained-for-JSON base may run out of budget; never a 200 with bad JSON
@@ -94,23 +105,31 @@ def test_json_schema_from_the_request(gateway: RunningGateway) -> None:
 
 
 def test_truncated_json_is_an_error_not_a_success(gateway: RunningGateway) -> None:
-    before = _metric(gateway, "loraport_structured_output_failures_total",
-                     adapter="extract", reason="truncated")
+    before = _metric(
+        gateway, "loraport_structured_output_failures_total", adapter="extract", reason="truncated"
+    )
     r = chat(gateway, "extract", EVAL[0]["messages"], max_tokens=4)
     assert r.status_code == 422
     err = r.json()["error"]
     assert err["code"] == "json_truncated" and err["param"] == "response_format"
     assert r.headers["x-loraport-adapter"] == "extract@1"
-    after = _metric(gateway, "loraport_structured_output_failures_total",
-                    adapter="extract", reason="truncated")
+    after = _metric(
+        gateway, "loraport_structured_output_failures_total", adapter="extract", reason="truncated"
+    )
     assert after == before + 1
 
 
 def test_streaming_matches_unary_and_passes_usage(gateway: RunningGateway) -> None:
     msgs = EVAL[2]["messages"]
     expected = content(chat(gateway, "support-v2", msgs))
-    body = {"model": "support-v2", "messages": msgs, "temperature": 0, "max_tokens": 64,
-            "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": "support-v2",
+        "messages": msgs,
+        "temperature": 0,
+        "max_tokens": 64,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with gateway.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -126,8 +145,13 @@ def test_streaming_matches_unary_and_passes_usage(gateway: RunningGateway) -> No
 
 
 def test_streaming_without_include_usage_sends_no_usage(gateway: RunningGateway) -> None:
-    body = {"model": "triage", "messages": EVAL[3]["messages"], "stream": True,
-            "max_tokens": 16, "temperature": 0}
+    body = {
+        "model": "triage",
+        "messages": EVAL[3]["messages"],
+        "stream": True,
+        "max_tokens": 16,
+        "temperature": 0,
+    }
     with gateway.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     chunks = [json.loads(e) for e in events[:-1]]
@@ -136,8 +160,10 @@ def test_streaming_without_include_usage_sends_no_usage(gateway: RunningGateway)
 
 def test_completions_endpoint(gateway: RunningGateway) -> None:
     with gateway.client() as c:
-        r = c.post("/v1/completions", json={"model": "support-v1", "prompt": "Hello",
-                                            "max_tokens": 8, "temperature": 0})
+        r = c.post(
+            "/v1/completions",
+            json={"model": "support-v1", "prompt": "Hello", "max_tokens": 8, "temperature": 0},
+        )
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["text"]
     assert r.headers["x-loraport-adapter"] == "support-v1@1"
@@ -162,20 +188,25 @@ def test_concurrent_first_requests_load_an_adapter_once(
     with registry.open(gateway.runtime.settings.registry) as reg:
         reg.push_adapter(fresh, base=BASE_NAME, allow_unknown_dataset=True)
     with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(
-            lambda _: chat(gateway, "support-burst", EVAL[0]["messages"]).status_code, range(8)
-        ))
+        codes = list(
+            pool.map(
+                lambda _: chat(gateway, "support-burst", EVAL[0]["messages"]).status_code, range(8)
+            )
+        )
     assert codes == [200] * 8
-    assert _metric(gateway, "loraport_adapter_loads_total",
-                   adapter="support-burst", result="ok") == 1
+    assert (
+        _metric(gateway, "loraport_adapter_loads_total", adapter="support-burst", result="ok") == 1
+    )
 
 
 def test_metrics_per_adapter_version(gateway: RunningGateway) -> None:
     content(chat(gateway, "support-v1", EVAL[0]["messages"]))
     with gateway.client() as c:
         text = c.get("/metrics").text
-    assert 'loraport_requests_total{adapter="support-v1",arm="stable",endpoint="chat",' \
-           'status="200",version="1"}' in text
+    assert (
+        'loraport_requests_total{adapter="support-v1",arm="stable",endpoint="chat",'
+        'status="200",version="1"}' in text
+    )
     assert _metric(gateway, "loraport_completion_tokens_total", adapter="support-v1") > 0
     assert _metric(gateway, "loraport_backend_up") == 1
     assert _metric(gateway, "loraport_in_flight_requests") == 0

@@ -30,12 +30,20 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ps
     root = tmp_path_factory.mktemp("embedded")
     fill_registry(root / "registry")
     port = free_port()
-    env = {**os.environ, "GATEWAY_LOCAL__DTYPE": TEST_DTYPE, "GATEWAY_CACHE_DIR": str(root),
-           "GATEWAY_LOCAL__RESTART_BACKOFF_S": "0.5", "GATEWAY_LOCAL__MAX_LORA_RANK": "8"}
+    env = {
+        **os.environ,
+        "GATEWAY_LOCAL__DTYPE": TEST_DTYPE,
+        "GATEWAY_CACHE_DIR": str(root),
+        "GATEWAY_LOCAL__RESTART_BACKOFF_S": "0.5",
+        "GATEWAY_LOCAL__MAX_LORA_RANK": "8",
+    }
     log = (root / "gateway.log").open("wb")
     proc = subprocess.Popen(
         [GATEWAY, "serve", "--registry", str(root / "registry"), "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/ready", VLLM_START_TIMEOUT_S, proc)
@@ -57,8 +65,11 @@ def vllm_of(gateway: psutil.Process) -> psutil.Process:
 
 
 def chat(url: str, model: str = "support-v1") -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", timeout=60,
-                      json={"model": model, "messages": MSGS, "max_tokens": 16})
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        timeout=60,
+        json={"model": model, "messages": MSGS, "max_tokens": 16},
+    )
 
 
 def test_serves_through_its_own_vllm(embedded: tuple[str, psutil.Process]) -> None:
@@ -91,16 +102,28 @@ def test_stopping_the_gateway_stops_its_vllm(tmp_path: Path) -> None:
     root = tmp_path
     fill_registry(root / "registry")
     port = free_port()
-    env = {**os.environ, "GATEWAY_LOCAL__DTYPE": TEST_DTYPE, "GATEWAY_CACHE_DIR": str(root),
-           "GATEWAY_LOCAL__MAX_LORA_RANK": "8"}
-    proc = subprocess.Popen([GATEWAY, "serve", "--registry", str(root / "registry"),
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "GATEWAY_LOCAL__DTYPE": TEST_DTYPE,
+        "GATEWAY_CACHE_DIR": str(root),
+        "GATEWAY_LOCAL__MAX_LORA_RANK": "8",
+    }
+    proc = subprocess.Popen(
+        [GATEWAY, "serve", "--registry", str(root / "registry"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     gateway = psutil.Process(proc.pid)
-    assert wait_until(lambda: any("vllm.entrypoints" in " ".join(c.cmdline())
-                                  for c in gateway.children(recursive=True)), 60)
+    assert wait_until(
+        lambda: any(
+            "vllm.entrypoints" in " ".join(c.cmdline()) for c in gateway.children(recursive=True)
+        ),
+        60,
+    )
     children = gateway.children(recursive=True)
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
-    assert wait_until(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-                                      for c in children), 30)
+    assert wait_until(
+        lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children), 30
+    )
