@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from server.app import Runtime, create_app
 from server.supervisor import free_port
-from tests.conftest import gateway_settings, wait_for
+from tests.conftest import BASE_NAME, gateway_settings
 
 
 @dataclass
@@ -40,7 +40,8 @@ def running_gateway(
     vllm_url: str, registry_dir: Path, cache: Path, *, ready: bool = True, **overrides: object
 ) -> Iterator[RunningGateway]:
     settings = gateway_settings(
-        registry=str(registry_dir), backends=(vllm_url,), cache_dir=cache, **overrides
+        registry=str(registry_dir), backends=(vllm_url,), cache_dir=cache, base=BASE_NAME,
+        **overrides,
     )
     app = create_app(settings)
     port = free_port()
@@ -49,7 +50,12 @@ def running_gateway(
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(f"{url}/ready" if ready else f"{url}/health", 120)
+        deadline = time.monotonic() + 120
+        path = "/ready" if ready else "/health"
+        while not _answers(url + path):
+            assert thread.is_alive(), "the gateway failed to start (see its log above)"
+            assert time.monotonic() < deadline, f"{url}{path} not 200 within 120 s"
+            time.sleep(0.2)
         yield RunningGateway(url, app, vllm_url)
     finally:
         server.should_exit = True
@@ -63,6 +69,13 @@ def gateway(
     """The default gateway: every demo adapter routable, no auth."""
     with running_gateway(vllm_server, zoo_registry, tmp_path_factory.mktemp("cache")) as gw:
         yield gw
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def scrape(url: str, name: str, **labels: str) -> float:

@@ -54,14 +54,14 @@ def test_each_adapter_shows_its_trained_behaviour(gateway: RunningGateway) -> No
 
 
 def test_every_response_names_what_served_it(gateway: RunningGateway) -> None:
-    digest = registry.open(gateway.runtime.settings.registry).adapter("triage@1").digest
+    digest = registry.open(gateway.runtime.settings.registry).adapter("support-v2@1").digest
     msgs = EVAL[0]["messages"]
-    for ref in ("triage", "triage@1", "triage@production", digest):
+    for ref in ("support-v2", "support-v2@1", "support-v2@production", digest):
         r = chat(gateway, ref, msgs)
         assert r.status_code == 200, r.text
-        assert r.headers["x-loraport-adapter"] == "triage@1"
+        assert r.headers["x-loraport-adapter"] == "support-v2@1"
         assert r.headers["x-loraport-arm"] == "stable"
-        assert r.json()["model"] == "triage@1"
+        assert r.json()["model"] == "support-v2@1"
     r = chat(gateway, BASE_NAME, msgs)
     assert r.headers["x-loraport-adapter"] == BASE_NAME
 
