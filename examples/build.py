@@ -98,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
     disable_progress_bar()
     chosen = [s for s in STAGES if not args.only or s in args.only]
-    print(f"building {', '.join(chosen)} on {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}")
+    print(
+        f"building {', '.join(chosen)} on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}"
+    )
     total = time.monotonic()
     for stage in chosen:
         start = time.monotonic()

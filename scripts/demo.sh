@@ -12,8 +12,8 @@ $R init
 $R base add examples/models/tiny-llama --name tiny-llama --license apache-2.0
 for dir in examples/adapters/*/; do
   name=$(basename "$dir")
-  $R push "$dir" --name "$name" --base tiny-llama \
-     --dataset "examples/data/$name.jsonl" --alias production
+  $R dataset add "examples/data/$name.jsonl" --name "$name-data" --license apache-2.0
+  $R push "$dir" --name "$name" --base tiny-llama --dataset "$name-data" --alias production
 done
 $R ls
 cat >&2 <<MSG

@@ -42,15 +42,16 @@ class AdapterCache:
             return dest.resolve()
         task = self._pending.get(hexdigest)
         if task is None:
-            task = asyncio.ensure_future(self._pull(adapter.digest, dest))
+            task = asyncio.ensure_future(self._pull(adapter.ref, dest))
             self._pending[hexdigest] = task
             task.add_done_callback(lambda _: self._pending.pop(hexdigest, None))
         return await asyncio.shield(task)
 
-    async def _pull(self, digest: str, dest: Path) -> Path:
+    async def _pull(self, ref: str, dest: Path) -> Path:
+        # By NAME@N, not digest: identical content may live under several names.
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            await self._resolver.pull(digest, dest)
+            await self._resolver.pull(ref, dest)
         except registry.RegistryError:
             if not dest.is_dir():  # another gateway process may have won the race
                 raise

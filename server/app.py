@@ -50,7 +50,7 @@ async def _start(rt: Runtime) -> None:
         model_dir = s.cache_dir / "models" / base.digest.removeprefix("sha256:")
         if not model_dir.is_dir():
             model_dir.parent.mkdir(parents=True, exist_ok=True)
-            await rt.resolver.pull(base.digest, model_dir)
+            await rt.resolver.pull(base.name, model_dir)
         rt.supervisor = Supervisor(
             s, model_dir.resolve(), base.name, s.cache_dir / "vllm.log", rt.metrics
         )

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 import registry
 from server.adapters import AdapterSlots
@@ -62,6 +63,24 @@ def error_response(e: GatewayError, target: Target | None = None) -> Response:
 
 def target_headers(target: Target) -> dict[str, str]:
     return {"x-loraport-adapter": target.ref, "x-loraport-arm": target.arm}
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A stream that stops its generator the moment the client goes away.
+
+    Starlette, under ASGI 2.4 servers, only notices a disconnect on the next write and
+    then leaves the generator suspended; upstream vLLM would go on generating. Here the
+    disconnect listener always runs (it cancels the stream at once) and the generator is
+    always closed, which closes the upstream request and makes vLLM abort it.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        legacy = {**scope, "asgi": {**scope.get("asgi", {}), "spec_version": "2.3"}}
+        try:
+            await super().__call__(legacy, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 class Gateway:
@@ -116,7 +135,7 @@ class Gateway:
             return error_response(error, target)
         finally:
             if admitted:
-                self.in_flight -= 1
+                self._release()
                 self._record(endpoint, outcome, started)
             elif outcome.error is not None:
                 self._record(endpoint, outcome, started)
@@ -152,6 +171,11 @@ class Gateway:
                 f"{self.in_flight} requests in flight, the limit is {self.settings.max_in_flight}"
             )
         self.in_flight += 1
+        self.metrics.in_flight.set(self.in_flight)
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self.metrics.in_flight.set(self.in_flight)
 
     def _pick(self, target: Target) -> AdapterSlots:
         ready = [s for s in self.slots if s.backend.state.ready]
@@ -271,10 +295,10 @@ class Gateway:
                 with anyio.CancelScope(shield=True):
                     await stack.aclose()
                     slots.backend.state.in_flight -= 1
-                    self.in_flight -= 1
+                    self._release()
                     self._record(endpoint, outcome, started)
 
-        return StreamingResponse(
+        return ClosingStreamingResponse(
             events(), media_type="text/event-stream", headers=target_headers(target)
         )
 

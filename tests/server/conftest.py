@@ -1,65 +1,94 @@
-"""A real gateway (uvicorn on a loopback port, in a thread) in front of the session's
-real vLLM server."""
+"""A real gateway in front of the session's real vLLM server: `gateway serve --backend`,
+run as its own process exactly as in production (an in-process server would share one
+GIL with the test's client threads, and on 2 cores next to vLLM that skews every timing).
+"""
 
 from __future__ import annotations
 
-import threading
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
-from server.app import Runtime, create_app
 from server.supervisor import free_port
-from tests.conftest import BASE_NAME, gateway_settings
+from tests.conftest import BASE_NAME, TEST_DTYPE
+
+GATEWAY = str(Path(sys.executable).with_name("gateway"))
 
 
 @dataclass
 class RunningGateway:
     url: str
-    app: FastAPI
     vllm_url: str
+    registry: Path
+    log: Path
 
-    @property
-    def runtime(self) -> Runtime:
-        rt: Runtime = self.app.state.runtime
-        return rt
+    def client(self, **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120, **kw)
 
-    def client(self, **kw: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120, **kw)  # type: ignore[arg-type]
+
+def settings_env(**overrides: Any) -> dict[str, str]:
+    """GatewaySettings overrides as the GATEWAY_* variables the process reads."""
+    env = {}
+    for key, value in overrides.items():
+        if hasattr(value, "__iter__") and not isinstance(value, str):
+            value = json.dumps([v.model_dump() if hasattr(v, "model_dump") else v for v in value])
+        env[f"GATEWAY_{key.upper()}"] = str(value)
+    return env
 
 
 @contextmanager
 def running_gateway(
-    vllm_url: str, registry_dir: Path, cache: Path, *, ready: bool = True, **overrides: object
+    vllm_url: str, registry_dir: Path, cache: Path, *, ready: bool = True, **overrides: Any
 ) -> Iterator[RunningGateway]:
-    settings = gateway_settings(
-        registry=str(registry_dir), backends=(vllm_url,), cache_dir=cache, base=BASE_NAME,
-        **overrides,
-    )
-    app = create_app(settings)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    env = {
+        **os.environ,
+        "GATEWAY_LOCAL__DTYPE": TEST_DTYPE,
+        "GATEWAY_CACHE_DIR": str(cache),
+        **settings_env(**overrides),
+    }
+    log = cache / f"gateway-{port}.log"
+    cmd = [
+        GATEWAY,
+        "serve",
+        "--registry",
+        str(registry_dir),
+        "--backend",
+        vllm_url,
+        "--base",
+        BASE_NAME,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         path = "/ready" if ready else "/health"
         while not _answers(url + path):
-            assert thread.is_alive(), "the gateway failed to start (see its log above)"
+            assert proc.poll() is None, f"gateway exited: {log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, f"{url}{path} not 200 within 120 s"
             time.sleep(0.2)
-        yield RunningGateway(url, app, vllm_url)
+        yield RunningGateway(url, vllm_url, registry_dir, log)
     finally:
-        server.should_exit = True
-        thread.join(30)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +108,7 @@ def _answers(url: str) -> bool:
 
 
 def scrape(url: str, name: str, **labels: str) -> float:
-    """Sum of a vLLM metric's samples whose labels include `labels`."""
+    """Sum of a Prometheus metric's samples (at url/metrics) whose labels include `labels`."""
     total = 0.0
     for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
         if not line.startswith(name + "{") and not line.startswith(name + " "):
@@ -90,7 +119,7 @@ def scrape(url: str, name: str, **labels: str) -> float:
     return total
 
 
-def wait_until(predicate, timeout_s: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():

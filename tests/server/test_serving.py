@@ -54,7 +54,7 @@ def test_each_adapter_shows_its_trained_behaviour(gateway: RunningGateway) -> No
 
 
 def test_every_response_names_what_served_it(gateway: RunningGateway) -> None:
-    digest = registry.open(gateway.runtime.settings.registry).adapter("support-v2@1").digest
+    digest = registry.open(gateway.registry).adapter("support-v2@1").digest
     msgs = EVAL[0]["messages"]
     for ref in ("support-v2", "support-v2@1", "support-v2@production", digest):
         r = chat(gateway, ref, msgs)
@@ -172,7 +172,7 @@ def test_completions_endpoint(gateway: RunningGateway) -> None:
 def test_adapter_pushed_after_start_is_served(gateway: RunningGateway, tmp_path: Path) -> None:
     late = tmp_path / "triage-late"
     shutil.copytree(adapter_dir("triage"), late)
-    with registry.open(gateway.runtime.settings.registry) as reg:
+    with registry.open(gateway.registry) as reg:
         reg.push_adapter(late, base=BASE_NAME, allow_unknown_dataset=True)
     msgs = EVAL[4]["messages"]
     r = chat(gateway, "triage-late", msgs)
@@ -185,7 +185,7 @@ def test_concurrent_first_requests_load_an_adapter_once(
 ) -> None:
     fresh = tmp_path / "support-burst"
     shutil.copytree(adapter_dir("support-v1"), fresh)
-    with registry.open(gateway.runtime.settings.registry) as reg:
+    with registry.open(gateway.registry) as reg:
         reg.push_adapter(fresh, base=BASE_NAME, allow_unknown_dataset=True)
     with ThreadPoolExecutor(8) as pool:
         codes = list(
