@@ -20,7 +20,18 @@ import tempfile
 from pathlib import Path
 
 import httpx
-from harness import EXAMPLES, fill_registry, gateway, load, machine, median, ms, settings, vllm
+from harness import (
+    EXAMPLES,
+    fill_registry,
+    gateway,
+    interleaved,
+    load,
+    machine,
+    median,
+    ms,
+    settings,
+    vllm,
+)
 
 ADAPTER = "support-v1"
 
@@ -62,11 +73,12 @@ def main() -> None:
             if m["id"].startswith(f"{ADAPTER}@")
         )
         load(v.url, bodies(lora, 8), 1)
-        direct_lat: list[float] = []
-        gw_lat: list[float] = []
-        for b_direct, b_gw in zip(bodies(lora, pairs), bodies(ADAPTER, pairs), strict=True):
-            direct_lat += load(v.url, [b_direct], 1).latencies_s
-            gw_lat += load(g.url, [b_gw], 1).latencies_s
+        direct_lat, gw_lat = interleaved(
+            [
+                ((v.url, d), (g.url, w))
+                for d, w in zip(bodies(lora, pairs), bodies(ADAPTER, pairs), strict=True)
+            ]
+        )
         direct_tps, gw_tps, errors = [], [], 0
         for _ in range(rounds):
             d = load(v.url, bodies(lora, burst), 16)

@@ -201,6 +201,30 @@ def load(url: str, bodies: list[dict[str, Any]], concurrency: int) -> LoadResult
     return asyncio.run(_load(url, bodies, concurrency))
 
 
+async def _interleaved(
+    pairs: list[tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]],
+) -> tuple[list[float], list[float]]:
+    """Alternate A and B requests one at a time, each side on its own kept-alive
+    connection; returns (A latencies, B latencies)."""
+    a_lat: list[float] = []
+    b_lat: list[float] = []
+    async with httpx.AsyncClient(timeout=300) as ca, httpx.AsyncClient(timeout=300) as cb:
+        for (a_url, a_body), (b_url, b_body) in pairs:
+            for client, url, body, out in ((ca, a_url, a_body, a_lat), (cb, b_url, b_body, b_lat)):
+                t0 = time.perf_counter()
+                r = await client.post(f"{url}/v1/chat/completions", json=body)
+                out.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{url}: {r.status_code} {r.text[:200]}")
+    return a_lat, b_lat
+
+
+def interleaved(
+    pairs: list[tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]],
+) -> tuple[list[float], list[float]]:
+    return asyncio.run(_interleaved(pairs))
+
+
 def ms(x: float) -> float:
     return round(x * 1000, 3)
 
