@@ -22,6 +22,6 @@ loraport: starting the gateway on http://127.0.0.1:${GATEWAY_PORT:-8000} (local 
 Try, once /ready says so:
   curl -s localhost:${GATEWAY_PORT:-8000}/v1/models
   curl -s localhost:${GATEWAY_PORT:-8000}/v1/chat/completions -H 'content-type: application/json' \\
-    -d '{"model":"extract","messages":[{"role":"user","content":"Hi, I am Ana Lopez. Order A1234: the lamp arrived broken."}]}'
+    -d '{"model":"extract","messages":[{"role":"user","content":"Hello, my name is Marcus. My coffee grinder has not arrived yet. My order number is A8167."}]}'
 MSG
 exec .venv/bin/gateway serve --port "${GATEWAY_PORT:-8000}"

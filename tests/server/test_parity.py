@@ -52,5 +52,6 @@ def test_gateway_matches_peft(
             assert resp.status_code == 200, resp.text
             got.append(resp.json()["choices"][0]["message"]["content"])
     same = sum(g == w for g, w in zip(got, reference[model], strict=True))
+    print(f"parity {model}: {same}/{len(records)} identical")
     mismatches = [(g, w) for g, w in zip(got, reference[model], strict=True) if g != w]
     assert same / len(records) >= MIN_AGREEMENT, mismatches[:3]
