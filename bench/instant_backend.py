@@ -1,0 +1,65 @@
+"""A stand-in for vLLM's OpenAI server that answers at once with a canned completion.
+
+For measurement only (`bench/gateway_overhead.py --instant`): with no model to run, what
+the gateway adds is its own per-request cost, free of the CPU contention of a real vLLM on
+the same cores. Never used by tests of serving.
+
+    .venv/bin/python bench/instant_backend.py PORT
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+LORAS: set[str] = set()
+
+
+async def health(_: Request) -> Response:
+    return PlainTextResponse("")
+
+
+async def models(_: Request) -> Response:
+    data = [{"id": "tiny-llama", "object": "model", "parent": None}]
+    data += [{"id": n, "object": "model", "parent": "tiny-llama"} for n in sorted(LORAS)]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def load(request: Request) -> Response:
+    LORAS.add((await request.json())["lora_name"])
+    return PlainTextResponse("ok")
+
+
+async def unload(request: Request) -> Response:
+    LORAS.discard((await request.json())["lora_name"])
+    return PlainTextResponse("ok")
+
+
+async def chat(request: Request) -> Response:
+    body = await request.json()
+    answer = {
+        "id": "chatcmpl-instant", "object": "chat.completion", "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{"index": 0, "finish_reason": "length", "message": {
+            "role": "assistant", "content": "Thank you for contacting us about your order."}}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 16, "total_tokens": 36},
+    }  # fmt: skip
+    return Response(json.dumps(answer), media_type="application/json")
+
+
+app = Starlette(routes=[
+    Route("/health", health), Route("/v1/models", models),
+    Route("/v1/load_lora_adapter", load, methods=["POST"]),
+    Route("/v1/unload_lora_adapter", unload, methods=["POST"]),
+    Route("/v1/chat/completions", chat, methods=["POST"]),
+])  # fmt: skip
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
