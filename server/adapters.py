@@ -88,12 +88,12 @@ class AdapterSlots:
             yield self._base_id()
             return
         self._sync_generation()
-        if name not in self._lru:
-            await self._ensure(name, target)
-        self._users[name] += 1
-        if name in self._lru:
-            self._lru.move_to_end(name)
+        self._users[name] += 1  # pinned before loading: a load behind ours cannot evict it
         try:
+            if name not in self._lru:
+                await self._ensure(name, target)
+            if name in self._lru:
+                self._lru.move_to_end(name)
             yield name
         finally:
             self._users[name] -= 1
@@ -157,7 +157,7 @@ class AdapterSlots:
                     f"all {self.capacity} adapter slots of backend {self.backend.label} are "
                     "serving requests; retry shortly"
                 )
+            with suppress(LoraNotLoadedError):  # already gone is as good as unloaded
+                await self.backend.unload_lora(victim)  # on failure it stays counted
             labels = self._lru.pop(victim)
-            with suppress(LoraNotLoadedError):
-                await self.backend.unload_lora(victim)
             self._metrics.adapter_evictions.labels(*labels).inc()

@@ -15,8 +15,13 @@ from starlette.responses import JSONResponse, Response
 
 from server import probe
 from server.adapters import AdapterCache, AdapterSlots
-from server.auth import authenticate
-from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError
+from server.auth import allowed, authenticate
+from server.errors import (
+    GatewayError,
+    MethodNotAllowedError,
+    ModelNotFoundError,
+    to_gateway_error,
+)
 from server.metrics import Metrics
 from server.resolver import Resolver
 from server.serving import Gateway, error_response
@@ -104,11 +109,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, e: StarletteHTTPException) -> Response:
-        if e.status_code == 404:
-            return error_response(ModelNotFoundError(f"no route {request.url.path}", code=None))
-        err = InvalidRequestError(str(e.detail))
-        err.status = e.status_code
-        return error_response(err)
+        if e.status_code == 405:
+            return error_response(MethodNotAllowedError(f"{request.method} not allowed here"))
+        return error_response(ModelNotFoundError(f"no route {request.url.path}", code=None))
+
+    @app.exception_handler(Exception)
+    async def on_any_error(request: Request, e: Exception) -> Response:
+        return error_response(to_gateway_error(e))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -128,7 +135,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 "owned_by": "loraport", "root": parent or model_id, "parent": parent,
             }
             for model_id, parent in await rt.resolver.model_ids()
-            if key is None or "*" in key.adapters or model_id.split("@")[0] in key.adapters
+            if allowed(key, model_id.split("@")[0])
         ]  # fmt: skip
         return JSONResponse({"object": "list", "data": data})
 

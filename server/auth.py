@@ -33,8 +33,12 @@ def authenticate(keys: tuple[ApiKey, ...], authorization: str | None) -> ApiKey 
     return found
 
 
+def allowed(key: ApiKey | None, name: str) -> bool:
+    """May this key (None: auth is off) call the adapter or base model `name`?"""
+    return key is None or "*" in key.adapters or name in key.adapters
+
+
 def authorize(key: ApiKey | None, name: str) -> None:
     """Refuse a key that may not call the adapter (or base model) `name`."""
-    if key is None or "*" in key.adapters or name in key.adapters:
-        return
-    raise PermissionDeniedError(f"API key {key.name!r} may not use model {name!r}")
+    if key is not None and not allowed(key, name):
+        raise PermissionDeniedError(f"API key {key.name!r} may not use model {name!r}")

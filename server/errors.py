@@ -6,6 +6,7 @@
     ├── AuthenticationError           401 authentication_error
     ├── PermissionDeniedError         403 permission_error
     ├── ModelNotFoundError            404 not_found_error         code model_not_found
+    ├── MethodNotAllowedError         405 invalid_request_error   code method_not_allowed
     ├── RequestTooLargeError          413 invalid_request_error   code request_too_large
     ├── StructuredOutputError         422 / 502 structured_output_error
     │     truncated (the token budget ran out mid-object): 422, code json_truncated
@@ -15,7 +16,9 @@
     └── BackendUnavailableError       503 service_unavailable     (Retry-After)
 
 Every failure leaves the gateway as `{"error": {"message", "type", "param", "code"}}`
-with the status above; nothing else chooses a status.
+with the status above; nothing else chooses a status. `to_gateway_error` is the one
+mapping of everything else met while serving (registry failures, transport failures,
+bugs) onto this tree.
 """
 
 from __future__ import annotations
@@ -77,6 +80,12 @@ class ModelNotFoundError(GatewayError):
     code = "model_not_found"
 
 
+class MethodNotAllowedError(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class RequestTooLargeError(GatewayError):
     status = 413
     type = "invalid_request_error"
@@ -123,6 +132,25 @@ class BackendUnavailableError(_RetryAfter):
     type = "service_unavailable"
     code = "backend_unavailable"
     retry_after_s = 5
+
+
+def to_gateway_error(e: Exception) -> GatewayError:
+    """Any exception met while serving, as the error the client gets."""
+    import httpx
+
+    import registry
+
+    if isinstance(e, GatewayError):
+        return e
+    if isinstance(e, registry.RegistryError):
+        return from_registry(e)
+    if isinstance(e, httpx.TimeoutException):
+        return BackendError("the vLLM backend timed out", code="timeout")
+    if isinstance(e, httpx.HTTPError):
+        return BackendError(f"the vLLM backend connection failed: {e}", code="backend_failed")
+    if isinstance(e, ValueError):
+        return BackendError(f"the vLLM backend sent something unreadable: {e}")
+    return GatewayError(f"internal error ({type(e).__name__}); see the gateway log")
 
 
 def from_registry(e: Exception) -> GatewayError:

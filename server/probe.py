@@ -8,12 +8,15 @@ errors, times out or produces degenerate text is marked degraded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
 from server.errors import GatewayError
 from server.metrics import Metrics
 from server.vllm_http import VllmBackend
+
+log = logging.getLogger("loraport.gateway")
 
 # The whole text is one piece of up to 8 characters, said at least four times.
 _LOOP = re.compile(r"(.{1,8}?)\1{3,}", re.DOTALL)
@@ -83,6 +86,15 @@ async def watch(
 ) -> None:
     """Probe forever: every second while any backend is not ready, else every interval."""
     while True:
-        await asyncio.gather(*(check(b, timeout_s, metrics) for b in backends))
+        for backend, result in zip(
+            backends,
+            await asyncio.gather(
+                *(check(b, timeout_s, metrics) for b in backends), return_exceptions=True
+            ),
+            strict=True,
+        ):
+            if isinstance(result, Exception):  # never let one bad answer stop the probing
+                log.exception("probe of backend %s failed", backend.label, exc_info=result)
+                backend.state.degraded, backend.state.detail = True, f"probe failed: {result}"
         all_ready = all(b.state.ready for b in backends)
         await asyncio.sleep(interval_s if all_ready else 1.0)

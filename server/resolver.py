@@ -9,7 +9,7 @@ never crosses threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from server.errors import InvalidRequestError, ModelNotFoundError, from_registry
 from server.metrics import Series
 
 T = TypeVar("T")
+log = logging.getLogger("loraport.gateway")
 STABLE = "stable"
 
 
@@ -104,8 +105,10 @@ class Resolver:
     async def refresh_forever(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            with contextlib.suppress(registry.RegistryError):
+            try:
                 await self.refresh()
+            except Exception:  # keep refreshing: the next tick may succeed
+                log.exception("registry refresh failed")
 
     async def resolve(self, model: str) -> Target:
         hit = self._cache.get(model)

@@ -6,9 +6,11 @@ for the base model and every adapter version.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,13 +24,14 @@ import registry
 from server.adapters import AdapterSlots
 from server.auth import authenticate, authorize
 from server.errors import (
+    BackendError,
     BackendUnavailableError,
     GatewayError,
     InvalidRequestError,
     RequestTooLargeError,
     StructuredOutputError,
     TooManyRequestsError,
-    from_registry,
+    to_gateway_error,
 )
 from server.metrics import Metrics, Series
 from server.protocol import PATHS, Endpoint, delta_of, parse, text_of
@@ -36,6 +39,8 @@ from server.resolver import Resolver, Target
 from server.settings import GatewaySettings
 from server.structured import Constraint, check_result, constraint_for
 from server.vllm_http import LoraNotLoadedError
+
+log = logging.getLogger("loraport.gateway")
 
 
 @dataclass
@@ -66,13 +71,24 @@ def target_headers(target: Target) -> dict[str, str]:
 
 
 class ClosingStreamingResponse(StreamingResponse):
-    """A stream that stops its generator the moment the client goes away.
+    """A stream that stops the moment the client goes away, and always cleans up.
 
     Starlette, under ASGI 2.4 servers, only notices a disconnect on the next write and
     then leaves the generator suspended; upstream vLLM would go on generating. Here the
-    disconnect listener always runs (it cancels the stream at once) and the generator is
-    always closed, which closes the upstream request and makes vLLM abort it.
+    disconnect listener always runs (it cancels the stream at once), the generator is
+    always closed (which closes the upstream request, so vLLM aborts it), and `on_close`
+    runs even if the generator never started.
     """
+
+    def __init__(
+        self,
+        content: AsyncIterator[str],
+        on_close: Callable[[], Awaitable[None]],
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self._content = content
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         legacy = {**scope, "asgi": {**scope.get("asgi", {}), "spec_version": "2.3"}}
@@ -80,7 +96,8 @@ class ClosingStreamingResponse(StreamingResponse):
             await super().__call__(legacy, receive, send)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+                await self._content.aclose()  # type: ignore[attr-defined]
+                await self._on_close()
 
 
 class Gateway:
@@ -129,8 +146,10 @@ class Gateway:
             return Response(
                 json.dumps(data), headers=target_headers(target), media_type="application/json"
             )
-        except (GatewayError, registry.RegistryError) as e:
-            error = e if isinstance(e, GatewayError) else from_registry(e)
+        except Exception as e:
+            error = to_gateway_error(e)
+            if error is not e and not isinstance(e, registry.RegistryError):
+                log.exception("request failed: %s", error.message)
             outcome.error = error
             return error_response(error, target)
         finally:
@@ -247,10 +266,22 @@ class Gateway:
             await stack.aclose()
             raise
         slots.backend.state.in_flight += 1
+        closed = False
+
+        async def finish() -> None:
+            nonlocal closed
+            if closed:
+                return
+            closed = True
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+                slots.backend.state.in_flight -= 1
+                self._release()
+                self._record(endpoint, outcome, started)
 
         async def events() -> AsyncIterator[str]:
             texts: dict[int, str] = {}
-            finish: dict[int, str | None] = {}
+            finish_reasons: dict[int, str | None] = {}
             try:
                 async for line in upstream.aiter_lines():
                     if not line.startswith("data: "):
@@ -260,9 +291,8 @@ class Gateway:
                         break
                     chunk = json.loads(payload)
                     if "error" in chunk:
-                        outcome.status = 502
-                        yield line + "\n\n"
-                        return
+                        message = str((chunk["error"] or {}).get("message", "stream failed"))
+                        raise BackendError(f"vLLM failed mid-stream: {message}")
                     if outcome.ttft_s is None and any(
                         delta_of(endpoint, c) for c in chunk.get("choices", [])
                     ):
@@ -270,7 +300,7 @@ class Gateway:
                     for c in chunk.get("choices", []):
                         i = int(c.get("index", 0))
                         texts[i] = texts.get(i, "") + delta_of(endpoint, c)
-                        finish[i] = c.get("finish_reason") or finish.get(i)
+                        finish_reasons[i] = c.get("finish_reason") or finish_reasons.get(i)
                     usage = chunk.get("usage")
                     if usage:
                         outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
@@ -283,24 +313,19 @@ class Gateway:
                     yield f"data: {json.dumps(chunk)}\n\n"
                 if constraint is not None:
                     for i, text in sorted(texts.items()):
-                        check_result(constraint, text, finish.get(i))
+                        check_result(constraint, text, finish_reasons.get(i))
                 yield "data: [DONE]\n\n"
-            except GatewayError as e:  # a refused structured result, or a backend failure
-                outcome.error, outcome.status = e, e.status
-                yield f"data: {json.dumps(e.body())}\n\n"
-            except BaseException:
+            except (GeneratorExit, asyncio.CancelledError):
                 outcome.status = 499  # the client went away: closing upstream aborts vLLM's work
                 raise
+            except Exception as e:  # a refused structured result, or the backend failed
+                error = to_gateway_error(e)
+                outcome.error, outcome.status = error, error.status
+                yield f"data: {json.dumps(error.body())}\n\n"
             finally:
-                with anyio.CancelScope(shield=True):
-                    await stack.aclose()
-                    slots.backend.state.in_flight -= 1
-                    self._release()
-                    self._record(endpoint, outcome, started)
+                await finish()
 
-        return ClosingStreamingResponse(
-            events(), media_type="text/event-stream", headers=target_headers(target)
-        )
+        return ClosingStreamingResponse(events(), finish, target_headers(target))
 
     def _record(self, endpoint: str, o: Outcome, started: float) -> None:
         m, s = self.metrics, o.series.values()

@@ -97,19 +97,27 @@ class Supervisor:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         while not self._stopping:
             started = time.monotonic()
-            with self.log_path.open("ab") as log:
-                self._proc = await asyncio.create_subprocess_exec(
-                    *self.command,
-                    env=vllm_env(),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            state = backend.state
+            try:
+                with self.log_path.open("ab") as log:
+                    self._proc = await asyncio.create_subprocess_exec(
+                        *self.command,
+                        env=vllm_env(),
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=asyncio.subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+            except OSError as e:
+                state.detail = f"cannot start vLLM ({e}); retrying in {backoff:.0f}s"
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, local.restart_backoff_max_s)
+                continue
+            watchdog = asyncio.create_task(self._kill_if_never_healthy(backend, self._proc))
             code = await self._proc.wait()
+            watchdog.cancel()
             if self._stopping:
                 return
-            state = backend.state
             state.up, state.model_id = False, None
             state.generation += 1
             if time.monotonic() - started > 120:
@@ -122,6 +130,19 @@ class Supervisor:
             self._metrics.backend_up.labels(backend.label).set(0)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, local.restart_backoff_max_s)
+
+    async def _kill_if_never_healthy(
+        self, backend: VllmBackend, proc: asyncio.subprocess.Process
+    ) -> None:
+        """A vLLM that hangs before /health answers is killed, so `run` restarts it."""
+        deadline = time.monotonic() + self.settings.local.startup_timeout_s
+        while time.monotonic() < deadline:
+            if await backend.health():
+                return
+            await asyncio.sleep(1.0)
+        backend.state.detail = "local vLLM never answered /health; killing it to restart"
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -7,9 +7,9 @@ vLLM Service, so a vLLM crash is a network error here, never a gateway crash.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -37,7 +37,6 @@ class BackendState:
     """The name vLLM serves the base model under."""
     in_flight: int = 0
     detail: str = "starting"
-    loaded: set[str] = field(default_factory=set)
 
     @property
     def ready(self) -> bool:
@@ -104,25 +103,20 @@ class VllmBackend:
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
         """An open streaming response; closing it makes vLLM abort the request."""
         req = self._client.build_request("POST", path, json=body)
-        try:
+        with _mapped(self.label):
             resp = await self._client.send(req, stream=True)
-        except httpx.HTTPError as e:
-            raise BackendUnavailableError(f"vLLM backend {self.label} unreachable: {e}") from e
         try:
             if resp.status_code != 200:
-                await resp.aread()
+                with _mapped(self.label):
+                    await resp.aread()
                 raise _error_from(resp, body)
             yield resp
         finally:
             await resp.aclose()
 
     async def _send(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        try:
+        with _mapped(self.label):
             return await self._client.request(method, path, json=body)
-        except httpx.TimeoutException as e:
-            raise BackendError(f"vLLM backend {self.label} timed out", code="timeout") from e
-        except httpx.HTTPError as e:
-            raise BackendUnavailableError(f"vLLM backend {self.label} unreachable: {e}") from e
 
     async def _ok(self, method: str, path: str, body: Any = None) -> httpx.Response:
         r = await self._send(method, path, body)
@@ -139,6 +133,17 @@ class VllmBackend:
         if not isinstance(data, dict):
             raise BackendError(f"vLLM answered {path} with JSON that is not an object")
         return data
+
+
+@contextmanager
+def _mapped(label: str) -> Iterator[None]:
+    """Transport failures talking to vLLM, as gateway errors (one mapping for all calls)."""
+    try:
+        yield
+    except httpx.TimeoutException as e:
+        raise BackendError(f"vLLM backend {label} timed out", code="timeout") from e
+    except httpx.HTTPError as e:
+        raise BackendUnavailableError(f"vLLM backend {label} unreachable: {e}") from e
 
 
 def _error_from(r: httpx.Response, body: Any) -> GatewayError:

@@ -116,6 +116,7 @@ def test_adapter_of_another_base_is_refused(gateway: RunningGateway, tmp_path: P
 def test_client_disconnect_mid_stream_aborts_the_vllm_request(gateway: RunningGateway) -> None:
     v = gateway.vllm_url
     generated = scrape(v, "vllm:generation_tokens_total")
+    closed = scrape(gateway.url, "loraport_requests_total", adapter="base", status="499")
     with gateway.client() as c, c.stream("POST", "/v1/chat/completions", json=LONG) as r:
         assert r.status_code == 200
         lines = r.iter_lines()
@@ -128,8 +129,9 @@ def test_client_disconnect_mid_stream_aborts_the_vllm_request(gateway: RunningGa
     # At most one readiness probe (16 tokens) may have run meanwhile.
     assert scrape(v, "vllm:generation_tokens_total") - generated < 100
     assert wait_until(lambda: scrape(gateway.url, "loraport_in_flight_requests") == 0)
-    status_499 = 'status="499"'
-    assert status_499 in gateway.client().get("/metrics").text
+    assert scrape(gateway.url, "loraport_requests_total", adapter="base", status="499") == (
+        closed + 1
+    )
 
 
 # Sixteen sampled 400-token sequences: several seconds of vLLM work in one request.

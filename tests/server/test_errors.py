@@ -2,11 +2,18 @@
 
 import inspect
 
+import httpx
 import pytest
 
 import registry
 from server import errors
-from server.errors import GatewayError, StructuredOutputError, from_registry
+from server.errors import (
+    BackendError,
+    GatewayError,
+    StructuredOutputError,
+    from_registry,
+    to_gateway_error,
+)
 
 EXPECTED = {
     "GatewayError": 500,
@@ -15,6 +22,7 @@ EXPECTED = {
     "AuthenticationError": 401,
     "PermissionDeniedError": 403,
     "ModelNotFoundError": 404,
+    "MethodNotAllowedError": 405,
     "RequestTooLargeError": 413,
     "TooManyRequestsError": 429,
     "BackendError": 502,
@@ -62,3 +70,19 @@ def test_structured_output_statuses():
 )
 def test_registry_errors_map_once(exc, status):
     assert from_registry(exc).status == status
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "cls"),
+    [
+        (httpx.ReadTimeout("slow"), 502, BackendError),
+        (httpx.RemoteProtocolError("cut"), 502, BackendError),
+        (ValueError("not json"), 502, BackendError),
+        (registry.RefNotFoundError("x"), 404, GatewayError),
+        (KeyError("bug"), 500, GatewayError),
+    ],
+)
+def test_anything_met_while_serving_maps_once(exc, status, cls):
+    error = to_gateway_error(exc)
+    assert isinstance(error, cls) and error.status == status
+    assert to_gateway_error(error) is error

@@ -70,5 +70,6 @@ def test_stream_error_event_raises(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
         model="extract", messages=RECORD["messages"], max_tokens=3, stream=True
     )
-    with pytest.raises(openai.APIError):
+    with pytest.raises(openai.APIError) as e:
         list(stream)
+    assert e.value.code == "json_truncated"

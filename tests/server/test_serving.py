@@ -91,17 +91,21 @@ def test_json_schema_from_the_request(gateway: RunningGateway) -> None:
     rf = {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}
     r = chat(gateway, "support-v1", EVAL[0]["messages"], response_format=rf, max_tokens=32)
     jsonschema.validate(json.loads(content(r)), schema)
+    # json_object: vLLM's generic object grammar (xgrammar) let this model run past the
+    # 128-token budget in our runs (free whitespace is only disabled for schemas), so the
+    # outcome is either an object or the gateway's refusal, never a 200 with anything else.
     r = chat(
         gateway,
-        BASE_NAME,
+        "extract",
         EVAL[1]["messages"],
         response_format={"type": "json_object"},
-        max_tokens=64,
+        max_tokens=128,
     )
     if r.status_code == 200:
         assert isinstance(json.loads(content(r)), dict)
-    else:  # an untrained-for-JSON base may run out of budget; never a 200 with bad JSON
-        assert r.json()["error"]["type"] == "structured_output_error"
+    else:
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "json_truncated"
 
 
 def test_truncated_json_is_an_error_not_a_success(gateway: RunningGateway) -> None:
