@@ -102,47 +102,39 @@ def _wait(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 600) -> No
 
 
 @contextlib.contextmanager
-def vllm(s: GatewaySettings, log: Path) -> Iterator[Proc]:
-    port = free_port()
+def _serving(
+    cmd: list[str], port: int, log: Path, ready_path: str, env: dict[str, str] | None = None
+) -> Iterator[Proc]:
+    """Run `cmd` (listening on `port`) in its own process group until the block ends."""
     with log.open("wb") as f:
         p = subprocess.Popen(
-            vllm_command(s, BASE, "tiny-llama", port),
-            env=vllm_env(),
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
         )
     proc = Proc(f"http://127.0.0.1:{port}", p)
     try:
-        _wait(f"{proc.url}/health", p)
+        _wait(f"{proc.url}{ready_path}", p)
         yield proc
     finally:
         proc.stop()
 
 
-@contextlib.contextmanager
-def instant_backend(log: Path) -> Iterator[Proc]:
+def vllm(s: GatewaySettings, log: Path) -> contextlib.AbstractContextManager[Proc]:
+    """A real vLLM server, launched exactly as the gateway's supervisor launches it."""
+    port = free_port()
+    return _serving(vllm_command(s, BASE, "tiny-llama", port), port, log, "/health", vllm_env())
+
+
+def instant_backend(log: Path) -> contextlib.AbstractContextManager[Proc]:
     """bench/instant_backend.py: answers at once, for the gateway's own cost."""
     port = free_port()
-    with log.open("wb") as f:
-        p = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "instant_backend.py"), str(port)],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    proc = Proc(f"http://127.0.0.1:{port}", p)
-    try:
-        _wait(f"{proc.url}/health", p)
-        yield proc
-    finally:
-        proc.stop()
+    cmd = [sys.executable, str(ROOT / "bench" / "instant_backend.py"), str(port)]
+    return _serving(cmd, port, log, "/health")
 
 
-@contextlib.contextmanager
 def gateway(
     registry_dir: Path, backend: str, cache: Path, log: Path, env: dict[str, str] | None = None
-) -> Iterator[Proc]:
+) -> contextlib.AbstractContextManager[Proc]:
+    """`gateway serve --backend`, as its own process (as in production)."""
     port = free_port()
     cmd = [
         str(Path(sys.executable).with_name("gateway")),
@@ -157,16 +149,7 @@ def gateway(
         "warning",
     ]
     full_env = {**os.environ, "GATEWAY_CACHE_DIR": str(cache), **(env or {})}
-    with log.open("wb") as f:
-        p = subprocess.Popen(
-            cmd, env=full_env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    proc = Proc(f"http://127.0.0.1:{port}", p)
-    try:
-        _wait(f"{proc.url}/ready", p)
-        yield proc
-    finally:
-        proc.stop()
+    return _serving(cmd, port, log, "/ready", full_env)
 
 
 @dataclass
