@@ -102,19 +102,11 @@ def hash_key_cmd(secret: str) -> None:
 def _check_registry(settings: GatewaySettings) -> None:
     """Fail fast, with a message, before any server starts."""
     import registry
+    from server.resolver import pick_base
 
     try:
-        reg = registry.open(settings.registry)
-        try:
-            if settings.base is not None:
-                reg.base(settings.base)
-            elif len(reg.list_bases()) != 1:
-                raise click.ClickException(
-                    f"the registry holds {len(reg.list_bases())} base models; pass --base NAME "
-                    "(add one with `registry base add DIR --name NAME`)"
-                )
-        finally:
-            reg.close()
+        with registry.open(settings.registry) as reg:
+            pick_base(reg, settings.base)
     except registry.RegistryError as e:
         raise click.ClickException(str(e)) from e
 

@@ -25,6 +25,20 @@ log = logging.getLogger("loraport.gateway")
 STABLE = "stable"
 
 
+def pick_base(reg: registry.Registry, ref: str | None) -> registry.BaseModel:
+    """The base model a gateway serves: `ref`, else the registry's only base model."""
+    if ref is not None:
+        return reg.base(ref)
+    bases = reg.list_bases()
+    if len(bases) != 1:
+        names = ", ".join(b.name for b in bases) or "none"
+        raise registry.RegistryError(
+            f"the registry holds {len(bases)} base models ({names}); choose one with "
+            "--base NAME (add one with `registry base add DIR --name NAME`)"
+        )
+    return bases[0]
+
+
 @dataclass(frozen=True)
 class Target:
     """What serves one request: the base model alone, or one adapter version on it."""
@@ -70,22 +84,9 @@ class Resolver:
     async def open(self, base_ref: str | None) -> registry.BaseModel:
         """Open the registry (on its thread) and pick the base model this gateway serves."""
         self._reg = await self.call(registry.open, self._location)
-        self.base = await self.call(self._pick_base, base_ref)
+        self.base = await self.call(pick_base, self._reg, base_ref)
         self._token = await self.call(self._reg.change_token)
         return self.base
-
-    def _pick_base(self, ref: str | None) -> registry.BaseModel:
-        assert self._reg is not None
-        if ref is not None:
-            return self._reg.base(ref)
-        bases = self._reg.list_bases()
-        if len(bases) != 1:
-            names = ", ".join(b.name for b in bases) or "none"
-            raise registry.RegistryError(
-                f"the registry holds {len(bases)} base models ({names}); "
-                "choose one with --base NAME"
-            )
-        return bases[0]
 
     async def close(self) -> None:
         if self._reg is not None:
