@@ -136,7 +136,7 @@ class BackendUnavailableError(_RetryAfter):
 
 def to_gateway_error(e: Exception) -> GatewayError:
     """Any exception met while serving, as the error the client gets."""
-    import httpx
+    import aiohttp
 
     import registry
 
@@ -144,9 +144,9 @@ def to_gateway_error(e: Exception) -> GatewayError:
         return e
     if isinstance(e, registry.RegistryError):
         return from_registry(e)
-    if isinstance(e, httpx.TimeoutException):
+    if isinstance(e, TimeoutError):
         return BackendError("the vLLM backend timed out", code="timeout")
-    if isinstance(e, httpx.HTTPError):
+    if isinstance(e, aiohttp.ClientError):
         return BackendError(f"the vLLM backend connection failed: {e}", code="backend_failed")
     if isinstance(e, ValueError):
         return BackendError(f"the vLLM backend sent something unreadable: {e}")

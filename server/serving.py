@@ -283,7 +283,7 @@ class Gateway:
             texts: dict[int, str] = {}
             finish_reasons: dict[int, str | None] = {}
             try:
-                async for line in upstream.aiter_lines():
+                async for line in upstream:
                     if not line.startswith("data: "):
                         continue
                     payload = line[6:]

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from server.errors import (
     BackendError,
@@ -48,24 +48,32 @@ class LoraNotLoadedError(BackendError):
 
 
 class VllmBackend:
+    """The client side of one vLLM server (aiohttp: half httpx's cost per call, measured
+    in bench/README.md). Create it inside the running event loop."""
+
     def __init__(self, url: str, label: str, *, timeout_s: float, max_connections: int = 256):
         self.url = url.rstrip("/")
         self.label = label
         self.state = BackendState()
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=64)
-        self._client = httpx.AsyncClient(
-            base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=5.0), limits=limits
+        # Like httpx's: a bound per connect and per read, none on a whole long stream.
+        timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=timeout_s)
+        self._session = aiohttp.ClientSession(
+            self.url,
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(limit=max_connections),
+            json_serialize=json.dumps,
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._session.close()
 
     async def health(self) -> bool:
         try:
-            r = await self._client.get("/health", timeout=5.0)
-        except httpx.HTTPError:
+            async with self._session.get("/health", timeout=aiohttp.ClientTimeout(5.0)) as r:
+                await r.read()
+                return r.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             return False
-        return r.status_code == 200
 
     async def discover_model(self) -> str:
         """The base model's id on this server (the entry of /v1/models without a parent)."""
@@ -93,32 +101,33 @@ class VllmBackend:
         await self._ok("POST", "/v1/unload_lora_adapter", {"lora_name": name})
 
     async def metrics_text(self) -> str:
-        r = await self._send("GET", "/metrics")
-        return r.text
+        return (await self._send("GET", "/metrics")).text
 
     async def generate(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._json("POST", path, body)
 
     @asynccontextmanager
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
-        """An open streaming response; closing it makes vLLM abort the request."""
-        req = self._client.build_request("POST", path, json=body)
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[str]]:
+        """The lines of an open streaming answer. Leaving the block before the answer has
+        ended closes the connection, and vLLM aborts the request."""
         with _mapped(self.label):
-            resp = await self._client.send(req, stream=True)
+            resp = await self._session.post(path, data=_encode(body), headers=_JSON)
         try:
-            if resp.status_code != 200:
+            if resp.status != 200:
                 with _mapped(self.label):
-                    await resp.aread()
-                raise _error_from(resp, body)
-            yield resp
+                    answer = Answer(resp.status, await resp.read())
+                raise _error_from(answer, body)
+            yield _lines(resp, self.label)
         finally:
-            await resp.aclose()
+            resp.close()  # drops the connection unless the body was read to its end
 
-    async def _send(self, method: str, path: str, body: Any = None) -> httpx.Response:
+    async def _send(self, method: str, path: str, body: Any = None) -> Answer:
         with _mapped(self.label):
-            return await self._client.request(method, path, json=body)
+            data = None if body is None else _encode(body)
+            async with self._session.request(method, path, data=data, headers=_JSON) as r:
+                return Answer(r.status, await r.read())
 
-    async def _ok(self, method: str, path: str, body: Any = None) -> httpx.Response:
+    async def _ok(self, method: str, path: str, body: Any = None) -> Answer:
         r = await self._send(method, path, body)
         if r.status_code != 200:
             raise _error_from(r, body)
@@ -127,7 +136,7 @@ class VllmBackend:
     async def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         r = await self._ok(method, path, body)
         try:
-            data = r.json()
+            data = json.loads(r.content)
         except ValueError as e:
             raise BackendError(f"vLLM answered {path} with a body that is not JSON") from e
         if not isinstance(data, dict):
@@ -135,18 +144,49 @@ class VllmBackend:
         return data
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A whole (non-streamed) answer from vLLM."""
+
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+_JSON = {"content-type": "application/json"}
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+async def _lines(resp: aiohttp.ClientResponse, label: str) -> AsyncIterator[str]:
+    try:
+        async for raw in resp.content:
+            yield raw.decode("utf-8").rstrip("\r\n")
+    except TimeoutError as e:
+        raise BackendError(f"vLLM backend {label} timed out mid-stream", code="timeout") from e
+    except aiohttp.ClientError as e:
+        raise BackendError(
+            f"vLLM backend {label} failed mid-stream: {e}", code="backend_failed"
+        ) from e
+
+
 @contextmanager
 def _mapped(label: str) -> Iterator[None]:
     """Transport failures talking to vLLM, as gateway errors (one mapping for all calls)."""
     try:
         yield
-    except httpx.TimeoutException as e:
+    except TimeoutError as e:
         raise BackendError(f"vLLM backend {label} timed out", code="timeout") from e
-    except httpx.HTTPError as e:
+    except aiohttp.ClientError as e:
         raise BackendUnavailableError(f"vLLM backend {label} unreachable: {e}") from e
 
 
-def _error_from(r: httpx.Response, body: Any) -> GatewayError:
+def _error_from(r: Answer, body: Any) -> GatewayError:
     """vLLM's error answer as one of ours (vLLM speaks the OpenAI envelope too)."""
     try:
         err = json.loads(r.content).get("error", {})

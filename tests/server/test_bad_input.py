@@ -113,7 +113,9 @@ def test_adapter_of_another_base_is_refused(gateway: RunningGateway, tmp_path: P
     assert err["code"] == "adapter_base_mismatch"
 
 
-def test_client_disconnect_mid_stream_aborts_the_vllm_request(gateway: RunningGateway) -> None:
+def _leave_after_five_events(gateway: RunningGateway) -> tuple[float, float]:
+    """Stream LONG, leave after 5 events; vLLM's generated tokens and the gateway's 499
+    count, each as the change over the attempt."""
     v = gateway.vllm_url
     generated = scrape(v, "vllm:generation_tokens_total")
     closed = scrape(gateway.url, "loraport_requests_total", adapter="base", status="499")
@@ -122,16 +124,30 @@ def test_client_disconnect_mid_stream_aborts_the_vllm_request(gateway: RunningGa
         lines = r.iter_lines()
         for _ in range(5):
             next(lines)
-    # The client is gone after 5 events. Had vLLM gone on, it would finish all 400 tokens
-    # in about 2 s and count a finished request; aborted, it stops at a handful.
+    # Had vLLM gone on, it would finish all 400 tokens within about 2 s; aborted, it
+    # stops at a handful. At most one readiness probe (16 tokens) may run meanwhile.
     time.sleep(4)
     assert scrape(v, "vllm:num_requests_running") == 0
-    # At most one readiness probe (16 tokens) may have run meanwhile.
-    assert scrape(v, "vllm:generation_tokens_total") - generated < 100
     assert wait_until(lambda: scrape(gateway.url, "loraport_in_flight_requests") == 0)
-    assert scrape(gateway.url, "loraport_requests_total", adapter="base", status="499") == (
-        closed + 1
+    return (
+        scrape(v, "vllm:generation_tokens_total") - generated,
+        scrape(gateway.url, "loraport_requests_total", adapter="base", status="499") - closed,
     )
+
+
+def test_client_disconnect_mid_stream_aborts_the_vllm_request(gateway: RunningGateway) -> None:
+    """On these 2 cores vLLM's engine can starve the gateway process for over a second,
+    long enough for the whole 400-token answer to be generated before anyone could
+    abort it (seen in 2 of 4 runs). So up to three attempts; a gateway that never aborts
+    generates all 400 tokens in every one of them and fails."""
+    attempts = []
+    for _ in range(3):
+        tokens, closed = _leave_after_five_events(gateway)
+        attempts.append((tokens, closed))
+        if tokens < 100:
+            assert closed == 1  # the gateway counted the client's departure as 499
+            return
+    pytest.fail(f"vLLM finished every abandoned stream: (tokens, 499s) = {attempts}")
 
 
 # 400 forced tokens: every admitted request keeps vLLM busy for hundreds of decode steps.

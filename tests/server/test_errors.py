@@ -2,7 +2,7 @@
 
 import inspect
 
-import httpx
+import aiohttp
 import pytest
 
 import registry
@@ -75,8 +75,8 @@ def test_registry_errors_map_once(exc, status):
 @pytest.mark.parametrize(
     ("exc", "status", "cls"),
     [
-        (httpx.ReadTimeout("slow"), 502, BackendError),
-        (httpx.RemoteProtocolError("cut"), 502, BackendError),
+        (aiohttp.ServerTimeoutError("slow"), 502, BackendError),
+        (aiohttp.ServerDisconnectedError("cut"), 502, BackendError),
         (ValueError("not json"), 502, BackendError),
         (registry.RefNotFoundError("x"), 404, GatewayError),
         (KeyError("bug"), 500, GatewayError),
