@@ -55,7 +55,7 @@ class VllmBackend:
         self.url = url.rstrip("/")
         self.label = label
         self.state = BackendState()
-        # Like httpx's: a bound per connect and per read, none on a whole long stream.
+        # A bound on connecting and on each read; none on a whole stream, which may be long.
         timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=timeout_s)
         self._session = aiohttp.ClientSession(
             self.url,
