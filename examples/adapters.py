@@ -19,7 +19,7 @@ TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 ADAPTER_SCHEDULES: dict[str, Schedule] = {
     "support-v1": Schedule(steps=100, lr=2e-3, batch_size=16, warmup=10, seed=21),
     "support-v2": Schedule(steps=100, lr=2e-3, batch_size=16, warmup=10, seed=22),
-    "extract": Schedule(steps=200, lr=3e-3, batch_size=16, warmup=10, seed=23),
+    "extract": Schedule(steps=1000, lr=3e-3, batch_size=16, warmup=10, seed=23),
     "triage": Schedule(steps=60, lr=2e-3, batch_size=16, warmup=10, seed=24),
 }
 
@@ -40,6 +40,9 @@ def fix_adapter_config(out: Path) -> None:
     path = out / "adapter_config.json"
     config = json.loads(path.read_text())
     config["base_model_name_or_path"] = BASE_NAME
+    # PEFT writes a set in hash order, which changes from run to run; the file's bytes
+    # (and so its registry digest) must not.
+    config["target_modules"] = sorted(config["target_modules"])
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (out / "README.md").unlink(missing_ok=True)
 

@@ -112,6 +112,8 @@ def test_extract_output_validates_against_schema(
 ) -> None:
     _, figures = evaluation
     assert (figures["extract"].schema_valid or 0.0) >= 0.8
+    # and reads the right values: name, order id, item and issue all equal the reference
+    assert (figures["extract"].fields_exact or 0.0) >= 0.9
 
 
 def test_triage_answers_with_a_known_label(
