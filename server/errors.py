@@ -12,7 +12,7 @@
     │     truncated (the token budget ran out mid-object): 422, code json_truncated
     │     invalid (not JSON, or breaks the schema):        502, code json_schema_violation
     ├── TooManyRequestsError          429 rate_limit_error        (Retry-After)
-    ├── BackendError                  502 backend_error           (vLLM answered badly)
+    ├── BackendError                  502 backend_error           code backend_failed | timeout
     └── BackendUnavailableError       503 service_unavailable     (Retry-After)
 
 Every failure leaves the gateway as `{"error": {"message", "type", "param", "code"}}`
@@ -125,6 +125,7 @@ class TooManyRequestsError(_RetryAfter):
 class BackendError(GatewayError):
     status = 502
     type = "backend_error"
+    code = "backend_failed"
 
 
 class BackendUnavailableError(_RetryAfter):
