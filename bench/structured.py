@@ -6,7 +6,8 @@ coverage of a corpus of real-world-shaped schemas, vLLM alone against the gatewa
 
 For each backend a fresh vLLM is launched with that `--structured-outputs-config`.
 speed: the `extract` adapter answers every eval prompt with its schema (the gateway's
-default for it) and without (`response_format: text`), at concurrency 1 and 8.
+default for it) and without (`response_format: text`), at concurrency 1 and 8; then with
+`json_object` (any object), counting the answers the gateway returned as success.
 coverage: the base model is asked for one object per schema in `bench/schemas/`
 (`response_format: json_schema`, `max_tokens` 256, temperature 0), once straight to
 vLLM and once through the gateway. Each answer is sorted into an outcome; an HTTP 200
@@ -31,12 +32,14 @@ from harness import EXAMPLES, ROOT, fill_registry, gateway, load, machine, ms, s
 SCHEMAS = ROOT / "bench" / "schemas"
 
 
-def bodies(constrained: bool, n: int) -> list[dict[str, object]]:
+def bodies(constrained: bool, n: int, json_object: bool = False) -> list[dict[str, object]]:
     prompts = [
         json.loads(x)["messages"]
         for x in (EXAMPLES / "data" / "eval.jsonl").read_text().splitlines()
     ]
-    extra = {} if constrained else {"response_format": {"type": "text"}}
+    extra: dict[str, object] = {} if constrained else {"response_format": {"type": "text"}}
+    if json_object:
+        extra = {"response_format": {"type": "json_object"}}
     return [
         {
             "model": "extract",
@@ -133,6 +136,10 @@ def main() -> None:
                 row[f"p50_ms_schema_c{c}"] = ms(con.pct(0.5))
                 row[f"schema_ratio_c{c}"] = round(con.tokens_per_s / free.tokens_per_s, 3)
                 row[f"valid_c{c}"] = f"{n - con.errors}/{n}"
+            if "speed" in parts:
+                # json_object: any object, no schema; failures are the gateway's 422s
+                obj = load(g.url, bodies(True, n, json_object=True), 8)
+                row["valid_json_object_c8"] = f"{n - obj.errors}/{n}"
             if "coverage" in parts:
                 row["schemas"] = len(schemas)
                 row["coverage_vllm_alone"] = coverage(v.url, base_model_id(v.url), schemas)

@@ -42,7 +42,7 @@ def cli() -> None:
     "--structured-backend",
     type=click.Choice(["xgrammar", "guidance", "outlines"]),
     default=None,
-    help="vLLM grammar backend for the local server [xgrammar].",
+    help="vLLM grammar backend for the local server [guidance].",
 )
 @click.option("--log-level", default="info", show_default=True)
 def serve(

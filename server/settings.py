@@ -69,7 +69,7 @@ class GatewaySettings(BaseSettings):
     """Where adapters and the base model are materialised (digest-verified)."""
 
     local: LocalVllm = Field(default_factory=LocalVllm)
-    structured_backend: StructuredBackend = "xgrammar"
+    structured_backend: StructuredBackend = "guidance"
     disable_any_whitespace: bool = True
 
     max_loaded_adapters: int = 8

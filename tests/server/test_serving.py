@@ -91,9 +91,9 @@ def test_json_schema_from_the_request(gateway: RunningGateway) -> None:
     rf = {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}
     r = chat(gateway, "support-v1", EVAL[0]["messages"], response_format=rf, max_tokens=32)
     jsonschema.validate(json.loads(content(r)), schema)
-    # json_object: vLLM's generic object grammar (xgrammar) let this model run past the
-    # 128-token budget in our runs (free whitespace is only disabled for schemas), so the
-    # outcome is either an object or the gateway's refusal, never a 200 with anything else.
+    # json_object: any object. With the default grammar backend (guidance) the extract
+    # adapter closes its object on every eval prompt (bench/structured.py: 49/49; xgrammar
+    # let it run past the budget on most, which the gateway turns into 422s).
     r = chat(
         gateway,
         "extract",
@@ -101,11 +101,8 @@ def test_json_schema_from_the_request(gateway: RunningGateway) -> None:
         response_format={"type": "json_object"},
         max_tokens=128,
     )
-    if r.status_code == 200:
-        assert isinstance(json.loads(content(r)), dict)
-    else:
-        assert r.status_code == 422, r.text
-        assert r.json()["error"]["code"] == "json_truncated"
+    assert r.status_code == 200, r.text
+    assert json.loads(content(r)) == EVAL[1]["fields"]
 
 
 def test_truncated_json_is_an_error_not_a_success(gateway: RunningGateway) -> None:
