@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from server.auth import hash_key
-from server.settings import GatewaySettings
+from server.settings import GatewaySettings, unknown_variables
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,6 +75,8 @@ def serve(
         "registry": registry_, "host": host, "port": port, "base": base,
         "backends": backends or None, "structured_backend": structured_backend,
     }  # fmt: skip
+    for problem in unknown_variables():
+        click.echo(f"warning: {problem}", err=True)
     settings = GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
     _check_registry(settings)
     uvicorn.run(

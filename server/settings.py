@@ -6,7 +6,9 @@ location also comes from `REGISTRY_URL`, as for every loraport program.
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -88,6 +90,24 @@ class GatewaySettings(BaseSettings):
     route_refresh_s: float = 1.0
     price_per_accelerator_hour: float = 0.0
     """For the estimated cost per request metric (0 disables it)."""
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """`GATEWAY_*` variables (of `environ`, default this process's) that name no setting
+    (pydantic-settings ignores them), each with the closest real name: a misspelt limit
+    must not pass silently."""
+    environ = os.environ if environ is None else environ
+    known = {f"GATEWAY_{n.upper()}" for n in GatewaySettings.model_fields}
+    known |= {f"GATEWAY_LOCAL__{n.upper()}" for n in LocalVllm.model_fields}
+    problems = []
+    for var in sorted(environ):
+        upper = var.upper()
+        if not upper.startswith("GATEWAY_") or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"{var} is not a gateway setting{hint}; see docs/gateway.md")
+    return problems
 
 
 def _default_python() -> str:

@@ -25,6 +25,17 @@ def test_serve_refuses_a_registry_without_a_base(tmp_path: Path) -> None:
     assert "base add" in result.output
 
 
+def test_serve_warns_about_a_misspelt_setting(tmp_path: Path) -> None:
+    registry.open(tmp_path / "reg").close()
+    result = CliRunner().invoke(
+        cli,
+        ["serve", "--registry", str(tmp_path / "reg")],
+        env={"GATEWAY_MAX_INFLIGHT": "4"},
+    )
+    assert "warning: GATEWAY_MAX_INFLIGHT is not a gateway setting" in result.output
+    assert "did you mean GATEWAY_MAX_IN_FLIGHT?" in result.output
+
+
 def test_serve_refuses_an_unknown_base(tmp_path: Path) -> None:
     registry.open(tmp_path / "reg").close()
     result = CliRunner().invoke(

@@ -1,11 +1,12 @@
-"""docs/gateway.md lists every setting the gateway reads, under its real variable name."""
+"""docs/gateway.md lists every setting the gateway reads, under its real variable name;
+a variable that names no setting is caught."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from server.settings import GatewaySettings, LocalVllm
+from server.settings import GatewaySettings, LocalVllm, unknown_variables
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "gateway.md"
 
@@ -57,3 +58,20 @@ def test_documented_defaults_are_the_real_ones() -> None:
             assert shown == "[]" and value == (), var
         checked += 1
     assert checked >= 20
+
+
+def test_a_misspelt_variable_is_named_with_the_real_one() -> None:
+    env = {
+        "GATEWAY_MAX_INFLIGHT": "4",
+        "GATEWAY_MAX_IN_FLIGHT": "4",
+        "gateway_port": "9000",
+        "GATEWAY_LOCAL__DTYPES": "float32",
+        "HOME": "/root",
+    }
+    problems = unknown_variables(env)
+    assert len(problems) == 2, problems
+    assert "GATEWAY_LOCAL__DTYPES" in problems[0] and "GATEWAY_LOCAL__DTYPE?" in problems[0]
+    assert "GATEWAY_MAX_INFLIGHT" in problems[1] and "GATEWAY_MAX_IN_FLIGHT?" in problems[1]
+    assert (
+        unknown_variables({f"GATEWAY_{n.upper()}": "" for n in GatewaySettings.model_fields}) == []
+    )
