@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from server.errors import (
     BackendError,
@@ -62,6 +63,7 @@ class VllmBackend:
             timeout=timeout,
             connector=aiohttp.TCPConnector(limit=max_connections),
             json_serialize=json.dumps,
+            read_bufsize=1 << 20,  # a streamed line (one SSE event) may be up to 2 MiB
         )
 
     async def aclose(self) -> None:
@@ -169,7 +171,7 @@ async def _lines(resp: aiohttp.ClientResponse, label: str) -> AsyncIterator[str]
             yield raw.decode("utf-8").rstrip("\r\n")
     except TimeoutError as e:
         raise BackendError(f"vLLM backend {label} timed out mid-stream", code="timeout") from e
-    except aiohttp.ClientError as e:
+    except (aiohttp.ClientError, HttpProcessingError) as e:  # e.g. a line over the limit
         raise BackendError(
             f"vLLM backend {label} failed mid-stream: {e}", code="backend_failed"
         ) from e
