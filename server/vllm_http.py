@@ -62,7 +62,6 @@ class VllmBackend:
             self.url,
             timeout=timeout,
             connector=aiohttp.TCPConnector(limit=max_connections),
-            json_serialize=json.dumps,
             read_bufsize=1 << 20,  # a streamed line (one SSE event) may be up to 2 MiB
         )
 
