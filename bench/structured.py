@@ -52,8 +52,7 @@ def bodies(constrained: bool, n: int, json_object: bool = False) -> list[dict[st
     ]
 
 
-def schema_request(model: str, path: Path) -> dict[str, Any]:
-    schema = json.loads(path.read_text())
+def schema_request(model: str, path: Path, schema: dict[str, Any]) -> dict[str, Any]:
     what = schema.get("title") or path.stem
     return {
         "model": model,
@@ -91,8 +90,11 @@ async def _coverage(url: str, model: str, paths: list[Path], concurrency: int) -
         async def worker() -> None:
             while queue:
                 path = queue.pop()
-                r = await client.post("/v1/chat/completions", json=schema_request(model, path))
-                counts[outcome(r, json.loads(path.read_text()))] += 1
+                schema = json.loads(path.read_text())
+                r = await client.post(
+                    "/v1/chat/completions", json=schema_request(model, path, schema)
+                )
+                counts[outcome(r, schema)] += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return counts
