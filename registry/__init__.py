@@ -1,17 +1,22 @@
 """loraport's registry: base models, datasets, LoRA adapter versions, aliases, events.
 
-Open one with :func:`registry.open` (a directory today; ``http(s)://`` later)::
+Open one with :func:`registry.open` (a directory today; ``http(s)://`` later); callers
+depend on the :class:`registry.Registry` protocol, never on an implementation::
 
     import registry
-    reg = registry.open("/srv/registry")
-    version = reg.adapter("support@production")
+    with registry.open("/srv/registry", create=False) as reg:
+        version = reg.adapter("support")          # support@production
+        vllm_name = registry.lora_name(version)   # support@3+1a2b3c4d5e6f
 """
 
+from registry.bases import pick_base
+from registry.digest import Digest
 from registry.errors import (
     AdapterProblem,
     AliasInUseError,
     AmbiguousRefError,
     DestinationExistsError,
+    DestinationUnwritableError,
     IntegrityError,
     InUseError,
     InvalidAdapterError,
@@ -19,16 +24,23 @@ from registry.errors import (
     InvalidDatasetError,
     InvalidRefError,
     NameConflictError,
+    NotARegistryError,
+    ReadOnlyRegistryError,
     RefNotFoundError,
     RegistryError,
+    SchemaVersionError,
+    SourceChangedError,
     UnsupportedLocationError,
     VersionConflictError,
+    error_class,
+    error_classes,
 )
-from registry.local import Registry
 from registry.location import open_registry as open
+from registry.protocol import Registry
 from registry.records import (
     AdapterVersion,
     BaseModel,
+    CodeLineage,
     Dataset,
     Event,
     Lineage,
@@ -37,17 +49,31 @@ from registry.records import (
     Resolved,
     VerifyReport,
 )
-from registry.refs import parse_ref
+from registry.refs import (
+    MAX_VERSION,
+    PRODUCTION,
+    LoraName,
+    format_ref,
+    lora_name,
+    parse_lora_name,
+    parse_ref,
+    routable_refs,
+)
 from registry.settings import RegistrySettings
 
 __all__ = [
+    "MAX_VERSION",
+    "PRODUCTION",
     "AdapterProblem",
     "AdapterVersion",
     "AliasInUseError",
     "AmbiguousRefError",
     "BaseModel",
+    "CodeLineage",
     "Dataset",
     "DestinationExistsError",
+    "DestinationUnwritableError",
+    "Digest",
     "Event",
     "InUseError",
     "IntegrityError",
@@ -56,17 +82,29 @@ __all__ = [
     "InvalidDatasetError",
     "InvalidRefError",
     "Lineage",
+    "LoraName",
     "NameConflictError",
+    "NotARegistryError",
     "PeftSummary",
     "PushResult",
+    "ReadOnlyRegistryError",
     "RefNotFoundError",
     "Registry",
     "RegistryError",
     "RegistrySettings",
     "Resolved",
+    "SchemaVersionError",
+    "SourceChangedError",
     "UnsupportedLocationError",
     "VerifyReport",
     "VersionConflictError",
+    "error_class",
+    "error_classes",
+    "format_ref",
+    "lora_name",
     "open",
+    "parse_lora_name",
     "parse_ref",
+    "pick_base",
+    "routable_refs",
 ]

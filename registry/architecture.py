@@ -49,6 +49,9 @@ class TensorInfo:
 
     dtype: str
     shape: tuple[int, ...]
+    #: Absolute byte offsets of the tensor's data in its file: [start, end).
+    start: int = 0
+    end: int = 0
 
 
 def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
@@ -81,7 +84,7 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
             ok = False
         if not ok:
             raise ValueError(f"{path.name}: tensor {name!r} has a malformed header entry")
-        tensors[name] = TensorInfo(dtype, tuple(shape))
+        tensors[name] = TensorInfo(dtype, tuple(shape), 8 + length + start, 8 + length + end)
     return tensors
 
 

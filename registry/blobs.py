@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from registry.digest import CHUNK_BYTES
+from registry.digest import CHUNK_BYTES, Digest
 from registry.errors import IntegrityError
 
 ByteCallback = Callable[[int], None]
@@ -45,6 +45,8 @@ class BlobStore(Protocol):
     def problem(self, hexdigest: str) -> str | None: ...
 
     def digests(self) -> Iterator[str]: ...
+
+    def temp_files(self) -> list[Path]: ...
 
     def collect(self, keep: set[str], grace_s: float) -> list[str]: ...
 
@@ -79,17 +81,19 @@ class FileBlobStore:
     """A :class:`BlobStore` in a local directory."""
 
     def __init__(self, root: Path) -> None:
+        # Directories appear with the first write, so a read-only registry opens fine.
         self.root = root
         self.objects = root / "sha256"
         self.tmp = root / "tmp"
-        for directory in (self.root, self.objects, self.tmp):
-            directory.mkdir(parents=True, exist_ok=True)
 
     def path(self, hexdigest: str) -> Path:
         """Where the blob with this hex digest lives."""
         return self.objects / hexdigest[:2] / hexdigest
 
     def _temp(self) -> tuple[int, Path]:
+        if not self.tmp.is_dir():
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            self.objects.mkdir(exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
         return fd, Path(name)
 
@@ -149,9 +153,11 @@ class FileBlobStore:
         try:
             data = self.path(hexdigest).read_bytes()
         except FileNotFoundError:
-            raise IntegrityError(f"blob sha256:{hexdigest} is missing") from None
+            raise IntegrityError(f"blob {Digest.from_hex(hexdigest)} is missing") from None
         if hashlib.sha256(data).hexdigest() != hexdigest:
-            raise IntegrityError(f"blob sha256:{hexdigest} is corrupt (its bytes changed)")
+            raise IntegrityError(
+                f"blob {Digest.from_hex(hexdigest)} is corrupt (its bytes changed)"
+            )
         return data
 
     def copy_out(self, hexdigest: str, dest: Path, on_bytes: ByteCallback | None = None) -> None:
@@ -159,7 +165,7 @@ class FileBlobStore:
         try:
             src_fd = os.open(self.path(hexdigest), os.O_RDONLY)
         except FileNotFoundError:
-            raise IntegrityError(f"blob sha256:{hexdigest} is missing") from None
+            raise IntegrityError(f"blob {Digest.from_hex(hexdigest)} is missing") from None
         try:
             dst_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
@@ -171,7 +177,8 @@ class FileBlobStore:
             os.close(src_fd)
         if actual != hexdigest:
             raise IntegrityError(
-                f"blob sha256:{hexdigest} is corrupt (its bytes now hash to sha256:{actual}); "
+                f"blob {Digest.from_hex(hexdigest)} is corrupt (its bytes now hash to "
+                f"{Digest.from_hex(actual)}); "
                 "run `registry verify` and push the adapter again"
             )
 
@@ -185,11 +192,13 @@ class FileBlobStore:
             while chunk := fh.read(CHUNK_BYTES):
                 digest.update(chunk)
         if digest.hexdigest() != hexdigest:
-            return f"corrupt (hashes to sha256:{digest.hexdigest()})"
+            return f"corrupt (hashes to {Digest.from_hex(digest.hexdigest())})"
         return None
 
     def digests(self) -> Iterator[str]:
         """Every blob present (hex digests)."""
+        if not self.objects.is_dir():
+            return
         for shard in sorted(self.objects.iterdir()):
             if shard.is_dir():
                 for blob in sorted(shard.iterdir()):
@@ -197,7 +206,7 @@ class FileBlobStore:
 
     def temp_files(self) -> list[Path]:
         """Temp files of writes that never finished (or are in progress)."""
-        return sorted(self.tmp.iterdir())
+        return sorted(self.tmp.iterdir()) if self.tmp.is_dir() else []
 
     def collect(self, keep: set[str], grace_s: float) -> list[str]:
         """Delete orphan blobs and temp files older than ``grace_s``; return what went."""
@@ -207,7 +216,7 @@ class FileBlobStore:
             path = self.path(hexdigest)
             if hexdigest not in keep and path.stat().st_mtime <= cutoff:
                 path.unlink(missing_ok=True)
-                removed.append(f"sha256:{hexdigest}")
+                removed.append(str(Digest.from_hex(hexdigest)))
         for temp in self.temp_files():
             with contextlib.suppress(FileNotFoundError):
                 if temp.stat().st_mtime <= cutoff:

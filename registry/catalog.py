@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from registry.architecture import (
     chat_template,
@@ -12,20 +14,18 @@ from registry.architecture import (
     summarize,
     template_digest,
 )
-from registry.digest import manifest_digest
+from registry.deps import Deps
+from registry.digest import Digest, manifest_digest
 from registry.dirscan import ScanError, scan_directory
 from registry.errors import InvalidBaseModelError, InvalidDatasetError, NameConflictError
 from registry.records import BaseModel, Dataset
 from registry.refs import check_name
-from registry.sqlite_store import add_event, now_iso
-from registry.staging import check_kind, claim_name, insert_manifest, store_files
-
-if TYPE_CHECKING:
-    from registry.local import Registry
+from registry.sqlite_store import Tx, now_iso
+from registry.staging import check_kind, store_files
 
 
 def add_base(
-    reg: Registry,
+    deps: Deps,
     path: Path,
     *,
     name: str,
@@ -35,47 +35,62 @@ def add_base(
 ) -> BaseModel:
     """Record a base model directory (its canonical files) and its architecture summary."""
     check_name(name)
-    check_kind(reg, name, "base")
+    check_kind(deps.store, name, "base")
     try:
         files = [
             f
-            for f in scan_directory(path, reg.settings.max_file_bytes)
+            for f in scan_directory(path, deps.settings.max_file_bytes)
             if is_canonical_base_file(f.relpath)
         ]
         architecture = summarize(files)
         template = template_digest(chat_template({f.relpath: f.path for f in files}))
     except ScanError as exc:
         raise InvalidBaseModelError(f"cannot add {path}: {exc}") from None
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RecursionError) as exc:
         raise InvalidBaseModelError(f"cannot add base model from {path}: {exc}") from None
-    entries = store_files(reg, files, f"base {name}", progress)
+    existing = deps.store.record_digest("base", name)
+    entries = store_files(
+        deps.blobs,
+        files,
+        f"base {name}",
+        progress=progress,
+        progress_min_bytes=deps.settings.progress_min_bytes,
+    )
     digest = manifest_digest(entries)
-    existing = reg.store.base_row(name)
     if existing is not None:
-        if existing["digest"] == digest and existing["removed_at"] is None:
-            return reg.base(name)
+        if existing == (digest, True):
+            return _base(deps, name)
         raise NameConflictError(
-            f"base model {name} already exists with other content ({existing['digest']}); "
+            f"base model {name} already exists with other content ({existing[0]}); "
             "pick another name (a base's content never changes)"
         )
-    by, at = reg.who(who), now_iso()
-    with reg.store.write() as conn:
-        claim_name(conn, name, "base", at)
-        insert_manifest(conn, entries)
-        conn.execute(
-            "INSERT INTO bases (name, digest, architecture, chat_template_digest, license,"
-            " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (name, digest, json.dumps(architecture, sort_keys=True), template, license, by, at),
+    by, at = deps.who(who), now_iso()
+    with deps.store.write() as tx:
+        tx.claim_name(name, "base", at)
+        tx.insert_manifest(entries)
+        tx.insert_base(
+            name=name,
+            digest=digest,
+            architecture=architecture,
+            template=template,
+            license=license,
+            who=by,
+            at=at,
         )
-        add_event(conn, at=at, who=by, action="base.add", name=name, detail={"digest": digest})
-    return reg.base(name)
+    return _base(deps, name)
+
+
+def _base(deps: Deps, name: str) -> BaseModel:
+    record = deps.store.base(name)
+    assert record is not None, name
+    return record
 
 
 def _count_records(path: Path) -> int:
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             data = None
         if isinstance(data, list):
             return len(data)
@@ -84,37 +99,84 @@ def _count_records(path: Path) -> int:
     return max(lines - 1, 0) if path.suffix.lower() in (".csv", ".tsv") else lines
 
 
+@dataclass(frozen=True, slots=True)
+class StagedDataset:
+    """A dataset file whose bytes are in the blob store, not yet recorded."""
+
+    digest: Digest
+    filename: str
+    size: int
+    records: int
+
+
+def stage_dataset(deps: Deps, path: Path) -> StagedDataset:
+    """Check a dataset file and store its bytes (content-addressed)."""
+    if path.is_symlink() or not path.is_file():
+        raise InvalidDatasetError(f"{path} is not a regular file; pass a dataset file or ref")
+    size = path.stat().st_size
+    if size == 0 or size > deps.settings.max_file_bytes:
+        raise InvalidDatasetError(
+            f"{path} is {size} bytes; a dataset must be non-empty and at most "
+            f"{deps.settings.max_file_bytes} bytes (REGISTRY_MAX_FILE_BYTES)"
+        )
+    hexdigest, size = deps.blobs.put_file(path)
+    return StagedDataset(Digest.from_hex(hexdigest), path.name, size, _count_records(path))
+
+
+def record_dataset(
+    tx: Tx, staged: StagedDataset, *, name: str, license: str | None, who: str, at: str
+) -> None:
+    """Insert a staged dataset under ``name`` (inside the caller's transaction)."""
+    tx.claim_name(name, "dataset", at)
+    tx.insert_dataset(
+        name=name,
+        digest=staged.digest,
+        filename=staged.filename,
+        size=staged.size,
+        records=staged.records,
+        license=license,
+        who=who,
+        at=at,
+    )
+
+
 def add_dataset(
-    reg: Registry, path: Path, *, name: str, license: str | None = None, who: str | None = None
+    deps: Deps, path: Path, *, name: str, license: str | None = None, who: str | None = None
 ) -> Dataset:
     """Record a dataset file (content digest, record count, license)."""
     check_name(name)
-    check_kind(reg, name, "dataset")
-    if path.is_symlink() or not path.is_file():
-        raise InvalidDatasetError(f"{path} is not a regular file")
-    size = path.stat().st_size
-    if size == 0 or size > reg.settings.max_file_bytes:
-        raise InvalidDatasetError(
-            f"{path} is {size} bytes; a dataset must be non-empty and at most "
-            f"{reg.settings.max_file_bytes} bytes (REGISTRY_MAX_FILE_BYTES)"
-        )
-    hexdigest, size = reg.blobs.put_file(path)
-    digest = f"sha256:{hexdigest}"
-    existing = reg.store.dataset_row(name)
+    check_kind(deps.store, name, "dataset")
+    staged = stage_dataset(deps, path)
+    existing = deps.store.record_digest("dataset", name)
     if existing is not None:
-        if existing["digest"] == digest and existing["removed_at"] is None:
-            return reg.dataset(name)
+        if existing == (staged.digest, True):
+            return _dataset(deps, name)
         raise NameConflictError(
-            f"dataset {name} already exists with other content ({existing['digest']}); "
-            "pick another name"
+            f"dataset {name} already exists with other content ({existing[0]}); pick another name"
         )
-    by, at = reg.who(who), now_iso()
-    with reg.store.write() as conn:
-        claim_name(conn, name, "dataset", at)
-        conn.execute(
-            "INSERT INTO datasets (name, digest, filename, size, records, license, created_by,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, digest, path.name, size, _count_records(path), license, by, at),
-        )
-        add_event(conn, at=at, who=by, action="dataset.add", name=name, detail={"digest": digest})
-    return reg.dataset(name)
+    by, at = deps.who(who), now_iso()
+    with deps.store.write() as tx:
+        record_dataset(tx, staged, name=name, license=license, who=by, at=at)
+    return _dataset(deps, name)
+
+
+def _dataset(deps: Deps, name: str) -> Dataset:
+    record = deps.store.dataset(name)
+    assert record is not None, name
+    return record
+
+
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def content_dataset_name(filename: str, digest: Digest, taken: Callable[[str], bool]) -> str:
+    """A name for a dataset given as a file: its stem, else stem + 12 hex of its digest.
+
+    ``taken`` says which names it must not use (the adapter being pushed, any name
+    already recorded), so a file named after its task never collides with it.
+    """
+    stem = _UNSAFE_NAME_CHARS.sub("-", Path(filename).stem).strip("-._")[:100] or "dataset"
+    for candidate in (stem, f"{stem}-{digest.hex[:12]}"):
+        if not taken(candidate):
+            return candidate
+    return f"dataset-{digest.hex[:12]}"

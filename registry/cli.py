@@ -1,8 +1,9 @@
 """The ``registry`` command line: thin click commands over :class:`registry.Registry`.
 
 Every command takes ``--registry LOCATION`` (else ``REGISTRY_URL``, else the per-user
-data directory). Registry errors become click errors with the exit code from
-:data:`EXIT_CODES`, the one place that maps the exception tree to exit statuses.
+data directory). Only ``registry init`` creates a registry; every other verb on a missing
+or foreign location says what is wrong. Registry errors become click errors whose exit
+status is the error class's own ``exit_code`` (the table is :mod:`registry.errors`).
 """
 
 from __future__ import annotations
@@ -16,36 +17,19 @@ import click
 
 from registry import errors as e
 from registry import render
-from registry.local import Registry
 from registry.location import open_registry
+from registry.protocol import Registry
+from registry.refs import parse_version
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Exit status for each registry error (1 = generic, 2 = click usage error).
-EXIT_CODES: dict[type[e.RegistryError], int] = {
-    e.RegistryError: 1,
-    e.RefNotFoundError: 3,
-    e.InvalidRefError: 4,
-    e.AmbiguousRefError: 5,
-    e.InvalidAdapterError: 6,
-    e.InvalidBaseModelError: 7,
-    e.InvalidDatasetError: 8,
-    e.NameConflictError: 9,
-    e.InUseError: 10,
-    e.AliasInUseError: 11,
-    e.IntegrityError: 12,
-    e.DestinationExistsError: 13,
-    e.VersionConflictError: 14,
-    e.UnsupportedLocationError: 15,
-}
+#: Exit status for each registry error, read from the classes (1 = generic, 2 = usage).
+EXIT_CODES: dict[type[e.RegistryError], int] = {c: c.exit_code for c in e.error_classes()}
 
 
 def exit_code(exc: e.RegistryError) -> int:
-    """The exit status of the most specific mapped class of ``exc``."""
-    for cls in type(exc).__mro__:
-        if cls in EXIT_CODES:
-            return EXIT_CODES[cls]
-    return 1
+    """The exit status of ``exc``: its class's own ``exit_code``."""
+    return exc.exit_code
 
 
 class RegistryGroup(click.Group):
@@ -77,12 +61,12 @@ def who_option(func: F) -> F:
 _GROUP_LOCATION = "loraport.registry"
 
 
-def _open(location: str | None) -> Registry:
+def _open(location: str | None, *, create: bool = False) -> Registry:
     """The registry named on the verb, else before it (`registry --registry X push ...`)."""
     ctx = click.get_current_context(silent=True)
     if location is None and ctx is not None:
         location = ctx.meta.get(_GROUP_LOCATION)
-    return open_registry(location)
+    return open_registry(location, create=create)
 
 
 @click.group(cls=RegistryGroup)
@@ -106,12 +90,12 @@ def main(ctx: click.Context, location: str | None) -> None:
 @main.command()
 @location_option
 def init(location: str | None) -> None:
-    """Create (or migrate) a registry.
+    """Create a registry in a new or empty directory (or migrate an existing one).
 
     Example: registry init --registry ./reg
     """
-    with _open(location) as reg:
-        click.echo(f"registry ready at {reg.root}")
+    with _open(location, create=True) as reg:
+        click.echo(f"registry ready at {reg.location}")
 
 
 @main.group(cls=RegistryGroup)
@@ -185,6 +169,13 @@ def _parse_meta(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--alias", default=None, help="Point this alias at the pushed version.")
 @click.option("--schema", type=click.Path(path_type=Path), default=None, help="Output schema.")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Training metadata.")
+@click.option(
+    "--code",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A directory in the training code's git work tree (default: the adapter's own).",
+)
+@click.option("--git-sha", default=None, help="The training code's commit, given by hand.")
 @location_option
 @who_option
 def push(
@@ -196,10 +187,15 @@ def push(
     alias: str | None,
     schema: Path | None,
     meta: tuple[str, ...],
+    code: Path | None,
+    git_sha: str | None,
     location: str | None,
     who: str | None,
 ) -> None:
     """Validate a PEFT LoRA directory and record it as a new version.
+
+    The first version of a name takes the production alias (plain NAME); later versions
+    reach NAME only when the alias moves (`registry alias set NAME production N`).
 
     Example: registry push adapters/support --base tiny-llama --dataset data/support.jsonl
     --alias canary --meta epochs=3
@@ -214,6 +210,8 @@ def push(
             alias=alias,
             schema=schema,
             meta=_parse_meta(meta),
+            code=code,
+            git_sha=git_sha,
             who=who,
             progress=None,
         )
@@ -287,18 +285,19 @@ def alias() -> None:
 @alias.command("set")
 @click.argument("name")
 @click.argument("alias_name", metavar="ALIAS")
-@click.argument("version", type=int)
+@click.argument("version")
 @location_option
 @who_option
 def alias_set(
-    name: str, alias_name: str, version: int, location: str | None, who: str | None
+    name: str, alias_name: str, version: str, location: str | None, who: str | None
 ) -> None:
     """Point NAME@ALIAS at VERSION.
 
     Example: registry alias set support production 2
     """
+    number = parse_version(version)
     with _open(location) as reg:
-        reg.set_alias(name, alias_name, version, who=who)
+        reg.set_alias(name, alias_name, number, who=who)
         click.echo(f"{name}@{alias_name} -> {name}@{version}")
 
 

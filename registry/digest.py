@@ -9,15 +9,51 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.refs import DIGEST_PREFIX, format_digest
+from registry.errors import InvalidRefError
+
+#: Every digest the registry prints or accepts starts with this (the only algorithm).
+DIGEST_PREFIX = "sha256:"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 #: Read and hash in chunks this large (large enough that Python overhead disappears).
 CHUNK_BYTES = 4 * 2**20
+
+
+class Digest(str):
+    """``sha256:<64 lower-case hex>``, checked when made; the one home of the prefix.
+
+    A ``str``, so records that hold one print, compare and serialise exactly as before.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> Digest:
+        if not isinstance(text, str) or not _DIGEST.fullmatch(text):
+            raise InvalidRefError(
+                f"invalid digest {text!r}: expected sha256:<64 lower-case hex digits>"
+            )
+        return super().__new__(cls, text)
+
+    @classmethod
+    def from_hex(cls, hexdigest: str) -> Digest:
+        """``abc...`` -> ``sha256:abc...``."""
+        return cls(DIGEST_PREFIX + hexdigest)
+
+    @property
+    def hex(self) -> str:
+        """The 64 hex digits, without the prefix (blob file names, cache directories)."""
+        return self[len(DIGEST_PREFIX) :]
+
+    @property
+    def short(self) -> str:
+        """``sha256:`` plus the first 12 hex digits (tables)."""
+        return self[: len(DIGEST_PREFIX) + 12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +100,9 @@ def manifest_json(entries: Sequence[ManifestEntry]) -> bytes:
     )
 
 
-def manifest_digest(entries: Sequence[ManifestEntry]) -> str:
+def manifest_digest(entries: Sequence[ManifestEntry]) -> Digest:
     """``sha256:<hex>`` of a directory described by ``entries``."""
-    return format_digest(sha256_bytes(manifest_json(entries)))
+    return Digest.from_hex(sha256_bytes(manifest_json(entries)))
 
 
 def parse_manifest(data: str | bytes) -> tuple[ManifestEntry, ...]:
@@ -76,8 +112,3 @@ def parse_manifest(data: str | bytes) -> tuple[ManifestEntry, ...]:
         ManifestEntry(path=str(r["path"]), size=int(r["size"]), sha256=str(r["sha256"]))
         for r in rows
     )
-
-
-def strip_prefix(digest: str) -> str:
-    """``sha256:<hex>`` -> ``<hex>``."""
-    return digest.removeprefix(DIGEST_PREFIX)

@@ -1,46 +1,74 @@
 """The registry's exceptions: one tree, rooted at :class:`RegistryError`.
 
+Each class carries its own outcome as class attributes, and this tree is the one table
+of them: ``exit_code`` (the ``registry`` CLI's exit status), ``http_status`` (what the
+registry service answers, and what a gateway may answer when it meets the error while
+serving) and ``code`` (the stable wire name, so an HTTP client can raise the same class
+again: :func:`error_class`). ``tests/registry/test_errors.py`` holds the table complete
+and unambiguous. Raise the most specific class; never a bare :class:`RegistryError`.
+
 ::
 
-    RegistryError                      anything the registry refuses or cannot do
-    ├── RefNotFoundError               a name, version, alias or digest that is not there
-    ├── InvalidRefError                a string that is not a reference at all
-    ├── AmbiguousRefError              a reference that could mean several versions
-    ├── InvalidAdapterError            a push that fails validation (see ``reason``)
-    ├── InvalidBaseModelError          a base-model directory that cannot be recorded
-    ├── InvalidDatasetError            a dataset file that cannot be recorded
-    ├── NameConflictError              a name already used by another kind or content
-    ├── InUseError                     a removal refused because something points at it
-    │   └── AliasInUseError            ... an alias
-    ├── IntegrityError                 stored bytes that no longer match their digest
-    ├── DestinationExistsError         a pull into a non-empty directory
-    ├── VersionConflictError           a version number that could not be allocated
-    └── UnsupportedLocationError       a registry location this build cannot open
+    class                            exit  http  code
+    RegistryError                       1   500  registry_error (never raised bare)
+    ├── RefNotFoundError                3   404  ref_not_found
+    ├── InvalidRefError                 4   400  invalid_ref
+    ├── AmbiguousRefError               5   400  ambiguous_ref
+    ├── InvalidAdapterError             6   422  invalid_adapter (``reason`` says which rule)
+    ├── InvalidBaseModelError           7   422  invalid_base_model
+    ├── InvalidDatasetError             8   422  invalid_dataset
+    ├── NameConflictError               9   409  name_conflict
+    ├── InUseError                     10   409  in_use
+    │   └── AliasInUseError            11   409  alias_in_use
+    ├── IntegrityError                 12   500  integrity
+    ├── DestinationExistsError         13   409  destination_exists
+    ├── VersionConflictError           14   409  version_conflict
+    ├── UnsupportedLocationError       15   400  unsupported_location
+    ├── SchemaVersionError             16   500  schema_version
+    ├── NotARegistryError              17   404  not_a_registry
+    ├── ReadOnlyRegistryError          18   403  read_only
+    ├── DestinationUnwritableError     19   500  destination_unwritable
+    └── SourceChangedError             20   409  source_changed
 
-Each class maps to exactly one CLI exit code in :mod:`registry.cli` (and, later,
-one HTTP status in the registry service); ``tests/registry/test_errors.py``
-checks that the mapping is complete.  Messages say what to do next.
+Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 
 class RegistryError(Exception):
     """Base class of every error the registry raises on purpose."""
 
+    exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 500
+    code: ClassVar[str] = "registry_error"
+
 
 class RefNotFoundError(RegistryError):
     """A reference names nothing in the registry (or only removed versions)."""
+
+    exit_code = 3
+    http_status = 404
+    code = "ref_not_found"
 
 
 class InvalidRefError(RegistryError):
     """A string does not follow the reference grammar (NAME, NAME@N, NAME@ALIAS, sha256:HEX)."""
 
+    exit_code = 4
+    http_status = 400
+    code = "invalid_ref"
+
 
 class AmbiguousRefError(RegistryError):
-    """A reference matches several versions; the message lists the choices."""
+    """A reference matches several records; the message lists the choices."""
+
+    exit_code = 5
+    http_status = 400
+    code = "ambiguous_ref"
 
 
 class AdapterProblem(StrEnum):
@@ -49,13 +77,16 @@ class AdapterProblem(StrEnum):
     NOT_A_DIRECTORY = "not_a_directory"
     EMPTY = "empty"
     UNSAFE_PATH = "unsafe_path"
+    UNEXPECTED_FILE = "unexpected_file"
     FILE_TOO_LARGE = "file_too_large"
     NOT_PEFT = "not_peft"
     NOT_LORA = "not_lora"
+    BAD_CONFIG = "bad_config"
     UNSUPPORTED = "unsupported"
     PICKLED_WEIGHTS = "pickled_weights"
     NO_WEIGHTS = "no_weights"
     BAD_SAFETENSORS = "bad_safetensors"
+    NON_FINITE = "non_finite"
     TENSOR_MISMATCH = "tensor_mismatch"
     RANK_TOO_HIGH = "rank_too_high"
     UNKNOWN_TARGET = "unknown_target"
@@ -65,10 +96,15 @@ class AdapterProblem(StrEnum):
     BAD_SCHEMA = "bad_schema"
     BAD_META = "bad_meta"
     BAD_NAME = "bad_name"
+    BAD_CODE = "bad_code"
 
 
 class InvalidAdapterError(RegistryError):
     """An adapter directory failed validation; nothing was written."""
+
+    exit_code = 6
+    http_status = 422
+    code = "invalid_adapter"
 
     def __init__(self, reason: AdapterProblem, message: str) -> None:
         super().__init__(message)
@@ -78,37 +114,132 @@ class InvalidAdapterError(RegistryError):
 class InvalidBaseModelError(RegistryError):
     """A base-model directory cannot be recorded (no config, pickled weights, ...)."""
 
+    exit_code = 7
+    http_status = 422
+    code = "invalid_base_model"
+
 
 class InvalidDatasetError(RegistryError):
     """A dataset file cannot be recorded (missing, empty, unsafe, too large)."""
+
+    exit_code = 8
+    http_status = 422
+    code = "invalid_dataset"
 
 
 class NameConflictError(RegistryError):
     """A name is already used by another kind of record, or by different content."""
 
+    exit_code = 9
+    http_status = 409
+    code = "name_conflict"
+
 
 class InUseError(RegistryError):
     """A removal was refused because live records still point at the target."""
+
+    exit_code = 10
+    http_status = 409
+    code = "in_use"
 
 
 class AliasInUseError(InUseError):
     """A version cannot be removed while an alias points at it."""
 
+    exit_code = 11
+    http_status = 409
+    code = "alias_in_use"
+
 
 class IntegrityError(RegistryError):
     """Stored bytes no longer hash to their recorded digest."""
+
+    exit_code = 12
+    http_status = 500
+    code = "integrity"
 
 
 class DestinationExistsError(RegistryError):
     """A pull would overwrite a file or a non-empty directory."""
 
+    exit_code = 13
+    http_status = 409
+    code = "destination_exists"
+
 
 class VersionConflictError(RegistryError):
-    """A new version number could not be allocated (concurrent writers kept winning)."""
+    """A new version number was taken by a concurrent writer; retrying is safe."""
+
+    exit_code = 14
+    http_status = 409
+    code = "version_conflict"
 
 
 class UnsupportedLocationError(RegistryError):
     """The registry location is not something this build can open (e.g. http:// for now)."""
+
+    exit_code = 15
+    http_status = 400
+    code = "unsupported_location"
+
+
+class SchemaVersionError(RegistryError):
+    """The registry's database was written by a newer loraport than this one."""
+
+    exit_code = 16
+    http_status = 500
+    code = "schema_version"
+
+
+class NotARegistryError(RegistryError):
+    """The location is missing, is a directory of something else, or holds a garbage db."""
+
+    exit_code = 17
+    http_status = 404
+    code = "not_a_registry"
+
+
+class ReadOnlyRegistryError(RegistryError):
+    """A write was asked of a registry that is open read-only (e.g. on a read-only mount)."""
+
+    exit_code = 18
+    http_status = 403
+    code = "read_only"
+
+
+class DestinationUnwritableError(RegistryError):
+    """A pull cannot create its files where it was asked to (permissions, missing parent)."""
+
+    exit_code = 19
+    http_status = 500
+    code = "destination_unwritable"
+
+
+class SourceChangedError(RegistryError):
+    """A file changed while it was being stored; nothing was recorded."""
+
+    exit_code = 20
+    http_status = 409
+    code = "source_changed"
+
+
+def error_classes() -> tuple[type[RegistryError], ...]:
+    """Every class of the tree, root first (the table, in code)."""
+    found: list[type[RegistryError]] = []
+    pending: list[type[RegistryError]] = [RegistryError]
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(sorted(cls.__subclasses__(), key=lambda c: c.exit_code))
+    return tuple(c for c in found if c.__module__ == __name__)
+
+
+def error_class(code: str) -> type[RegistryError]:
+    """The class whose wire ``code`` this is (an HTTP client raises it again)."""
+    for cls in error_classes():
+        if cls.code == code:
+            return cls
+    return RegistryError
 
 
 __all__ = [
@@ -116,6 +247,7 @@ __all__ = [
     "AliasInUseError",
     "AmbiguousRefError",
     "DestinationExistsError",
+    "DestinationUnwritableError",
     "InUseError",
     "IntegrityError",
     "InvalidAdapterError",
@@ -123,8 +255,14 @@ __all__ = [
     "InvalidDatasetError",
     "InvalidRefError",
     "NameConflictError",
+    "NotARegistryError",
+    "ReadOnlyRegistryError",
     "RefNotFoundError",
     "RegistryError",
+    "SchemaVersionError",
+    "SourceChangedError",
     "UnsupportedLocationError",
     "VersionConflictError",
+    "error_class",
+    "error_classes",
 ]

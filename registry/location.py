@@ -1,13 +1,25 @@
-"""Turning a registry location (argument, ``REGISTRY_URL`` or default) into a Registry."""
+"""From a registry location (argument, ``REGISTRY_URL`` or default) to a :class:`Registry`.
+
+The location's scheme picks the implementation, as MLflow picks its store: a directory
+path (or ``file:``) gives :class:`LocalRegistry`; ``http(s)://`` is reserved for the
+registry service's client. Only ``create=True`` makes a new registry, and only in a
+missing or empty directory: a typo in ``--registry`` or a directory of something else is
+an error that says so, never a fresh empty registry.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from registry.errors import UnsupportedLocationError
-from registry.local import Registry
+from registry.deps import StepHook
+from registry.errors import NotARegistryError, UnsupportedLocationError
+from registry.local import LocalRegistry
+from registry.protocol import Registry
 from registry.settings import RegistrySettings
+from registry.sqlite_store import SqliteStore
+
+DB_NAME = "registry.db"
 
 
 def location_path(location: str | os.PathLike[str] | None, settings: RegistrySettings) -> Path:
@@ -28,16 +40,70 @@ def location_path(location: str | os.PathLike[str] | None, settings: RegistrySet
     return Path(text.removeprefix("file:")).expanduser()
 
 
-def open_registry(
-    location: str | os.PathLike[str] | None = None, *, settings: RegistrySettings | None = None
-) -> Registry:
-    """Open (creating and migrating if needed) the registry at ``location``.
+def _check_directory(path: Path, *, create: bool) -> None:
+    """Refuse what is not (and may not become) a registry directory."""
+    if path.exists() and not path.is_dir():
+        raise NotARegistryError(f"{path} is a file, not a registry directory")
+    if (path / DB_NAME).exists():
+        return
+    if not create:
+        if path.is_dir():
+            raise NotARegistryError(
+                f"{path} holds no registry ({DB_NAME} is missing); check --registry / "
+                f"REGISTRY_URL, or create one with `registry init --registry {path}`"
+            )
+        raise NotARegistryError(
+            f"no registry at {path} (no such directory); check --registry / REGISTRY_URL "
+            f"for a typo, or create one with `registry init --registry {path}`"
+        )
+    if path.is_dir() and any(path.iterdir()):
+        raise NotARegistryError(
+            f"{path} is a non-empty directory without a registry; a registry is created "
+            "only in a new or empty directory, so pick another path"
+        )
 
-    ``location`` defaults to ``settings.url`` (``REGISTRY_URL``), then to the per-user
-    data directory.
+
+def open_registry(
+    location: str | os.PathLike[str] | None = None,
+    *,
+    settings: RegistrySettings | None = None,
+    create: bool = True,
+    read_only: bool | None = None,
+    on_step: StepHook | None = None,
+) -> Registry:
+    """Open the registry at ``location`` (default ``REGISTRY_URL``, then the per-user dir).
+
+    ``create``: make a new registry if the location is missing or an empty directory
+    (the library's default; every ``registry`` verb but ``init`` passes False, and so
+    should a gateway). ``read_only``: None opens read-only exactly when this process
+    cannot write the registry; True never writes. ``on_step`` observes each step a push
+    reaches (see :data:`registry.push.PUSH_STEPS`).
     """
+    return open_local(
+        location, settings=settings, create=create, read_only=read_only, on_step=on_step
+    )
+
+
+def open_local(
+    location: str | os.PathLike[str] | None = None,
+    *,
+    settings: RegistrySettings | None = None,
+    create: bool = True,
+    read_only: bool | None = None,
+    on_step: StepHook | None = None,
+) -> LocalRegistry:
+    """:func:`open_registry` for a directory, typed as the local implementation."""
     settings = settings if settings is not None else RegistrySettings()
     path = location_path(location, settings)
-    if path.exists() and not path.is_dir():
-        raise UnsupportedLocationError(f"{path} is a file, not a registry directory")
-    return Registry(path, settings)
+    _check_directory(path, create=create and read_only is not True)
+    if not path.exists():
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise NotARegistryError(
+                f"cannot create a registry at {path}: {exc.strerror or exc}"
+            ) from None
+    store = SqliteStore.open(
+        path / DB_NAME, busy_timeout_s=settings.busy_timeout_s, create=create, read_only=read_only
+    )
+    return LocalRegistry(path, store, settings, on_step=on_step)

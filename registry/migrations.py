@@ -7,11 +7,13 @@ splits and rollouts will be their own tables keyed by adapter ``name``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from sqlite_utils import Database
 
-from registry.errors import UnsupportedLocationError
+from registry.errors import SchemaVersionError
 
 _INITIAL = (
     """CREATE TABLE names (
@@ -106,7 +108,38 @@ def m0001_initial(db: Database) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (m0001_initial,)
+def m0002_code_lineage_and_production(db: Database) -> None:
+    """The training code's commit on each version; plain NAME becomes NAME@production.
+
+    Before this, plain ``NAME`` meant the only live version when no ``production`` alias
+    existed. Each such name now gets the alias on that version (logged as an event by
+    ``migration``), so what ``NAME`` served is unchanged while the rule becomes strict.
+    """
+    db.execute("ALTER TABLE adapters ADD COLUMN code_commit TEXT")
+    db.execute("ALTER TABLE adapters ADD COLUMN code_dirty INTEGER")
+    rows = db.execute(
+        "SELECT name, MIN(version) FROM adapters WHERE removed_at IS NULL GROUP BY name"
+        " HAVING COUNT(*) = 1 AND name NOT IN"
+        " (SELECT name FROM aliases WHERE alias = 'production')"
+    ).fetchall()
+    at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    for name, version in rows:
+        db.execute(
+            "INSERT INTO aliases (name, alias, version, updated_by, updated_at)"
+            " VALUES (?, 'production', ?, 'migration', ?)",
+            (name, version, at),
+        )
+        db.execute(
+            "INSERT INTO events (at, who, action, name, version, detail)"
+            " VALUES (?, 'migration', 'alias.set', ?, ?, ?)",
+            (at, name, version, json.dumps({"alias": "production", "from": None, "to": version})),
+        )
+
+
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (
+    m0001_initial,
+    m0002_code_lineage_and_production,
+)
 
 
 def migrate(db: Database) -> int:
@@ -116,7 +149,7 @@ def migrate(db: Database) -> int:
     try:
         current = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if current > len(MIGRATIONS):
-            raise UnsupportedLocationError(
+            raise SchemaVersionError(
                 f"registry schema version {current} is newer than this loraport "
                 f"({len(MIGRATIONS)}); upgrade loraport"
             )

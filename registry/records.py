@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from registry.digest import Digest
+
 Kind = Literal["base", "dataset", "adapter"]
 
 
@@ -15,7 +17,7 @@ class Resolved:
     kind: Kind
     name: str
     version: int | None
-    digest: str
+    digest: Digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +25,18 @@ class Lineage:
     """A link to a base model or dataset; both None for an explicitly unknown dataset."""
 
     name: str | None
-    digest: str | None
+    digest: Digest | None
+
+
+@dataclass(frozen=True, slots=True)
+class CodeLineage:
+    """The training code's git commit, and whether its work tree had uncommitted changes.
+
+    ``dirty`` is None when the commit was given by hand (``--git-sha``) and nobody looked.
+    """
+
+    commit: str
+    dirty: bool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +55,7 @@ class AdapterVersion:
 
     name: str
     version: int
-    digest: str
+    digest: Digest
     base_model: Lineage
     dataset: Lineage
     peft: PeftSummary
@@ -53,6 +66,7 @@ class AdapterVersion:
     created_at: str
     chat_template_digest: str | None = None
     removed_at: str | None = None
+    code: CodeLineage | None = None
     kind: Literal["adapter"] = "adapter"
 
     @property
@@ -66,7 +80,7 @@ class BaseModel:
     """A base model (or, later, a quantized variant of one: ``parent`` + ``quantization``)."""
 
     name: str
-    digest: str
+    digest: Digest
     architecture: dict[str, Any]
     license: str | None
     parent: str | None
@@ -82,7 +96,7 @@ class Dataset:
     """A training dataset file."""
 
     name: str
-    digest: str
+    digest: Digest
     records: int
     size: int
     license: str | None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from registry.records import AdapterVersion, BaseModel, Dataset, Event, VerifyReport
+from registry.digest import Digest
+from registry.records import AdapterVersion, BaseModel, CodeLineage, Dataset, Event, VerifyReport
 
 Record = AdapterVersion | BaseModel | Dataset
 
@@ -22,7 +23,15 @@ def to_json(record: Record) -> dict[str, Any]:
 
 def short(digest: str) -> str:
     """``sha256:`` plus the first 12 hex digits."""
-    return digest[: len("sha256:") + 12]
+    return Digest(digest).short
+
+
+def code_text(code: CodeLineage | None) -> str:
+    """``<commit>``, ``<commit> (dirty)``, ``<commit> (given)`` or ``unknown``."""
+    if code is None:
+        return "unknown"
+    state = {True: " (dirty: uncommitted changes)", False: " (clean)", None: " (given)"}
+    return code.commit + state[code.dirty]
 
 
 def table(records: list[Record]) -> str:
@@ -49,6 +58,7 @@ def describe(record: Record) -> str:
             f"  digest:      {record.digest}",
             f"  base model:  {record.base_model.name} ({record.base_model.digest})",
             f"  dataset:     {f'{ds.name} ({ds.digest})' if ds.name else 'unknown'}",
+            f"  code:        {code_text(record.code)}",
             f"  lora:        r={record.peft.r} alpha={record.peft.lora_alpha:g} "
             f"dropout={record.peft.lora_dropout:g} targets={','.join(record.peft.target_modules)}",
             f"  aliases:     {', '.join(record.aliases) or '-'}",

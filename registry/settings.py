@@ -9,8 +9,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: vLLM's default ``--max-lora-rank``; adapters above the serving limit are refused at push.
 DEFAULT_MAX_LORA_RANK = 16
-#: Ordered steps of a push at which a test may ask the process to kill itself.
-CRASH_STEPS = ("validated", "blob_temp_written", "blobs_stored", "in_transaction")
 
 
 class RegistrySettings(BaseSettings):
@@ -32,8 +30,6 @@ class RegistrySettings(BaseSettings):
     xdg_data_home: Path | None = Field(
         default=None, validation_alias=AliasChoices("XDG_DATA_HOME", "xdg_data_home")
     )
-    #: Test-only: SIGKILL this process when a push reaches this step (see CRASH_STEPS).
-    crash_after_step: str | None = None
 
     def default_location(self) -> Path:
         """The per-user data directory used when no location is given."""

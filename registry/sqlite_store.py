@@ -1,14 +1,24 @@
-"""SQLite metadata store (through sqlite-utils): rows in, frozen records out.
+"""The SQLite metadata store: every query the registry runs is in this module.
 
-One connection per :class:`SqliteStore`, WAL mode, foreign keys on. Reads are short
-indexed queries (``resolve`` is two primary-key lookups); writes happen inside
-:meth:`SqliteStore.write`, a ``BEGIN IMMEDIATE`` transaction, so concurrent
-processes serialize on version allocation under ``UNIQUE(name, version)``.
+One connection per :class:`SqliteStore` (through sqlite-utils for migrations), WAL mode,
+foreign keys on. Reads are short indexed queries (``resolve`` is two primary-key
+lookups) and hand out frozen records. Writes happen inside :meth:`SqliteStore.write`, a
+``BEGIN IMMEDIATE`` transaction that yields a :class:`Tx`, so concurrent processes
+serialize on version allocation under ``UNIQUE(name, version)``.
+
+Opening never guesses: a missing database is created only when asked (``create``), a
+file that is not SQLite or a database that is not a registry is refused with
+:class:`NotARegistryError`, and a database this process cannot write is opened
+read-only (reads work; every write raises :class:`ReadOnlyRegistryError`). On a
+read-only mount a WAL database whose ``-shm`` file cannot be created is opened
+``immutable``: correct for a mount nobody writes through, which is what read-only means.
+The schema's DDL lives in :mod:`registry.migrations`, next to its history.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -16,13 +26,23 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 from sqlite_utils import Database
 
-from registry.migrations import migrate
+from registry.digest import Digest, ManifestEntry, manifest_digest, manifest_json
+from registry.errors import (
+    NameConflictError,
+    NotARegistryError,
+    ReadOnlyRegistryError,
+    SchemaVersionError,
+    VersionConflictError,
+)
+from registry.migrations import MIGRATIONS, migrate
 from registry.records import (
     AdapterVersion,
     BaseModel,
+    CodeLineage,
     Dataset,
     Event,
     Kind,
@@ -35,40 +55,166 @@ SELECT a.*, b.name AS base_name, b.digest AS base_digest,
        d.name AS dataset_name, d.digest AS dataset_digest
 FROM adapters a JOIN bases b ON b.id = a.base_id LEFT JOIN datasets d ON d.id = a.dataset_id
 """
+_BASE_SELECT = """
+SELECT b.*, p.name AS parent_name FROM bases b LEFT JOIN bases p ON p.id = b.parent_id
+"""
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_OUR_TABLES = {"names", "manifests", "bases", "datasets", "adapters", "aliases", "events"}
+# sqlite3 primary result codes (the low byte of ``sqlite_errorcode``).
+_SQLITE_READONLY = 8
+_SQLITE_CONSTRAINT = 19
 
 Row = dict[str, Any]
 
 
-class SqliteStore:
-    """Metadata of one registry, in ``registry.db``."""
+def now_iso() -> str:
+    """UTC now as ISO 8601 with milliseconds and a ``Z`` (the registry's timestamps)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
-    def __init__(self, path: Path, busy_timeout_s: float) -> None:
-        conn = sqlite3.connect(path, timeout=busy_timeout_s, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        self.db = Database(conn)
+
+def _primary_code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
+
+
+def _connect(path: Path, busy_timeout_s: float, mode: str) -> sqlite3.Connection:
+    """``mode``: ``rwc`` (may create), ``rw``, ``ro`` or ``immutable``."""
+    uri = f"file:{quote(str(path.absolute()))}"
+    uri += "?immutable=1" if mode == "immutable" else f"?mode={mode}"
+    conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+    return conn
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {str(r[0]) for r in rows} - {"sqlite_sequence"}
+
+
+class SqliteStore:
+    """Metadata of one registry, in ``registry.db``. Open with :meth:`open`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: bool) -> None:
         self.conn = conn
+        self.path = path
+        self.read_only = read_only
+        self.db = Database(conn)
         self.lock = threading.RLock()
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        if self.db.journal_mode != "wal":
-            self.db.enable_wal()
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA synchronous = FULL")
-        migrate(self.db)
+
+    @classmethod
+    def open(
+        cls, path: Path, *, busy_timeout_s: float, create: bool, read_only: bool | None
+    ) -> SqliteStore:
+        """Open ``path`` (see the module docstring for what is refused and why)."""
+        exists = path.exists()
+        if exists:
+            with open(path, "rb") as fh:
+                head = fh.read(len(_SQLITE_MAGIC))
+            if head and head != _SQLITE_MAGIC:
+                raise NotARegistryError(
+                    f"{path} is not a SQLite database, so this is not a registry; point "
+                    "--registry at a registry directory (or move the file away)"
+                )
+        if read_only is None:
+            read_only = not os.access(path.parent, os.W_OK) or (
+                exists and not os.access(path, os.W_OK)
+            )
+        if not exists and (read_only or not create):
+            raise NotARegistryError(f"no registry database at {path}")
+        try:
+            return cls._open(path, busy_timeout_s, exists=exists, read_only=read_only)
+        except sqlite3.DatabaseError as exc:
+            raise NotARegistryError(
+                f"{path} cannot be read as a registry database: {exc}"
+            ) from None
+
+    @classmethod
+    def _open(
+        cls, path: Path, busy_timeout_s: float, *, exists: bool, read_only: bool
+    ) -> SqliteStore:
+        if not read_only:
+            conn = _connect(path, busy_timeout_s, "rw" if exists else "rwc")
+        else:
+            conn = _connect(path, busy_timeout_s, "ro")
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                conn.close()  # WAL database, no -shm file, and none can be created here
+                conn = _connect(path, busy_timeout_s, "immutable")
+        try:
+            store = cls(conn, path, read_only=read_only)
+            store._prepare()
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def _prepare(self) -> None:
+        conn = self.conn
+        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        tables = _tables(conn)
+        if current == 0 and tables:
+            raise NotARegistryError(
+                f"{self.path} is a SQLite database of something else (tables: "
+                f"{', '.join(sorted(tables)[:5])}), not a registry"
+            )
+        if current > 0 and not tables >= _OUR_TABLES:
+            raise NotARegistryError(f"{self.path} lacks the registry's tables; it is damaged")
+        if current > len(MIGRATIONS):
+            raise SchemaVersionError(
+                f"{self.path} was written by a newer loraport (schema {current}; this one "
+                f"knows {len(MIGRATIONS)}); upgrade loraport"
+            )
+        if current < len(MIGRATIONS) and self.read_only:
+            raise SchemaVersionError(
+                f"{self.path} has schema {current} and this loraport needs "
+                f"{len(MIGRATIONS)}; open it once with write access "
+                f"(`registry init --registry {self.path.parent}`) to migrate it"
+            )
+        if not self.read_only:
+            if self.db.journal_mode != "wal":
+                self.db.enable_wal()
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = FULL")
+            migrate(self.db)
 
     def close(self) -> None:
         self.conn.close()
 
+    def check_writable(self) -> None:
+        """Raise ReadOnlyRegistryError when this store was opened read-only."""
+        if self.read_only:
+            raise ReadOnlyRegistryError(
+                f"the registry at {self.path.parent} is open read-only (this process cannot "
+                "write there); run writes where the registry's directory is writable"
+            )
+
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[Tx]:
         """A write transaction (``BEGIN IMMEDIATE``); commits on success."""
+        self.check_writable()
         with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self.conn
-                self.conn.execute("COMMIT")
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield Tx(self)
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                code = _primary_code(exc)
+                if code == _SQLITE_READONLY:
+                    raise ReadOnlyRegistryError(
+                        f"the registry at {self.path.parent} is read-only here ({exc}); "
+                        "run writes where its directory is writable"
+                    ) from None
+                if code == _SQLITE_CONSTRAINT and "adapters.version" in str(exc):
+                    raise VersionConflictError(
+                        "another writer took this version number at the same moment; "
+                        "push again (nothing was recorded)"
+                    ) from None
                 raise
 
     def one(self, sql: str, params: tuple[Any, ...] = ()) -> Row | None:
@@ -80,6 +226,10 @@ class SqliteStore:
         with self.lock:
             return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
 
+    def schema_version(self) -> int:
+        row = self.one("PRAGMA user_version")
+        return int(row["user_version"]) if row else 0
+
     # -- names and lookups ------------------------------------------------------------
     def kind_of(self, name: str) -> Kind | None:
         row = self.one("SELECT kind FROM names WHERE name = ?", (name,))
@@ -89,23 +239,26 @@ class SqliteStore:
         row = self.one("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias))
         return int(row["version"]) if row else None
 
-    def version_digest(self, name: str, version: int) -> tuple[str, bool] | None:
+    def aliases_of(self, name: str) -> dict[str, int]:
+        rows = self.all("SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", (name,))
+        return {r["alias"]: int(r["version"]) for r in rows}
+
+    def version_digest(self, name: str, version: int) -> tuple[Digest, bool] | None:
         """(digest, live) of NAME@N."""
         row = self.one(
             "SELECT digest, removed_at FROM adapters WHERE name = ? AND version = ?",
             (name, version),
         )
-        return (row["digest"], row["removed_at"] is None) if row else None
+        return (Digest(row["digest"]), row["removed_at"] is None) if row else None
 
-    def live_versions(self, name: str, limit: int = -1) -> list[tuple[int, str]]:
+    def live_versions(self, name: str) -> list[int]:
         rows = self.all(
-            "SELECT version, digest FROM adapters WHERE name = ? AND removed_at IS NULL "
-            "ORDER BY version LIMIT ?",
-            (name, limit),
+            "SELECT version FROM adapters WHERE name = ? AND removed_at IS NULL ORDER BY version",
+            (name,),
         )
-        return [(int(r["version"]), r["digest"]) for r in rows]
+        return [int(r["version"]) for r in rows]
 
-    def by_digest(self, digest: str) -> list[tuple[Kind, str, int | None]]:
+    def by_digest(self, digest: Digest) -> list[tuple[Kind, str, int | None]]:
         """Live records with this content digest: (kind, name, version)."""
         found: list[tuple[Kind, str, int | None]] = []
         for r in self.all(
@@ -122,38 +275,84 @@ class SqliteStore:
                 found.append((cast(Kind, kind), r["name"], None))
         return found
 
-    def aliases_of(self, name: str) -> dict[str, int]:
-        rows = self.all("SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", (name,))
-        return {r["alias"]: int(r["version"]) for r in rows}
+    def record_digest(self, kind: Kind, name: str) -> tuple[Digest, bool] | None:
+        """(digest, live) of a base model or dataset."""
+        table = "bases" if kind == "base" else "datasets"
+        row = self.one(f"SELECT digest, removed_at FROM {table} WHERE name = ?", (name,))
+        return (Digest(row["digest"]), row["removed_at"] is None) if row else None
 
     # -- records ----------------------------------------------------------------------
-    def adapter_row(self, name: str, version: int) -> Row | None:
-        return self.one(_ADAPTER_SELECT + "WHERE a.name = ? AND a.version = ?", (name, version))
+    def adapter(self, name: str, version: int) -> AdapterVersion | None:
+        row = self.one(_ADAPTER_SELECT + "WHERE a.name = ? AND a.version = ?", (name, version))
+        if row is None:
+            return None
+        aliases = tuple(a for a, v in self.aliases_of(name).items() if v == version)
+        return _adapter(row, aliases)
 
-    def adapter_rows(self, name: str | None = None) -> list[Row]:
+    def adapters(self, name: str | None = None) -> list[AdapterVersion]:
+        """Live adapter versions ordered by name, version."""
+        aliases: dict[tuple[str, int], list[str]] = {}
+        for r in self.all("SELECT name, alias, version FROM aliases ORDER BY alias"):
+            aliases.setdefault((r["name"], r["version"]), []).append(r["alias"])
         where = "WHERE a.removed_at IS NULL" + (" AND a.name = ?" if name else "")
-        return self.all(
+        rows = self.all(
             _ADAPTER_SELECT + where + " ORDER BY a.name, a.version", (name,) if name else ()
         )
+        return [_adapter(r, tuple(aliases.get((r["name"], r["version"]), ()))) for r in rows]
 
-    def base_row(self, name: str) -> Row | None:
-        return self.one("SELECT * FROM bases WHERE name = ?", (name,))
+    def base(self, name: str) -> BaseModel | None:
+        row = self.one(_BASE_SELECT + "WHERE b.name = ? AND b.removed_at IS NULL", (name,))
+        return _base(row) if row else None
 
-    def base_rows(self) -> list[Row]:
-        return self.all("SELECT * FROM bases WHERE removed_at IS NULL ORDER BY name")
+    def bases(self) -> list[BaseModel]:
+        rows = self.all(_BASE_SELECT + "WHERE b.removed_at IS NULL ORDER BY b.name")
+        return [_base(r) for r in rows]
 
-    def dataset_row(self, name: str) -> Row | None:
-        return self.one("SELECT * FROM datasets WHERE name = ?", (name,))
+    def dataset(self, name: str) -> Dataset | None:
+        row = self.one("SELECT * FROM datasets WHERE name = ? AND removed_at IS NULL", (name,))
+        return _dataset(row) if row else None
 
-    def dataset_rows(self) -> list[Row]:
-        return self.all("SELECT * FROM datasets WHERE removed_at IS NULL ORDER BY name")
+    def datasets(self) -> list[Dataset]:
+        rows = self.all("SELECT * FROM datasets WHERE removed_at IS NULL ORDER BY name")
+        return [_dataset(r) for r in rows]
 
-    def manifest_body(self, digest: str) -> str | None:
+    def dataset_file(self, name: str) -> ManifestEntry | None:
+        """A dataset as the one file it is (its original file name, size, sha256)."""
+        row = self.one("SELECT filename, size, digest FROM datasets WHERE name = ?", (name,))
+        if row is None:
+            return None
+        return ManifestEntry(row["filename"], int(row["size"]), Digest(row["digest"]).hex)
+
+    def dataset_by_digest(self, digest: Digest) -> Dataset | None:
+        """The first live dataset (by name) with this content."""
+        row = self.one(
+            "SELECT * FROM datasets WHERE digest = ? AND removed_at IS NULL ORDER BY name LIMIT 1",
+            (digest,),
+        )
+        return _dataset(row) if row else None
+
+    def manifest_body(self, digest: Digest) -> str | None:
         row = self.one("SELECT body FROM manifests WHERE digest = ?", (digest,))
         return str(row["body"]) if row else None
 
-    def manifests(self) -> list[tuple[str, str]]:
-        return [(r["digest"], r["body"]) for r in self.all("SELECT digest, body FROM manifests")]
+    def manifests(self) -> list[tuple[Digest, str]]:
+        rows = self.all("SELECT digest, body FROM manifests")
+        return [(Digest(r["digest"]), r["body"]) for r in rows]
+
+    def dataset_blobs(self) -> list[tuple[str, str]]:
+        """(dataset name, blob hex digest) of every dataset, removed ones included."""
+        rows = self.all("SELECT name, digest FROM datasets")
+        return [(r["name"], Digest(r["digest"]).hex) for r in rows]
+
+    def users_of(self, kind: Kind, name: str) -> list[str]:
+        """Live adapter versions (``NAME@N``) built on base model or dataset ``name``."""
+        table, column = ("bases", "base_id") if kind == "base" else ("datasets", "dataset_id")
+        rows = self.all(
+            f"SELECT a.name, a.version FROM adapters a JOIN {table} t ON t.id = a.{column} "
+            "WHERE t.name = ? AND a.removed_at IS NULL ORDER BY a.name, a.version",
+            (name,),
+        )
+        return [f"{r['name']}@{r['version']}" for r in rows]
 
     def events(self, name: str | None = None) -> list[Event]:
         if name is None:
@@ -178,63 +377,229 @@ class SqliteStore:
         return int(row["seq"]) if row else 0
 
 
-def now_iso() -> str:
-    """UTC now as ISO 8601 with milliseconds and a ``Z`` (the registry's timestamps)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class Tx:
+    """The writes of one transaction (only made by :meth:`SqliteStore.write`)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.conn = store.conn
+
+    def event(
+        self,
+        *,
+        at: str,
+        who: str,
+        action: str,
+        name: str,
+        version: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append to the event log."""
+        self.conn.execute(
+            "INSERT INTO events (at, who, action, name, version, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (at, who, action, name, version, json.dumps(detail or {}, sort_keys=True)),
+        )
+
+    def claim_name(self, name: str, kind: Kind, at: str) -> None:
+        """Record ``name`` as a ``kind`` (no-op if it already is one)."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO names (name, kind, created_at) VALUES (?, ?, ?)",
+            (name, kind, at),
+        )
+        row = self.conn.execute("SELECT kind FROM names WHERE name = ?", (name,)).fetchone()
+        if row[0] != kind:
+            raise NameConflictError(
+                f"{name!r} already names a {row[0]}; base models, datasets and adapters "
+                "share one namespace, so pick another name"
+            )
+
+    def insert_manifest(self, entries: tuple[ManifestEntry, ...]) -> Digest:
+        digest = manifest_digest(entries)
+        self.conn.execute(
+            "INSERT OR IGNORE INTO manifests (digest, body, size, files) VALUES (?, ?, ?, ?)",
+            (digest, manifest_json(entries).decode(), sum(e.size for e in entries), len(entries)),
+        )
+        return digest
+
+    def insert_base(
+        self,
+        *,
+        name: str,
+        digest: Digest,
+        architecture: dict[str, Any],
+        template: str | None,
+        license: str | None,
+        who: str,
+        at: str,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO bases (name, digest, architecture, chat_template_digest, license,"
+            " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, digest, json.dumps(architecture, sort_keys=True), template, license, who, at),
+        )
+        self.event(at=at, who=who, action="base.add", name=name, detail={"digest": digest})
+
+    def insert_dataset(
+        self,
+        *,
+        name: str,
+        digest: Digest,
+        filename: str,
+        size: int,
+        records: int,
+        license: str | None,
+        who: str,
+        at: str,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO datasets (name, digest, filename, size, records, license, created_by,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, digest, filename, size, records, license, who, at),
+        )
+        self.event(at=at, who=who, action="dataset.add", name=name, detail={"digest": digest})
+
+    def version_with_identity(self, name: str, identity: str) -> int | None:
+        """The live version of ``name`` with this identity (same content and lineage)."""
+        row = self.conn.execute(
+            "SELECT version FROM adapters WHERE name = ? AND identity = ? AND removed_at IS NULL "
+            "ORDER BY version LIMIT 1",
+            (name, identity),
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def insert_adapter(
+        self,
+        *,
+        name: str,
+        digest: Digest,
+        base: str,
+        dataset: str | None,
+        peft: PeftSummary,
+        peft_config: dict[str, Any],
+        template: str | None,
+        schema: dict[str, Any] | None,
+        identity: str,
+        meta: dict[str, Any],
+        code: CodeLineage | None,
+        who: str,
+        at: str,
+    ) -> int:
+        """Allocate the next version of ``name``, insert it and log the push."""
+        self.claim_name(name, "adapter", at)
+        version = int(
+            self.conn.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM adapters WHERE name = ?", (name,)
+            ).fetchone()[0]
+        )
+        base_id = self.conn.execute("SELECT id FROM bases WHERE name = ?", (base,)).fetchone()[0]
+        dataset_id = None
+        if dataset is not None:
+            row = self.conn.execute("SELECT id FROM datasets WHERE name = ?", (dataset,))
+            dataset_id = row.fetchone()[0]
+        self.conn.execute(
+            "INSERT INTO adapters (name, version, digest, base_id, dataset_id, dataset_unknown,"
+            " r, lora_alpha, target_modules, lora_dropout, peft_config, chat_template_digest,"
+            " schema, identity, meta, code_commit, code_dirty, created_by, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                name,
+                version,
+                digest,
+                base_id,
+                dataset_id,
+                0 if dataset_id is not None else 1,
+                peft.r,
+                peft.lora_alpha,
+                json.dumps(list(peft.target_modules)),
+                peft.lora_dropout,
+                json.dumps(peft_config, sort_keys=True),
+                template,
+                json.dumps(schema) if schema is not None else None,
+                identity,
+                json.dumps(meta, sort_keys=True),
+                code.commit if code else None,
+                None if code is None or code.dirty is None else int(code.dirty),
+                who,
+                at,
+            ),
+        )
+        detail: dict[str, Any] = {"digest": digest, "base": base, "dataset": dataset}
+        if code is not None:
+            detail["code"] = code.commit
+            detail["code_dirty"] = code.dirty
+        self.event(at=at, who=who, action="push", name=name, version=version, detail=detail)
+        return version
+
+    def move_alias(self, *, name: str, alias: str, version: int, who: str, at: str) -> None:
+        """Point ``name@alias`` at ``version`` and log it (no-op if it already does)."""
+        old = self.store.alias_target(name, alias)
+        if old == version:
+            return
+        self.conn.execute(
+            "INSERT INTO aliases (name, alias, version, updated_by, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, alias) DO UPDATE SET"
+            " version = excluded.version, updated_by = excluded.updated_by,"
+            " updated_at = excluded.updated_at",
+            (name, alias, version, who, at),
+        )
+        self.event(
+            at=at,
+            who=who,
+            action="alias.set",
+            name=name,
+            version=version,
+            detail={"alias": alias, "from": old, "to": version},
+        )
+
+    def delete_alias(self, *, name: str, alias: str, old: int, who: str, at: str) -> None:
+        self.conn.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+        self.event(
+            at=at,
+            who=who,
+            action="alias.remove",
+            name=name,
+            version=old,
+            detail={"alias": alias, "from": old},
+        )
+
+    def remove(
+        self, *, kind: Kind, name: str, version: int | None, digest: Digest, who: str, at: str
+    ) -> None:
+        """Soft-delete an adapter version, base model or dataset, and log it."""
+        if kind == "adapter":
+            self.conn.execute(
+                "UPDATE adapters SET removed_at = ?, removed_by = ? WHERE name = ? AND version = ?",
+                (at, who, name, version),
+            )
+        else:
+            table = "bases" if kind == "base" else "datasets"
+            self.conn.execute(
+                f"UPDATE {table} SET removed_at = ?, removed_by = ? WHERE name = ?",
+                (at, who, name),
+            )
+        self.event(
+            at=at,
+            who=who,
+            action="remove",
+            name=name,
+            version=version,
+            detail={"kind": kind, "digest": digest},
+        )
 
 
-def add_event(
-    conn: sqlite3.Connection,
-    *,
-    at: str,
-    who: str,
-    action: str,
-    name: str,
-    version: int | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    """Append to the event log (inside the caller's transaction)."""
-    conn.execute(
-        "INSERT INTO events (at, who, action, name, version, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        (at, who, action, name, version, json.dumps(detail or {}, sort_keys=True)),
-    )
-
-
-def move_alias(
-    conn: sqlite3.Connection, *, name: str, alias: str, version: int, who: str, at: str
-) -> None:
-    """Point ``name@alias`` at ``version`` and log it (no-op if it already does)."""
-    row = conn.execute(
-        "SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)
-    ).fetchone()
-    old = int(row[0]) if row else None
-    if old == version:
-        return
-    conn.execute(
-        "INSERT INTO aliases (name, alias, version, updated_by, updated_at) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version,"
-        " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-        (name, alias, version, who, at),
-    )
-    add_event(
-        conn,
-        at=at,
-        who=who,
-        action="alias.set",
-        name=name,
-        version=version,
-        detail={"alias": alias, "from": old, "to": version},
-    )
-
-
-def adapter_from_row(row: Row, aliases: tuple[str, ...]) -> AdapterVersion:
+def _adapter(row: Row, aliases: tuple[str, ...]) -> AdapterVersion:
     schema = json.loads(row["schema"]) if row["schema"] else None
+    code = None
+    if row.get("code_commit"):
+        dirty = row.get("code_dirty")
+        code = CodeLineage(row["code_commit"], None if dirty is None else bool(dirty))
+    dataset_digest = row["dataset_digest"]
     return AdapterVersion(
         name=row["name"],
         version=int(row["version"]),
-        digest=row["digest"],
-        base_model=Lineage(row["base_name"], row["base_digest"]),
-        dataset=Lineage(row["dataset_name"], row["dataset_digest"]),
+        digest=Digest(row["digest"]),
+        base_model=Lineage(row["base_name"], Digest(row["base_digest"])),
+        dataset=Lineage(row["dataset_name"], Digest(dataset_digest) if dataset_digest else None),
         peft=PeftSummary(
             r=int(row["r"]),
             lora_alpha=float(row["lora_alpha"]),
@@ -248,16 +613,17 @@ def adapter_from_row(row: Row, aliases: tuple[str, ...]) -> AdapterVersion:
         created_at=row["created_at"],
         chat_template_digest=row["chat_template_digest"],
         removed_at=row["removed_at"],
+        code=code,
     )
 
 
-def base_from_row(row: Row, parent: str | None) -> BaseModel:
+def _base(row: Row) -> BaseModel:
     return BaseModel(
         name=row["name"],
-        digest=row["digest"],
+        digest=Digest(row["digest"]),
         architecture=json.loads(row["architecture"]),
         license=row["license"],
-        parent=parent,
+        parent=row["parent_name"],
         quantization=row["quantization"],
         created_at=row["created_at"],
         created_by=row["created_by"],
@@ -265,10 +631,10 @@ def base_from_row(row: Row, parent: str | None) -> BaseModel:
     )
 
 
-def dataset_from_row(row: Row) -> Dataset:
+def _dataset(row: Row) -> Dataset:
     return Dataset(
         name=row["name"],
-        digest=row["digest"],
+        digest=Digest(row["digest"]),
         records=int(row["records"]),
         size=int(row["size"]),
         license=row["license"],

@@ -1,8 +1,11 @@
 """Adapter validation: everything a push checks before it writes a byte.
 
-Reads ``adapter_config.json`` and safetensors headers only; pickled weights are
-refused by name and never opened. Each failure is an :class:`InvalidAdapterError`
-whose ``reason`` says which rule failed and whose message says what to do.
+Touches no database: a remote client can run it before it uploads. Reads
+``adapter_config.json`` strictly (finite numbers, bounded depth, typed fields), the
+safetensors header, and the tensor data (sizes and finite values, :mod:`registry.weights`);
+pickled weights are refused by name and never opened, and only the files an adapter needs
+are accepted. Each failure is an :class:`InvalidAdapterError` whose ``reason`` says which
+rule failed and whose message says what to do.
 """
 
 from __future__ import annotations
@@ -25,10 +28,33 @@ from registry.architecture import (
 from registry.dirscan import ScanError, ScannedFile, scan_directory
 from registry.errors import AdapterProblem as P
 from registry.errors import InvalidAdapterError
+from registry.jsondoc import JsonDocError, check_document, load_json
 from registry.records import BaseModel, PeftSummary
+from registry.weights import first_non_finite, size_problem
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: The files an adapter directory may hold (top level only): PEFT's config, weights and
+#: README, an output schema, training arguments, and tokenizer / chat-template files.
+ALLOWED_FILES = frozenset(
+    {
+        ADAPTER_CONFIG,
+        ADAPTER_WEIGHTS,
+        "README.md",
+        "schema.json",
+        "training_args.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "tokenizer.model",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.json",
+        "vocab.txt",
+        "merges.txt",
+        "chat_template.jinja",
+        "chat_template.json",
+    }
+)
 _TENSOR = re.compile(
     r"base_model\.model\.(?P<module>.+)\."
     r"(?:(?P<linear>lora_[AB])\.weight|(?P<embedding>lora_embedding_[AB]))"
@@ -49,7 +75,7 @@ class AdapterDir:
 
 
 def inspect_adapter_dir(root: Path, max_file_bytes: int) -> AdapterDir:
-    """Scan ``root`` and read its PEFT config and safetensors header (no base needed)."""
+    """Scan ``root``; read and check its config, tensor header and tensor data (no base)."""
     try:
         files = scan_directory(root, max_file_bytes)
     except ScanError as exc:
@@ -63,16 +89,21 @@ def inspect_adapter_dir(root: Path, max_file_bytes: int) -> AdapterDir:
             "save the adapter with save_pretrained(..., safe_serialization=True) and "
             "remove the pickles",
         )
+    unexpected = sorted(r for r in names if r not in ALLOWED_FILES)
+    if unexpected:
+        raise InvalidAdapterError(
+            P.UNEXPECTED_FILE,
+            f"{root} holds {', '.join(unexpected)}, which an adapter does not need and the "
+            "registry would store and serve to anyone who pulls it; remove it (an adapter "
+            f"may hold only {', '.join(sorted(ALLOWED_FILES))})",
+        )
     if ADAPTER_CONFIG not in names:
         raise InvalidAdapterError(
             P.NOT_PEFT,
             f"{root} has no {ADAPTER_CONFIG}: push the directory written by PEFT's "
             "save_pretrained()",
         )
-    try:
-        config = json.loads(names[ADAPTER_CONFIG].read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidAdapterError(P.NOT_PEFT, f"{ADAPTER_CONFIG} is not JSON: {exc}") from None
+    config = _read_json(names[ADAPTER_CONFIG], P.BAD_CONFIG)
     if not isinstance(config, dict):
         raise InvalidAdapterError(P.NOT_PEFT, f"{ADAPTER_CONFIG} is not a JSON object")
     if config.get("peft_type") != "LORA":
@@ -83,17 +114,100 @@ def inspect_adapter_dir(root: Path, max_file_bytes: int) -> AdapterDir:
         )
     if config.get("use_dora"):
         raise InvalidAdapterError(P.UNSUPPORTED, "DoRA adapters cannot be served by vLLM")
+    check_config(config)
     if ADAPTER_WEIGHTS not in names:
         raise InvalidAdapterError(
             P.NO_WEIGHTS, f"{root} has no {ADAPTER_WEIGHTS}; save with safe_serialization=True"
         )
+    tensors = _read_tensors(names[ADAPTER_WEIGHTS])
+    return AdapterDir(root, files, config, tensors)
+
+
+def _read_json(path: Path, problem: P) -> Any:
     try:
-        tensors = read_safetensors_header(names[ADAPTER_WEIGHTS])
+        return load_json(path)
+    except JsonDocError as exc:
+        raise InvalidAdapterError(problem, str(exc)) from None
+
+
+def _read_tensors(path: Path) -> dict[str, TensorInfo]:
+    try:
+        tensors = read_safetensors_header(path)
     except ValueError as exc:
         raise InvalidAdapterError(P.BAD_SAFETENSORS, str(exc)) from None
     if not tensors:
         raise InvalidAdapterError(P.NO_WEIGHTS, f"{ADAPTER_WEIGHTS} holds no tensors")
-    return AdapterDir(root, files, config, tensors)
+    for name, info in tensors.items():
+        problem = size_problem(name, info)
+        if problem is not None:
+            raise InvalidAdapterError(P.BAD_SAFETENSORS, f"{ADAPTER_WEIGHTS}: {problem}")
+    found = first_non_finite(path, tensors)
+    if found is not None:
+        name, count = found
+        raise InvalidAdapterError(
+            P.NON_FINITE,
+            f"tensor {name!r} in {ADAPTER_WEIGHTS} holds {count} NaN or infinite value(s); "
+            "a served adapter like that corrupts the engine's answers (for other adapters "
+            "too), so fix the training run (learning rate, loss scaling) and save again",
+        )
+    return tensors
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_positive(value: Any) -> bool:
+    return _is_number(value) and bool(value > 0)
+
+
+def _is_rank(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """The fields vLLM reads, typed and in range (finite numbers are checked on load)."""
+    r = config.get("r")
+    if not _is_rank(r):
+        raise InvalidAdapterError(
+            P.BAD_CONFIG,
+            f"{ADAPTER_CONFIG}: r is {r!r}; it must be a whole number of at least 1 "
+            '(e.g. "r": 8, not "8")',
+        )
+    alpha = config.get("lora_alpha", r)
+    if not _is_positive(alpha):
+        raise InvalidAdapterError(
+            P.BAD_CONFIG, f"{ADAPTER_CONFIG}: lora_alpha is {alpha!r}; it must be a number > 0"
+        )
+    dropout = config.get("lora_dropout")
+    if dropout is not None and (not _is_number(dropout) or not 0 <= dropout < 1):
+        raise InvalidAdapterError(
+            P.BAD_CONFIG,
+            f"{ADAPTER_CONFIG}: lora_dropout is {dropout!r}; it must be a number in [0, 1)",
+        )
+    for key, valid, what in (
+        ("rank_pattern", _is_rank, "whole numbers >= 1"),
+        ("alpha_pattern", _is_positive, "numbers > 0"),
+    ):
+        pattern = config.get(key)
+        if pattern is None:
+            continue
+        if not isinstance(pattern, dict) or not all(valid(v) for v in pattern.values()):
+            raise InvalidAdapterError(
+                P.BAD_CONFIG, f"{ADAPTER_CONFIG}: {key} must map module names to {what}"
+            )
+    saved = config.get("modules_to_save")
+    if saved:
+        raise InvalidAdapterError(
+            P.UNSUPPORTED,
+            f"{ADAPTER_CONFIG}: modules_to_save is {saved!r}; vLLM serves LoRA weights only, "
+            "not full copies of modules, so retrain without modules_to_save",
+        )
+    targets = config.get("target_modules")
+    if isinstance(targets, list) and not all(isinstance(t, str) and t for t in targets):
+        raise InvalidAdapterError(
+            P.BAD_CONFIG, f"{ADAPTER_CONFIG}: target_modules must be module names (strings)"
+        )
 
 
 def _check_tensors(adapter: AdapterDir, base: BaseModel) -> dict[str, int]:
@@ -170,8 +284,8 @@ def check_against_base(adapter: AdapterDir, base: BaseModel, max_lora_rank: int)
     """Tensor names/shapes, rank and target modules against ``base``."""
     config = adapter.config
     ranks = _check_tensors(adapter, base)
-    declared = [config.get("r", 0), *dict(config.get("rank_pattern") or {}).values()]
-    top = max([*ranks.values(), *(int(r) for r in declared if isinstance(r, int))])
+    declared = [int(config["r"]), *dict(config.get("rank_pattern") or {}).values()]
+    top = max([*ranks.values(), *declared])
     if top > max_lora_rank:
         raise InvalidAdapterError(
             P.RANK_TOO_HIGH,
@@ -180,22 +294,19 @@ def check_against_base(adapter: AdapterDir, base: BaseModel, max_lora_rank: int)
             "together with the servers' --max-lora-rank",
         )
     targets = _check_targets(config, base, ranks)
-    try:
-        return PeftSummary(
-            r=int(config.get("r", top)),
-            lora_alpha=float(config.get("lora_alpha", config.get("r", top))),
-            target_modules=tuple(targets),
-            lora_dropout=float(config.get("lora_dropout") or 0.0),
-        )
-    except (TypeError, ValueError) as exc:
-        raise InvalidAdapterError(P.NOT_PEFT, f"bad value in adapter_config.json: {exc}") from None
+    return PeftSummary(
+        r=int(config["r"]),
+        lora_alpha=float(config.get("lora_alpha", config["r"])),
+        target_modules=tuple(targets),
+        lora_dropout=float(config.get("lora_dropout") or 0.0),
+    )
 
 
 def check_chat_template(adapter: AdapterDir, base: BaseModel) -> str | None:
     """The chat template's digest; an adapter's own template must equal the base's."""
     try:
         template = chat_template({f.relpath: f.path for f in adapter.files})
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InvalidAdapterError(
             P.CHAT_TEMPLATE_MISMATCH, f"unreadable tokenizer file: {exc}"
         ) from None
@@ -215,20 +326,25 @@ def check_schema(schema: Any, source: str) -> dict[str, Any]:
     if not isinstance(schema, dict):
         raise InvalidAdapterError(P.BAD_SCHEMA, f"{source} is not a JSON Schema object")
     try:
+        check_document(schema, source)
         jsonschema.validators.validator_for(schema).check_schema(schema)
+    except JsonDocError as exc:
+        raise InvalidAdapterError(P.BAD_SCHEMA, str(exc)) from None
     except jsonschema.SchemaError as exc:
         raise InvalidAdapterError(
             P.BAD_SCHEMA, f"{source} is not a valid JSON Schema: {exc.message}"
         ) from None
+    except RecursionError:
+        raise InvalidAdapterError(P.BAD_SCHEMA, f"{source} is nested too deeply") from None
     return schema
 
 
 def load_schema_file(path: Path) -> dict[str, Any]:
     """Read and check a JSON Schema file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidAdapterError(P.BAD_SCHEMA, f"cannot read schema {path}: {exc}") from None
+        data = load_json(path, str(path))
+    except JsonDocError as exc:
+        raise InvalidAdapterError(P.BAD_SCHEMA, str(exc)) from None
     return check_schema(data, str(path))
 
 
@@ -237,8 +353,5 @@ def training_args(adapter: AdapterDir) -> dict[str, Any] | None:
     path = adapter.file("training_args.json")
     if path is None:
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidAdapterError(P.BAD_META, f"training_args.json is not JSON: {exc}") from None
+    data = _read_json(path, P.BAD_META)
     return data if isinstance(data, dict) else {"value": data}

@@ -12,7 +12,8 @@ import pytest
 from safetensors.numpy import save_file
 
 import registry
-from registry.local import Registry
+from registry.local import LocalRegistry
+from registry.location import open_local
 
 HIDDEN, LAYERS, INTERMEDIATE, VOCAB = 32, 2, 64, 64
 CHAT_TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
@@ -127,9 +128,9 @@ def make_adapter(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def reg(
     reg_path: Path, settings: registry.RegistrySettings, base_dir: Path, dataset_file: Path
-) -> Iterator[Registry]:
+) -> Iterator[LocalRegistry]:
     """An open registry holding base ``tiny-base`` and dataset ``support-data``."""
-    with registry.open(reg_path, settings=settings) as opened:
+    with open_local(reg_path, settings=settings) as opened:
         opened.add_base(base_dir, name="tiny-base", license="apache-2.0")
         opened.add_dataset(dataset_file, name="support-data")
         yield opened

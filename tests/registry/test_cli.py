@@ -11,7 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from registry.cli import EXIT_CODES, main
-from registry.errors import AliasInUseError, IntegrityError, InvalidAdapterError
+from registry.errors import (
+    AliasInUseError,
+    IntegrityError,
+    InvalidAdapterError,
+    InvalidRefError,
+    NotARegistryError,
+)
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
@@ -79,7 +85,9 @@ def test_workflow(
     assert code == 0 and "support@1" in out and "(already existed)" in out
     code, out = cli("push", str(make_adapter("support", seed=1)), "--allow-unknown-dataset")
     assert code == 0 and out.startswith("support@2 ")
-    assert cli("alias", "set", "support", "production", "1")[0] == 0
+    assert cli("alias", "set", "support", "production", "1")[0] == 0  # already there: no-op
+    code, out = cli("alias", "set", "support", "production", "01")
+    assert code == EXIT_CODES[InvalidRefError] and "leading zeros" in out
 
     code, out = cli("show", "support", "--json")
     shown = json.loads(out)
@@ -130,7 +138,8 @@ def test_workflow(
     code, out = cli("rm", "support@2")
     assert code == 0 and "removed adapter support@2" in out
     code, out = cli("log", "support")
-    assert [line.split()[3] for line in out.splitlines()] == ["push", "push", "alias.set", "remove"]
+    actions = [line.split()[3] for line in out.splitlines()]
+    assert actions == ["push", "alias.set", "push", "remove"]  # v1 took production itself
     code, out = cli("log", "--json")
     assert json.loads(out.splitlines()[0])["action"] == "base.add"
 
@@ -138,6 +147,7 @@ def test_workflow(
 def test_errors_have_mapped_exit_codes(
     cli: Callable[..., tuple[int, str]], tmp_path: Path, make_adapter: Callable[..., Path]
 ) -> None:
+    assert cli("init")[0] == 0
     code, out = cli("push", str(make_adapter()), "--allow-unknown-dataset")
     assert code == EXIT_CODES[InvalidAdapterError] and "registry base add" in out
     code, out = cli("show", "nothing")
@@ -153,6 +163,7 @@ def test_errors_have_mapped_exit_codes(
 def test_verify_exit_code_on_damage(
     cli: Callable[..., tuple[int, str]], base_dir: Path, tmp_path: Path
 ) -> None:
+    cli("init")
     cli("base", "add", str(base_dir), "--name", "tiny-base")
     blobs = sorted((tmp_path / "reg" / "blobs" / "sha256").rglob("*"))
     victim = next(p for p in blobs if p.is_file())
@@ -160,3 +171,57 @@ def test_verify_exit_code_on_damage(
     victim.write_bytes(b"changed")
     code, out = cli("verify")
     assert code == EXIT_CODES[IntegrityError] and "ERROR" in out
+
+
+def test_only_init_creates_a_registry(cli: Callable[..., tuple[int, str]], tmp_path: Path) -> None:
+    """Rough edge: `--registry /path/with/a/typo ls` made a new empty registry."""
+    typo = tmp_path / "regsitry"
+    for verb in (("ls",), ("show", "x"), ("log",), ("verify",), ("pull", "x", str(tmp_path / "d"))):
+        code, out = cli(*verb, "--registry", str(typo))
+        assert code == EXIT_CODES[NotARegistryError], (verb, out)
+        assert "registry init" in out and "Traceback" not in out
+    assert not typo.exists()
+    elsewhere = tmp_path / "project"
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("mine")
+    code, out = cli("ls", "--registry", str(elsewhere))
+    assert code == EXIT_CODES[NotARegistryError] and "no registry" in out
+    code, out = cli("init", "--registry", str(elsewhere))
+    assert code == EXIT_CODES[NotARegistryError] and "non-empty" in out
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["notes.txt"]
+    assert cli("init", "--registry", str(tmp_path / "new"))[0] == 0
+    assert cli("ls", "--registry", str(tmp_path / "new"))[0] == 0
+
+
+def test_garbage_database_is_a_clear_error(
+    cli: Callable[..., tuple[int, str]], tmp_path: Path
+) -> None:
+    """Rough edge: a garbage registry.db gave a traceback."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "registry.db").write_bytes(b"this is not a database at all" * 100)
+    for verb in (("ls",), ("init",)):
+        code, out = cli(*verb, "--registry", str(broken))
+        assert code == EXIT_CODES[NotARegistryError], out
+        assert "not a SQLite database" in out and "Traceback" not in out
+
+
+def test_push_records_code_commit_and_shows_it(
+    cli: Callable[..., tuple[int, str]],
+    base_dir: Path,
+    dataset_file: Path,
+    make_adapter: Callable[..., Path],
+) -> None:
+    assert cli("init")[0] == 0
+    cli("base", "add", str(base_dir), "--name", "tiny-base")
+    sha = "ab" * 20
+    code, out = cli(
+        "push", str(make_adapter()), "--dataset", str(dataset_file), "--git-sha", sha.upper()
+    )
+    assert code == 0, out
+    assert f"code:        {sha} (given)" in cli("show", "support")[1]
+    assert f"code={sha}" in cli("log", "support")[1]
+    code, out = cli(
+        "push", str(make_adapter(seed=3)), "--allow-unknown-dataset", "--git-sha", "abc"
+    )
+    assert code == EXIT_CODES[InvalidAdapterError] and "full commit id" in out

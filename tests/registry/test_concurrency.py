@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import registry
-from registry.local import Registry
+from registry.local import LocalRegistry
 
 PUSHER = """
 import sys, time, registry
-reg = registry.open(sys.argv[1])
+reg = registry.open(sys.argv[1], create=False)
 time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
 result = reg.push_adapter(sys.argv[2], name="support", dataset="support-data")
 print(result.adapter.version)
@@ -21,7 +21,7 @@ print(result.adapter.version)
 
 
 def test_concurrent_pushes(
-    reg: Registry, reg_path: Path, make_adapter: Callable[..., Path]
+    reg: LocalRegistry, reg_path: Path, make_adapter: Callable[..., Path]
 ) -> None:
     paths = [make_adapter(seed=seed) for seed in range(4)]
     start = time.time() + 1.5
@@ -40,7 +40,8 @@ def test_concurrent_pushes(
         listed = fresh.list_adapters()
         assert [v.version for v in listed] == [1, 2, 3, 4]
         assert len({v.digest for v in listed}) == 4
-        assert [e.version for e in fresh.events("support")] == [1, 2, 3, 4]
+        assert [e.version for e in fresh.events("support") if e.action == "push"] == [1, 2, 3, 4]
+        assert fresh.aliases("support") == {"production": 1}
         assert fresh.verify().ok
         check = fresh.store.one("PRAGMA integrity_check")
         assert check is not None and list(check.values()) == ["ok"]

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 import registry
-from registry.location import location_path
+from registry.location import location_path, open_local
+from registry.migrations import MIGRATIONS
 
 
 def test_location_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,11 +26,11 @@ def test_urls_are_not_supported_yet(url: str) -> None:
 
 
 def test_open_creates_and_migrates(tmp_path: Path) -> None:
-    with registry.open(tmp_path / "new") as reg:
+    with open_local(tmp_path / "new") as reg:
         assert (tmp_path / "new" / "registry.db").exists()
-        assert reg.store.one("PRAGMA user_version") == {"user_version": 1}
+        assert reg.store.schema_version() == len(MIGRATIONS)
         assert reg.store.one("PRAGMA journal_mode") == {"journal_mode": "wal"}
         assert reg.change_token() == 0 and reg.list_adapters() == []
     (tmp_path / "file").write_text("x")
-    with pytest.raises(registry.UnsupportedLocationError):
+    with pytest.raises(registry.NotARegistryError, match="is a file"):
         registry.open(tmp_path / "file")

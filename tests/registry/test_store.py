@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 import registry
-from registry.local import Registry
+from registry.local import LocalRegistry
 
 MakeAdapter = Callable[..., Path]
 
 
-def test_push_records_lineage(reg: Registry, make_adapter: MakeAdapter) -> None:
+def test_push_records_lineage(reg: LocalRegistry, make_adapter: MakeAdapter) -> None:
     path = make_adapter("support")
     (path / "training_args.json").write_text(json.dumps({"epochs": 3}))
     result = reg.push_adapter(path, dataset="support-data", meta={"owner": "ops"}, who="alice")
@@ -32,7 +32,7 @@ def test_push_records_lineage(reg: Registry, make_adapter: MakeAdapter) -> None:
     assert reg.resolve(v.digest).version == 1
 
 
-def test_identical_push_returns_existing(reg: Registry, make_adapter: MakeAdapter) -> None:
+def test_identical_push_returns_existing(reg: LocalRegistry, make_adapter: MakeAdapter) -> None:
     path = make_adapter("support")
     first = reg.push_adapter(path, dataset="support-data")
     again = reg.push_adapter(path, dataset="support-data", alias="production")
@@ -44,7 +44,7 @@ def test_identical_push_returns_existing(reg: Registry, make_adapter: MakeAdapte
     assert [e.action for e in reg.events("support")] == ["push", "alias.set", "push"]
 
 
-def test_unknown_dataset_needs_flag(reg: Registry, make_adapter: MakeAdapter) -> None:
+def test_unknown_dataset_needs_flag(reg: LocalRegistry, make_adapter: MakeAdapter) -> None:
     path = make_adapter()
     with pytest.raises(registry.InvalidAdapterError, match="allow-unknown-dataset"):
         reg.push_adapter(path)
@@ -52,24 +52,49 @@ def test_unknown_dataset_needs_flag(reg: Registry, make_adapter: MakeAdapter) ->
     assert v.dataset == registry.Lineage(None, None)
 
 
-def test_dataset_file_is_added(reg: Registry, make_adapter: MakeAdapter, tmp_path: Path) -> None:
+def test_dataset_file_is_added(
+    reg: LocalRegistry, make_adapter: MakeAdapter, tmp_path: Path
+) -> None:
     data = tmp_path / "triage-data.jsonl"
     data.write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n')
     v = reg.push_adapter(make_adapter("triage"), dataset=str(data)).adapter
     assert v.dataset.name == "triage-data"
     assert reg.dataset("triage-data").records == 3
     assert reg.resolve("triage-data").kind == "dataset"
-    clash = tmp_path / "extract.jsonl"
-    clash.write_text("{}\n")
-    with pytest.raises(registry.NameConflictError, match="dataset add"):
-        reg.push_adapter(make_adapter("extract"), dataset=clash)
+    again = reg.push_adapter(make_adapter("triage", seed=1), dataset=str(data)).adapter
+    assert again.dataset == v.dataset  # same bytes, same dataset
 
 
-def test_resolve_rules(reg: Registry, make_adapter: MakeAdapter) -> None:
+def test_dataset_file_named_after_the_task(
+    reg: LocalRegistry, make_adapter: MakeAdapter, tmp_path: Path
+) -> None:
+    """Rough edge: `push adapter/ --name extract --dataset data/extract.jsonl` was refused
+    ("would be recorded as 'extract', a name already taken")."""
+    data = tmp_path / "data" / "extract.jsonl"
+    data.parent.mkdir()
+    data.write_text('{"text": "a"}\n')
+    first = reg.push_adapter(make_adapter("adapter"), name="extract", dataset=data).adapter
+    assert first.ref == "extract@1"
+    assert first.dataset.name is not None and first.dataset.name.startswith("extract-")
+    assert first.dataset.digest == reg.dataset(first.dataset.name).digest
+    assert reg.resolve("extract").kind == "adapter"
+    second = reg.push_adapter(make_adapter("adapter", seed=1), name="extract", dataset=data)
+    assert second.adapter.dataset == first.dataset  # recorded by content, once
+    other = tmp_path / "other" / "extract.jsonl"
+    other.parent.mkdir()
+    other.write_text('{"text": "b"}\n')
+    third = reg.push_adapter(make_adapter("adapter", seed=2), name="extract", dataset=other)
+    assert third.adapter.dataset.name not in (None, first.dataset.name, "extract")
+    named = tmp_path / "tiny-base.jsonl"  # the stem names a base model: not taken over
+    named.write_text('{"text": "c"}\n')
+    fourth = reg.push_adapter(make_adapter("x"), name="x", dataset=named).adapter
+    assert fourth.dataset.name is not None and fourth.dataset.name.startswith("tiny-base-")
+
+
+def test_resolve_rules(reg: LocalRegistry, make_adapter: MakeAdapter) -> None:
     for seed in range(3):
         reg.push_adapter(make_adapter(seed=seed), dataset="support-data")
-    with pytest.raises(registry.AmbiguousRefError, match=r"support@1, support@2, support@3"):
-        reg.resolve("support")
+    assert reg.resolve("support").version == 1  # the first version took production
     reg.set_alias("support", "production", 2)
     reg.set_alias("support", "canary", 3)
     assert reg.resolve("support").version == 2
@@ -92,7 +117,9 @@ def test_resolve_rules(reg: Registry, make_adapter: MakeAdapter) -> None:
         reg.set_alias("support", "production", 7)
 
 
-def test_remove_is_soft_and_refused_while_aliased(reg: Registry, make_adapter: MakeAdapter) -> None:
+def test_remove_is_soft_and_refused_while_aliased(
+    reg: LocalRegistry, make_adapter: MakeAdapter
+) -> None:
     reg.push_adapter(make_adapter(seed=0), dataset="support-data", alias="production")
     reg.push_adapter(make_adapter(seed=1), dataset="support-data")
     with pytest.raises(registry.AliasInUseError, match="production"):
@@ -105,7 +132,8 @@ def test_remove_is_soft_and_refused_while_aliased(reg: Registry, make_adapter: M
     with pytest.raises(registry.RefNotFoundError, match="removed"):
         reg.resolve("support@1")
     reg.remove_alias("support", "production")
-    assert reg.resolve("support").version == 2  # the only live version
+    with pytest.raises(registry.RefNotFoundError, match="alias set support production 2"):
+        reg.resolve("support")
     v3 = reg.push_adapter(make_adapter(seed=0), dataset="support-data").adapter
     assert v3.version == 3  # numbers are never reused
     with pytest.raises(registry.InUseError):
@@ -114,7 +142,7 @@ def test_remove_is_soft_and_refused_while_aliased(reg: Registry, make_adapter: M
     assert any(e.action == "remove" and e.who == "bob" for e in reg.events())
 
 
-def test_shared_namespace(reg: Registry, make_adapter: MakeAdapter, base_dir: Path) -> None:
+def test_shared_namespace(reg: LocalRegistry, make_adapter: MakeAdapter, base_dir: Path) -> None:
     with pytest.raises(registry.NameConflictError, match="base"):
         reg.push_adapter(make_adapter("tiny-base"), dataset="support-data")
     with pytest.raises(registry.NameConflictError):
@@ -122,7 +150,7 @@ def test_shared_namespace(reg: Registry, make_adapter: MakeAdapter, base_dir: Pa
     assert reg.add_base(base_dir, name="tiny-base").name == "tiny-base"  # idempotent
 
 
-def test_base_record(reg: Registry) -> None:
+def test_base_record(reg: LocalRegistry) -> None:
     base = reg.base("tiny-base")
     assert base.license == "apache-2.0" and base.parent is None and base.quantization is None
     assert base.architecture["architectures"] == ["LlamaForCausalLM"]
@@ -132,7 +160,7 @@ def test_base_record(reg: Registry) -> None:
     assert reg.resolve(base.digest).kind == "base"
 
 
-def test_schema_from_dir_and_argument(reg: Registry, make_adapter: MakeAdapter) -> None:
+def test_schema_from_dir_and_argument(reg: LocalRegistry, make_adapter: MakeAdapter) -> None:
     path = make_adapter("extract")
     schema = {"type": "object", "properties": {"name": {"type": "string"}}}
     (path / "schema.json").write_text(json.dumps(schema))
@@ -144,7 +172,10 @@ def test_schema_from_dir_and_argument(reg: Registry, make_adapter: MakeAdapter) 
 
 
 def test_reopen_and_change_token(
-    reg_path: Path, reg: Registry, make_adapter: MakeAdapter, settings: registry.RegistrySettings
+    reg_path: Path,
+    reg: LocalRegistry,
+    make_adapter: MakeAdapter,
+    settings: registry.RegistrySettings,
 ) -> None:
     reg.push_adapter(make_adapter(), dataset="support-data")
     token = reg.change_token()
@@ -154,7 +185,7 @@ def test_reopen_and_change_token(
         assert again.list_adapters()[0] == reg.adapter("support@1")
 
 
-def test_events_are_append_only(reg: Registry) -> None:
+def test_events_are_append_only(reg: LocalRegistry) -> None:
     import sqlite3
 
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):

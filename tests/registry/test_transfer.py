@@ -11,7 +11,7 @@ import pytest
 
 import registry
 from registry.digest import ManifestEntry, hash_file, manifest_digest
-from registry.local import Registry
+from registry.local import LocalRegistry
 
 
 def _digest_of(directory: Path) -> str:
@@ -22,7 +22,7 @@ def _digest_of(directory: Path) -> str:
     return manifest_digest(entries)
 
 
-def _corrupt(reg: Registry, directory: Path, relpath: str) -> None:
+def _corrupt(reg: LocalRegistry, directory: Path, relpath: str) -> None:
     blob = reg.blobs.path(hashlib.sha256((directory / relpath).read_bytes()).hexdigest())
     os.chmod(blob, 0o644)
     with open(blob, "r+b") as fh:
@@ -30,14 +30,15 @@ def _corrupt(reg: Registry, directory: Path, relpath: str) -> None:
         fh.write(b"\x00\x01\x02")
 
 
-def test_pull_round_trip(reg: Registry, make_adapter: Callable[..., Path], tmp_path: Path) -> None:
+def test_pull_round_trip(
+    reg: LocalRegistry, make_adapter: Callable[..., Path], tmp_path: Path
+) -> None:
     src = make_adapter("support")
-    (src / "sub").mkdir()
-    (src / "sub" / "notes.txt").write_text("nested files survive\n")
+    (src / "README.md").write_text("every file survives\n")
     v = reg.push_adapter(src, dataset="support-data").adapter
     out = reg.pull("support@1", tmp_path / "out" / "support")
     assert _digest_of(out) == _digest_of(src) == v.digest
-    assert (out / "sub" / "notes.txt").read_text() == "nested files survive\n"
+    assert (out / "README.md").read_text() == "every file survives\n"
     empty = tmp_path / "empty"
     empty.mkdir()
     assert reg.pull("support", empty) == empty
@@ -45,7 +46,7 @@ def test_pull_round_trip(reg: Registry, make_adapter: Callable[..., Path], tmp_p
         reg.pull("support", out)
 
 
-def test_pull_base_and_dataset(reg: Registry, base_dir: Path, tmp_path: Path) -> None:
+def test_pull_base_and_dataset(reg: LocalRegistry, base_dir: Path, tmp_path: Path) -> None:
     out = reg.pull("tiny-base", tmp_path / "base")
     assert "README.md" not in {p.name for p in out.iterdir()}  # not a canonical file
     assert (out / "model.safetensors").read_bytes() == (base_dir / "model.safetensors").read_bytes()
@@ -55,7 +56,7 @@ def test_pull_base_and_dataset(reg: Registry, base_dir: Path, tmp_path: Path) ->
 
 
 def test_corrupt_blob_is_reported_and_refused(
-    reg: Registry, make_adapter: Callable[..., Path], tmp_path: Path
+    reg: LocalRegistry, make_adapter: Callable[..., Path], tmp_path: Path
 ) -> None:
     src = make_adapter()
     reg.push_adapter(src, dataset="support-data")
@@ -70,7 +71,7 @@ def test_corrupt_blob_is_reported_and_refused(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.pull-")]
 
 
-def test_missing_blob_and_orphans(reg: Registry, make_adapter: Callable[..., Path]) -> None:
+def test_missing_blob_and_orphans(reg: LocalRegistry, make_adapter: Callable[..., Path]) -> None:
     src = make_adapter()
     reg.push_adapter(src, dataset="support-data")
     orphan = reg.blobs.put_bytes(b"left by a killed push")
@@ -80,3 +81,15 @@ def test_missing_blob_and_orphans(reg: Registry, make_adapter: Callable[..., Pat
     assert reg.verify().orphans == ()
     reg.blobs.path(hash_file(src / "adapter_config.json")[0]).unlink()
     assert "missing" in reg.verify().errors[0]
+
+
+def test_pull_into_an_unwritable_place_is_a_clear_error(
+    reg: LocalRegistry, make_adapter: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Rough edge: `pull` into an unwritable parent gave a traceback."""
+    reg.push_adapter(make_adapter("support"), dataset="support-data")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(registry.DestinationUnwritableError, match="pull into a directory"):
+        reg.pull("support", blocker / "support")
+    assert blocker.read_text() == "x"

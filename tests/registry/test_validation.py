@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 
 import registry
 from registry.errors import AdapterProblem as P
-from registry.local import Registry
+from registry.local import LocalRegistry
 
 from .conftest import write_base
 
@@ -75,12 +75,103 @@ CASES: dict[str, tuple[P, Mutator]] = {
     ),
     "symlink": (P.UNSAFE_PATH, lambda p: os.symlink("/etc/hostname", p / "link.txt")),
     "bad_schema": (P.BAD_SCHEMA, lambda p: (p / "schema.json").write_text('{"type": 5}')),
+    # Rough edges a new user hit: each of these was accepted and failed only when served,
+    # or crashed the push (NaN: sqlite3.IntegrityError and an orphan blob; nesting:
+    # RecursionError).
+    "r_zero": (P.BAD_CONFIG, lambda p: _config(p, r=0)),
+    "r_negative": (P.BAD_CONFIG, lambda p: _config(p, r=-4)),
+    "r_string": (P.BAD_CONFIG, lambda p: _config(p, r="4")),
+    "r_bool": (P.BAD_CONFIG, lambda p: _config(p, r=True)),
+    "alpha_string": (P.BAD_CONFIG, lambda p: _config(p, lora_alpha="16")),
+    "dropout_one": (P.BAD_CONFIG, lambda p: _config(p, lora_dropout=1.5)),
+    "rank_pattern_string": (P.BAD_CONFIG, lambda p: _config(p, rank_pattern={"q_proj": "4"})),
+    "modules_to_save": (P.UNSUPPORTED, lambda p: _config(p, modules_to_save=["lm_head"])),
+    "alpha_nan": (P.BAD_CONFIG, lambda p: _raw_config(p, '"lora_alpha": NaN')),
+    "alpha_infinity": (P.BAD_CONFIG, lambda p: _raw_config(p, '"lora_alpha": Infinity')),
+    "alpha_overflow": (P.BAD_CONFIG, lambda p: _raw_config(p, '"lora_alpha": 1e999')),
+    "nan_deep_inside": (P.BAD_CONFIG, lambda p: _raw_config(p, '"extra": {"x": [1, -Infinity]}')),
+    "deep_nesting": (P.BAD_CONFIG, lambda p: _raw_config(p, '"x": ' + "[" * 5000 + "]" * 5000)),
+    "deeper_than_allowed": (P.BAD_CONFIG, lambda p: _raw_config(p, '"x": ' + "[" * 70 + "]" * 70)),
+    "schema_deep": (
+        P.BAD_SCHEMA,
+        lambda p: (p / "schema.json").write_text('{"items": ' * 3000 + "{}" + "}" * 3000),
+    ),
+    "training_args_nan": (
+        P.BAD_META,
+        lambda p: (p / "training_args.json").write_text('{"lr": NaN}'),
+    ),
+    "dot_env": (P.UNEXPECTED_FILE, lambda p: (p / ".env").write_text("OPENAI_API_KEY=sk-x\n")),
+    "nested_file": (
+        P.UNEXPECTED_FILE,
+        lambda p: ((p / "sub").mkdir(), (p / "sub" / "x.json").write_text("{}")),
+    ),
+    "checkpoint_dir": (
+        P.UNEXPECTED_FILE,
+        lambda p: (p / "optimizer.safetensors").write_bytes(b"x"),
+    ),
+    # Issue 10, section 2: non-finite weights corrupted the engine for every tenant.
+    "lora_b_all_nan": (
+        P.NON_FINITE,
+        lambda p: _tensors(
+            p, {A: np.ones((4, 32), np.float32), B: np.full((32, 4), np.nan, np.float32)}
+        ),
+    ),
+    "one_inf_f16": (
+        P.NON_FINITE,
+        lambda p: _tensors(p, {A: np.ones((4, 32), np.float16), B: _one(np.float16, np.inf)}),
+    ),
+    "one_nan_f64": (
+        P.NON_FINITE,
+        lambda p: _tensors(p, {A: np.ones((4, 32)), B: _one(np.float64, np.nan)}),
+    ),
+    "nan_bf16": (P.NON_FINITE, lambda p: _bf16(p, 0x7FC0)),
+    "inf_bf16": (P.NON_FINITE, lambda p: _bf16(p, 0xFF80)),
+    "truncated_tensor": (P.BAD_SAFETENSORS, lambda p: _shrink_tensor(p)),
 }
+
+
+def _one(dtype: type[np.floating], value: float) -> np.ndarray:
+    out = np.zeros((32, 4), dtype)
+    out[7, 3] = value
+    return out
+
+
+def _raw_config(path: Path, member: str) -> None:
+    text = (path / "adapter_config.json").read_text()
+    (path / "adapter_config.json").write_text(text.rstrip().rstrip("}") + ", " + member + "}")
+
+
+def _bf16(path: Path, bits: int) -> None:
+    """A/B pair stored as BF16 (numpy has no bfloat16: write the header by hand)."""
+    a = np.full((4, 32), 0x3F80, np.uint16)  # 1.0
+    b = np.full((32, 4), 0x3F80, np.uint16)
+    b[5, 1] = bits
+    header = {
+        A: {"dtype": "BF16", "shape": [4, 32], "data_offsets": [0, a.nbytes]},
+        B: {"dtype": "BF16", "shape": [32, 4], "data_offsets": [a.nbytes, a.nbytes + b.nbytes]},
+    }
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    blob = len(raw).to_bytes(8, "little") + raw + a.tobytes() + b.tobytes()
+    (path / "adapter_model.safetensors").write_bytes(blob)
+
+
+def _shrink_tensor(path: Path) -> None:
+    """A header that claims more bytes for a tensor than its shape needs."""
+    a, b = np.ones((4, 32), np.float32), np.ones((32, 4), np.float32)
+    header = {
+        A: {"dtype": "F32", "shape": [4, 32], "data_offsets": [0, a.nbytes]},
+        B: {"dtype": "F32", "shape": [32, 2], "data_offsets": [a.nbytes, a.nbytes + b.nbytes]},
+    }
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    blob = len(raw).to_bytes(8, "little") + raw + a.tobytes() + b.tobytes()
+    (path / "adapter_model.safetensors").write_bytes(blob)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_refused_before_writing(
-    reg: Registry, make_adapter: Callable[..., Path], case: str
+    reg: LocalRegistry, make_adapter: Callable[..., Path], case: str
 ) -> None:
     reason, mutate = CASES[case]
     path = make_adapter("support")
@@ -89,13 +180,16 @@ def test_refused_before_writing(
     token = reg.change_token()
     with pytest.raises(registry.InvalidAdapterError) as info:
         reg.push_adapter(path, dataset="support-data")
-    assert info.value.reason == reason
+    assert info.value.reason == reason, str(info.value)
     assert str(info.value)
     assert sorted(reg.blobs.digests()) == blobs_before
+    assert reg.blobs.temp_files() == []
     assert reg.change_token() == token and reg.list_adapters() == []
 
 
-def test_matching_template_is_accepted(reg: Registry, make_adapter: Callable[..., Path]) -> None:
+def test_matching_template_is_accepted(
+    reg: LocalRegistry, make_adapter: Callable[..., Path]
+) -> None:
     from .conftest import CHAT_TEMPLATE
 
     path = make_adapter()
@@ -104,7 +198,7 @@ def test_matching_template_is_accepted(reg: Registry, make_adapter: Callable[...
 
 
 def test_empty_dir_and_missing_base(
-    reg: Registry, tmp_path: Path, make_adapter: Callable[..., Path]
+    reg: LocalRegistry, tmp_path: Path, make_adapter: Callable[..., Path]
 ) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(registry.InvalidAdapterError) as info:
@@ -140,7 +234,7 @@ def test_rank_limit_is_a_setting(
         assert reg.push_adapter(make_adapter(r=2), allow_unknown_dataset=True).created
 
 
-def test_base_choice(reg: Registry, tmp_path: Path, make_adapter: Callable[..., Path]) -> None:
+def test_base_choice(reg: LocalRegistry, tmp_path: Path, make_adapter: Callable[..., Path]) -> None:
     reg.add_base(write_base(tmp_path / "other-base", template="x"), name="other-base")
     with pytest.raises(registry.InvalidAdapterError, match="pass --base"):
         reg.push_adapter(
@@ -152,7 +246,7 @@ def test_base_choice(reg: Registry, tmp_path: Path, make_adapter: Callable[..., 
     assert v2.base_model.name == "other-base"
 
 
-def test_bad_base_models(reg: Registry, tmp_path: Path) -> None:
+def test_bad_base_models(reg: LocalRegistry, tmp_path: Path) -> None:
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     (pickled / "config.json").write_text("{}")
@@ -161,3 +255,30 @@ def test_bad_base_models(reg: Registry, tmp_path: Path) -> None:
         reg.add_base(pickled, name="pickled")
     with pytest.raises(registry.InvalidBaseModelError, match=r"config\.json"):
         reg.add_base(tmp_path, name="nothing")
+
+
+def test_messages_name_the_field_and_the_tensor(
+    reg: LocalRegistry, make_adapter: Callable[..., Path]
+) -> None:
+    path = make_adapter()
+    _raw_config(path, '"alpha_pattern": {"q_proj": NaN}')
+    with pytest.raises(registry.InvalidAdapterError, match=r"alpha_pattern\.q_proj is nan"):
+        reg.push_adapter(path, dataset="support-data")
+    path = make_adapter()
+    _tensors(path, {A: np.ones((4, 32), np.float32), B: _one(np.float32, np.nan)})
+    with pytest.raises(registry.InvalidAdapterError, match=r"lora_B.weight' .* 1 NaN"):
+        reg.push_adapter(path, dataset="support-data")
+    path = make_adapter()
+    (path / ".env").write_text("SECRET=1\n")
+    with pytest.raises(registry.InvalidAdapterError, match=r"holds \.env"):
+        reg.push_adapter(path, dataset="support-data")
+
+
+def test_files_an_adapter_needs_are_accepted(
+    reg: LocalRegistry, make_adapter: Callable[..., Path]
+) -> None:
+    path = make_adapter()
+    (path / "README.md").write_text("# support\n")
+    (path / "training_args.json").write_text('{"lr": 0.0002}')
+    (path / "special_tokens_map.json").write_text("{}")
+    assert reg.push_adapter(path, dataset="support-data").created

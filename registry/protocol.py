@@ -1,0 +1,114 @@
+"""The :class:`Registry` protocol: what every caller (CLIs, gateway, quantize, deploy) uses.
+
+``registry.open(location)`` picks the implementation from the location's scheme and
+returns this type: a directory gives :class:`registry.local.LocalRegistry` (SQLite +
+blobs); ``http(s)://`` will give the registry service's client. Callers type against
+this protocol only, never against an implementation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from registry.records import (
+    AdapterVersion,
+    BaseModel,
+    Dataset,
+    Event,
+    PushResult,
+    Resolved,
+    VerifyReport,
+)
+
+PathLike = str | os.PathLike[str]
+
+
+class Registry(Protocol):
+    """One registry, open. A context manager; :meth:`close` when done."""
+
+    @property
+    def location(self) -> str:
+        """Where this registry lives (a directory path or a URL), for messages."""
+        ...
+
+    @property
+    def read_only(self) -> bool:
+        """True when writes are refused (e.g. a read-only mount)."""
+        ...
+
+    def __enter__(self) -> Registry: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def close(self) -> None: ...
+
+    # -- reads ------------------------------------------------------------------------
+    def resolve(self, ref: str) -> Resolved:
+        """What ``ref`` points at now; RefNotFound/InvalidRef/AmbiguousRef otherwise."""
+        ...
+
+    def adapter(self, ref: str) -> AdapterVersion: ...
+
+    def base(self, ref: str) -> BaseModel: ...
+
+    def dataset(self, ref: str) -> Dataset: ...
+
+    def list_adapters(self, name: str | None = None) -> list[AdapterVersion]: ...
+
+    def list_bases(self) -> list[BaseModel]: ...
+
+    def list_datasets(self) -> list[Dataset]: ...
+
+    def aliases(self, name: str) -> dict[str, int]: ...
+
+    def events(self, name: str | None = None) -> list[Event]: ...
+
+    def change_token(self) -> int:
+        """Grows whenever a write is committed; cheap to poll."""
+        ...
+
+    def pull(self, ref: str, dest: PathLike, *, progress: bool | None = False) -> Path: ...
+
+    def verify(
+        self, ref: str | None = None, *, gc: bool = False, gc_grace_s: float = 3600.0
+    ) -> VerifyReport: ...
+
+    # -- writes -----------------------------------------------------------------------
+    def push_adapter(
+        self,
+        path: PathLike,
+        *,
+        name: str | None = None,
+        base: str | None = None,
+        dataset: str | PathLike | None = None,
+        allow_unknown_dataset: bool = False,
+        alias: str | None = None,
+        schema: dict[str, Any] | PathLike | None = None,
+        meta: dict[str, Any] | None = None,
+        code: PathLike | None = None,
+        git_sha: str | None = None,
+        who: str | None = None,
+        progress: bool | None = False,
+    ) -> PushResult: ...
+
+    def add_base(
+        self,
+        path: PathLike,
+        *,
+        name: str,
+        license: str | None = None,
+        who: str | None = None,
+        progress: bool | None = False,
+    ) -> BaseModel: ...
+
+    def add_dataset(
+        self, path: PathLike, *, name: str, license: str | None = None, who: str | None = None
+    ) -> Dataset: ...
+
+    def set_alias(self, name: str, alias: str, version: int, *, who: str | None = None) -> None: ...
+
+    def remove_alias(self, name: str, alias: str, *, who: str | None = None) -> None: ...
+
+    def remove(self, ref: str, *, who: str | None = None) -> Resolved: ...
