@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.digest import canonical_json, sha256_bytes
+from registry.digest import Digest, canonical_json, sha256_bytes
 from registry.dirscan import ScannedFile
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
@@ -115,7 +115,7 @@ def template_digest(template: str | list[Any] | None) -> str | None:
     if template is None:
         return None
     data = template.encode() if isinstance(template, str) else canonical_json(template)
-    return "sha256:" + sha256_bytes(data)
+    return Digest.from_hex(sha256_bytes(data))
 
 
 def summarize(files: list[ScannedFile]) -> dict[str, Any]:

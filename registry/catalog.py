@@ -35,6 +35,7 @@ def add_base(
 ) -> BaseModel:
     """Record a base model directory (its canonical files) and its architecture summary."""
     check_name(name)
+    deps.store.check_writable()
     check_kind(deps.store, name, "base")
     try:
         files = [
@@ -145,6 +146,7 @@ def add_dataset(
 ) -> Dataset:
     """Record a dataset file (content digest, record count, license)."""
     check_name(name)
+    deps.store.check_writable()
     check_kind(deps.store, name, "dataset")
     staged = stage_dataset(deps, path)
     existing = deps.store.record_digest("dataset", name)

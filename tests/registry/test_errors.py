@@ -1,8 +1,12 @@
-"""Every registry exception maps to exactly one CLI exit code."""
+"""The error table: every registry exception carries exactly one exit code, HTTP status
+and wire code, and the table in errors.py's docstring says the same thing."""
 
 from __future__ import annotations
 
 import inspect
+import re
+
+import pytest
 
 from registry import errors
 from registry.cli import EXIT_CODES, exit_code
@@ -16,20 +20,44 @@ def _all_errors() -> set[type[errors.RegistryError]]:
     }
 
 
-def test_mapping_is_complete_and_exact() -> None:
-    assert set(EXIT_CODES) == _all_errors()
-    codes = list(EXIT_CODES.values())
-    assert len(codes) == len(set(codes)), "two exceptions share an exit code"
-    assert all(code not in (0, 2) for code in codes), "0 is success, 2 is a usage error"
+def test_every_class_carries_its_own_outcome() -> None:
+    for cls in _all_errors():
+        for attribute in ("exit_code", "http_status", "code"):
+            assert attribute in vars(cls), f"{cls.__name__} inherits {attribute}"
+        assert cls.exit_code not in (0, 2), "0 is success, 2 is a usage error"
+        assert 400 <= cls.http_status <= 599
+        assert re.fullmatch(r"[a-z_]+", cls.code)
 
 
-def test_most_specific_class_wins() -> None:
-    assert exit_code(errors.AliasInUseError("x")) == EXIT_CODES[errors.AliasInUseError]
+def test_the_table_is_complete_and_unambiguous() -> None:
+    classes = _all_errors()
+    assert set(errors.error_classes()) == classes
+    assert len({c.exit_code for c in classes}) == len(classes), "two classes share an exit code"
+    assert len({c.code for c in classes}) == len(classes), "two classes share a wire code"
+    assert set(EXIT_CODES) == classes
+    for cls in classes:
+        assert errors.error_class(cls.code) is cls  # an HTTP client can raise it again
+    assert errors.error_class("no_such_code") is errors.RegistryError
+
+
+def test_exit_code_is_the_class_attribute() -> None:
+    assert exit_code(errors.AliasInUseError("x")) == 11
     reason = errors.AdapterProblem.EMPTY
     assert exit_code(errors.InvalidAdapterError(reason, "x")) == 6
 
 
-def test_tree_is_documented() -> None:
+@pytest.mark.parametrize("cls", sorted(_all_errors(), key=lambda c: c.exit_code))
+def test_docstring_table_matches(cls: type[errors.RegistryError]) -> None:
     doc = errors.__doc__ or ""
-    for cls in _all_errors():
-        assert cls.__name__ in doc, f"{cls.__name__} missing from the tree in errors.py"
+    row = re.search(rf"{cls.__name__}\s+(\d+)\s+(\d+)\s+(\w+)", doc)
+    assert row is not None, f"{cls.__name__} missing from the table in errors.py"
+    assert (int(row[1]), int(row[2]), row[3]) == (cls.exit_code, cls.http_status, cls.code)
+
+
+def test_nothing_raises_the_bare_base_class() -> None:
+    import pathlib
+
+    root = pathlib.Path(errors.__file__).parent
+    for path in root.glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"raise (?:e\.|errors\.)?RegistryError\(", text), path.name

@@ -33,6 +33,8 @@ def test_zoo_round_trip(tmp_path: Path) -> None:
             assert version.base_model.digest == base.digest
             assert version.meta["training_args"]["task"] == args["task"]
             assert (version.schema is not None) == (adapter / "schema.json").exists()
+            if (EXAMPLES.parent / ".git").exists():  # the zoo sits in this repo's work tree
+                assert version.code is not None and len(version.code.commit) == 40
             out = reg.pull(version.ref, tmp_path / "pulled" / adapter.name)
             assert _digest_of(out) == _digest_of(adapter) == version.digest
             assert not reg.push_adapter(adapter, base="tiny-llama", dataset=dataset).created
