@@ -190,3 +190,18 @@ def test_events_are_append_only(reg: LocalRegistry) -> None:
 
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         reg.store.conn.execute("DELETE FROM events")
+
+
+def test_a_push_never_changes_what_the_name_serves(
+    reg: LocalRegistry, make_adapter: MakeAdapter
+) -> None:
+    """Rough edge: pushing mine@2 without an alias turned plain `mine` ambiguous (400)."""
+    first = reg.push_adapter(make_adapter("mine"), dataset="support-data").adapter
+    assert first.aliases == ("production",)
+    assert reg.resolve("mine").version == 1
+    second = reg.push_adapter(make_adapter("mine", seed=1), dataset="support-data").adapter
+    assert second.aliases == () and reg.resolve("mine").version == 1
+    canary = reg.push_adapter(make_adapter("mine", seed=2), dataset="support-data", alias="canary")
+    assert canary.adapter.aliases == ("canary",) and reg.resolve("mine").version == 1
+    reg.set_alias("mine", "production", 3)
+    assert reg.resolve("mine").version == 3
