@@ -34,6 +34,8 @@ import numpy as np
 from safetensors.numpy import save_file
 
 import registry
+from registry.local import LocalRegistry
+from registry.location import open_local
 
 HIDDEN, RANK, INTERMEDIATE = 16, 16, 65536
 MLP = {
@@ -103,13 +105,18 @@ def raw_copy(src: Path, dest: Path) -> float:
     )
 
 
-def fill(reg: registry.Registry, versions: int, per_name: int = 10) -> list[str]:
-    """Insert ``versions`` adapter rows (unique digests) straight into the store."""
+def fill(reg: LocalRegistry, versions: int, per_name: int = 10) -> list[str]:
+    """Insert ``versions`` adapter rows (unique digests) straight into the store's tables.
+
+    Raw SQL on purpose, outside ``sqlite_store``: pushing 10,000 real versions would take
+    most of the run, and only the rows' shape matters to ``resolve``.
+    """
     template = reg.store.one("SELECT * FROM adapters WHERE name = 'adapter'")
     assert template is not None
     refs: list[str] = []
     columns = [c for c in template if c not in ("id", "name", "version", "digest")]
-    with reg.store.write() as conn:
+    with reg.store.write() as tx:
+        conn = tx.conn
         for i in range(versions):
             name, version = f"tenant-{i // per_name:05d}", i % per_name + 1
             digest = f"sha256:{i:064x}"
@@ -132,7 +139,7 @@ def fill(reg: registry.Registry, versions: int, per_name: int = 10) -> list[str]
     return refs
 
 
-def resolve_latency(reg: registry.Registry, refs: list[str], calls: int) -> dict[str, float]:
+def resolve_latency(reg: LocalRegistry, refs: list[str], calls: int) -> dict[str, float]:
     rng = random.Random(0)
     sample = [rng.choice(refs) for _ in range(calls)]
     for ref in sample[:1000]:
@@ -161,7 +168,7 @@ def main() -> None:
         base, adapter = build(root, layers=2 if args.quick else 16)
         size = sum(p.stat().st_size for p in adapter.iterdir())
         raw_s = min(raw_copy(adapter, root / f"raw{i}") for i in range(2))
-        reg = registry.open(root / "reg", settings=registry.RegistrySettings(user="bench"))
+        reg = open_local(root / "reg", settings=registry.RegistrySettings(user="bench"))
         reg.add_base(base, name="base")
         push_s = timed(lambda: reg.push_adapter(adapter, allow_unknown_dataset=True))
         pull_s = timed(lambda: reg.pull("adapter@1", root / "pulled"))
