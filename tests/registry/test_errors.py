@@ -61,3 +61,12 @@ def test_nothing_raises_the_bare_base_class() -> None:
     for path in root.glob("*.py"):
         text = path.read_text()
         assert not re.search(r"raise (?:e\.|errors\.)?RegistryError\(", text), path.name
+
+
+def test_docs_list_every_error_with_its_numbers() -> None:
+    import pathlib
+
+    docs = (pathlib.Path(errors.__file__).parent.parent / "docs" / "registry.md").read_text()
+    for cls in _all_errors() - {errors.RegistryError}:
+        row = f"| {cls.exit_code} | {cls.http_status} | `{cls.__name__}` |"
+        assert row in docs, f"docs/registry.md lacks the row for {cls.__name__}"
