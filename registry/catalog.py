@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,6 +121,8 @@ def stage_dataset(deps: Deps, path: Path) -> StagedDataset:
             f"{path} is {size} bytes; a dataset must be non-empty and at most "
             f"{deps.settings.max_file_bytes} bytes (REGISTRY_MAX_FILE_BYTES)"
         )
+    if not os.access(path, os.R_OK):
+        raise InvalidDatasetError(f"{path} cannot be read (permissions); check who owns it")
     hexdigest, size = deps.blobs.put_file(path)
     return StagedDataset(Digest.from_hex(hexdigest), path.name, size, _count_records(path))
 

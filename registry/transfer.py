@@ -58,8 +58,10 @@ def pull(
         dest.parent.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
     except OSError as exc:
+        blocker = next((p for p in dest.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file" if blocker is not None else (exc.strerror or str(exc))
         raise DestinationUnwritableError(
-            f"cannot create {dest}: {exc.strerror or exc}; pull into a directory you can write"
+            f"cannot create {dest}: {why}; pull into a directory you can write"
         ) from None
     total = sum(e.size for e in entries)
     show = want_progress(progress, total, deps.settings.progress_min_bytes)

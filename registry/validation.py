@@ -135,13 +135,22 @@ def _read_tensors(path: Path) -> dict[str, TensorInfo]:
         tensors = read_safetensors_header(path)
     except ValueError as exc:
         raise InvalidAdapterError(P.BAD_SAFETENSORS, str(exc)) from None
+    except OSError as exc:
+        raise InvalidAdapterError(
+            P.BAD_SAFETENSORS, f"cannot read {path}: {exc.strerror or exc}"
+        ) from None
     if not tensors:
         raise InvalidAdapterError(P.NO_WEIGHTS, f"{ADAPTER_WEIGHTS} holds no tensors")
     for name, info in tensors.items():
         problem = size_problem(name, info)
         if problem is not None:
             raise InvalidAdapterError(P.BAD_SAFETENSORS, f"{ADAPTER_WEIGHTS}: {problem}")
-    found = first_non_finite(path, tensors)
+    try:
+        found = first_non_finite(path, tensors)
+    except OSError as exc:
+        raise InvalidAdapterError(
+            P.BAD_SAFETENSORS, f"cannot read {path}: {exc.strerror or exc}"
+        ) from None
     if found is not None:
         name, count = found
         raise InvalidAdapterError(

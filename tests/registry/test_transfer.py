@@ -90,6 +90,6 @@ def test_pull_into_an_unwritable_place_is_a_clear_error(
     reg.push_adapter(make_adapter("support"), dataset="support-data")
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    with pytest.raises(registry.DestinationUnwritableError, match="pull into a directory"):
+    with pytest.raises(registry.DestinationUnwritableError, match="a-file is a file; pull into"):
         reg.pull("support", blocker / "support")
     assert blocker.read_text() == "x"
