@@ -54,3 +54,12 @@ def test_killed_push_leaves_nothing(
         assert after.verify().orphans == ()
         result = after.push_adapter(path, dataset="support-data")
         assert result.created and result.adapter.version == 1
+
+
+def test_nothing_in_the_environment_can_make_the_library_kill_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review finding: a test-only setting that SIGKILLs was settable from the environment."""
+    monkeypatch.setenv("REGISTRY_CRASH_AFTER_STEP", "validated")
+    settings = registry.RegistrySettings()
+    assert not any("crash" in name for name in type(settings).model_fields)
