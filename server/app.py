@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,17 +14,18 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from server import probe
+from server import placement, probe
+from server.access import RequestIdMiddleware
 from server.adapters import AdapterCache, AdapterSlots
 from server.auth import allowed, authenticate
 from server.errors import (
     GatewayError,
     MethodNotAllowedError,
-    ModelNotFoundError,
+    RouteNotFoundError,
     to_gateway_error,
 )
 from server.metrics import Metrics
-from server.resolver import Resolver
+from server.resolver import Resolver, Target
 from server.serving import Gateway, error_response
 from server.settings import GatewaySettings
 from server.supervisor import Supervisor
@@ -45,6 +47,8 @@ class Runtime:
 
 async def _start(rt: Runtime) -> None:
     s = rt.settings
+    if s.cpu_affinity is not None:
+        placement.pin_process(os.getpid(), placement.parse_cpus(s.cpu_affinity))
     base = await rt.resolver.open(s.base)
     if s.backends:
         rt.backends = [
@@ -52,7 +56,7 @@ async def _start(rt: Runtime) -> None:
             for i, url in enumerate(s.backends)
         ]
     else:
-        model_dir = s.cache_dir / "models" / base.digest.removeprefix("sha256:")
+        model_dir = s.cache_dir / "models" / Target(base, None).digest_hex
         if not model_dir.is_dir():
             model_dir.parent.mkdir(parents=True, exist_ok=True)
             await rt.resolver.pull(base.name, model_dir)
@@ -64,9 +68,12 @@ async def _start(rt: Runtime) -> None:
     cache = AdapterCache(s.cache_dir / "adapters", rt.resolver)
     slots = [AdapterSlots(b, cache, s.max_loaded_adapters, rt.metrics) for b in rt.backends]
     rt.gateway = Gateway(s, rt.resolver, slots, rt.metrics)
+    restart: dict[str, probe.Restart] = {}
+    if rt.supervisor is not None:
+        restart["local"] = rt.supervisor.restart
     rt.tasks.append(
         asyncio.create_task(
-            probe.watch(rt.backends, s.probe_interval_s, s.probe_timeout_s, rt.metrics)
+            probe.watch(rt.backends, s.probe_interval_s, s.probe_timeout_s, rt.metrics, restart)
         )
     )
     rt.tasks.append(asyncio.create_task(rt.resolver.refresh_forever(s.route_refresh_s)))
@@ -85,6 +92,17 @@ async def _stop(rt: Runtime) -> None:
     await rt.resolver.close()
 
 
+async def _engine_gauges(rt: Runtime) -> None:
+    """vLLM's queue depth and KV-cache use, next to the gateway's own series."""
+    stats = await asyncio.gather(*(b.engine_stats(timeout_s=1.0) for b in rt.backends))
+    m = rt.metrics
+    for backend, st in zip(rt.backends, stats, strict=True):
+        if st is not None:
+            m.backend_requests_running.labels(backend.label).set(st.running)
+            m.backend_requests_waiting.labels(backend.label).set(st.waiting)
+            m.backend_kv_cache_usage.labels(backend.label).set(st.kv_cache_usage)
+
+
 def create_app(settings: GatewaySettings) -> FastAPI:
     rt = Runtime(settings, Metrics(), Resolver(settings.registry))
 
@@ -97,6 +115,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             await _stop(rt)
 
     app = FastAPI(title="loraport gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(RequestIdMiddleware)
     app.state.runtime = rt
 
     def gateway() -> Gateway:
@@ -111,7 +130,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def on_http_error(request: Request, e: StarletteHTTPException) -> Response:
         if e.status_code == 405:
             return error_response(MethodNotAllowedError(f"{request.method} not allowed here"))
-        return error_response(ModelNotFoundError(f"no route {request.url.path}", code=None))
+        return error_response(RouteNotFoundError(f"no route {request.method} {request.url.path}"))
 
     @app.exception_handler(Exception)
     async def on_any_error(request: Request, e: Exception) -> Response:
@@ -141,6 +160,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        await _engine_gauges(rt)
         return Response(rt.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     @app.get("/health")
@@ -149,8 +169,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.get("/ready")
     async def ready() -> Response:
+        # No URLs, paths or log lines: /ready answers anyone; the gateway log has the rest.
         states = [
-            {"backend": b.label, "url": b.url, "ready": b.state.ready, "detail": b.state.detail}
+            {"backend": b.label, "ready": b.state.ready, "detail": b.state.detail}
             for b in rt.backends
         ]
         ok = rt.gateway is not None and any(b.state.ready for b in rt.backends)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -79,11 +80,18 @@ def serve(
         click.echo(f"warning: {problem}", err=True)
     settings = GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
     _check_registry(settings)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("loraport.access").setLevel(
+        logging.INFO if settings.access_log else logging.WARNING
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        access_log=False,  # loraport.access logs each request with its x-request-id
         timeout_graceful_shutdown=10,
     )
 
@@ -102,15 +110,14 @@ def hash_key_cmd(secret: str) -> None:
 
 
 def _check_registry(settings: GatewaySettings) -> None:
-    """Fail fast, with a message, before any server starts."""
-    import registry
-    from server.resolver import pick_base
+    """Fail fast, with the registry's message and exit code, before any server starts."""
+    from server.resolver import RegistryUnusable, check_registry
 
     try:
-        with registry.open(settings.registry) as reg:
-            pick_base(reg, settings.base)
-    except registry.RegistryError as e:
-        raise click.ClickException(str(e)) from e
+        check_registry(settings.registry, settings.base)
+    except RegistryUnusable as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(e.exit_code)
 
 
 def main() -> None:

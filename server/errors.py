@@ -6,6 +6,7 @@
     ├── AuthenticationError           401 authentication_error
     ├── PermissionDeniedError         403 permission_error
     ├── ModelNotFoundError            404 not_found_error         code model_not_found
+    ├── RouteNotFoundError            404 not_found_error         code unknown_route
     ├── MethodNotAllowedError         405 invalid_request_error   code method_not_allowed
     ├── RequestTooLargeError          413 invalid_request_error   code request_too_large
     ├── StructuredOutputError         422 / 502 structured_output_error
@@ -17,8 +18,8 @@
 
 Every failure leaves the gateway as `{"error": {"message", "type", "param", "code"}}`
 with the status above; nothing else chooses a status. `to_gateway_error` is the one
-mapping of everything else met while serving (registry failures, transport failures,
-bugs) onto this tree.
+mapping of everything else met while serving (transport failures, bugs) onto this tree;
+registry failures are mapped where the registry is called, `server.resolver.from_registry`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ class ModelNotFoundError(GatewayError):
     code = "model_not_found"
 
 
+class RouteNotFoundError(GatewayError):
+    status = 404
+    type = "not_found_error"
+    code = "unknown_route"
+
+
 class MethodNotAllowedError(GatewayError):
     status = 405
     type = "invalid_request_error"
@@ -139,35 +146,10 @@ def to_gateway_error(e: Exception) -> GatewayError:
     """Any exception met while serving, as the error the client gets."""
     import aiohttp
 
-    import registry
-
     if isinstance(e, GatewayError):
         return e
-    if isinstance(e, registry.RegistryError):
-        return from_registry(e)
     if isinstance(e, TimeoutError):
         return BackendError("the vLLM backend timed out", code="timeout")
     if isinstance(e, aiohttp.ClientError):
         return BackendError(f"the vLLM backend connection failed: {e}", code="backend_failed")
-    if isinstance(e, ValueError):
-        return BackendError(f"the vLLM backend sent something unreadable: {e}")
     return GatewayError(f"internal error ({type(e).__name__}); see the gateway log")
-
-
-def from_registry(e: Exception) -> GatewayError:
-    """The one mapping of a registry failure met while serving to a gateway error."""
-    import registry  # the registry package stays importable without the gateway
-
-    message = str(e)
-    if isinstance(e, registry.InvalidRefError):
-        return InvalidRequestError(message, param="model", code="invalid_model_ref")
-    if isinstance(e, registry.AmbiguousRefError):
-        return InvalidRequestError(message, param="model", code="ambiguous_model")
-    if isinstance(e, registry.RefNotFoundError):
-        return ModelNotFoundError(f"model not found: {message}", param="model")
-    if isinstance(e, registry.IntegrityError):
-        return GatewayError(
-            f"a stored file failed digest verification ({message}); run `registry verify`",
-            code="registry_integrity",
-        )
-    return GatewayError(f"registry error: {message}", code="registry_error")

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
@@ -36,6 +43,7 @@ class Series:
 
 class Metrics:
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` twin of every counter and histogram
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
             "loraport_requests_total",
@@ -79,6 +87,17 @@ class Metrics:
         self.in_flight = Gauge(
             "loraport_in_flight_requests", "Requests being served now.", registry=r
         )
+        self.adapter_in_flight = Gauge(
+            "loraport_adapter_in_flight_requests",
+            "Requests being served now, by adapter version and arm.",
+            list(SERIES),
+            registry=r,
+        )
+        self.tokens_in_flight = Gauge(
+            "loraport_tokens_in_flight",
+            "Admitted work in tokens (estimated prompt + max_tokens, times n).",
+            registry=r,
+        )
         self.adapter_loads = Counter(
             "loraport_adapter_loads_total",
             "Adapter loads into a backend.",
@@ -113,6 +132,31 @@ class Metrics:
         self.backend_degraded = Gauge(
             "loraport_backend_degraded",
             "1 when the generation probe failed, timed out or produced degenerate output.",
+            ["backend"],
+            registry=r,
+        )
+        self.probe_failures = Counter(
+            "loraport_probe_failures_total",
+            "Readiness probes that failed, by reason "
+            "(timeout, error, degenerate, changed, unhealthy).",
+            ["backend", "reason"],
+            registry=r,
+        )
+        self.backend_requests_running = Gauge(
+            "loraport_backend_requests_running",
+            "vLLM's own count of requests running (read at scrape time).",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_requests_waiting = Gauge(
+            "loraport_backend_requests_waiting",
+            "vLLM's queue: requests waiting to be scheduled (read at scrape time).",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_kv_cache_usage = Gauge(
+            "loraport_backend_kv_cache_usage_ratio",
+            "vLLM's KV-cache use, 0 to 1 (read at scrape time).",
             ["backend"],
             registry=r,
         )

@@ -1,8 +1,24 @@
-"""Backend health: is it up, which model does it serve, and can it really generate?
+"""Backend health: is it up, which model does it serve, can it really generate, and does
+it still generate what it did?
 
 `/health` of vLLM can answer while generation is broken (vllm#24207), so readiness comes
-from a short real generation, repeated every `probe_interval_s`. A backend whose probe
-errors, times out or produces degenerate text is marked degraded.
+from a short real generation, repeated every `probe_interval_s`. The decision is `judge`,
+a pure function:
+
+- an error, or degenerate text (empty, one short piece repeated): degraded;
+- a different greedy answer of the *base model* than this server gave at its first good
+  probe: degraded (`changed`). An adapter with NaN weights was seen to leave vLLM's base
+  model answering "" with status 200 until another adapter ran; a corrupted engine must
+  not keep answering. The embedded server is then restarted; a remote one stays out of
+  rotation until it answers as before. Batching perturbs a greedy answer (seen in float32
+  while the parity test ran 49 prompts), so answers are compared only when the probe ran
+  alone on the engine (nothing running or waiting just before or after it); a changed
+  answer is asked again twice before it counts. Under steady load the degenerate-text
+  rule still catches an engine that answers "";
+- a timeout while vLLM is *making progress* (requests running and its generated-token
+  counter moving between the probe's start and its end): `busy`, still ready. A huge but
+  allowed batch delays the probe without anything being wrong. A timeout with no progress
+  is a hang: degraded.
 """
 
 from __future__ import annotations
@@ -10,17 +26,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from server.errors import GatewayError
 from server.metrics import Metrics
-from server.vllm_http import VllmBackend
+from server.vllm_http import EngineStats, VllmBackend
 
 log = logging.getLogger("loraport.gateway")
 
 # The whole text is one piece of up to 8 characters, said at least four times.
 _LOOP = re.compile(r"(.{1,8}?)\1{3,}", re.DOTALL)
 PROBE_MESSAGE = "Hello, I need help with my order."
+CHANGED_RETRIES = 2
+PROBE_TOKENS = 16
+
+Reason = Literal["ok", "busy", "timeout", "error", "degenerate", "changed", "unhealthy"]
+FAILURES: tuple[Reason, ...] = ("timeout", "error", "degenerate", "changed", "unhealthy")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: Reason
+    detail: str
+
+    @property
+    def degraded(self) -> bool:
+        return self.reason in FAILURES
 
 
 def degenerate(text: str) -> str | None:
@@ -36,65 +69,136 @@ def degenerate(text: str) -> str | None:
     return None
 
 
+def progressing(before: EngineStats | None, after: EngineStats | None) -> bool:
+    """vLLM generated tokens for others between two samples: requests running besides the
+    probe, and more tokens than the probe alone could have produced."""
+    if before is None or after is None:
+        return False
+    others = after.generation_tokens - before.generation_tokens - PROBE_TOKENS
+    return after.running > 1 and others > 0
+
+
+def judge(
+    answer: str | None,
+    failure: Literal["timeout", "error"] | None,
+    remembered: str | None,
+    progress: bool,
+    alone: bool = True,
+) -> Verdict:
+    """The probe's verdict (pure): see the module docstring for the rules. `alone`: the
+    engine ran nothing but the probe, so its greedy answer is comparable."""
+    if failure == "timeout":
+        if progress:
+            return Verdict("busy", "ready (busy: the probe waited behind running requests)")
+        return Verdict("timeout", "the generation probe timed out with no progress")
+    if failure == "error" or answer is None:
+        return Verdict("error", "the generation probe failed")
+    if alone and remembered is not None and answer != remembered:
+        return Verdict("changed", "the base model's greedy answer to the probe changed")
+    problem = degenerate(answer)
+    if problem is not None:
+        return Verdict("degenerate", f"the generation probe produced degenerate text ({problem})")
+    return Verdict("ok", "ready")
+
+
 def probe_body(model_id: str) -> dict[str, Any]:
     return {
         "model": model_id,
         "messages": [{"role": "user", "content": PROBE_MESSAGE}],
-        "max_tokens": 16,
+        "max_tokens": PROBE_TOKENS,
         "temperature": 0,
     }
 
 
-async def probe_once(backend: VllmBackend, timeout_s: float) -> str | None:
-    """One generation; the problem found, or None when the backend is fine."""
+@dataclass(frozen=True)
+class ProbeRun:
+    verdict: Verdict
+    text: str | None = None
+    alone: bool = False
+
+
+async def probe_once(backend: VllmBackend, timeout_s: float) -> ProbeRun:
+    """One generation of the base model, judged; the text; whether it ran alone."""
     state = backend.state
+    before = await backend.engine_stats()
     try:
         if state.model_id is None:
-            state.model_id = await backend.discover_model()
+            state.serving(*await backend.discover_model())
+        assert state.model_id is not None
         data = await asyncio.wait_for(
             backend.generate("/v1/chat/completions", probe_body(state.model_id)), timeout_s
         )
     except TimeoutError:
-        return f"generation probe timed out after {timeout_s:.0f}s"
+        after = await backend.engine_stats()
+        return ProbeRun(judge(None, "timeout", state.base_answer, progressing(before, after)))
     except GatewayError as e:
-        return f"generation probe failed: {e.message}"
+        log.warning("probe of backend %s failed: %s", backend.label, e.message)
+        return ProbeRun(judge(None, "error", state.base_answer, False))
+    after = await backend.engine_stats()
     choices = data.get("choices") or [{}]
     text = str((choices[0].get("message") or {}).get("content") or "")
-    return degenerate(text)
+    alone = idle(before, after)
+    return ProbeRun(judge(text, None, state.base_answer, False, alone), text, alone)
 
 
-async def check(backend: VllmBackend, timeout_s: float, metrics: Metrics) -> None:
-    """Refresh one backend's state: up, model, degraded."""
+def idle(before: EngineStats | None, after: EngineStats | None) -> bool:
+    """Nothing but the probe ran: no request running or waiting just before it or just
+    after it. Only then is its greedy answer compared (batching perturbs it)."""
+    if before is None or after is None:
+        return False
+    return before.running + before.waiting + after.running + after.waiting == 0
+
+
+async def check(backend: VllmBackend, timeout_s: float, metrics: Metrics) -> Verdict:
+    """Refresh one backend's state: up, model, degraded. Returns the verdict."""
     state = backend.state
     up = await backend.health()
-    if state.up and not up:
-        state.generation += 1  # whatever it held is gone once it comes back
-        state.model_id = None
-    state.up = up
+    state.answering_health(up)
+    run = ProbeRun(Verdict("unhealthy", "not answering /health"))
     if up:
-        problem = await probe_once(backend, timeout_s)
-        state.degraded = problem is not None
-        state.detail = problem or "ready"
-    else:
-        state.detail = "not answering /health"
+        run = await probe_once(backend, timeout_s)
+        for _ in range(CHANGED_RETRIES):
+            if run.verdict.reason != "changed":
+                break
+            run = await probe_once(backend, timeout_s)
+    verdict = run.verdict
+    if verdict.reason == "ok" and state.base_answer is None and run.alone:
+        state.base_answer = run.text
+    if verdict.degraded:
+        metrics.probe_failures.labels(backend.label, verdict.reason).inc()
+    state.judged(verdict.degraded, verdict.detail)
     metrics.backend_up.labels(backend.label).set(1 if state.up else 0)
     metrics.backend_degraded.labels(backend.label).set(1 if state.degraded else 0)
+    return verdict
+
+
+Restart = Callable[[str], None]
+"""Given by the supervisor of an embedded server: replace it, for the reason given."""
 
 
 async def watch(
-    backends: list[VllmBackend], interval_s: float, timeout_s: float, metrics: Metrics
+    backends: list[VllmBackend],
+    interval_s: float,
+    timeout_s: float,
+    metrics: Metrics,
+    restart: dict[str, Restart] | None = None,
 ) -> None:
-    """Probe forever: every second while any backend is not ready, else every interval."""
+    """Probe forever: every second while any backend is not ready, else every interval.
+    A backend judged `changed` is restarted when its supervisor is known."""
+    restart = restart or {}
     while True:
-        for backend, result in zip(
-            backends,
-            await asyncio.gather(
-                *(check(b, timeout_s, metrics) for b in backends), return_exceptions=True
-            ),
-            strict=True,
-        ):
-            if isinstance(result, Exception):  # never let one bad answer stop the probing
+        results = await asyncio.gather(
+            *(check(b, timeout_s, metrics) for b in backends), return_exceptions=True
+        )
+        for backend, result in zip(backends, results, strict=True):
+            if isinstance(result, BaseException):  # never let one bad answer stop the probing
                 log.exception("probe of backend %s failed", backend.label, exc_info=result)
-                backend.state.degraded, backend.state.detail = True, f"probe failed: {result}"
+                backend.state.judged(True, "the generation probe failed")
+                metrics.probe_failures.labels(backend.label, "error").inc()
+            elif result.reason == "changed" and backend.label in restart:
+                log.error("backend %s: %s; restarting it", backend.label, result.detail)
+                restart[backend.label](result.detail)
+            elif result.degraded:
+                log.warning("backend %s degraded: %s", backend.label, result.detail)
         all_ready = all(b.state.ready for b in backends)
         await asyncio.sleep(interval_s if all_ready else 1.0)

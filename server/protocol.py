@@ -1,64 +1,106 @@
 """The OpenAI wire format, as far as the gateway reads it.
 
-Only fields the gateway acts on are declared; every other field is accepted and
-forwarded to vLLM untouched (as vLLM itself accepts them), so the official clients and
-vLLM's own extensions keep working.
+Fields the gateway acts on, and the common sampling fields, are declared with the types
+OpenAI's API gives them and checked strictly: `"max_tokens": "5"`, `"n": true` or
+`"temperature": "hot"` are the gateway's own 400 naming the field, never coerced and never
+vLLM's raw validation dump. Every other field is accepted and forwarded to vLLM untouched
+(as vLLM itself accepts them), so the official clients and vLLM's extensions keep working.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from server.errors import InvalidRequestError
 
 Endpoint = Literal["chat", "completions"]
 PATHS: dict[Endpoint, str] = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 
+SInt = Annotated[int, Strict()]
+SBool = Annotated[bool, Strict()]
+SStr = Annotated[str, Strict()]
+# JSON has one number type: an integer is a fine temperature, a string or a bool is not.
+SNumber = Annotated[float, Strict()] | SInt
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1, max_length=512)
-    stream: bool = False
-    max_tokens: int | None = Field(default=None, ge=1)
-    n: int = Field(default=1, ge=1, le=16)
+    model: Annotated[str, Strict(), Field(min_length=1, max_length=512)]
+    stream: SBool = False
+    max_tokens: Annotated[int, Strict(), Field(ge=1)] | None = None
+    n: Annotated[int, Strict(), Field(ge=1, le=16)] = 1
     response_format: dict[str, Any] | None = None
-    user: str | None = None
+    user: SStr | None = None
     stream_options: dict[str, Any] | None = None
+    temperature: SNumber | None = None
+    top_p: SNumber | None = None
+    presence_penalty: SNumber | None = None
+    frequency_penalty: SNumber | None = None
+    seed: SInt | None = None
+    stop: SStr | list[SStr] | None = None
+    ignore_eos: SBool | None = None
 
     def token_budget(self) -> int | None:
         return self.max_tokens
+
+    def prompt_count(self) -> int:
+        return 1
+
+    def prompt_chars(self) -> int:
+        return 0
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: SStr | list[dict[str, Any]] | None = None
 
 
 class ChatRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: Annotated[int, Strict(), Field(ge=1)] | None = None
 
     def token_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def prompt_chars(self) -> int:
+        return sum(
+            len(m.content) if isinstance(m.content, str) else len(json.dumps(m.content))
+            for m in self.messages
+        )
+
 
 class CompletionRequest(_Request):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: SStr | list[SStr] | list[SInt] | list[list[SInt]]
+
+    def prompt_count(self) -> int:
+        p = self.prompt
+        if isinstance(p, str) or (p and isinstance(p[0], int)):
+            return 1
+        return max(1, len(p))
+
+    def prompt_chars(self) -> int:
+        p = self.prompt
+        if isinstance(p, str):
+            return len(p)
+        return sum(len(x) if isinstance(x, str | list) else 1 for x in p)
 
 
 MODELS: dict[Endpoint, type[_Request]] = {"chat": ChatRequest, "completions": CompletionRequest}
+Request = _Request
 
 
 def parse(endpoint: Endpoint, raw: bytes) -> tuple[dict[str, Any], _Request]:
     """The body as a dict (to forward) and as a checked request (to act on)."""
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise InvalidRequestError("the request body is nested too deeply") from None
     except ValueError as e:
         raise InvalidRequestError(f"the request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
@@ -67,9 +109,19 @@ def parse(endpoint: Endpoint, raw: bytes) -> tuple[dict[str, Any], _Request]:
         req = MODELS[endpoint].model_validate(body)
     except ValidationError as e:
         first = e.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
+        loc = [str(p) for p in first["loc"]]
+        # A union's failure names the member type it tried last; the field is what counts.
+        param = ".".join(p for p in loc if not _is_type_tag(p)) or None
         raise InvalidRequestError(f"{param}: {first['msg']}", param=param) from None
+    except RecursionError:
+        raise InvalidRequestError("the request body is nested too deeply") from None
     return body, req
+
+
+def _is_type_tag(part: str) -> bool:
+    return part in {"str", "int", "float", "bool", "list[str]", "list[int]"} or part.startswith(
+        ("list[", "function-", "constrained-")
+    )
 
 
 def text_of(endpoint: Endpoint, choice: dict[str, Any]) -> str:

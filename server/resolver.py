@@ -4,39 +4,80 @@ The registry owns the ref grammar (NAME, NAME@N, NAME@ALIAS, sha256:...); the ga
 asks it and caches answers until the registry's change token moves. All registry calls
 run on one dedicated thread, so SQLite never blocks the event loop and its connection
 never crosses threads.
+
+This is the one module of `server` that imports `registry`: every registry failure is
+turned into a gateway error here (`from_registry`), by the status the registry's own
+error table gives it, so the rest of the gateway never sees a registry type.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import registry
-from server.errors import InvalidRequestError, ModelNotFoundError, from_registry
+from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError
 from server.metrics import Series
 
 T = TypeVar("T")
 log = logging.getLogger("loraport.gateway")
 STABLE = "stable"
+ROUTE_CACHE_SIZE = 4096
 
 
-def pick_base(reg: registry.Registry, ref: str | None) -> registry.BaseModel:
-    """The base model a gateway serves: `ref`, else the registry's only base model."""
-    if ref is not None:
-        return reg.base(ref)
-    bases = reg.list_bases()
-    if len(bases) != 1:
-        names = ", ".join(b.name for b in bases) or "none"
-        raise registry.RegistryError(
-            f"the registry holds {len(bases)} base models ({names}); choose one with "
-            "--base NAME (add one with `registry base add DIR --name NAME`)"
+# Registry codes met while resolving a request's `model`, as OpenAI-style codes.
+_MODEL_CODES = {
+    "invalid_ref": "invalid_model_ref",
+    "ambiguous_ref": "ambiguous_model",
+    "ref_not_found": "model_not_found",
+}
+
+
+def from_registry(e: registry.RegistryError) -> GatewayError:
+    """The one mapping of a registry failure met while serving to a gateway error: the
+    registry's error table gives the status; a bad `model` gets OpenAI's codes."""
+    message = str(e)
+    code = _MODEL_CODES.get(e.code)
+    if e.http_status == 404:
+        return ModelNotFoundError(f"model not found: {message}", param="model")
+    if e.http_status == 400:
+        return InvalidRequestError(message, param="model", code=code or e.code)
+    if isinstance(e, registry.IntegrityError):
+        return GatewayError(
+            f"a stored file failed digest verification ({message}); run `registry verify`",
+            code="registry_integrity",
         )
-    return bases[0]
+    return GatewayError(f"registry error: {message}", code=f"registry_{e.code}")
+
+
+class RegistryUnusable(Exception):
+    """The registry cannot serve this gateway at all (checked before the server starts)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def check_registry(location: str | None, base_ref: str | None) -> None:
+    """Fail fast, with the registry's message and exit code, before any server starts."""
+    try:
+        with registry.open(location, create=False) as reg:
+            registry.pick_base(reg, base_ref)
+    except registry.RegistryError as e:
+        raise RegistryUnusable(str(e), e.exit_code) from e
+
+
+def parse_lora_name(name: str) -> tuple[str, str] | None:
+    """(adapter name, version) of a stable LoRA name this gateway (or another) loaded."""
+    parsed = registry.parse_lora_name(name)
+    return None if parsed is None else (parsed.name, str(parsed.version))
 
 
 @dataclass(frozen=True)
@@ -64,9 +105,12 @@ class Target:
     @property
     def lora_name(self) -> str | None:
         """The stable name vLLM knows this version by: immutable, so safe to cache."""
-        if self.adapter is None:
-            return None
-        return f"{self.adapter.ref}+{self.adapter.digest.removeprefix('sha256:')[:12]}"
+        return None if self.adapter is None else registry.lora_name(self.adapter)
+
+    @property
+    def digest_hex(self) -> str:
+        """The content digest's hex of what this target loads (cache directory names)."""
+        return registry.Digest(self.adapter.digest if self.adapter else self.base.digest).hex
 
 
 class Resolver:
@@ -74,7 +118,9 @@ class Resolver:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
         self._location = location
         self._reg: registry.Registry | None = None
-        self._cache: dict[str, Target] = {}
+        # Bounded: keys are client input. Refs are canonical (the registry refuses other
+        # spellings), so one version has a handful of keys, but unknown names are many.
+        self._cache: OrderedDict[str, Target] = OrderedDict()
         self._token: int | None = None
         self.base: registry.BaseModel | None = None
 
@@ -83,8 +129,11 @@ class Resolver:
 
     async def open(self, base_ref: str | None) -> registry.BaseModel:
         """Open the registry (on its thread) and pick the base model this gateway serves."""
-        self._reg = await self.call(registry.open, self._location)
-        self.base = await self.call(pick_base, self._reg, base_ref)
+        try:
+            self._reg = await self.call(partial(registry.open, self._location, create=False))
+            self.base = await self.call(registry.pick_base, self._reg, base_ref)
+        except registry.RegistryError as e:
+            raise from_registry(e) from e
         self._token = await self.call(self._reg.change_token)
         return self.base
 
@@ -117,6 +166,8 @@ class Resolver:
             return hit
         target = await self.call(self._resolve, model)
         self._cache[model] = target
+        if len(self._cache) > ROUTE_CACHE_SIZE:
+            self._cache.popitem(last=False)
         return target
 
     def _resolve(self, model: str) -> Target:
@@ -126,15 +177,15 @@ class Resolver:
             return Target(base, None)
         try:
             found = self._reg.resolve(model)
+            adapter = self._reg.adapter(model) if found.kind == "adapter" else None
         except registry.RegistryError as e:
             raise from_registry(e) from e
-        if found.kind != "adapter":
+        if adapter is None:
             raise ModelNotFoundError(
                 f"{model!r} is a {found.kind}, not a servable model; this gateway serves "
                 f"{base.name!r} and its adapters",
                 param="model",
             )
-        adapter = self._reg.adapter(model)
         if adapter.base_model.digest != base.digest:
             raise InvalidRequestError(
                 f"{adapter.ref} was trained on base {adapter.base_model.name!r} "
@@ -151,19 +202,12 @@ class Resolver:
     def _model_ids(self) -> list[tuple[str, str | None]]:
         assert self._reg is not None and self.base is not None
         base = self.base
-        out: list[tuple[str, str | None]] = [(base.name, None)]
-        by_name: dict[str, list[registry.AdapterVersion]] = {}
-        for a in self._reg.list_adapters():
-            if a.base_model.digest == base.digest:
-                by_name.setdefault(a.name, []).append(a)
-        for name, versions in by_name.items():
-            if len(versions) == 1 or any("production" in v.aliases for v in versions):
-                out.append((name, base.name))
-            for v in versions:
-                out.append((v.ref, base.name))
-                out.extend((f"{name}@{alias}", base.name) for alias in v.aliases)
-        return out
+        mine = [a for a in self._reg.list_adapters() if a.base_model.digest == base.digest]
+        return [(base.name, None)] + [(ref, base.name) for ref in registry.routable_refs(mine)]
 
     async def pull(self, ref: str, dest: Path) -> Path:
         assert self._reg is not None
-        return await self.call(self._reg.pull, ref, dest)
+        try:
+            return await self.call(self._reg.pull, ref, dest)
+        except registry.RegistryError as e:
+            raise from_registry(e) from e

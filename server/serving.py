@@ -7,20 +7,20 @@ for the base model and every adapter version.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
-from starlette.requests import Request
+from starlette.requests import Request as HttpRequest
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-import registry
 from server.adapters import AdapterSlots
 from server.auth import authenticate, authorize
 from server.errors import (
@@ -34,13 +34,41 @@ from server.errors import (
     to_gateway_error,
 )
 from server.metrics import Metrics, Series
-from server.protocol import PATHS, Endpoint, delta_of, parse, text_of
+from server.protocol import PATHS, Endpoint, Request, delta_of, parse, text_of
 from server.resolver import Resolver, Target
 from server.settings import GatewaySettings
 from server.structured import Constraint, check_result, constraint_for
 from server.vllm_http import LoraNotLoadedError
 
 log = logging.getLogger("loraport.gateway")
+T = TypeVar("T")
+PROMPT_CHARS_PER_TOKEN = 4
+"""For admission only: a prompt's tokens are estimated from its characters (English BPE
+averages about four characters a token; the demo tokenizer 3.4 on its eval prompts)."""
+
+
+async def _unless_disconnected(request: HttpRequest, work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None if the client disconnected first: then `work` is cancelled,
+    which closes its upstream connection, and vLLM aborts the request (its handlers watch
+    for disconnects). The request body has been read, so the next ASGI message is the
+    disconnect."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return None
+
+
+async def _disconnected(request: HttpRequest) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @dataclass
@@ -54,6 +82,8 @@ class Outcome:
     completion_tokens: int = 0
     ttft_s: float | None = None
     concurrency: int = 1
+    work: int = 0
+    """Tokens of work admitted for it (see Gateway._work)."""
 
 
 def error_response(e: GatewayError, target: Target | None = None) -> Response:
@@ -113,8 +143,9 @@ class Gateway:
         self.slots = slots
         self.metrics = metrics
         self.in_flight = 0
+        self.tokens_in_flight = 0
 
-    async def serve(self, request: Request, endpoint: Endpoint) -> Response:
+    async def serve(self, request: HttpRequest, endpoint: Endpoint) -> Response:
         started = time.perf_counter()
         outcome = Outcome()
         target: Target | None = None
@@ -122,13 +153,14 @@ class Gateway:
         try:
             key = authenticate(self.settings.api_keys, request.headers.get("authorization"))
             body, req = parse(endpoint, await self._read_body(request))
-            forward = self._budgeted(body, req.token_budget())
+            budget = req.token_budget()
+            forward = self._budgeted(body, budget)
+            outcome.work = self._work(req, budget or self.settings.default_max_tokens)
             target = await self.resolver.resolve(req.model)
             outcome.series = target.series
             authorize(key, target.name)
-            self._admit()
+            self._admit(outcome)
             admitted = True
-            outcome.concurrency = self.in_flight
             schema = target.adapter.schema if target.adapter else None
             constraint = constraint_for(req.response_format, schema)
             if constraint is not None:
@@ -142,24 +174,29 @@ class Gateway:
                 )
                 admitted = False  # the stream releases its own slot when it ends
                 return response
-            data = await self._unary(endpoint, forward, target, constraint, outcome)
+            data = await _unless_disconnected(
+                request, self._unary(endpoint, forward, target, constraint, outcome)
+            )
+            if data is None:  # the client left: the upstream request was closed (aborted)
+                outcome.status = 499
+                return Response(status_code=499)
             return Response(
                 json.dumps(data), headers=target_headers(target), media_type="application/json"
             )
         except Exception as e:
             error = to_gateway_error(e)
-            if error is not e and not isinstance(e, registry.RegistryError):
+            if error is not e:
                 log.exception("request failed: %s", error.message)
             outcome.error = error
             return error_response(error, target)
         finally:
             if admitted:
-                self._release()
+                self._release(outcome)
                 self._record(endpoint, outcome, started)
             elif outcome.error is not None:
                 self._record(endpoint, outcome, started)
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: HttpRequest) -> bytes:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -173,28 +210,77 @@ class Gateway:
         return b"".join(chunks)
 
     def _budgeted(self, body: dict[str, Any], budget: int | None) -> dict[str, Any]:
-        limit = self.settings.max_tokens_limit
+        limit = self.max_tokens_limit()
         if budget is not None and budget > limit:
             param = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
             raise InvalidRequestError(
-                f"{param} is {budget}; this gateway allows at most {limit}", param=param
+                f"{param} is {budget}; this gateway allows at most {limit} "
+                "(the smaller of its max_tokens_limit and the model's context length)",
+                param=param,
             )
         forward = dict(body)
         if budget is None:
-            forward["max_tokens"] = self.settings.default_max_tokens
+            forward["max_tokens"] = min(self.settings.default_max_tokens, limit)
         return forward
 
-    def _admit(self) -> None:
-        if self.in_flight >= self.settings.max_in_flight:
+    def max_tokens_limit(self) -> int:
+        """`max_tokens_limit`, or the served context length where a backend told a smaller
+        one (a request for more could never be served whole)."""
+        lengths = [s.backend.state.max_model_len for s in self.slots]
+        known = [n for n in lengths if n]
+        return min([self.settings.max_tokens_limit, *known])
+
+    def _work(self, req: Request, budget: int) -> int:
+        """The tokens one request may put through vLLM: per sequence, its prompt (estimated
+        at PROMPT_CHARS_PER_TOKEN characters a token, token ids counted) plus its budget."""
+        prompts = req.prompt_count()
+        limit = self.settings.max_prompts_per_request
+        if prompts > limit:
+            raise InvalidRequestError(
+                f"prompt is a list of {prompts} prompts; this gateway allows at most {limit} "
+                "per request (send several requests)",
+                param="prompt",
+                code="too_many_prompts",
+            )
+        prompt_tokens = -(-req.prompt_chars() // PROMPT_CHARS_PER_TOKEN)
+        work = req.n * (prompt_tokens + prompts * budget)
+        if work > self.settings.max_tokens_in_flight:
+            raise InvalidRequestError(
+                f"this request asks for about {work} tokens of work (prompts x n x max_tokens, "
+                f"plus its prompt); this gateway admits at most "
+                f"{self.settings.max_tokens_in_flight} at once: lower max_tokens, n or the "
+                "number of prompts",
+                param="max_tokens",
+                code="too_much_work",
+            )
+        return work
+
+    def _admit(self, outcome: Outcome) -> None:
+        s = self.settings
+        if self.in_flight >= s.max_in_flight:
             raise TooManyRequestsError(
-                f"{self.in_flight} requests in flight, the limit is {self.settings.max_in_flight}"
+                f"{self.in_flight} requests in flight, the limit is {s.max_in_flight}"
+            )
+        if self.tokens_in_flight + outcome.work > s.max_tokens_in_flight:
+            raise TooManyRequestsError(
+                f"{self.tokens_in_flight} tokens of work in flight; this request's "
+                f"{outcome.work} would pass the limit of {s.max_tokens_in_flight}"
             )
         self.in_flight += 1
-        self.metrics.in_flight.set(self.in_flight)
+        self.tokens_in_flight += outcome.work
+        outcome.concurrency = self.in_flight
+        m = self.metrics
+        m.in_flight.set(self.in_flight)
+        m.tokens_in_flight.set(self.tokens_in_flight)
+        m.adapter_in_flight.labels(*outcome.series.values()).inc()
 
-    def _release(self) -> None:
+    def _release(self, outcome: Outcome) -> None:
         self.in_flight -= 1
-        self.metrics.in_flight.set(self.in_flight)
+        self.tokens_in_flight -= outcome.work
+        m = self.metrics
+        m.in_flight.set(self.in_flight)
+        m.tokens_in_flight.set(self.tokens_in_flight)
+        m.adapter_in_flight.labels(*outcome.series.values()).dec()
 
     def _pick(self, target: Target) -> AdapterSlots:
         ready = [s for s in self.slots if s.backend.state.ready]
@@ -276,7 +362,7 @@ class Gateway:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
                 slots.backend.state.in_flight -= 1
-                self._release()
+                self._release(outcome)
                 self._record(endpoint, outcome, started)
 
         async def events() -> AsyncIterator[str]:
@@ -289,7 +375,12 @@ class Gateway:
                     payload = line[6:]
                     if payload == "[DONE]":
                         break
-                    chunk = json.loads(payload)
+                    try:
+                        chunk = json.loads(payload)
+                    except ValueError as e:
+                        raise BackendError(
+                            f"vLLM sent a stream event that is not JSON: {e}"
+                        ) from None
                     if "error" in chunk:
                         message = str((chunk["error"] or {}).get("message", "stream failed"))
                         raise BackendError(f"vLLM failed mid-stream: {message}")

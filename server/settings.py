@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StructuredBackend = Literal["xgrammar", "guidance", "outlines"]
@@ -80,6 +80,13 @@ class GatewaySettings(BaseSettings):
     max_tokens_limit: int = 1024
     default_max_tokens: int = 256
     max_in_flight: int = 64
+    max_prompts_per_request: int = 16
+    """A `/v1/completions` prompt list longer than this is a 400 (each prompt is a sequence
+    vLLM generates, like `n`)."""
+    max_tokens_in_flight: int = 32768
+    """Work admitted at once, in tokens: for each request (prompt tokens, estimated, plus
+    max_tokens for each prompt) x n, summed over requests in flight. One request over it is
+    a 400; one that would push the sum over it is a 429."""
     request_timeout_s: float = 300.0
 
     api_keys: tuple[ApiKey, ...] = ()
@@ -88,8 +95,24 @@ class GatewaySettings(BaseSettings):
     probe_interval_s: float = 30.0
     probe_timeout_s: float = 20.0
     route_refresh_s: float = 1.0
+    cpu_placement: Literal["none", "gateway", "gateway+vllm"] = "gateway+vllm"
+    """On a CPU host, where the embedded default runs its processes: see server/placement.py."""
+    cpu_affinity: str | None = None
+    """Cores for the gateway itself (e.g. `1`, `2-7`), for a gateway beside an external vLLM
+    on one CPU host: the cores vLLM's worker does not bind."""
+    access_log: bool = True
+    """One line per request (logger `loraport.access`) with its x-request-id."""
     price_per_accelerator_hour: float = 0.0
     """For the estimated cost per request metric (0 disables it)."""
+
+    @field_validator("cpu_affinity")
+    @classmethod
+    def _cpus(cls, value: str | None) -> str | None:
+        if value is not None:
+            from server.placement import parse_cpus
+
+            parse_cpus(value)
+        return value
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -14,9 +14,11 @@ from typing import Any, Literal
 from jsonschema import exceptions as js_exceptions
 from jsonschema import validators
 
-from server.errors import InvalidSchemaError, StructuredOutputError
+from server.errors import InvalidRequestError, InvalidSchemaError, StructuredOutputError
 
 JSON_OBJECT: dict[str, Any] = {"type": "object"}
+MAX_SCHEMA_DEPTH = 32
+"""Levels of objects and arrays a request's schema may nest (a schema keyword adds one)."""
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,22 @@ def constraint_for(
             )
         check_schema(schema)
         return Constraint("json_schema", schema, "request")
-    raise InvalidSchemaError(
+    raise InvalidRequestError(
         f"response_format.type must be text, json_object or json_schema, not {kind!r}",
         param="response_format.type",
+        code="invalid_response_format",
     )
 
 
 def check_schema(schema: dict[str, Any]) -> None:
-    """Refuse a schema that is not a valid JSON Schema (before vLLM is touched)."""
+    """Refuse a schema that is not a valid JSON Schema (before vLLM is touched), or one
+    nested deeper than MAX_SCHEMA_DEPTH (grammar compilers and validators recurse)."""
+    depth = nesting_depth(schema, MAX_SCHEMA_DEPTH)
+    if depth > MAX_SCHEMA_DEPTH:
+        raise InvalidSchemaError(
+            f"the JSON schema is nested more than {MAX_SCHEMA_DEPTH} levels deep",
+            param="response_format.json_schema.schema",
+        )
     try:
         _validator(_key(schema))
     except js_exceptions.SchemaError as e:
@@ -80,17 +90,23 @@ def check_schema(schema: dict[str, Any]) -> None:
 def check_result(constraint: Constraint, text: str, finish_reason: str | None) -> Any:
     """The parsed value if `text` meets the constraint; otherwise StructuredOutputError.
 
-    Parsing is strict: a raw control character inside a string is invalid JSON.
+    A budget that ran out (`finish_reason: length`) is always truncation, whatever the text
+    parses as: `12` cut from `1234` is valid JSON and still not the answer. Parsing is
+    strict: a raw control character inside a string is invalid JSON.
     """
+    if finish_reason == "length":
+        raise StructuredOutputError(
+            "the token budget ran out before the JSON value was complete "
+            f"({len(text)} characters produced); raise max_tokens",
+            truncated=True,
+        )
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise StructuredOutputError(
+            "the backend produced JSON nested too deeply to check", truncated=False
+        ) from None
     except ValueError as e:
-        if finish_reason == "length":
-            raise StructuredOutputError(
-                "the token budget ran out before the JSON value was complete "
-                f"({len(text)} characters produced); raise max_tokens",
-                truncated=True,
-            ) from None
         raise StructuredOutputError(
             f"the backend produced text that is not valid JSON: {e}", truncated=False
         ) from None
@@ -101,6 +117,26 @@ def check_result(constraint: Constraint, text: str, finish_reason: str | None) -
             f"the result breaks the JSON schema at {where}: {error.message}", truncated=False
         )
     return value
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep `value` nests (a scalar is 0), counted up to `limit + 1` and no further, so
+    an absurd input costs no more than a legal one. Iterative: no RecursionError."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
 
 
 def _key(schema: dict[str, Any]) -> str:

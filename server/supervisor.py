@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -18,9 +19,12 @@ import time
 from collections import deque
 from pathlib import Path
 
+from server import placement
 from server.metrics import Metrics
 from server.settings import GatewaySettings, child_env
 from server.vllm_http import VllmBackend
+
+log = logging.getLogger("loraport.gateway")
 
 # vLLM's structured-output backends that accept `disable_any_whitespace`.
 _WHITESPACE_AWARE = ("xgrammar", "guidance")
@@ -63,6 +67,15 @@ def vllm_command(
     ]  # fmt: skip
 
 
+def _kill_tree(pgid: int) -> None:
+    """SIGKILL every process left in the server's process group. vLLM's API server, its
+    EngineCore and its worker share the group the supervisor gave the API server; killing
+    only the API server (a crash, an OOM kill, `kill -9`) leaves the other two running
+    under PID 1 with gigabytes of memory (on a GPU: device memory)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def vllm_env() -> dict[str, str]:
     return child_env({"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"})
 
@@ -86,6 +99,7 @@ class Supervisor:
         self._metrics = metrics
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
+        self.placement: placement.Placement | None = None
 
     @property
     def pid(self) -> int | None:
@@ -95,54 +109,65 @@ class Supervisor:
         local = self.settings.local
         backoff = local.restart_backoff_s
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        state = backend.state
         while not self._stopping:
             started = time.monotonic()
-            state = backend.state
             try:
-                with self.log_path.open("ab") as log:
+                with self.log_path.open("ab") as log_file:
                     self._proc = await asyncio.create_subprocess_exec(
                         *self.command,
                         env=vllm_env(),
                         stdin=asyncio.subprocess.DEVNULL,
-                        stdout=log,
+                        stdout=log_file,
                         stderr=asyncio.subprocess.STDOUT,
-                        start_new_session=True,
+                        start_new_session=True,  # its own process group: see _kill_tree
+                        # vLLM binds its worker by the cores it is allowed: all of them,
+                        # even when this gateway has been placed on fewer.
+                        preexec_fn=placement.unpin,
                     )
             except OSError as e:
-                state.detail = f"cannot start vLLM ({e}); retrying in {backoff:.0f}s"
+                state.restarted(f"cannot start vLLM; retrying in {backoff:.0f}s")
+                log.error("cannot start vLLM (%s); retrying in %.0fs", e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, local.restart_backoff_max_s)
                 continue
-            watchdog = asyncio.create_task(self._kill_if_never_healthy(backend, self._proc))
+            watchdog = asyncio.create_task(self._watch_start(backend, self._proc))
             code = await self._proc.wait()
             watchdog.cancel()
+            _kill_tree(self._proc.pid)  # the engine and worker outlive a killed API server
             if self._stopping:
                 return
-            state.up, state.model_id = False, None
-            state.generation += 1
             if time.monotonic() - started > 120:
                 backoff = local.restart_backoff_s  # it had been running: start over
-            state.detail = (
-                f"local vLLM exited with code {code}; restarting in {backoff:.0f}s "
-                f"(log {self.log_path}): {self._log_tail()}"
-            )
+            state.restarted(f"local vLLM exited (code {code}); restarting in {backoff:.0f}s")
+            log.error(
+                "local vLLM exited with code %s; restarting in %.0fs (log %s): %s",
+                code, backoff, self.log_path, self._log_tail(),
+            )  # fmt: skip
             self._metrics.backend_restarts.labels(backend.label).inc()
             self._metrics.backend_up.labels(backend.label).set(0)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, local.restart_backoff_max_s)
 
-    async def _kill_if_never_healthy(
-        self, backend: VllmBackend, proc: asyncio.subprocess.Process
-    ) -> None:
-        """A vLLM that hangs before /health answers is killed, so `run` restarts it."""
+    def restart(self, reason: str) -> None:
+        """Replace a running server that answers wrongly: its whole tree is killed and
+        `run` starts a fresh one."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            log.error("restarting the local vLLM: %s", reason)
+            _kill_tree(proc.pid)
+
+    async def _watch_start(self, backend: VllmBackend, proc: asyncio.subprocess.Process) -> None:
+        """A vLLM that hangs before /health answers is killed, so `run` restarts it. Once
+        healthy, its processes are placed on the host's cores (see `placement`)."""
         deadline = time.monotonic() + self.settings.local.startup_timeout_s
         while time.monotonic() < deadline:
             if await backend.health():
+                self.placement = placement.apply(proc.pid, self.settings.cpu_placement)
                 return
             await asyncio.sleep(1.0)
-        backend.state.detail = "local vLLM never answered /health; killing it to restart"
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        backend.state.restarted("local vLLM never answered /health; restarting it")
+        _kill_tree(proc.pid)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -151,12 +176,10 @@ class Supervisor:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), 20)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        _kill_tree(proc.pid)
+        await proc.wait()
 
     def _log_tail(self, lines: int = 3) -> str:
         try:

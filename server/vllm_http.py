@@ -28,7 +28,8 @@ _GRAMMAR_HINTS = ("grammar", "not supported", "unsupported", "schema")
 
 @dataclass
 class BackendState:
-    """What the gateway knows of one backend right now."""
+    """What the gateway knows of one backend right now. Only this class changes it: the
+    probe, the supervisor and the request path call its transitions."""
 
     up: bool = False
     degraded: bool = False
@@ -36,12 +37,42 @@ class BackendState:
     """Bumped whenever the server restarts: every adapter it held is gone."""
     model_id: str | None = None
     """The name vLLM serves the base model under."""
+    max_model_len: int | None = None
+    base_answer: str | None = None
+    """The base model's greedy answer to the probe, from this server's first good probe."""
     in_flight: int = 0
     detail: str = "starting"
 
     @property
     def ready(self) -> bool:
         return self.up and not self.degraded and self.model_id is not None
+
+    def restarted(self, detail: str) -> None:
+        """The server went away (or was replaced): whatever it held is gone."""
+        self.up, self.model_id, self.base_answer = False, None, None
+        self.generation += 1
+        self.detail = detail
+
+    def answering_health(self, up: bool) -> None:
+        if self.up and not up:
+            self.restarted("not answering /health")
+        self.up = up
+
+    def serving(self, model_id: str, max_model_len: int | None) -> None:
+        self.up, self.model_id, self.max_model_len = True, model_id, max_model_len
+
+    def judged(self, degraded: bool, detail: str) -> None:
+        self.degraded, self.detail = degraded, detail
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """vLLM's own view of its load, from its /metrics."""
+
+    running: float
+    waiting: float
+    kv_cache_usage: float
+    generation_tokens: float
 
 
 class LoraNotLoadedError(BackendError):
@@ -61,7 +92,10 @@ class VllmBackend:
         self._session = aiohttp.ClientSession(
             self.url,
             timeout=timeout,
-            connector=aiohttp.TCPConnector(limit=max_connections),
+            # vLLM's uvicorn drops idle connections after 5 s; a pooled connection kept
+            # longer races that close and fails a large body's write ("Can not write
+            # request body"), so the pool lets go first.
+            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=3.0),
             read_bufsize=1 << 20,  # a streamed line (one SSE event) may be up to 2 MiB
         )
 
@@ -76,13 +110,25 @@ class VllmBackend:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    async def discover_model(self) -> str:
-        """The base model's id on this server (the entry of /v1/models without a parent)."""
+    async def discover_model(self) -> tuple[str, int | None]:
+        """The base model's id on this server (the entry of /v1/models without a parent)
+        and its context length."""
         data = await self._json("GET", "/v1/models")
         for entry in data.get("data", []):
             if not entry.get("parent"):
-                return str(entry["id"])
-        raise BackendError(f"backend {self.url} lists no base model")
+                length = entry.get("max_model_len")
+                return str(entry["id"]), length if isinstance(length, int) else None
+        raise BackendError(f"backend {self.label} lists no base model")
+
+    async def engine_stats(self, timeout_s: float = 2.0) -> EngineStats | None:
+        """Requests running and waiting, KV-cache use and tokens generated so far; None
+        when vLLM does not answer in time."""
+        try:
+            async with self._session.get("/metrics", timeout=aiohttp.ClientTimeout(timeout_s)) as r:
+                text = (await r.read()).decode("utf-8", "replace")
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        return parse_engine_stats(text)
 
     async def lora_names(self) -> set[str]:
         data = await self._json("GET", "/v1/models")
@@ -123,10 +169,18 @@ class VllmBackend:
             resp.close()  # drops the connection unless the body was read to its end
 
     async def _send(self, method: str, path: str, body: Any = None) -> Answer:
-        with _mapped(self.label):
-            data = None if body is None else _encode(body)
-            async with self._session.request(method, path, data=data, headers=_JSON) as r:
-                return Answer(r.status, await r.read())
+        data = None if body is None else _encode(body)
+        for attempt in (0, 1):
+            try:
+                with _mapped(self.label):
+                    async with self._session.request(method, path, data=data, headers=_JSON) as r:
+                        return Answer(r.status, await r.read())
+            except BackendUnavailableError as e:
+                # The request never reached vLLM whole (a pooled connection it had closed):
+                # sending it again cannot run it twice.
+                if attempt or not _unsent(e.__cause__):
+                    raise
+        raise AssertionError("unreachable")
 
     async def _ok(self, method: str, path: str, body: Any = None) -> Answer:
         r = await self._send(method, path, body)
@@ -176,6 +230,32 @@ async def _lines(resp: aiohttp.ClientResponse, label: str) -> AsyncIterator[str]
         ) from e
 
 
+def _unsent(cause: BaseException | None) -> bool:
+    return isinstance(cause, aiohttp.ClientOSError) and "Can not write request body" in str(cause)
+
+
+_STATS = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:kv_cache_usage_perc": "kv_cache_usage",
+    "vllm:generation_tokens_total": "generation_tokens",
+}
+
+
+def parse_engine_stats(text: str) -> EngineStats:
+    """The few series of vLLM's Prometheus text the gateway reads (summed over engines)."""
+    found = dict.fromkeys(_STATS.values(), 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        field = _STATS.get(name)
+        if field is not None:
+            try:
+                found[field] += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return EngineStats(**found)
+
+
 @contextmanager
 def _mapped(label: str) -> Iterator[None]:
     """Transport failures talking to vLLM, as gateway errors (one mapping for all calls)."""
@@ -205,6 +285,12 @@ def _error_from(r: Answer, body: Any) -> GatewayError:
                 code="unsupported_json_schema",
             )
         return InvalidRequestError(message, param=param if isinstance(param, str) else None)
+    if r.status_code == 500 and structured and any(h in message.lower() for h in _GRAMMAR_HINTS):
+        return InvalidSchemaError(
+            f"vLLM could not compile a grammar for the JSON schema: {message}",
+            param="response_format",
+            code="unsupported_json_schema",
+        )
     if r.status_code == 503:
         return BackendUnavailableError(f"vLLM backend unavailable: {message}")
     return BackendError(f"vLLM answered {r.status_code}: {message}")

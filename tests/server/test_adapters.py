@@ -40,8 +40,8 @@ class MemoryBackend:
 
 
 class PathCache:
-    async def path(self, adapter: AdapterVersion) -> Path:
-        return Path("/cache") / adapter.digest
+    async def path(self, target: Target) -> Path:
+        return Path("/cache") / target.digest_hex
 
 
 def target(name: str) -> Target:

@@ -4,8 +4,15 @@ import json
 
 import pytest
 
-from server.errors import InvalidSchemaError, StructuredOutputError
-from server.structured import Constraint, check_result, check_schema, constraint_for
+from server.errors import InvalidRequestError, InvalidSchemaError, StructuredOutputError
+from server.structured import (
+    MAX_SCHEMA_DEPTH,
+    Constraint,
+    check_result,
+    check_schema,
+    constraint_for,
+    nesting_depth,
+)
 
 SCHEMA = {
     "type": "object",
@@ -47,7 +54,6 @@ def test_vllm_params():
         {"type": "json_schema"},
         {"type": "json_schema", "json_schema": {"name": "x"}},
         {"type": "json_schema", "json_schema": {"schema": "not an object"}},
-        {"type": "yaml"},
         rf({"type": "objekt"}),
         rf({"type": "object", "required": "name"}),
     ],
@@ -57,6 +63,39 @@ def test_bad_response_format_is_a_400(bad):
         constraint_for(bad, None)
     assert e.value.status == 400
     assert e.value.param and e.value.param.startswith("response_format")
+
+
+def test_unknown_response_format_type_is_not_a_schema_error():
+    with pytest.raises(InvalidRequestError) as e:
+        constraint_for({"type": "yaml"}, None)
+    assert not isinstance(e.value, InvalidSchemaError)
+    assert (e.value.status, e.value.code, e.value.param) == (
+        400,
+        "invalid_response_format",
+        "response_format.type",
+    )
+
+
+def nested(levels: int) -> dict[str, object]:
+    schema: dict[str, object] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+def test_deep_schema_is_a_400_not_a_recursion_error():
+    check_schema(nested(MAX_SCHEMA_DEPTH // 2 - 1))  # two levels per object: fine
+    for levels in (MAX_SCHEMA_DEPTH, 400, 5000):
+        with pytest.raises(InvalidSchemaError) as e:
+            constraint_for(rf(nested(levels)), None)
+        assert "nested more than" in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "depth"), [(1, 0), ({}, 1), ([[]], 2), ({"a": [{"b": 1}]}, 3), ([1, [2, [3]]], 3)]
+)
+def test_nesting_depth(value, depth):
+    assert nesting_depth(value, 10) == depth
 
 
 def test_check_schema_accepts_real_schema():
@@ -78,6 +117,8 @@ def test_valid_result_is_returned_parsed():
         ('{"name": "a", "n": 1, "x": 2}', "stop", False, 502),  # additional property
         ('{"name": "a\u0001", "n": 1}', "stop", False, 502),  # raw control char
         ("", "length", True, 422),
+        ("12", "length", True, 422),  # parses, but a number cut short is still cut short
+        ('{"name": "a", "n": 1}', "length", True, 422),  # the budget ran out: never trusted
     ],
 )
 def test_nonconforming_result_is_never_success(text, finish, truncated, status):

@@ -5,6 +5,7 @@ on exit."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,9 +15,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from server.supervisor import free_port
-from tests.conftest import TEST_DTYPE, VLLM_START_TIMEOUT_S, fill_registry, wait_for
+from tests.conftest import TEST_DTYPE, VLLM_START_TIMEOUT_S, adapter_dir, fill_registry, wait_for
 from tests.server.conftest import wait_until
 
 pytestmark = pytest.mark.vllm
@@ -36,6 +39,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ps
         "GATEWAY_CACHE_DIR": str(root),
         "GATEWAY_LOCAL__RESTART_BACKOFF_S": "0.5",
         "GATEWAY_LOCAL__MAX_LORA_RANK": "8",
+        "GATEWAY_PROBE_INTERVAL_S": "2",
     }
     log = (root / "gateway.log").open("wb")
     proc = subprocess.Popen(
@@ -79,22 +83,94 @@ def test_serves_through_its_own_vllm(embedded: tuple[str, psutil.Process]) -> No
     assert r.headers["x-loraport-adapter"] == "support-v1@1"
 
 
-def test_vllm_crash_gives_503_then_recovers(embedded: tuple[str, psutil.Process]) -> None:
+def group_members(pgid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return out
+
+
+def test_vllm_crash_gives_503_then_recovers_leaving_no_orphans(
+    embedded: tuple[str, psutil.Process],
+) -> None:
+    """kill -9 of vLLM's API server alone (as an OOM kill would): its engine core and
+    worker must not survive it. Twice: every restart cleans up after itself."""
     url, gateway = embedded
-    old = vllm_of(gateway)
-    os.killpg(old.pid, signal.SIGKILL)
-    assert wait_until(lambda: httpx.get(f"{url}/ready").status_code == 503, 30)
-    r = chat(url)
-    assert r.status_code == 503, r.text
-    assert int(r.headers["retry-after"]) >= 1
-    assert r.json()["error"]["code"] == "backend_unavailable"
-    assert httpx.get(f"{url}/health").status_code == 200  # the gateway itself is fine
-    wait_for(f"{url}/ready", VLLM_START_TIMEOUT_S)
-    assert vllm_of(gateway).pid != old.pid
-    r = chat(url, "triage")  # adapters load again into the new server
-    assert r.status_code == 200, r.text
+    restarts = 0
+    for _ in range(2):
+        old = vllm_of(gateway)
+        assert len(group_members(old.pid)) >= 3  # API server, engine core, worker (+ tracker)
+        os.kill(old.pid, signal.SIGKILL)
+        assert wait_until(lambda: httpx.get(f"{url}/ready").status_code == 503, 30)
+        r = chat(url)
+        assert r.status_code == 503, r.text
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"]["code"] == "backend_unavailable"
+        assert httpx.get(f"{url}/health").status_code == 200  # the gateway itself is fine
+        wait_for(f"{url}/ready", VLLM_START_TIMEOUT_S)
+        restarts += 1
+        assert vllm_of(gateway).pid != old.pid
+        assert group_members(old.pid) == [], "the killed server's engine or worker lives on"
+        r = chat(url, "triage")  # adapters load again into the new server
+        assert r.status_code == 200, r.text
+    engines = [
+        p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::Eng")
+    ]
+    mine = [p for p in engines if os.getpgid(p.pid) == vllm_of(gateway).pid]
+    assert len(mine) == 1
     metrics = httpx.get(f"{url}/metrics").text
-    assert 'loraport_backend_restarts_total{backend="local"} 1.0' in metrics
+    assert f'loraport_backend_restarts_total{{backend="local"}} {restarts}.0' in metrics
+
+
+def test_a_corrupted_engine_is_detected_and_restarted(
+    embedded: tuple[str, psutil.Process], tmp_path: Path
+) -> None:
+    """An adapter with NaN weights, loaded straight into vLLM (the registry refuses it), made
+    the base model answer "" with status 200 afterwards. The probe notices the base
+    model's answer changed and the supervisor replaces the engine."""
+    url, gateway = embedded
+    server = vllm_of(gateway)
+    port = server.cmdline()[server.cmdline().index("--port") + 1]
+    vllm = f"http://127.0.0.1:{port}"
+    nan = tmp_path / "nan-adapter"
+    shutil.copytree(adapter_dir("triage"), nan)
+    weights = load_file(nan / "adapter_model.safetensors")
+    save_file(
+        {k: torch.full_like(v, float("nan")) if "lora_B" in k else v for k, v in weights.items()},
+        nan / "adapter_model.safetensors",
+    )
+    before = httpx.get(f"{url}/metrics").text
+    restarts = _sample(before, "loraport_backend_restarts_total")
+    load = {"lora_name": "nan", "lora_path": str(nan)}
+    assert httpx.post(f"{vllm}/v1/load_lora_adapter", json=load, timeout=60).status_code == 200
+    body = {"messages": MSGS, "max_tokens": 8, "temperature": 0}
+    httpx.post(f"{vllm}/v1/chat/completions", json={**body, "model": "nan"}, timeout=60)
+    base = httpx.post(f"{vllm}/v1/chat/completions", json={**body, "model": "tiny-llama"},
+                      timeout=60).json()  # fmt: skip
+    assert base["choices"][0]["message"]["content"] == ""  # the corruption is real
+    assert wait_until(
+        lambda: (
+            _sample(httpx.get(f"{url}/metrics").text, "loraport_backend_restarts_total") > restarts
+        ),
+        60,
+    )
+    text = httpx.get(f"{url}/metrics").text
+    assert _sample(text, "loraport_probe_failures_total", 'reason="changed"') >= 1
+    wait_for(f"{url}/ready", VLLM_START_TIMEOUT_S)
+    r = chat(url, "tiny-llama")
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+
+
+def _sample(text: str, name: str, having: str = "") -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and having in line
+    )
 
 
 def test_stopping_the_gateway_stops_its_vllm(tmp_path: Path) -> None:

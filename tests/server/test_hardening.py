@@ -1,0 +1,254 @@
+"""Issue 10's hostile-client findings, each against the real gateway and real vLLM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from server.probe import progressing
+from server.vllm_http import VllmBackend
+from tests.conftest import BASE_NAME
+from tests.server.conftest import RunningGateway, running_gateway, scrape, wait_until
+from tests.server.test_bad_input import MSGS, curl, envelope, post
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_tokens", "5"), ("max_tokens", True), ("n", "2"), ("stream", "yes"),
+     ("temperature", "hot")],
+)  # fmt: skip
+def test_wire_types_are_the_gateways_own_400(
+    gateway: RunningGateway, field: str, value: object
+) -> None:
+    err = envelope(post(gateway, {"model": "triage", "messages": MSGS, field: value}), 400)
+    assert err["param"] == field and err["type"] == "invalid_request_error"
+    assert "pydantic" not in str(err["message"]).lower()
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["extract@01", "extract@\u0661", "extract@\uff11", "extract@\u00b2", " extract ",
+     "extract\n", "extract@99999999999999999999999"],
+)  # fmt: skip
+def test_non_canonical_refs_are_400(gateway: RunningGateway, model: str) -> None:
+    err = envelope(post(gateway, {"model": model, "messages": MSGS, "max_tokens": 2}), 400)
+    assert err["code"] == "invalid_model_ref" and err["param"] == "model"
+
+
+def test_deep_body_and_deep_schema_are_400(gateway: RunningGateway) -> None:
+    deep = b'{"model": "triage", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert envelope(post(gateway, deep), 400)["type"] == "invalid_request_error"
+    schema: dict[str, object] = {"type": "string"}
+    for _ in range(400):
+        schema = {"type": "object", "properties": {"a": schema}}
+    rf = {"type": "json_schema", "json_schema": {"name": "deep", "schema": schema}}
+    err = envelope(post(gateway, {"model": "triage", "messages": MSGS, "response_format": rf}), 400)
+    assert err["code"] == "invalid_json_schema"
+
+
+def test_unknown_route_and_response_format(gateway: RunningGateway) -> None:
+    with gateway.client() as c:
+        err = envelope(c.post("/v1/embeddings", json={}), 404)
+    assert err["code"] == "unknown_route"
+    rf = {"type": "yaml"}
+    err = envelope(post(gateway, {"model": "triage", "messages": MSGS, "response_format": rf}), 400)
+    assert err["code"] == "invalid_response_format"
+
+
+def test_max_tokens_is_bounded_by_the_context(gateway: RunningGateway) -> None:
+    """The limit (1024) is above the served context (512): the context wins."""
+    err = envelope(post(gateway, {"model": "triage", "messages": MSGS, "max_tokens": 600}), 400)
+    assert err["param"] == "max_tokens" and "512" in str(err["message"])
+
+
+def test_a_prompt_list_cannot_get_around_the_limits(gateway: RunningGateway) -> None:
+    body = {"model": BASE_NAME, "prompt": ["Hello"] * 1024, "max_tokens": 400}
+    err = envelope(post(gateway, body, "/v1/completions"), 400)
+    assert err["code"] == "too_many_prompts" and err["param"] == "prompt"
+    body = {"model": BASE_NAME, "prompt": ["Hello"] * 16, "max_tokens": 400, "n": 16}
+    err = envelope(post(gateway, body, "/v1/completions"), 400)
+    assert err["code"] == "too_much_work"
+
+
+def test_tokens_in_flight_are_bounded_with_429(
+    vllm_server: str, zoo_registry: Path, tmp_path: Path
+) -> None:
+    """Two 400-token requests fit in a 1,000-token budget one at a time, not together."""
+    body = {"model": BASE_NAME, "messages": MSGS, "max_tokens": 400, "ignore_eos": True}
+    with running_gateway(vllm_server, zoo_registry, tmp_path, max_tokens_in_flight=1000) as gw:
+        burst = [curl(f"{gw.url}/v1/chat/completions", body) for _ in range(6)]
+        answers = [p.communicate()[0] for p in burst]
+        statuses = sorted(a.split(" ", 2)[1] for a in answers)
+        assert set(statuses) == {"200", "429"}, statuses
+        refused = next(a for a in answers if a.startswith("HTTP/1.1 429"))
+        assert "tokens of work in flight" in refused
+        assert "retry-after" in refused.lower()
+
+
+def test_heavy_batch_keeps_ready_and_small_requests_served(
+    vllm_server: str, zoo_registry: Path, tmp_path: Path
+) -> None:
+    """A maximal allowed batch (16 prompts x 400 tokens) keeps vLLM busy for seconds;
+    the readiness probe (every second here) must not call that dead."""
+    heavy = {"model": BASE_NAME, "prompt": ["Hello"] * 16, "max_tokens": 400, "ignore_eos": True}
+    with running_gateway(
+        vllm_server, zoo_registry, tmp_path, probe_interval_s=1, probe_timeout_s=2
+    ) as gw:
+        batch = curl(f"{gw.url}/v1/completions", heavy)
+        seen = []
+        while batch.poll() is None:
+            seen.append(httpx.get(gw.url + "/ready", timeout=10).status_code)
+            time.sleep(0.3)
+        assert batch.communicate()[0].startswith("HTTP/1.1 200")
+        assert seen and set(seen) == {200}, seen
+
+
+def test_progress_tells_busy_from_hung(vllm_server: str) -> None:
+    """The signal behind `busy`: vLLM's generated-token counter moves while it works, and
+    stops when its engine hangs (SIGSTOP of the engine core and worker)."""
+
+    async def sample(backend: VllmBackend) -> bool:
+        before = await backend.engine_stats()
+        await asyncio.sleep(1.0)
+        return progressing(before, await backend.engine_stats())
+
+    async def run() -> tuple[bool, bool, bool]:
+        b = VllmBackend(vllm_server, "t", timeout_s=30)
+        try:
+            idle = await sample(b)
+            body = {"model": BASE_NAME, "prompt": ["Hi"] * 8, "max_tokens": 400,
+                    "ignore_eos": True}  # fmt: skip
+            job = asyncio.ensure_future(b.generate("/v1/completions", body))
+            await asyncio.sleep(0.5)
+            busy = await sample(b)
+            engine = _engine_processes(vllm_server)
+            for p in engine:
+                p.suspend()
+            try:
+                await asyncio.sleep(0.5)
+                hung = await sample(b)
+            finally:
+                for p in engine:
+                    p.resume()
+            await job
+            return idle, busy, hung
+        finally:
+            await b.aclose()
+
+    idle, busy, hung = asyncio.run(run())
+    assert (idle, busy, hung) == (False, True, False)
+
+
+def _engine_processes(vllm_url: str) -> list[psutil.Process]:
+    port = vllm_url.rsplit(":", 1)[1]
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "vllm.entrypoints.openai.api_server" in " ".join(cmd) and port in cmd:
+            return p.children(recursive=True)
+    raise AssertionError("vLLM server process not found")
+
+
+def test_constrained_budget_that_ran_out_is_always_422(gateway: RunningGateway) -> None:
+    rf = {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "integer"}}}
+    body = {"model": BASE_NAME, "messages": MSGS, "max_tokens": 8, "response_format": rf,
+            "ignore_eos": True}  # fmt: skip
+    r = post(gateway, body)
+    if r.status_code != 200 or r.json()["choices"][0]["finish_reason"] == "length":
+        assert envelope(r, 422)["code"] == "json_truncated"
+    with (
+        gateway.client() as c,
+        c.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s,
+    ):
+        events = [line for line in s.iter_lines() if line.startswith("data: ")]
+    finishes = [
+        c.get("finish_reason")
+        for e in events[:-1]
+        for c in json.loads(e[6:]).get("choices", [])
+        if "choices" in json.loads(e[6:])
+    ]
+    if "length" in finishes:
+        assert events[-1] != "data: [DONE]"
+        assert json.loads(events[-1][6:])["error"]["code"] == "json_truncated"
+
+
+def test_recursive_schema_is_served_or_refused_never_a_5xx(gateway: RunningGateway) -> None:
+    schema = {"type": "object", "properties": {"child": {"$ref": "#"}, "v": {"type": "integer"}},
+              "required": ["v"]}  # fmt: skip
+    rf = {"type": "json_schema", "json_schema": {"name": "tree", "schema": schema}}
+    r = post(gateway, {"model": BASE_NAME, "messages": MSGS, "max_tokens": 64,
+                       "response_format": rf})  # fmt: skip
+    assert r.status_code in (200, 400, 422), r.text
+
+
+def test_large_body_after_idle_is_not_a_503(gateway: RunningGateway) -> None:
+    """vLLM's server closes idle connections after 5 s; a pooled connection kept longer
+    failed a large body's write with 503 "Can not write request body"."""
+    assert post(gateway, {"model": "triage", "messages": MSGS, "max_tokens": 2}).status_code == 200
+    time.sleep(5.5)
+    big = [{"role": "user", "content": "word " * 150_000}]
+    r = post(gateway, {"model": "triage", "messages": big, "max_tokens": 2})
+    assert envelope(r, 400)["type"] == "invalid_request_error"  # over the context, not 503
+
+
+def test_non_streamed_disconnect_aborts_vllm(gateway: RunningGateway) -> None:
+    body = {"model": BASE_NAME, "messages": MSGS, "max_tokens": 480, "ignore_eos": True}
+    v = gateway.vllm_url
+    for _ in range(3):  # see the streamed disconnect test: starvation can hide an abort
+        generated = scrape(v, "vllm:generation_tokens_total")
+        left = scrape(gateway.url, "loraport_requests_total", status="499")
+        client = subprocess.run(
+            ["curl", "-s", "-m", "0.5", "-H", "content-type: application/json", "-d",
+             json.dumps(body), f"{gateway.url}/v1/chat/completions"],
+            capture_output=True,
+        )  # fmt: skip
+        assert client.returncode == 28  # curl's own timeout: it hung up
+        time.sleep(4)
+        assert wait_until(lambda: scrape(v, "vllm:num_requests_running") == 0)
+        tokens = scrape(v, "vllm:generation_tokens_total") - generated
+        if tokens < 400:
+            assert wait_until(
+                lambda left=left: (
+                    scrape(gateway.url, "loraport_requests_total", status="499") > left
+                )
+            )
+            return
+    pytest.fail("vLLM generated the whole answer for a client that had gone")
+
+
+def test_request_id_metrics_and_ready_for_operators(gateway: RunningGateway) -> None:
+    r = post(gateway, {"model": "triage", "messages": MSGS, "max_tokens": 2},
+             headers={"x-request-id": "abc-123"})  # fmt: skip
+    assert r.headers["x-request-id"] == "abc-123"
+    assert len(post(gateway, {"model": "nope", "messages": MSGS}).headers["x-request-id"]) == 32
+    assert httpx.get(gateway.url + "/health").headers["x-request-id"]
+    text = httpx.get(gateway.url + "/metrics").text
+    assert "_created" not in text
+    for series in ("loraport_adapter_in_flight_requests", "loraport_tokens_in_flight",
+                   "loraport_backend_requests_waiting", "loraport_backend_kv_cache_usage_ratio",
+                   "loraport_backend_requests_running"):  # fmt: skip
+        assert series in text, series
+    ready = httpx.get(gateway.url + "/ready").json()
+    assert "url" not in ready["backends"][0]
+    assert "/" not in ready["backends"][0]["detail"]
+    log = gateway.log.read_text()
+    assert "abc-123" in log  # the access log line carries the id
+
+
+def test_probe_failure_counter_by_reason(
+    vllm_server: str, zoo_registry: Path, tmp_path: Path
+) -> None:
+    with running_gateway(
+        vllm_server, zoo_registry, tmp_path, ready=False, probe_timeout_s=0.0001
+    ) as gw:
+        assert wait_until(
+            lambda: scrape(gw.url, "loraport_probe_failures_total", reason="timeout") >= 2
+        )

@@ -1,0 +1,52 @@
+"""CPU placement beside vLLM's bound worker (pure parts, and pinning this process)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from server.placement import parse_cpus, pin_process, split_cores
+
+HOST = frozenset({0, 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "cores"),
+    [("1", {1}), ("0,2", {0, 2}), ("2-4", {2, 3, 4}), ("0-1, 4", {0, 1, 4})],
+)
+def test_parse_cpus(text, cores):
+    assert parse_cpus(text) == cores
+
+
+@pytest.mark.parametrize("bad", ["", "a", "1-", "-1", "1-x", ","])
+def test_parse_cpus_refuses(bad):
+    with pytest.raises(ValueError):
+        parse_cpus(bad)
+
+
+def test_the_bound_worker_decides_what_is_free():
+    members = {
+        10: [HOST] * 8,  # API server: floats
+        11: [HOST] * 7,  # EngineCore: floats
+        12: [frozenset({0})],  # the CPU worker, bound by vLLM's OpenMP set-up
+    }
+    worker, free, movable = split_cores(HOST, members)
+    assert (worker, free, movable) == ({0}, {1}, [10, 11])
+
+
+def test_nothing_moves_where_nothing_is_bound():
+    """A GPU host, or a vLLM that did not bind: no worker cores, nothing to move."""
+    assert split_cores(HOST, {10: [HOST], 11: [HOST]}) == (frozenset(), HOST, [])
+
+
+def test_pin_process_moves_every_thread():
+    before = os.sched_getaffinity(0)
+    one = frozenset({min(before)})
+    try:
+        assert pin_process(os.getpid(), one)
+        tids = os.listdir(f"/proc/{os.getpid()}/task")
+        assert all(os.sched_getaffinity(int(t)) == one for t in tids)
+    finally:
+        pin_process(os.getpid(), frozenset(before))
+    assert not pin_process(2**22 + 12345, one)  # no such process
