@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,64 +30,22 @@ from typing import Any
 # sys.path and would shadow the `registry` package it measures.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
-
-import numpy as np
-from safetensors.numpy import save_file
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
 
 import registry
 from registry.local import LocalRegistry
 from registry.location import open_local
+from tests.support.synthetic import Shape, write_adapter, write_base
 
-HIDDEN, RANK, INTERMEDIATE = 16, 16, 65536
-MLP = {
-    "gate_proj": (INTERMEDIATE, HIDDEN),
-    "up_proj": (INTERMEDIATE, HIDDEN),
-    "down_proj": (HIDDEN, INTERMEDIATE),
-}
+RANK = 16
+SHAPE = Shape(hidden=16, intermediate=65536, heads=1)  # a wide MLP: big tensors, fast to build
 
 
 def build(root: Path, layers: int) -> tuple[Path, Path]:
-    base, adapter = root / "base", root / "adapter"
-    base.mkdir()
-    adapter.mkdir()
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": HIDDEN,
-        "intermediate_size": INTERMEDIATE,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 1,
-        "num_key_value_heads": 1,
-        "vocab_size": 64,
-    }
-    (base / "config.json").write_text(json.dumps(config))
-    (base / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
-    rng = np.random.default_rng(0)
-    weights: dict[str, np.ndarray] = {"model.embed_tokens.weight": np.zeros((64, HIDDEN), "f4")}
-    lora: dict[str, np.ndarray] = {}
-    for layer in range(layers):
-        for module, (out_f, in_f) in MLP.items():
-            name = f"model.layers.{layer}.mlp.{module}"
-            weights[f"{name}.weight"] = rng.standard_normal((out_f, in_f), "f4")
-            lora[f"base_model.model.{name}.lora_A.weight"] = rng.standard_normal((RANK, in_f), "f4")
-            lora[f"base_model.model.{name}.lora_B.weight"] = rng.standard_normal(
-                (out_f, RANK), "f4"
-            )
-    save_file(weights, str(base / "model.safetensors"))
-    save_file(lora, str(adapter / "adapter_model.safetensors"))
-    (adapter / "adapter_config.json").write_text(
-        json.dumps(
-            {
-                "peft_type": "LORA",
-                "r": RANK,
-                "lora_alpha": 32,
-                "lora_dropout": 0.0,
-                "target_modules": list(MLP),
-                "base_model_name_or_path": "base",
-            }
-        )
-    )
-    return base, adapter
+    shape = replace(SHAPE, layers=layers)
+    base = write_base(root / "base", shape, "{{ messages }}", random=True)
+    targets = ("gate_proj", "up_proj", "down_proj")
+    return base, write_adapter(root / "adapter", shape, r=RANK, targets=targets)
 
 
 def timed(func: Any) -> float:

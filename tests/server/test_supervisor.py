@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +20,10 @@ from safetensors.torch import load_file, save_file
 from server.supervisor import free_port
 from tests.conftest import TEST_DTYPE, VLLM_START_TIMEOUT_S, adapter_dir, fill_registry, wait_for
 from tests.server.conftest import wait_until
+from tests.support import launch
 
 pytestmark = pytest.mark.vllm
 
-GATEWAY = str(Path(sys.executable).with_name("gateway"))
 MSGS = [{"role": "user", "content": "Hello, my parcel is late."}]
 
 
@@ -32,33 +31,14 @@ MSGS = [{"role": "user", "content": "Hello, my parcel is late."}]
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, psutil.Process]]:
     root = tmp_path_factory.mktemp("embedded")
     fill_registry(root / "registry")
-    port = free_port()
     env = {
-        **os.environ,
         "GATEWAY_LOCAL__DTYPE": TEST_DTYPE,
-        "GATEWAY_CACHE_DIR": str(root),
         "GATEWAY_LOCAL__RESTART_BACKOFF_S": "0.5",
         "GATEWAY_LOCAL__MAX_LORA_RANK": "8",
         "GATEWAY_PROBE_INTERVAL_S": "2",
     }
-    log = (root / "gateway.log").open("wb")
-    proc = subprocess.Popen(
-        [GATEWAY, "serve", "--registry", str(root / "registry"), "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{url}/ready", VLLM_START_TIMEOUT_S, proc)
-    except BaseException:
-        proc.kill()
-        print((root / "gateway.log").read_text()[-3000:], (root / "vllm.log").read_text()[-3000:])
-        raise
-    yield url, psutil.Process(proc.pid)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(60)
-    log.close()
+    with launch.gateway(root / "registry", root, backend=None, env=env) as proc:
+        yield proc.url, psutil.Process(proc.popen.pid)
 
 
 def vllm_of(gateway: psutil.Process) -> psutil.Process:
@@ -185,7 +165,7 @@ def test_stopping_the_gateway_stops_its_vllm(tmp_path: Path) -> None:
         "GATEWAY_LOCAL__MAX_LORA_RANK": "8",
     }
     proc = subprocess.Popen(
-        [GATEWAY, "serve", "--registry", str(root / "registry"), "--port", str(port)],
+        [launch.GATEWAY, "serve", "--registry", str(root / "registry"), "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
