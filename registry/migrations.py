@@ -136,9 +136,53 @@ def m0002_code_lineage_and_production(db: Database) -> None:
         )
 
 
+def m0003_rollouts(db: Database) -> None:
+    """Canary rollouts: one row per rollout (plan, step, weight, state, lease) and its
+    analyses. A partial unique index keeps at most one active rollout per name; the
+    gateway's split for NAME is the active rollout's (production, canary, weight)."""
+    db.execute(
+        """CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL REFERENCES names(name),
+        stable INTEGER NOT NULL,
+        canary INTEGER NOT NULL,
+        steps TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        step INTEGER NOT NULL DEFAULT 0,
+        weight REAL NOT NULL CHECK (weight >= 0 AND weight <= 100),
+        state TEXT NOT NULL
+            CHECK (state IN ('active', 'promoted', 'rolled_back', 'aborted')),
+        reason TEXT,
+        started_by TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        step_started_at TEXT NOT NULL,
+        ended_at TEXT,
+        holder TEXT,
+        lease_until REAL,
+        FOREIGN KEY (name, stable) REFERENCES adapters(name, version),
+        FOREIGN KEY (name, canary) REFERENCES adapters(name, version))"""
+    )
+    db.execute("CREATE UNIQUE INDEX rollouts_one_active ON rollouts(name) WHERE state = 'active'")
+    db.execute("CREATE INDEX rollouts_name ON rollouts(name, id)")
+    db.execute(
+        """CREATE TABLE rollout_analyses (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        rollout_id INTEGER NOT NULL REFERENCES rollouts(id),
+        at TEXT NOT NULL,
+        who TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        weight REAL NOT NULL,
+        verdict TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        figures TEXT NOT NULL)"""
+    )
+    db.execute("CREATE INDEX rollout_analyses_rollout ON rollout_analyses(rollout_id, id)")
+
+
 MIGRATIONS: tuple[Callable[[Database], None], ...] = (
     m0001_initial,
     m0002_code_lineage_and_production,
+    m0003_rollouts,
 )
 
 
