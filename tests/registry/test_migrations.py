@@ -15,9 +15,11 @@ from registry.migrations import MIGRATIONS
 
 
 def _as_schema_1(path: Path) -> None:
-    """Undo migration 2 by hand: no production aliases, no code columns."""
+    """Undo migrations 2 and 3 by hand: no production aliases, no code columns, no rollouts."""
     conn = sqlite3.connect(path / "registry.db")
     with conn:
+        conn.execute("DROP TABLE rollout_analyses")  # migration 3 and later
+        conn.execute("DROP TABLE rollouts")
         conn.execute("DELETE FROM aliases")
         conn.execute("ALTER TABLE adapters DROP COLUMN code_commit")
         conn.execute("ALTER TABLE adapters DROP COLUMN code_dirty")
