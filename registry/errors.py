@@ -28,7 +28,10 @@ and unambiguous. Raise the most specific class; never a bare :class:`RegistryErr
     ├── NotARegistryError              17   404  not_a_registry
     ├── ReadOnlyRegistryError          18   403  read_only
     ├── DestinationUnwritableError     19   500  destination_unwritable
-    └── SourceChangedError             20   409  source_changed
+    ├── SourceChangedError             20   409  source_changed
+    ├── RolloutConflictError           30   409  rollout_conflict
+    ├── InvalidRolloutError            31   422  invalid_rollout
+    └── LeaseHeldError                 32   409  lease_held
 
 Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
@@ -223,6 +226,31 @@ class SourceChangedError(RegistryError):
     code = "source_changed"
 
 
+class RolloutConflictError(RegistryError):
+    """A rollout was started while one is active, or changed or ended under its caller."""
+
+    exit_code = 30
+    http_status = 409
+    code = "rollout_conflict"
+
+
+class InvalidRolloutError(RegistryError):
+    """A rollout plan is refused: weights outside 0-100, steps not increasing, a canary on
+    another base model or the version already in production; nothing was written."""
+
+    exit_code = 31
+    http_status = 422
+    code = "invalid_rollout"
+
+
+class LeaseHeldError(RegistryError):
+    """Another controller holds this rollout's lease; only one may act on a rollout."""
+
+    exit_code = 32
+    http_status = 409
+    code = "lease_held"
+
+
 def error_classes() -> tuple[type[RegistryError], ...]:
     """Every class of the tree, root first (the table, in code)."""
     found: list[type[RegistryError]] = []
@@ -254,11 +282,14 @@ __all__ = [
     "InvalidBaseModelError",
     "InvalidDatasetError",
     "InvalidRefError",
+    "InvalidRolloutError",
+    "LeaseHeldError",
     "NameConflictError",
     "NotARegistryError",
     "ReadOnlyRegistryError",
     "RefNotFoundError",
     "RegistryError",
+    "RolloutConflictError",
     "SchemaVersionError",
     "SourceChangedError",
     "UnsupportedLocationError",

@@ -9,10 +9,11 @@ class resolves refs and turns arguments into what those use cases take; it holds
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from registry import catalog, push, transfer
+from registry import catalog, push, rollouts, transfer
 from registry.bases import pick_base
 from registry.blobs import FileBlobStore
 from registry.deps import Deps, StepHook
@@ -35,6 +36,7 @@ from registry.records import (
     Event,
     PushResult,
     Resolved,
+    Rollout,
     VerifyReport,
 )
 from registry.refs import (
@@ -47,6 +49,7 @@ from registry.refs import (
     check_version,
     parse_ref,
 )
+from registry.rollouts import Outcome as RolloutOutcome
 from registry.settings import RegistrySettings
 from registry.sqlite_store import SqliteStore, now_iso
 from registry.staging import check_kind
@@ -368,3 +371,88 @@ class LocalRegistry:
         """Re-hash stored blobs (all, or those of ``ref``); optionally collect orphans."""
         target = self.resolve(ref) if ref is not None else None
         return transfer.verify(self.deps, target, ref or "", gc=gc, gc_grace_s=gc_grace_s)
+
+    # -- rollouts (the use cases and their rules: registry.rollouts) --------------------
+    def start_rollout(
+        self,
+        name: str,
+        canary: int,
+        *,
+        steps: Sequence[float],
+        plan: dict[str, Any] | None = None,
+        who: str | None = None,
+    ) -> Rollout:
+        """Begin splitting ``name`` between production and ``canary`` (first step's weight)."""
+        return rollouts.start(self.deps, name, canary, steps=steps, plan=plan, who=who)
+
+    def rollout(self, name: str) -> Rollout | None:
+        """The active rollout of ``name`` (with its analyses), or None."""
+        return rollouts.active(self.deps, name)
+
+    def rollouts(self, name: str) -> list[Rollout]:
+        """Every rollout of ``name``, oldest first."""
+        return rollouts.history(self.deps, name)
+
+    def claim_rollout(
+        self, name: str, rollout_id: int, holder: str, *, ttl_s: float, who: str | None = None
+    ) -> Rollout:
+        """Take or renew the controller lease on a rollout (LeaseHeldError if taken)."""
+        return rollouts.claim(self.deps, name, rollout_id, holder, ttl_s=ttl_s, who=who)
+
+    def release_rollout(self, name: str, rollout_id: int, holder: str) -> None:
+        rollouts.release(self.deps, name, rollout_id, holder)
+
+    def advance_rollout(
+        self,
+        name: str,
+        rollout_id: int,
+        step: int,
+        *,
+        holder: str | None = None,
+        reason: str = "",
+        who: str | None = None,
+    ) -> Rollout:
+        """Move a rollout to its next step (compare-and-set on the step)."""
+        return rollouts.advance(
+            self.deps, name, rollout_id, step, holder=holder, reason=reason, who=who
+        )
+
+    def record_analysis(
+        self,
+        name: str,
+        rollout_id: int,
+        *,
+        step: int,
+        verdict: str,
+        reason: str,
+        figures: dict[str, Any],
+        holder: str | None = None,
+        who: str | None = None,
+    ) -> None:
+        """Record one judgement of step ``step`` of a rollout."""
+        rollouts.record_analysis(
+            self.deps,
+            name,
+            rollout_id,
+            step=step,
+            verdict=verdict,
+            reason=reason,
+            figures=figures,
+            holder=holder,
+            who=who,
+        )
+
+    def end_rollout(
+        self,
+        name: str,
+        rollout_id: int | None,
+        outcome: RolloutOutcome,
+        *,
+        reason: str,
+        holder: str | None = None,
+        who: str | None = None,
+    ) -> Rollout:
+        """Promote (production moves), roll back or abort the active rollout."""
+        return rollouts.end(
+            self.deps, name, rollout_id, outcome, reason=reason, holder=holder, who=who
+        )

@@ -9,8 +9,9 @@ this protocol only, never against an implementation.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from registry.records import (
     AdapterVersion,
@@ -19,6 +20,7 @@ from registry.records import (
     Event,
     PushResult,
     Resolved,
+    Rollout,
     VerifyReport,
 )
 
@@ -112,3 +114,63 @@ class Registry(Protocol):
     def remove_alias(self, name: str, alias: str, *, who: str | None = None) -> None: ...
 
     def remove(self, ref: str, *, who: str | None = None) -> Resolved: ...
+
+    # -- rollouts (rules in registry.rollouts) -----------------------------------------
+    def start_rollout(
+        self,
+        name: str,
+        canary: int,
+        *,
+        steps: Sequence[float],
+        plan: dict[str, Any] | None = None,
+        who: str | None = None,
+    ) -> Rollout:
+        """Split ``name`` between production and ``canary``; one active rollout per name."""
+        ...
+
+    def rollout(self, name: str) -> Rollout | None:
+        """The active rollout of ``name`` (what gateways split by), or None."""
+        ...
+
+    def rollouts(self, name: str) -> list[Rollout]: ...
+
+    def claim_rollout(
+        self, name: str, rollout_id: int, holder: str, *, ttl_s: float, who: str | None = None
+    ) -> Rollout: ...
+
+    def release_rollout(self, name: str, rollout_id: int, holder: str) -> None: ...
+
+    def advance_rollout(
+        self,
+        name: str,
+        rollout_id: int,
+        step: int,
+        *,
+        holder: str | None = None,
+        reason: str = "",
+        who: str | None = None,
+    ) -> Rollout: ...
+
+    def record_analysis(
+        self,
+        name: str,
+        rollout_id: int,
+        *,
+        step: int,
+        verdict: str,
+        reason: str,
+        figures: dict[str, Any],
+        holder: str | None = None,
+        who: str | None = None,
+    ) -> None: ...
+
+    def end_rollout(
+        self,
+        name: str,
+        rollout_id: int | None,
+        outcome: Literal["promoted", "rolled_back", "aborted"],
+        *,
+        reason: str,
+        holder: str | None = None,
+        who: str | None = None,
+    ) -> Rollout: ...

@@ -138,3 +138,53 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+RolloutState = Literal["active", "promoted", "rolled_back", "aborted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """One judgement of a rollout step: the verdict, why, and the figures it read."""
+
+    id: int
+    at: str
+    who: str
+    step: int
+    weight: float
+    verdict: str
+    reason: str
+    figures: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A canary rollout of ``name`` from version ``stable`` to ``canary``.
+
+    ``steps`` are canary weights in percent, increasing; ``step`` indexes them and
+    ``weight`` is the share the canary gets now (0 once it ended). ``plan`` is the
+    controller's configuration, stored as given. ``holder``/``lease_until`` (epoch s) name
+    the controller that may act on it.
+    """
+
+    id: int
+    name: str
+    stable: int
+    canary: int
+    steps: tuple[float, ...]
+    plan: dict[str, Any]
+    step: int
+    weight: float
+    state: RolloutState
+    reason: str | None
+    started_by: str
+    started_at: str
+    step_started_at: str
+    ended_at: str | None
+    holder: str | None
+    lease_until: float | None
+    analyses: tuple[Analysis, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"

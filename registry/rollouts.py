@@ -1,0 +1,299 @@
+"""Canary rollouts: the routing state gateways split by, and the controller's record.
+
+A rollout of adapter ``NAME`` moves traffic from its ``production`` version (the stable
+arm) to a ``canary`` version, a few percent at a time (``steps``, increasing canary
+weights in percent). While it is active, plain ``NAME`` and ``NAME@production`` are split
+between the two arms by weight; pinned refs (``NAME@N``) never are. It ends promoted (the
+``production`` alias moves to the canary, in the same transaction), rolled back (by the
+controller, with its reason) or aborted (by a person); either way the canary's weight
+drops to 0. Every write is one transaction that also appends to the event log, so the
+gateways' change token moves and each replica re-reads the split within its refresh.
+
+At most one rollout per name is active (a partial unique index, and a check inside the
+``BEGIN IMMEDIATE`` transaction). Two controllers cannot both act: a controller writes
+with its ``holder`` id, and every write checks, inside its transaction, that this holder
+owns the rollout's lease (:func:`claim` takes it when free or expired). A person's
+promote or abort (``holder=None``) always wins; the controller then sees the rollout end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from registry.deps import Deps
+from registry.errors import (
+    InvalidRolloutError,
+    LeaseHeldError,
+    RefNotFoundError,
+    RolloutConflictError,
+)
+from registry.records import Rollout
+from registry.refs import PRODUCTION, check_name, check_version
+from registry.sqlite_store import Tx, now_iso
+
+Outcome = Literal["promoted", "rolled_back", "aborted"]
+MAX_STEPS = 100
+
+
+def check_steps(steps: Sequence[float]) -> tuple[float, ...]:
+    """Canary weights in percent: 1 to MAX_STEPS of them, finite, in (0, 100], increasing."""
+    out: list[float] = []
+    if not steps or len(steps) > MAX_STEPS:
+        raise InvalidRolloutError(f"a rollout needs 1 to {MAX_STEPS} steps, not {len(steps)}")
+    for w in steps:
+        if isinstance(w, bool) or not isinstance(w, int | float):
+            raise InvalidRolloutError(f"step {w!r} is not a number (canary weight in percent)")
+        if not math.isfinite(w) or w <= 0 or w > 100:
+            raise InvalidRolloutError(
+                f"step {w!r} is outside 0-100: each step is the canary's weight in percent, "
+                "above 0 and at most 100"
+            )
+        if out and w <= out[-1]:
+            raise InvalidRolloutError(
+                f"steps must increase: {w:g} follows {out[-1]:g} (e.g. 10,25,50,100)"
+            )
+        out.append(float(w))
+    return tuple(out)
+
+
+def _check_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    try:
+        json.dumps(plan, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRolloutError(f"the rollout plan is not plain finite JSON: {exc}") from None
+    return plan
+
+
+def start(
+    deps: Deps,
+    name: str,
+    canary: int,
+    *,
+    steps: Sequence[float],
+    plan: dict[str, Any] | None = None,
+    who: str | None = None,
+) -> Rollout:
+    """Begin a rollout of ``name`` from its production version to ``canary``."""
+    check_name(name)
+    check_version(canary)
+    weights = check_steps(steps)
+    plan = _check_plan(dict(plan or {}))
+    store = deps.store
+    store.check_writable()
+    if store.kind_of(name) != "adapter":
+        raise RefNotFoundError(f"no adapter named {name!r}; see `registry ls`")
+    by, at = deps.who(who), now_iso()
+    with store.write() as tx:
+        active = store.active_rollout(name)
+        if active is not None:
+            raise RolloutConflictError(
+                f"{name} already has an active rollout (#{active.id}, {name}@{active.stable} -> "
+                f"{name}@{active.canary} at {active.weight:g}%); promote or abort it first "
+                f"(`deploy promote {name}` / `deploy abort {name}`)"
+            )
+        stable = store.alias_target(name, PRODUCTION)
+        if stable is None:
+            raise InvalidRolloutError(
+                f"{name} has no production alias, so there is no stable version to split "
+                f"from; set one first (`registry alias set {name} production N`)"
+            )
+        new = store.adapter(name, canary)
+        if new is None or new.removed_at is not None:
+            state = "has no version" if new is None else "has removed version"
+            raise RefNotFoundError(f"{name} {state} {canary}; see `registry ls`")
+        if canary == stable:
+            raise InvalidRolloutError(f"{name}@{canary} is already production; nothing to roll out")
+        old = store.adapter(name, stable)
+        assert old is not None
+        if new.base_model.digest != old.base_model.digest:
+            raise InvalidRolloutError(
+                f"{name}@{canary} was trained on base {new.base_model.name!r} and production "
+                f"{name}@{stable} on {old.base_model.name!r}: one gateway serves one base, so "
+                "the two arms cannot share traffic"
+            )
+        rollout_id = tx.insert_rollout(
+            name=name, stable=stable, canary=canary, steps=weights, plan=plan, who=by, at=at
+        )
+    return _get(deps, rollout_id)
+
+
+def active(deps: Deps, name: str) -> Rollout | None:
+    """The active rollout of ``name``, with its analyses, or None."""
+    found = deps.store.active_rollout(name)
+    return None if found is None else deps.store.rollout(found.id)
+
+
+def history(deps: Deps, name: str) -> list[Rollout]:
+    """Every rollout of ``name``, oldest first."""
+    return deps.store.rollouts(name)
+
+
+def _get(deps: Deps, rollout_id: int) -> Rollout:
+    found = deps.store.rollout(rollout_id)
+    assert found is not None, rollout_id
+    return found
+
+
+def _current(deps: Deps, name: str, rollout_id: int | None) -> Rollout:
+    """The active rollout (inside a write transaction), checked to be ``rollout_id``."""
+    found = deps.store.active_rollout(name)
+    if found is None:
+        ended = deps.store.rollout(rollout_id) if rollout_id is not None else None
+        if ended is not None and ended.name == name:
+            raise RolloutConflictError(
+                f"rollout #{ended.id} of {name} has ended ({ended.state}: {ended.reason})"
+            )
+        raise RefNotFoundError(f"{name} has no active rollout; see `deploy history {name}`")
+    if rollout_id is not None and found.id != rollout_id:
+        raise RolloutConflictError(
+            f"rollout #{rollout_id} of {name} has ended; #{found.id} is the active one"
+        )
+    return found
+
+
+def _check_lease(rollout: Rollout, holder: str | None, now: float) -> None:
+    """A controller (``holder``) may write only while it holds the lease; a person
+    (None) only while no controller's lease is live."""
+    live = rollout.holder is not None and (rollout.lease_until or 0.0) >= now
+    if holder is None and not live:
+        return
+    if holder is not None and rollout.holder == holder:
+        return
+    owner = rollout.holder if live else "nobody"
+    raise LeaseHeldError(
+        f"rollout #{rollout.id} of {rollout.name} is driven by {owner}; "
+        f"{'claim it first' if holder is not None and not live else 'only one controller acts'}"
+    )
+
+
+def claim(
+    deps: Deps, name: str, rollout_id: int, holder: str, *, ttl_s: float, who: str | None = None
+) -> Rollout:
+    """Take (or renew) the lease on a rollout for ``ttl_s`` seconds; LeaseHeldError if
+    another holder's lease is still live."""
+    if not holder or not math.isfinite(ttl_s) or ttl_s <= 0:
+        raise InvalidRolloutError("a lease needs a holder id and a positive finite ttl")
+    with deps.store.write() as tx:
+        found = _current(deps, name, rollout_id)
+        now = time.time()
+        if found.holder not in (None, holder) and (found.lease_until or 0.0) >= now:
+            raise LeaseHeldError(
+                f"rollout #{found.id} of {name} is driven by {found.holder} (lease for "
+                f"{found.lease_until - now:.0f} s more)"
+                if found.lease_until is not None
+                else f"rollout #{found.id} of {name} is driven by {found.holder}"
+            )
+        if tx.set_lease(rollout=found, holder=holder, until=now + ttl_s):
+            _lease_event(tx, found, holder, deps.who(who))
+    return _get(deps, rollout_id)
+
+
+def _lease_event(tx: Tx, rollout: Rollout, holder: str, who: str) -> None:
+    tx.event(
+        at=now_iso(),
+        who=who,
+        action="rollout.lease",
+        name=rollout.name,
+        version=rollout.canary,
+        detail={"rollout": rollout.id, "holder": holder, "from": rollout.holder},
+    )
+
+
+def release(deps: Deps, name: str, rollout_id: int, holder: str) -> None:
+    """Give the lease up (a no-op unless ``holder`` has it), so another may resume now."""
+    with deps.store.write() as tx:
+        found = deps.store.active_rollout(name)
+        if found is not None and found.id == rollout_id and found.holder == holder:
+            tx.set_lease(rollout=found, holder=None, until=None)
+
+
+def advance(
+    deps: Deps,
+    name: str,
+    rollout_id: int,
+    step: int,
+    *,
+    holder: str | None = None,
+    reason: str = "",
+    who: str | None = None,
+) -> Rollout:
+    """Move an active rollout to ``step`` (compare-and-set: it must be the next one)."""
+    with deps.store.write() as tx:
+        found = _current(deps, name, rollout_id)
+        _check_lease(found, holder, time.time())
+        if step != found.step + 1 or step >= len(found.steps):
+            raise RolloutConflictError(
+                f"rollout #{found.id} of {name} is at step {found.step} of {len(found.steps)}; "
+                f"step {step} is not the next one (another writer moved it?)"
+            )
+        tx.move_rollout(
+            rollout=found,
+            step=step,
+            weight=found.steps[step],
+            reason=reason,
+            who=deps.who(who),
+            at=now_iso(),
+        )
+    return _get(deps, rollout_id)
+
+
+def record_analysis(
+    deps: Deps,
+    name: str,
+    rollout_id: int,
+    *,
+    verdict: str,
+    reason: str,
+    figures: dict[str, Any],
+    step: int,
+    holder: str | None = None,
+    who: str | None = None,
+) -> None:
+    """Record one judgement of the rollout's step ``step`` (refused if it has moved)."""
+    figures = _check_plan(figures)
+    with deps.store.write() as tx:
+        found = _current(deps, name, rollout_id)
+        _check_lease(found, holder, time.time())
+        if found.step != step:
+            raise RolloutConflictError(
+                f"rollout #{found.id} of {name} moved to step {found.step}; this analysis was "
+                f"of step {step}"
+            )
+        tx.insert_analysis(
+            rollout=found,
+            verdict=verdict,
+            reason=reason,
+            figures=figures,
+            who=deps.who(who),
+            at=now_iso(),
+        )
+
+
+def end(
+    deps: Deps,
+    name: str,
+    rollout_id: int | None,
+    outcome: Outcome,
+    *,
+    reason: str,
+    holder: str | None = None,
+    who: str | None = None,
+) -> Rollout:
+    """End the active rollout: ``promoted`` moves ``production`` to the canary; ``rolled_back``
+    and ``aborted`` leave it. A person (``holder=None``) may promote or abort over a
+    controller's lease; a controller needs the lease."""
+    if outcome not in ("promoted", "rolled_back", "aborted"):
+        raise InvalidRolloutError(f"a rollout ends promoted, rolled_back or aborted, not {outcome}")
+    with deps.store.write() as tx:
+        found = _current(deps, name, rollout_id)
+        if holder is not None:
+            _check_lease(found, holder, time.time())
+        by, at = deps.who(who), now_iso()
+        if outcome == "promoted":
+            tx.move_alias(name=name, alias=PRODUCTION, version=found.canary, who=by, at=at)
+        tx.end_rollout(rollout=found, state=outcome, reason=reason, who=by, at=at)
+    return _get(deps, found.id)
