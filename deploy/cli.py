@@ -1,13 +1,291 @@
-"""`deploy` console script: a placeholder until the canary-rollout issue lands."""
+"""The ``deploy`` command line: canary rollouts of adapter versions.
 
+``deploy canary`` starts a rollout (or resumes the active one to the same version) and
+runs its controller in the foreground until the rollout is promoted or rolled back;
+``status``, ``history``, ``promote`` and ``abort`` read or end it. Every verb takes
+``--registry LOCATION`` (else ``REGISTRY_URL``). Registry errors exit with the registry's
+own codes (``docs/registry.md``); a refused option is click's usage error (2); a rollout
+that ends rolled back or aborted exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
 import sys
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from deploy.controller import Controller
+from deploy.gateway_scrape import GatewayScrapeSource
+from deploy.plan import Plan, PlanError, parse_duration, parse_steps
+from deploy.prometheus import PrometheusSource
+from deploy.source import MetricsSource
+from registry import Registry, Rollout, RolloutConflictError
+from registry import open as open_registry
+from registry.cli import RegistryGroup, location_option, who_option
+
+_GROUP_LOCATION = "loraport.deploy.registry"
 
 
-def main() -> None:
-    """Say plainly that the stage is not built yet, and exit non-zero."""
-    print(
-        "deploy: not yet. Canary rollouts (deploy canary/status/promote/abort) are planned;\n"
-        "see DESIGN.md. Nothing was changed.",
-        file=sys.stderr,
-    )
-    sys.exit(2)
+def _open(location: str | None) -> Registry:
+    ctx = click.get_current_context(silent=True)
+    if location is None and ctx is not None:
+        location = ctx.find_root().meta.get(_GROUP_LOCATION)
+    return open_registry(location, create=False)
+
+
+@click.group(cls=RegistryGroup)
+@click.version_option(package_name="loraport")
+@click.option("--registry", "location", metavar="LOCATION", default=None,
+              help="Registry for every verb (default: $REGISTRY_URL, else per-user).")  # fmt: skip
+@click.pass_context
+def main(ctx: click.Context, location: str | None) -> None:
+    """loraport deploy: canary rollouts judged from Prometheus, promoted or rolled back.
+
+    Example: deploy canary support --to 2 --steps 10,25,50,100 --interval 10m
+    --prometheus http://prometheus:9090
+    """
+    ctx.meta[_GROUP_LOCATION] = location
+
+
+def _option(value: str, parse: Any, flag: str) -> Any:
+    try:
+        return parse(value)
+    except PlanError as e:
+        raise click.BadParameter(str(e), param_hint=flag) from None
+
+
+def _source(prometheus: str | None, gateways: tuple[str, ...]) -> MetricsSource:
+    if prometheus and gateways:
+        raise click.UsageError("give --prometheus URL or --gateway URL ..., not both")
+    if prometheus:
+        return PrometheusSource(prometheus)
+    if gateways:
+        return GatewayScrapeSource(list(gateways))
+    raise click.UsageError("where are the figures? give --prometheus URL or --gateway URL ...")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--to", "version", required=True, type=int, help="The canary version (NAME@N).")
+@click.option(
+    "--steps",
+    default="10,25,50,100",
+    show_default=True,
+    help="Canary weights in percent, increasing.",
+)
+@click.option(
+    "--interval",
+    default="10m",
+    show_default=True,
+    help="How long each step is watched before it is judged (10m, 30s, ...).",
+)
+@click.option(
+    "--min-requests",
+    default=20,
+    show_default=True,
+    type=int,
+    help="Fewer requests on either arm in an interval: hold.",
+)
+@click.option(
+    "--max-error-rate",
+    default=0.05,
+    show_default=True,
+    type=float,
+    help="Canary 5xx share above this: roll back.",
+)
+@click.option(
+    "--max-latency-ratio",
+    default=1.5,
+    show_default=True,
+    type=float,
+    help="Canary p95 over stable p95 above this: roll back.",
+)
+@click.option(
+    "--max-json-violation-rate",
+    default=0.05,
+    show_default=True,
+    type=float,
+    help="Canary JSON-contract failures share above this: roll back.",
+)
+@click.option("--prometheus", default=None, metavar="URL", help="Read figures with PromQL.")
+@click.option(
+    "--gateway",
+    "gateways",
+    multiple=True,
+    metavar="URL",
+    help="Without Prometheus: scrape these gateways' /metrics (repeat).",
+)
+@click.option(
+    "--lease-ttl",
+    default="15s",
+    show_default=True,
+    help="How long a dead controller blocks another from resuming.",
+)
+@location_option
+@who_option
+def canary(
+    name: str,
+    version: int,
+    steps: str,
+    interval: str,
+    min_requests: int,
+    max_error_rate: float,
+    max_latency_ratio: float,
+    max_json_violation_rate: float,
+    prometheus: str | None,
+    gateways: tuple[str, ...],
+    lease_ttl: str,
+    location: str | None,
+    who: str | None,
+) -> None:
+    """Roll NAME out to version --to, step by step, and drive it to the end.
+
+    Run it again after a crash to resume the active rollout (its plan is the stored one).
+
+    Example: deploy canary support --to 2 --steps 10,50,100 --interval 5m
+    --prometheus http://127.0.0.1:9090
+    """
+    weights = _option(steps, parse_steps, "--steps")
+    ttl = _option(lease_ttl, parse_duration, "--lease-ttl")
+    try:
+        plan = Plan.checked(
+            interval_s=_option(interval, parse_duration, "--interval"),
+            min_requests=min_requests,
+            max_error_rate=max_error_rate,
+            max_latency_ratio=max_latency_ratio,
+            max_json_violation_rate=max_json_violation_rate,
+        )
+    except PlanError as e:
+        raise click.BadParameter(str(e)) from None
+    source = _source(prometheus, gateways)
+    with _open(location) as reg:
+        active = reg.rollout(name)
+        if active is not None and active.canary == version:
+            rollout = active
+            click.echo(f"resuming rollout #{rollout.id} at step {rollout.step} "
+                       f"({rollout.weight:g}%); its stored plan applies")  # fmt: skip
+        else:
+            if active is not None:
+                raise RolloutConflictError(
+                    f"{name} already has an active rollout (#{active.id}, to "
+                    f"{name}@{active.canary}); promote or abort it first"
+                )
+            rollout = reg.start_rollout(
+                name, version, steps=weights, plan=plan.model_dump(), who=who
+            )
+            click.echo(f"rollout #{rollout.id}: {name}@{rollout.stable} -> {name}@{version} "
+                       f"at {rollout.weight:g}%")  # fmt: skip
+        controller = Controller(reg, source, name, lease_ttl_s=ttl, say=click.echo)
+        _stop_on_sigterm()
+        final = controller.run(rollout.id)
+    click.echo(f"{name}: {final.state}: {final.reason}")
+    if final.state != "promoted":
+        sys.exit(1)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the lease is released on the way out."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _json(rollout: Rollout) -> dict[str, Any]:
+    return asdict(rollout)
+
+
+def _lines(r: Rollout, *, analyses: int | None) -> list[str]:
+    steps = ",".join(f"{w:g}" for w in r.steps)
+    out = [
+        f"rollout #{r.id} of {r.name}: {r.name}@{r.stable} -> {r.name}@{r.canary}  {r.state}"
+        f"  step {r.step} of {len(r.steps)} [{steps}]  canary weight {r.weight:g}%",
+        f"  started {r.started_at} by {r.started_by}"
+        + (f"; ended {r.ended_at}: {r.reason}" if r.ended_at else ""),
+    ]
+    if r.holder:
+        out.append(f"  controller {r.holder}")
+    shown = r.analyses if analyses is None else r.analyses[-analyses:]
+    for a in shown:
+        out.append(f"  {a.at} step {a.step} ({a.weight:g}%) {a.verdict}: {a.reason}")
+    return out
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@location_option
+def status(name: str, as_json: bool, location: str | None) -> None:
+    """The active rollout of NAME (else its last one) and its latest analyses.
+
+    Example: deploy status support --json
+    """
+    with _open(location) as reg:
+        found = reg.rollout(name) or next(iter(reversed(reg.rollouts(name))), None)
+        production = reg.aliases(name).get("production")
+    if as_json:
+        click.echo(json.dumps({"name": name, "production": production,
+                               "rollout": _json(found) if found else None}, indent=2))  # fmt: skip
+        return
+    click.echo(f"{name}: production is {name}@{production}")
+    if found is None:
+        click.echo("  no rollout yet")
+        return
+    for line in _lines(found, analyses=5):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@location_option
+def history(name: str, as_json: bool, location: str | None) -> None:
+    """Every rollout of NAME, oldest first, with every analysis.
+
+    Example: deploy history support
+    """
+    with _open(location) as reg:
+        found = reg.rollouts(name)
+    if as_json:
+        click.echo(json.dumps([_json(r) for r in found], indent=2))
+        return
+    if not found:
+        click.echo(f"{name}: no rollouts")
+    for r in found:
+        for line in _lines(r, analyses=None):
+            click.echo(line)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--reason", default="promoted by hand", show_default=True)
+@location_option
+@who_option
+def promote(name: str, reason: str, location: str | None, who: str | None) -> None:
+    """Promote the active rollout now: production moves to the canary version.
+
+    Example: deploy promote support
+    """
+    with _open(location) as reg:
+        done = reg.end_rollout(name, None, "promoted", reason=reason, who=who)
+    click.echo(f"{name}: production -> {name}@{done.canary} (rollout #{done.id} promoted)")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--reason", default="aborted by hand", show_default=True)
+@location_option
+@who_option
+def abort(name: str, reason: str, location: str | None, who: str | None) -> None:
+    """Abort the active rollout: the canary's weight drops to 0, production stays.
+
+    Example: deploy abort support --reason "wrong dataset"
+    """
+    with _open(location) as reg:
+        done = reg.end_rollout(name, None, "aborted", reason=reason, who=who)
+    click.echo(f"{name}: rollout #{done.id} aborted; production stays {name}@{done.stable}")

@@ -1,0 +1,176 @@
+"""The rollout loop: judge the current step every interval, act by writing the registry.
+
+All state is in the registry (step, when it started, every analysis), so a controller
+killed at any moment is resumed by starting another: it waits out the rest of the
+interval that was running and goes on. Only the holder of the rollout's lease acts
+(every write checks it inside its transaction), so two controllers on one rollout never
+both act; a live one renews its lease every poll, a dead one's expires after
+``lease_ttl_s``. A person's ``deploy promote`` or ``abort`` ends the rollout under a
+running controller, which then stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from deploy.decision import ArmFigures, Verdict, decide
+from deploy.plan import Plan
+from deploy.source import ArmRef, MetricsSource, MetricsUnavailable
+from registry import LeaseHeldError, Registry, RegistryError, Rollout, RolloutConflictError
+
+
+def new_holder() -> str:
+    """A controller's lease id: host, process, and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _plain(figures: ArmFigures | None) -> dict[str, Any] | None:
+    """An arm's figures as finite JSON (NaN and infinities become null)."""
+    if figures is None:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in asdict(figures).items():
+        out[key] = value if math.isfinite(value) else None
+    return out
+
+
+class Controller:
+    def __init__(
+        self,
+        reg: Registry,
+        source: MetricsSource,
+        name: str,
+        *,
+        holder: str | None = None,
+        lease_ttl_s: float = 15.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.reg = reg
+        self.source = source
+        self.name = name
+        self.holder = holder or new_holder()
+        self.lease_ttl_s = lease_ttl_s
+        self.clock = clock
+        self.sleep = sleep
+        self.say = say
+
+    def _claim(self, rollout_id: int) -> Rollout | None:
+        """Renew the lease and read the rollout; None once it has ended."""
+        try:
+            return self.reg.claim_rollout(
+                self.name, rollout_id, self.holder, ttl_s=self.lease_ttl_s, who=self.holder
+            )
+        except RolloutConflictError:
+            return None
+        except RegistryError as e:
+            if e.code == "ref_not_found":
+                return None
+            raise
+
+    def _first_claim(self, rollout_id: int) -> Rollout | None:
+        """Wait for a dead controller's lease to expire (up to twice its ttl); a live
+        controller keeps renewing, so this one then gives up with LeaseHeldError."""
+        deadline = self.clock() + 2 * self.lease_ttl_s
+        while True:
+            try:
+                return self._claim(rollout_id)
+            except LeaseHeldError as e:
+                if self.clock() > deadline:
+                    raise
+                self.say(f"waiting: {e}")
+                self.sleep(min(1.0, self.lease_ttl_s / 3))
+
+    def due(self, rollout: Rollout, plan: Plan) -> float:
+        """When the current step is next judged: an interval after the step began or
+        after its last analysis, whichever is later (read from the registry)."""
+        last = epoch(rollout.step_started_at)
+        for analysis in rollout.analyses:
+            if analysis.step == rollout.step:
+                last = max(last, epoch(analysis.at))
+        return last + plan.interval_s
+
+    def arms(self, rollout: Rollout) -> list[ArmRef]:
+        return [
+            ArmRef(self.name, rollout.stable, "stable"),
+            ArmRef(self.name, rollout.canary, "canary"),
+        ]
+
+    def run(self, rollout_id: int) -> Rollout:
+        """Drive the rollout until it ends; return its final record."""
+        rollout = self._first_claim(rollout_id)
+        try:
+            if rollout is not None:
+                # a source that keeps state (the scrape) takes its baseline now
+                with contextlib.suppress(MetricsUnavailable):
+                    self.source.figures(self.arms(rollout), 0.0)
+            while rollout is not None:
+                plan = Plan.model_validate(rollout.plan)
+                wait = self.due(rollout, plan) - self.clock()
+                if wait > 0:
+                    self.sleep(min(wait, self.lease_ttl_s / 3))
+                else:
+                    self.judge(rollout, plan)
+                rollout = self._claim(rollout_id)
+        finally:
+            self.reg.release_rollout(self.name, rollout_id, self.holder)
+        return self.final(rollout_id)
+
+    def final(self, rollout_id: int) -> Rollout:
+        for r in self.reg.rollouts(self.name):
+            if r.id == rollout_id:
+                return r
+        raise RuntimeError(f"rollout #{rollout_id} of {self.name} vanished")
+
+    def judge(self, rollout: Rollout, plan: Plan) -> Verdict:
+        """One analysis of the current step, recorded, then acted on."""
+        last_step = rollout.step == len(rollout.steps) - 1
+        try:
+            stable, canary = self.source.figures(self.arms(rollout), plan.interval_s)
+            verdict = decide(
+                plan.thresholds(), stable, canary, weight=rollout.weight, last_step=last_step
+            )
+        except MetricsUnavailable as e:
+            stable = canary = None
+            verdict = Verdict("hold", f"no figures: {e}")
+        figures = {
+            "stable": _plain(stable),
+            "canary": _plain(canary),
+            "source": self.source.describe(),
+            "window_s": plan.interval_s,
+        }
+        kw: dict[str, Any] = {"holder": self.holder, "who": self.holder}
+        self.reg.record_analysis(
+            self.name,
+            rollout.id,
+            step=rollout.step,
+            verdict=verdict.action,
+            reason=verdict.reason,
+            figures=figures,
+            **kw,
+        )
+        at = f"{self.name} step {rollout.step} ({rollout.weight:g}%)"
+        self.say(f"{at}: {verdict.action}: {verdict.reason}")
+        if verdict.action == "advance":
+            self.reg.advance_rollout(
+                self.name, rollout.id, rollout.step + 1, reason=verdict.reason, **kw
+            )
+        elif verdict.action == "promote":
+            self.reg.end_rollout(self.name, rollout.id, "promoted", reason=verdict.reason, **kw)
+        elif verdict.action == "rollback":
+            self.reg.end_rollout(self.name, rollout.id, "rolled_back", reason=verdict.reason, **kw)
+        return verdict

@@ -1,0 +1,96 @@
+"""A :class:`deploy.source.MetricsSource` over Prometheus's HTTP API (PromQL).
+
+For each arm, over a window of the rollout's interval: requests and 5xx answers
+(``increase`` of ``loraport_requests_total``), JSON-contract failures (``increase`` of
+``loraport_structured_output_failures_total``) and the p95 latency
+(``histogram_quantile`` over ``loraport_request_duration_seconds_bucket``). An empty
+vector means no such requests (0), except for p95 where it means unknown (NaN). An
+unreachable server, an error status or a body that is not Prometheus's JSON is
+:class:`MetricsUnavailable`, never a figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from deploy.decision import ArmFigures
+from deploy.source import ArmRef, MetricsUnavailable
+
+
+def _selector(arm: ArmRef, extra: str = "") -> str:
+    labels = ",".join(f'{k}="{v}"' for k, v in arm.labels().items())
+    return "{" + labels + extra + "}"
+
+
+def queries(arm: ArmRef, window_s: float) -> dict[str, str]:
+    """The PromQL this source runs for one arm (exposed for tests and docs)."""
+    w = f"[{max(1, round(window_s * 1000))}ms]"
+    sel = _selector(arm)
+    failed = _selector(arm, ',status=~"5.."')
+    return {
+        "requests": f"sum(increase(loraport_requests_total{sel}{w}))",
+        "errors": f"sum(increase(loraport_requests_total{failed}{w}))",
+        "json_violations": f"sum(increase(loraport_structured_output_failures_total{sel}{w}))",
+        "p95_s": "histogram_quantile(0.95, sum by (le) "
+        f"(rate(loraport_request_duration_seconds_bucket{sel}{w})))",
+    }
+
+
+class PrometheusSource:
+    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def describe(self) -> str:
+        return f"prometheus {self.url}"
+
+    def query(self, promql: str) -> float | None:
+        """The instant query's single value; None for an empty vector."""
+        address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        try:
+            with urllib.request.urlopen(address, timeout=self.timeout_s) as response:
+                raw = response.read(1 << 20)
+        except urllib.error.HTTPError as e:
+            raise MetricsUnavailable(f"{self.describe()} answered HTTP {e.code}") from None
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            raise MetricsUnavailable(f"{self.describe()} is unreachable: {e}") from None
+        return _value(raw, self.describe())
+
+    def figures(self, arms: list[ArmRef], window_s: float) -> list[ArmFigures | None]:
+        out: list[ArmFigures | None] = []
+        for arm in arms:
+            got = {k: self.query(q) for k, q in queries(arm, window_s).items()}
+            out.append(
+                ArmFigures(
+                    requests=got["requests"] or 0.0,
+                    errors=got["errors"] or 0.0,
+                    json_violations=got["json_violations"] or 0.0,
+                    p95_s=math.nan if got["p95_s"] is None else got["p95_s"],
+                )
+            )
+        return out
+
+
+def _value(raw: bytes, source: str) -> float | None:
+    try:
+        body: Any = json.loads(raw)
+        if body.get("status") != "success":
+            raise MetricsUnavailable(f"{source} refused the query: {body.get('error')!r}")
+        data = body["data"]
+        if data["resultType"] != "vector":
+            raise ValueError(f"resultType {data['resultType']!r}")
+        result = data["result"]
+        if not result:
+            return None
+        if len(result) != 1:
+            raise ValueError(f"{len(result)} series where one sum was asked for")
+        return float(result[0]["value"][1])
+    except MetricsUnavailable:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        raise MetricsUnavailable(f"{source} answered something that is not PromQL: {e}") from None
