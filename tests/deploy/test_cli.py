@@ -1,0 +1,125 @@
+"""`deploy` on bad input: each a clear message and exit status, nothing written; and the
+read and hand-driven verbs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from deploy.cli import main
+from registry.local import LocalRegistry
+from server.supervisor import free_port
+from tests.support.synthetic import write_adapter, write_base
+
+
+def run(reg: LocalRegistry, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["--registry", str(reg.root), *args])
+    return result.exit_code, result.output
+
+
+FAST = ["--interval", "50ms", "--lease-ttl", "1s"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--to", "9"], 3, "has no version 9"),
+        (["--to", "1"], 31, "already production"),
+        (["--to", "2", "--steps", "0,50"], 31, "outside 0-100"),
+        (["--to", "2", "--steps", "10,150"], 31, "outside 0-100"),
+        (["--to", "2", "--steps", "50,25"], 31, "must increase"),
+        (["--to", "2", "--steps", "ten"], 2, "comma-separated"),
+        (["--to", "2", "--interval", "soon"], 2, "not a duration"),
+        (["--to", "2", "--max-error-rate", "2"], 2, "--max-error-rate"),
+        (["--to", "2", "--min-requests", "0"], 2, "--min-requests"),
+    ],
+)
+def test_bad_rollouts_are_refused(
+    support_registry: LocalRegistry, args: list[str], code: int, message: str
+) -> None:
+    status, output = run(support_registry, "canary", "support", *args, "--gateway", "http://x")
+    assert status == code, output
+    assert message in output
+    assert support_registry.rollouts("support") == []
+
+
+def test_figures_must_come_from_somewhere(support_registry: LocalRegistry) -> None:
+    status, output = run(support_registry, "canary", "support", "--to", "2")
+    assert status == 2 and "--prometheus URL or --gateway URL" in output
+    status, output = run(
+        support_registry, "canary", "support", "--to", "2", "--prometheus", "http://p",
+        "--gateway", "http://g",
+    )  # fmt: skip
+    assert status == 2 and "not both" in output
+
+
+def test_a_canary_on_another_base_is_refused(
+    support_registry: LocalRegistry, tmp_path: Path
+) -> None:
+    support_registry.add_base(write_base(tmp_path / "other", random=True), name="other-base")
+    support_registry.push_adapter(
+        write_adapter(tmp_path / "o" / "support", seed=9), base="other-base",
+        allow_unknown_dataset=True,
+    )  # fmt: skip
+    status, output = run(support_registry, "canary", "support", "--to", "4", "--gateway", "x")
+    assert status == 31 and "other-base" in output
+
+
+def test_a_second_rollout_while_one_is_active(support_registry: LocalRegistry) -> None:
+    support_registry.start_rollout("support", 2, steps=[10])
+    status, output = run(support_registry, "canary", "support", "--to", "3", "--gateway", "x")
+    assert status == 30 and "already has an active rollout" in output
+
+
+def test_a_dead_prometheus_holds_and_never_promotes(support_registry: LocalRegistry) -> None:
+    """The controller runs against a Prometheus that is down: every analysis holds, and
+    a person's abort ends it (the CLI exits 1: not promoted)."""
+    support_registry.start_rollout(
+        "support", 2, steps=[50, 100], plan={"interval_s": 0.05, "min_requests": 1}
+    )
+    support_registry.claim_rollout("support", 1, "someone-else", ttl_s=0.01)
+    url = f"http://127.0.0.1:{free_port()}"
+
+    def abort_soon() -> None:
+        threading.Event().wait(1.0)
+        support_registry.end_rollout("support", None, "aborted", reason="test over")
+
+    threading.Thread(target=abort_soon).start()
+    status, output = run(support_registry, "canary", "support", "--to", "2", "--prometheus", url,
+                         *FAST)  # fmt: skip
+    assert status == 1, output
+    assert "resuming rollout #1" in output and "aborted: test over" in output
+    [done] = support_registry.rollouts("support")
+    assert done.analyses and {a.verdict for a in done.analyses} == {"hold"}
+    assert all("unreachable" in a.reason for a in done.analyses)
+    assert support_registry.resolve("support").version == 1
+
+
+def test_status_history_promote_abort(support_registry: LocalRegistry) -> None:
+    status, output = run(support_registry, "status", "support")
+    assert status == 0 and "no rollout yet" in output
+    support_registry.start_rollout("support", 2, steps=[10, 50], who="ann")
+    status, output = run(support_registry, "status", "support", "--json")
+    found = json.loads(output)
+    assert found["production"] == 1 and found["rollout"]["weight"] == 10
+    status, output = run(support_registry, "promote", "support")
+    assert status == 0 and "production -> support@2" in output
+    assert support_registry.resolve("support").version == 2
+    status, output = run(support_registry, "abort", "support")
+    assert status == 3 and "no active rollout" in output
+    support_registry.start_rollout("support", 3, steps=[10])
+    status, output = run(support_registry, "abort", "support", "--reason", "wrong data")
+    assert status == 0 and "production stays support@2" in output
+    status, output = run(support_registry, "history", "support")
+    assert "promoted by hand" in output and "wrong data" in output
+    rows = json.loads(run(support_registry, "history", "support", "--json")[1])
+    assert [r["state"] for r in rows] == ["promoted", "aborted"]
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for name, command in main.commands.items():
+        assert command.help and "Example:" in command.help, name

@@ -1,0 +1,131 @@
+"""The controller over a real registry, fed figures by a scripted source: it walks the
+steps, rolls back, holds on no data or a dead source, resumes after a crash, and never
+acts while another controller holds the lease."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+
+import registry
+from deploy.controller import Controller
+from deploy.decision import ArmFigures
+from deploy.plan import Plan
+from deploy.source import ArmRef, MetricsUnavailable
+from registry.local import LocalRegistry
+
+GOOD = ArmFigures(requests=100, errors=0, json_violations=0, p95_s=0.1)
+BAD_JSON = ArmFigures(requests=100, errors=0, json_violations=60, p95_s=0.1)
+THIN = ArmFigures(requests=2, errors=0, json_violations=0, p95_s=0.1)
+PLAN = Plan.checked(interval_s=0.05, min_requests=10).model_dump()
+
+
+class Scripted:
+    """A MetricsSource that answers from a list of (stable, canary) pairs, or raises."""
+
+    def __init__(self, answers: list[tuple[ArmFigures | None, ArmFigures | None] | Exception]):
+        self.answers = answers
+        self.calls: list[list[ArmRef]] = []
+
+    def describe(self) -> str:
+        return "scripted"
+
+    def figures(self, arms: list[ArmRef], window_s: float) -> list[ArmFigures | None]:
+        if window_s == 0.0:  # the controller's baseline call
+            return [None, None]
+        self.calls.append(arms)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return list(answer)
+
+
+def controller(reg: LocalRegistry, source: Scripted, **kw: object) -> Controller:
+    return Controller(reg, source, "support", lease_ttl_s=1.0, say=lambda _: None, **kw)  # type: ignore[arg-type]
+
+
+def test_a_good_canary_walks_every_step_and_is_promoted(support_registry: LocalRegistry) -> None:
+    r = support_registry.start_rollout("support", 2, steps=[10, 50, 100], plan=PLAN)
+    source = Scripted([(GOOD, GOOD)])
+    final = controller(support_registry, source).run(r.id)
+    assert final.state == "promoted" and support_registry.resolve("support").version == 2
+    assert [(a.step, a.verdict) for a in final.analyses] == [
+        (0, "advance"), (1, "advance"), (2, "promote")
+    ]  # fmt: skip
+    assert source.calls[0] == [ArmRef("support", 1, "stable"), ArmRef("support", 2, "canary")]
+    assert final.analyses[0].figures["canary"]["requests"] == 100
+
+
+def test_a_bad_canary_is_rolled_back_with_its_reason(support_registry: LocalRegistry) -> None:
+    r = support_registry.start_rollout("support", 3, steps=[10, 50, 100], plan=PLAN)
+    final = controller(support_registry, Scripted([(GOOD, BAD_JSON)])).run(r.id)
+    assert final.state == "rolled_back" and "JSON-contract" in (final.reason or "")
+    assert support_registry.resolve("support").version == 1
+    assert len(final.analyses) == 1
+
+
+def test_no_data_nan_and_a_dead_source_hold(support_registry: LocalRegistry) -> None:
+    r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=PLAN)
+    nan = ArmFigures(requests=math.nan, errors=0, json_violations=0, p95_s=math.nan)
+    source = Scripted([
+        (GOOD, None),
+        (GOOD, THIN),
+        (GOOD, nan),
+        MetricsUnavailable("prometheus http://x is unreachable"),
+        (GOOD, GOOD),
+        (None, GOOD),
+    ])  # fmt: skip
+    final = controller(support_registry, source).run(r.id)
+    verdicts = [(a.step, a.verdict) for a in final.analyses]
+    assert verdicts == [(0, "hold")] * 4 + [(0, "advance"), (1, "promote")]
+    reasons = [a.reason for a in final.analyses]
+    assert "no figures for the canary" in reasons[0] and "fewer than" in reasons[1]
+    assert "not numbers" in reasons[2] and "unreachable" in reasons[3]
+    assert final.analyses[2].figures["canary"]["requests"] is None  # NaN stored as null
+
+
+def test_a_crashed_controller_is_resumed_from_the_registry(
+    support_registry: LocalRegistry,
+) -> None:
+    plan = Plan.checked(interval_s=0.2, min_requests=10).model_dump()
+    r = support_registry.start_rollout("support", 2, steps=[10, 50, 100], plan=plan)
+    first = controller(support_registry, Scripted([(GOOD, GOOD)]), holder="ctl-a")
+    rollout = support_registry.claim_rollout("support", r.id, "ctl-a", ttl_s=0.3)
+    first.judge(rollout, Plan.model_validate(plan))  # one step done, then "killed"
+    assert support_registry.rollout("support").step == 1  # type: ignore[union-attr]
+    second = controller(support_registry, Scripted([(GOOD, GOOD)]), holder="ctl-b")
+    final = second.run(r.id)  # waits out ctl-a's lease, then goes on from step 1
+    assert final.state == "promoted"
+    assert [(a.step, a.who) for a in final.analyses] == [(0, "ctl-a"), (1, "ctl-b"), (2, "ctl-b")]
+
+
+def test_resuming_waits_for_the_rest_of_the_interval(support_registry: LocalRegistry) -> None:
+    plan = Plan.checked(interval_s=600, min_requests=10)
+    r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=plan.model_dump())
+    ctl = controller(support_registry, Scripted([(GOOD, GOOD)]))
+    assert ctl.due(r, plan) - ctl.clock() > 590  # judged 10 minutes after the step began
+
+
+def test_two_controllers_never_both_act(support_registry: LocalRegistry) -> None:
+    r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=PLAN)
+    support_registry.claim_rollout("support", r.id, "ctl-a", ttl_s=30)
+    other = controller(support_registry, Scripted([(GOOD, GOOD)]), holder="ctl-b")
+    with pytest.raises(registry.LeaseHeldError, match="ctl-a"):
+        other.run(r.id)  # gives up after twice the ttl: ctl-a is alive
+    assert support_registry.rollout("support").analyses == ()  # type: ignore[union-attr]
+
+
+def test_a_person_aborting_stops_the_controller(support_registry: LocalRegistry) -> None:
+    plan = Plan.checked(interval_s=0.3, min_requests=10).model_dump()
+    r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=plan)
+    ctl = controller(support_registry, Scripted([(GOOD, THIN)]))
+    timer = threading.Timer(
+        0.5, lambda: support_registry.end_rollout("support", None, "aborted", reason="by hand")
+    )
+    timer.start()
+    final = ctl.run(r.id)
+    timer.join()
+    assert final.state == "aborted" and final.reason == "by hand"
+    assert support_registry.resolve("support").version == 1
