@@ -39,6 +39,7 @@ from harness import (
     embedded_gateway,
     fill_registry,
     gateway,
+    instant_backend,
     interleaved,
     load,
     machine,
@@ -104,7 +105,7 @@ def vllm_group_of(url: str) -> int:
 def free_cores(group: int) -> frozenset[int]:
     host = frozenset(range(os.cpu_count() or 1))
     members = {
-        p.pid: [frozenset(os.sched_getaffinity(t.id)) for t in p.threads()]
+        p.pid: (p.name(), [frozenset(os.sched_getaffinity(t.id)) for t in p.threads()])
         for p in psutil.process_iter()
         if _pgid(p.pid) == group
     }
@@ -126,26 +127,36 @@ def main() -> None:
                     choices=["none", "gateway", "gateway+vllm"])  # fmt: skip
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="4 rounds, fewer pairs")
+    ap.add_argument(
+        "--instant",
+        action="store_true",
+        help="front bench/instant_backend.py instead of vLLM: the gateway's own cost, "
+        "free of contention with a real engine (the short workload only)",
+    )
     args = ap.parse_args()
     rounds, pairs = (4, 60) if args.quick else (args.rounds, 200)
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     fill_registry(work / "registry")
     s = settings(local_dtype="bfloat16", max_loaded_adapters=4)
     started = time.perf_counter()
-    if args.embedded:
+    load_start = os.getloadavg()[0]  # other work on the machine shows here
+    if args.instant:
+        ctx = _external(s, work, "none", instant=True)
+    elif args.embedded:
         env = {"GATEWAY_CPU_PLACEMENT": args.placement, "GATEWAY_LOCAL__DTYPE": "bfloat16"}
-        ctx = embedded_gateway(work / "registry", work / "cache", work / "gateway.log", env)
+        ctx = embedded_gateway(work / "registry", work / "cache", env)
     else:
         ctx = _external(s, work, args.placement)
     with ctx as (direct, via):
-        group = vllm_group_of(direct)
-        free = free_cores(group)
+        free = frozenset(os.sched_getaffinity(0))
+        if not args.instant:
+            free = free_cores(vllm_group_of(direct))
         placement.pin_process(os.getpid(), free)  # the load generator: on the free cores
         warm = load(via, bodies(ADAPTER, 8, 8), 1)
         assert warm.errors == 0, "gateway warm-up failed"
         lora = next(
-            m["id"] for m in httpx.get(f"{direct}/v1/models").json()["data"]
-            if m["id"].startswith(f"{ADAPTER}@")
+            (m["id"] for m in httpx.get(f"{direct}/v1/models").json()["data"]
+             if m["id"].startswith(f"{ADAPTER}@")), ADAPTER,
         )  # fmt: skip
         load(direct, bodies(lora, 8, 8), 1)
         d_lat, g_lat = interleaved(
@@ -153,12 +164,12 @@ def main() -> None:
                 bodies(BASE_NAME, pairs, 8), bodies(BASE_NAME, pairs, 8), strict=True)]
         )  # fmt: skip
         short = rounds_of(direct, via, BASE_NAME, BASE_NAME, 8, 96, rounds)
-        long = rounds_of(direct, via, lora, ADAPTER, 64, 48, rounds)
+        long = None if args.instant else rounds_of(direct, via, lora, ADAPTER, 64, 48, rounds)
     print(
         json.dumps(
             {
                 "bench": "gateway_overhead",
-                "mode": "embedded" if args.embedded else "backend",
+                "mode": "instant" if args.instant else "embedded" if args.embedded else "backend",
                 "placement": args.placement,
                 "free_cores": sorted(free),
                 "machine": machine(),
@@ -169,6 +180,7 @@ def main() -> None:
                 "c16_short": short,
                 "c16_long": long,
                 "wall_s": round(time.perf_counter() - started),
+                "load_avg_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             }
         )
     )
@@ -177,22 +189,23 @@ def main() -> None:
 class _external:
     """vLLM started here, then `gateway serve --backend` placed by `mode`."""
 
-    def __init__(self, s: Any, work: Path, mode: str) -> None:
-        self.s, self.work, self.mode = s, work, mode
+    def __init__(self, s: Any, work: Path, mode: str, instant: bool = False) -> None:
+        self.s, self.work, self.mode, self.instant = s, work, mode, instant
 
     def __enter__(self) -> tuple[str, str]:
-        self._v = vllm(self.s, self.work / "vllm.log")
+        if self.instant:
+            self._v = instant_backend(self.work / "instant.log")
+        else:
+            self._v = vllm(self.s, self.work / "vllm.log")
         v = self._v.__enter__()
-        group = vllm_group_of(v.url)
         env = {}
         if self.mode != "none":
+            group = vllm_group_of(v.url)
             free = free_cores(group)
             env["GATEWAY_CPU_AFFINITY"] = ",".join(map(str, sorted(free)))
         if self.mode == "gateway+vllm":
-            placement.apply(group, "gateway+vllm", this=False)
-        self._g = gateway(
-            self.work / "registry", v.url, self.work / "cache", self.work / "gateway.log", env
-        )
+            placement.apply(vllm_group_of(v.url), "gateway+vllm", this=False)
+        self._g = gateway(self.work / "registry", v.url, self.work / "cache", env)
         g = self._g.__enter__()
         return v.url, g.url
 

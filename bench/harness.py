@@ -1,5 +1,6 @@
 """What every gateway benchmark needs: a real vLLM server, a real gateway process in
-front of it, a registry holding the demo zoo, and a closed-loop load generator.
+front of it, a registry holding the demo zoo (all three from `tests.support`, the same
+code the tests use), and a closed-loop load generator.
 
 Everything runs on this machine's loopback; every loop is bounded in count and time.
 """
@@ -10,12 +11,8 @@ import asyncio
 import contextlib
 import os
 import platform
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,14 +24,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import registry  # noqa: E402
 from server.settings import GatewaySettings, LocalVllm  # noqa: E402
-from server.supervisor import free_port, vllm_command, vllm_env  # noqa: E402
+from server.supervisor import free_port  # noqa: E402
+from tests.support import launch  # noqa: E402
+from tests.support.launch import Process, serving  # noqa: E402
+from tests.support.zoo import ADAPTERS, BASE_DIR, BASE_NAME, EXAMPLES, fill_registry  # noqa: E402
 
-EXAMPLES = ROOT / "examples"
-BASE = EXAMPLES / "models" / "tiny-llama"
-ADAPTERS = ("support-v1", "support-v2", "extract", "triage")
-BASE_NAME = "tiny-llama"
+__all__ = ["ADAPTERS", "BASE_DIR", "BASE_NAME", "EXAMPLES", "ROOT", "fill_registry"]
 
 
 def machine() -> str:
@@ -46,29 +42,6 @@ def machine() -> str:
     )
 
 
-def fill_registry(location: Path, copies: int = 0) -> list[str]:
-    """The zoo, plus `copies` renamed copies of its adapters (for many-adapter mixes)."""
-    names = list(ADAPTERS)
-    with registry.open(location) as reg:
-        reg.add_base(BASE, name="tiny-llama")
-        for name in ADAPTERS:
-            reg.push_adapter(
-                EXAMPLES / "adapters" / name,
-                name=name,
-                base="tiny-llama",
-                allow_unknown_dataset=True,
-            )
-        tmp = Path(tempfile.mkdtemp())
-        for i in range(copies):
-            src = ADAPTERS[i % len(ADAPTERS)]
-            dst = tmp / f"{src}-copy{i}"
-            shutil.copytree(EXAMPLES / "adapters" / src, dst)
-            reg.push_adapter(dst, base="tiny-llama", allow_unknown_dataset=True)
-            names.append(dst.name)
-        shutil.rmtree(tmp)
-    return names
-
-
 def settings(**kw: Any) -> GatewaySettings:
     local = LocalVllm(**{k[6:]: v for k, v in kw.items() if k.startswith("local_")})
     return GatewaySettings(
@@ -76,98 +49,34 @@ def settings(**kw: Any) -> GatewaySettings:
     )
 
 
-@dataclass
-class Proc:
-    url: str
-    popen: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(url)
-
-
-@contextlib.contextmanager
-def _serving(
-    cmd: list[str], port: int, log: Path, ready_path: str, env: dict[str, str] | None = None
-) -> Iterator[Proc]:
-    """Run `cmd` (listening on `port`) in its own process group until the block ends."""
-    with log.open("wb") as f:
-        p = subprocess.Popen(
-            cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    proc = Proc(f"http://127.0.0.1:{port}", p)
-    try:
-        _wait(f"{proc.url}{ready_path}", p)
-        yield proc
-    finally:
-        proc.stop()
-
-
-def vllm(s: GatewaySettings, log: Path) -> contextlib.AbstractContextManager[Proc]:
+def vllm(s: GatewaySettings, log: Path) -> contextlib.AbstractContextManager[Process]:
     """A real vLLM server, launched exactly as the gateway's supervisor launches it."""
-    port = free_port()
-    return _serving(vllm_command(s, BASE, "tiny-llama", port), port, log, "/health", vllm_env())
+    return launch.vllm_server(s, log)  # type: ignore[no-any-return]
 
 
-def instant_backend(log: Path) -> contextlib.AbstractContextManager[Proc]:
+def instant_backend(log: Path) -> contextlib.AbstractContextManager[Process]:
     """bench/instant_backend.py: answers at once, for the gateway's own cost."""
     port = free_port()
     cmd = [sys.executable, str(ROOT / "bench" / "instant_backend.py"), str(port)]
-    return _serving(cmd, port, log, "/health")
+    return serving(cmd, port, log, "/health", dict(os.environ), 120)  # type: ignore[no-any-return]
 
 
 def gateway(
-    registry_dir: Path, backend: str, cache: Path, log: Path, env: dict[str, str] | None = None
-) -> contextlib.AbstractContextManager[Proc]:
+    registry_dir: Path, backend: str, cache: Path, env: dict[str, str] | None = None
+) -> contextlib.AbstractContextManager[Process]:
     """`gateway serve --backend`, as its own process (as in production)."""
-    port = free_port()
-    cmd = [
-        str(Path(sys.executable).with_name("gateway")),
-        "serve",
-        "--registry",
-        str(registry_dir),
-        "--backend",
-        backend,
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    full_env = {**os.environ, "GATEWAY_CACHE_DIR": str(cache), **(env or {})}
-    return _serving(cmd, port, log, "/ready", full_env)
+    return launch.gateway(registry_dir, cache, backend=backend, env=env, timeout_s=600)  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager
 def embedded_gateway(
-    registry_dir: Path, cache: Path, log: Path, env: dict[str, str] | None = None
+    registry_dir: Path, cache: Path, env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, str]]:
     """`gateway serve` with no backend: it launches its own vLLM. Yields (that vLLM's URL,
     the gateway's URL)."""
     import psutil
 
-    port = free_port()
-    cmd = [
-        str(Path(sys.executable).with_name("gateway")), "serve", "--registry",
-        str(registry_dir), "--port", str(port), "--log-level", "warning",
-    ]  # fmt: skip
-    full_env = {**os.environ, "GATEWAY_CACHE_DIR": str(cache), **(env or {})}
-    with _serving(cmd, port, log, "/ready", full_env) as g:
+    with launch.gateway(registry_dir, cache, backend=None, env=env) as g:
         for child in psutil.Process(g.popen.pid).children(recursive=True):
             args = child.cmdline()
             if "vllm.entrypoints.openai.api_server" in " ".join(args):

@@ -64,7 +64,6 @@ def main() -> None:
             work / "registry",
             v.url,
             work / "cache",
-            work / "gateway.log",
             env={"GATEWAY_MAX_LOADED_ADAPTERS": "24"},
         ) as g,
     ):

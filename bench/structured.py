@@ -127,7 +127,7 @@ def main() -> None:
         row: dict[str, object] = {"backend": backend}
         with (
             vllm(s, work / "vllm.log") as v,
-            gateway(work / "registry", v.url, work / "cache", work / "gateway.log") as g,
+            gateway(work / "registry", v.url, work / "cache") as g,
         ):
             load(g.url, bodies(False, 4), 1)
             for c in (1, 8) if "speed" in parts else ():

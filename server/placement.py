@@ -7,7 +7,7 @@ served 0.09x of vLLM's direct throughput (ENVIRONMENT.md). The rule, measured in
 `bench/gateway_overhead.py` (figures in bench/README.md):
 
 - the worker's cores are the ones its threads are bound to (affinity narrower than the
-  host's); every other core is free;
+  host's; the worker is the process titled `VLLM::Worker`); every other core is free;
 - `gateway`: the gateway's own threads go to the free cores;
 - `gateway+vllm`: so do vLLM's API server and engine-core processes (everything in the
   server's process group that is not bound to worker cores);
@@ -55,17 +55,27 @@ def parse_cpus(text: str) -> frozenset[int]:
     return frozenset(cores)
 
 
+WORKER_TITLE = "VLLM::Worker"
+"""vLLM's process title for its model worker (`/proc/PID/comm`)."""
+
+
 def split_cores(
-    host: frozenset[int], thread_affinities: dict[int, list[frozenset[int]]]
+    host: frozenset[int], members: dict[int, tuple[str, list[frozenset[int]]]]
 ) -> tuple[frozenset[int], frozenset[int], list[int]]:
-    """(worker cores, free cores, PIDs to move), from each process's threads' affinities.
-    A process with any thread bound narrower than the host is a worker. Pure."""
+    """(worker cores, free cores, PIDs to move), from each process's title and its threads'
+    affinities. Workers are the processes with a thread bound narrower than the host and
+    titled as vLLM's worker (any bound process, where none is titled so): after a
+    placement the moved processes are bound too, and must not count. Pure."""
+    bound = {
+        pid: [a for a in affinities if a < host] for pid, (_, affinities) in members.items()
+    }
+    titled = {pid for pid, (title, _) in members.items() if title.startswith(WORKER_TITLE)}
+    workers = {pid for pid, b in bound.items() if b and (pid in titled or not titled)}
     worker: set[int] = set()
     movable = []
-    for pid, affinities in thread_affinities.items():
-        bound = [a for a in affinities if a < host]
-        if bound:
-            worker.update(*bound)
+    for pid in members:
+        if pid in workers:
+            worker.update(*bound[pid])
         else:
             movable.append(pid)
     if not worker:
@@ -80,7 +90,7 @@ def apply(group: int, mode: Mode = "gateway+vllm", *, this: bool = True) -> Plac
     if mode == "none":
         return None
     host = frozenset(os.sched_getaffinity(0)) | _all_cores()
-    members = {pid: _thread_affinities(pid) for pid in _group_members(group)}
+    members = {pid: (_title(pid), _thread_affinities(pid)) for pid in _group_members(group)}
     worker, free, movable = split_cores(host, members)
     if not worker or not free:
         log.info("cpu placement: no vLLM worker bound to a subset of the cores; nothing moved")
@@ -122,6 +132,13 @@ def _tids(pid: int) -> list[int]:
         return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
         return []
+
+
+def _title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _thread_affinities(pid: int) -> list[frozenset[int]]:

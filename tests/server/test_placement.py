@@ -27,17 +27,33 @@ def test_parse_cpus_refuses(bad):
 
 def test_the_bound_worker_decides_what_is_free():
     members = {
-        10: [HOST] * 8,  # API server: floats
-        11: [HOST] * 7,  # EngineCore: floats
-        12: [frozenset({0})],  # the CPU worker, bound by vLLM's OpenMP set-up
+        10: ("python", [HOST] * 8),  # API server: floats
+        11: ("VLLM::EngineCor", [HOST] * 7),  # engine core: floats
+        12: ("VLLM::Worker", [frozenset({0})]),  # bound by vLLM's OpenMP set-up
     }
     worker, free, movable = split_cores(HOST, members)
     assert (worker, free, movable) == ({0}, {1}, [10, 11])
 
 
+def test_moved_processes_do_not_count_as_workers():
+    """After a placement the API server and engine core are bound to the free core too."""
+    members = {
+        10: ("python", [frozenset({1})] * 8),
+        11: ("VLLM::EngineCor", [frozenset({1})] * 7),
+        12: ("VLLM::Worker", [frozenset({0})]),
+    }
+    assert split_cores(HOST, members) == ({0}, {1}, [10, 11])
+
+
+def test_an_untitled_bound_process_is_the_worker():
+    members = {10: ("python", [HOST]), 12: ("python", [frozenset({0})])}
+    assert split_cores(HOST, members) == ({0}, {1}, [10])
+
+
 def test_nothing_moves_where_nothing_is_bound():
     """A GPU host, or a vLLM that did not bind: no worker cores, nothing to move."""
-    assert split_cores(HOST, {10: [HOST], 11: [HOST]}) == (frozenset(), HOST, [])
+    members = {10: ("python", [HOST]), 11: ("VLLM::Worker", [HOST])}
+    assert split_cores(HOST, members) == (frozenset(), HOST, [])
 
 
 def test_pin_process_moves_every_thread():
