@@ -78,7 +78,7 @@ def serve(
     }  # fmt: skip
     for problem in unknown_variables():
         click.echo(f"warning: {problem}", err=True)
-    settings = GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = _settings({k: v for k, v in overrides.items() if v is not None})
     _check_registry(settings)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -107,6 +107,22 @@ def hash_key_cmd(secret: str) -> None:
         export GATEWAY_API_KEYS='[{"name": "a", "sha256": "<hex>", "adapters": ["extract"]}]'
     """
     click.echo(hash_key(secret))
+
+
+def _settings(overrides: dict[str, Any]) -> GatewaySettings:
+    """The settings, or a readable refusal naming each bad variable (no traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return GatewaySettings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            name = "GATEWAY_" + "__".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"  {name}: {err['msg']} (got {err.get('input')!r})")
+        raise click.ClickException(
+            "invalid gateway settings (see docs/gateway.md):\n" + "\n".join(lines)
+        ) from None
 
 
 def _check_registry(settings: GatewaySettings) -> None:

@@ -48,3 +48,24 @@ def test_serve_refuses_an_unknown_base(tmp_path: Path) -> None:
 def test_hash_key() -> None:
     result = CliRunner().invoke(cli, ["hash-key", "sk-a"])
     assert result.output.strip() == hash_key("sk-a")
+
+
+def test_serve_names_each_bad_setting_without_a_traceback(tmp_path: Path) -> None:
+    registry.open(tmp_path / "reg").close()
+    result = CliRunner().invoke(
+        cli,
+        ["serve", "--registry", str(tmp_path / "reg")],
+        env={"GATEWAY_CPU_AFFINITY": "x", "GATEWAY_MAX_IN_FLIGHT": "lots"},
+    )
+    assert result.exit_code == 1
+    assert "GATEWAY_CPU_AFFINITY: Value error, not a CPU list" in result.output
+    assert "GATEWAY_MAX_IN_FLIGHT: Input should be a valid integer" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_on_a_missing_registry_exits_with_the_registrys_code(tmp_path: Path) -> None:
+    """A typo in --registry must not create an empty registry the gateway then serves."""
+    result = CliRunner().invoke(cli, ["serve", "--registry", str(tmp_path / "typo")])
+    assert result.exit_code == registry.errors.NotARegistryError.exit_code
+    assert "no registry at" in result.output
+    assert not (tmp_path / "typo").exists()
