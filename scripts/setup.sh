@@ -14,6 +14,35 @@ LOCK=requirements/cpu.lock
 
 want=$(cat "$LOCK" pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  main_ready=1
+else
+  main_ready=0
+fi
+
+# .venv-quantize: llm-compressor for `quantize` (docs/quantize.md). It cannot share .venv:
+# llmcompressor 0.14.0.1 pins compressed-tensors 0.19.0 and vllm 0.32.0 pins 0.17.0. The
+# lock is its complete `pip freeze` (torch 2.13.0+cpu comes from the local wheel through
+# pip's find-links; never let pip pick a torch on its own: that is a multi-GB CUDA build).
+QVENV=.venv-quantize
+QSTAMP=$QVENV/.loraport-stamp
+QLOCK=requirements/quantize.lock
+qwant=$(cat "$QLOCK" scripts/setup.sh | sha256sum | cut -d' ' -f1)
+quiet_pip() { grep -v '^WARNING: Location' >&2 || true; }
+setup_quantize() {
+  if [ -f "$QSTAMP" ] && [ "$(cat "$QSTAMP")" = "$qwant" ]; then
+    return 0
+  fi
+  echo "setup: creating $QVENV (pinned: $QLOCK)" >&2
+  [ -x "$QVENV/bin/python" ] || "$PY" -m venv "$QVENV"
+  # pip's notes about index locations absent here are noise; its failures are not.
+  "$QVENV/bin/python" -m pip install -q --upgrade pip 2>&1 | quiet_pip
+  "$QVENV/bin/pip" install -q --no-deps -r "$QLOCK" 2>&1 | quiet_pip
+  "$QVENV/bin/python" -c "import llmcompressor, compressed_tensors, torch, peft" >/dev/null
+  echo "$qwant" > "$QSTAMP"
+  echo "setup: $QVENV done" >&2
+}
+setup_quantize
+if [ "$main_ready" = 1 ]; then
   exit 0
 fi
 
