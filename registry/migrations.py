@@ -179,10 +179,41 @@ def m0003_rollouts(db: Database) -> None:
     db.execute("CREATE INDEX rollout_analyses_rollout ON rollout_analyses(rollout_id, id)")
 
 
+def m0004_variants(db: Database) -> None:
+    """Quantized variants and their fidelity; adapter x variant evaluations.
+
+    A variant is a row of ``bases`` (``parent_id`` and ``quantization`` = its method, the
+    columns migration 1 left for it) plus one ``variants`` row: the recipe, calibration
+    and library lineage, and the fidelity measured against the parent (JSON).
+    ``pair_evals`` holds the latest gated result of each adapter version on each variant;
+    re-evaluation replaces it (each evaluation is also an event)."""
+    db.execute(
+        """CREATE TABLE variants (
+        base_id INTEGER PRIMARY KEY REFERENCES bases(id),
+        quantization TEXT NOT NULL,
+        fidelity TEXT NOT NULL,
+        passed INTEGER NOT NULL,
+        forced INTEGER NOT NULL DEFAULT 0)"""
+    )
+    db.execute(
+        """CREATE TABLE pair_evals (
+        adapter_id INTEGER NOT NULL REFERENCES adapters(id),
+        base_id INTEGER NOT NULL REFERENCES bases(id),
+        passed INTEGER NOT NULL,
+        failed_gates TEXT NOT NULL,
+        figures TEXT NOT NULL,
+        evaluated_by TEXT NOT NULL,
+        evaluated_at TEXT NOT NULL,
+        PRIMARY KEY (adapter_id, base_id))"""
+    )
+    db.execute("CREATE INDEX pair_evals_base ON pair_evals(base_id)")
+
+
 MIGRATIONS: tuple[Callable[[Database], None], ...] = (
     m0001_initial,
     m0002_code_lineage_and_production,
     m0003_rollouts,
+    m0004_variants,
 )
 
 

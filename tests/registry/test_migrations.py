@@ -18,6 +18,8 @@ def _as_schema_1(path: Path) -> None:
     """Undo migrations 2 and 3 by hand: no production aliases, no code columns, no rollouts."""
     conn = sqlite3.connect(path / "registry.db")
     with conn:
+        conn.execute("DROP TABLE pair_evals")  # migration 4
+        conn.execute("DROP TABLE variants")
         conn.execute("DROP TABLE rollout_analyses")  # migration 3 and later
         conn.execute("DROP TABLE rollouts")
         conn.execute("DELETE FROM aliases")
