@@ -25,7 +25,14 @@ from typing import Any
 from deploy.decision import ArmFigures, Verdict, decide
 from deploy.plan import Plan
 from deploy.source import ArmRef, MetricsSource, MetricsUnavailable
-from registry import LeaseHeldError, Registry, RegistryError, Rollout, RolloutConflictError
+from registry import (
+    LeaseHeldError,
+    RefNotFoundError,
+    Registry,
+    RegistryError,
+    Rollout,
+    RolloutConflictError,
+)
 
 
 def new_holder() -> str:
@@ -124,7 +131,11 @@ class Controller:
                 if wait > 0:
                     self.sleep(min(wait, self.lease_ttl_s / 3))
                 else:
-                    self.judge(rollout, plan)
+                    try:
+                        self.judge(rollout, plan)
+                    except (RolloutConflictError, RefNotFoundError) as e:
+                        # ended or moved under us (a person's promote/abort): re-read it
+                        self.say(f"{self.name}: {e}")
                 rollout = self._claim(rollout_id)
         finally:
             self.reg.release_rollout(self.name, rollout_id, self.holder)

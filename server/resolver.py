@@ -17,18 +17,18 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import registry
+from server.canary import CANARY, STABLE, Split
 from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError
 from server.metrics import Series
 
 T = TypeVar("T")
 log = logging.getLogger("loraport.gateway")
-STABLE = "stable"
 ROUTE_CACHE_SIZE = 4096
 
 
@@ -113,6 +113,21 @@ class Target:
         return registry.Digest(self.adapter.digest if self.adapter else self.base.digest).hex
 
 
+@dataclass(frozen=True)
+class Route:
+    """What one `model` string serves until the registry changes: its stable target and,
+    while a rollout of `NAME` is active, the canary and the split between them."""
+
+    stable: Target
+    canary: Target | None = None
+    split: Split | None = None
+
+    def pick(self, key: str | None) -> Target:
+        if self.canary is None or self.split is None:
+            return self.stable
+        return self.canary if self.split.arm(key) == CANARY else self.stable
+
+
 class Resolver:
     def __init__(self, location: str | None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
@@ -120,7 +135,7 @@ class Resolver:
         self._reg: registry.Registry | None = None
         # Bounded: keys are client input. Refs are canonical (the registry refuses other
         # spellings), so one version has a handful of keys, but unknown names are many.
-        self._cache: OrderedDict[str, Target] = OrderedDict()
+        self._cache: OrderedDict[str, Route] = OrderedDict()
         self._token: int | None = None
         self.base: registry.BaseModel | None = None
 
@@ -160,15 +175,33 @@ class Resolver:
             except Exception:  # keep refreshing: the next tick may succeed
                 log.exception("registry refresh failed")
 
-    async def resolve(self, model: str) -> Target:
-        hit = self._cache.get(model)
-        if hit is not None:
-            return hit
-        target = await self.call(self._resolve, model)
-        self._cache[model] = target
-        if len(self._cache) > ROUTE_CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return target
+    async def resolve(self, model: str, key: str | None = None) -> Target:
+        """The target for `model`; `key` (see `server.canary.sticky_key`) picks the arm
+        where a rollout splits `model`."""
+        route = self._cache.get(model)
+        if route is None:
+            route = await self.call(self._route, model)
+            self._cache[model] = route
+            if len(self._cache) > ROUTE_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return route.pick(key)
+
+    def _route(self, model: str) -> Route:
+        stable = self._resolve(model)
+        adapter = stable.adapter
+        # Only NAME and NAME@production split (refs are canonical, so the spelling is
+        # exact); a pinned NAME@N or another alias always serves what it names.
+        if adapter is None or model not in (adapter.name, f"{adapter.name}@{registry.PRODUCTION}"):
+            return Route(stable)
+        assert self._reg is not None
+        try:
+            rollout = self._reg.rollout(adapter.name)
+        except registry.RegistryError as e:
+            raise from_registry(e) from e
+        if rollout is None or rollout.weight <= 0 or rollout.canary == adapter.version:
+            return Route(stable)
+        canary = replace(self._resolve(f"{adapter.name}@{rollout.canary}"), arm=CANARY)
+        return Route(stable, canary, Split(rollout.weight, f"{adapter.name}#{rollout.id}"))
 
     def _resolve(self, model: str) -> Target:
         assert self._reg is not None and self.base is not None

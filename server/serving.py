@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from server.adapters import AdapterSlots
 from server.auth import authenticate, authorize
+from server.canary import SESSION_HEADER, sticky_key
 from server.errors import (
     BackendError,
     BackendUnavailableError,
@@ -156,7 +157,8 @@ class Gateway:
             budget = req.token_budget()
             forward = self._budgeted(body, budget)
             outcome.work = self._work(req, budget or self.settings.default_max_tokens)
-            target = await self.resolver.resolve(req.model)
+            sticky = sticky_key(req.user, request.headers.get(SESSION_HEADER))
+            target = await self.resolver.resolve(req.model, sticky)
             outcome.series = target.series
             authorize(key, target.name)
             self._admit(outcome)

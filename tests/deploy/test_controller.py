@@ -129,3 +129,18 @@ def test_a_person_aborting_stops_the_controller(support_registry: LocalRegistry)
     timer.join()
     assert final.state == "aborted" and final.reason == "by hand"
     assert support_registry.resolve("support").version == 1
+
+
+def test_a_rollout_ended_mid_judgement_stops_the_controller_quietly(
+    support_registry: LocalRegistry,
+) -> None:
+    r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=PLAN)
+
+    class EndsItWhileAsked(Scripted):
+        def figures(self, arms: list[ArmRef], window_s: float) -> list[ArmFigures | None]:
+            if window_s:  # between reading the rollout and recording the analysis
+                support_registry.end_rollout("support", None, "aborted", reason="by hand")
+            return super().figures(arms, window_s)
+
+    final = controller(support_registry, EndsItWhileAsked([(GOOD, GOOD)])).run(r.id)
+    assert final.state == "aborted" and final.analyses == ()

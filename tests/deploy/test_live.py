@@ -1,0 +1,264 @@
+"""Rollouts with real parts: a real Prometheus (the Debian package) scrapes two real
+gateways (`gateway serve --backend`, own processes) in front of the session's real vLLM,
+on loopback, with intervals of seconds; `deploy canary` runs as its own process.
+
+- over 2,000 distinct users the canary share is within 3 points of its weight, and each
+  user saw one arm only, through both gateways;
+- a good canary (support-v2 over support-v1) walks every step and is promoted;
+- a bad canary (a version whose declared schema cannot be met in the token budget, so
+  every canary answer is a JSON-contract failure) is rolled back within two intervals of
+  its first failures, and the stable arm serves every request without an error;
+- with no traffic the rollout holds at its first step and says why.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+import registry
+from deploy.controller import epoch
+from server.supervisor import free_port
+from tests.conftest import BASE_DIR, BASE_NAME, EXAMPLES, adapter_dir
+from tests.server.conftest import RunningGateway, running_gateway
+from tests.support.launch import serving
+
+pytestmark = pytest.mark.vllm
+
+DEPLOY = str(Path(sys.executable).with_name("deploy"))
+SCRAPE_S = 1
+INTERVAL_S = 4.0
+#: Cannot be met in MAX_TOKENS tokens: every constrained answer is cut off (a 422).
+IMPOSSIBLE = {
+    "type": "object",
+    "properties": {"reply": {"type": "string", "minLength": 400}},
+    "required": ["reply"],
+}
+MAX_TOKENS = 4
+MESSAGES = [{"role": "user", "content": "Hello, my order #71033 has not arrived."}]
+
+
+@dataclass
+class Live:
+    registry: Path
+    gateways: list[RunningGateway]
+    prometheus: str
+
+
+@pytest.fixture(scope="module")
+def live(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    prometheus_bin = shutil.which("prometheus")
+    if prometheus_bin is None:
+        pytest.fail("prometheus is not installed: `apt-get install -y prometheus` (.ci/run does)")
+    tmp = tmp_path_factory.mktemp("live")
+    location = tmp / "registry"
+    with registry.open(location) as reg:
+        reg.add_base(BASE_DIR, name=BASE_NAME)
+        data = EXAMPLES / "data" / "support-v1.jsonl"
+        for name, source, schema in (
+            ("support", "support-v1", None),
+            ("support", "support-v2", None),
+            ("faq", "support-v1", None),
+            ("faq", "support-v1", IMPOSSIBLE),
+        ):
+            reg.push_adapter(adapter_dir(source), name=name, dataset=data, schema=schema)
+    with ExitStack() as stack:
+        gateways = [
+            stack.enter_context(running_gateway(vllm_server, location, tmp / f"cache{i}"))
+            for i in range(2)
+        ]
+        targets = ", ".join(f"'{g.url.removeprefix('http://')}'" for g in gateways)
+        config = tmp / "prometheus.yml"
+        config.write_text(
+            f"global:\n  scrape_interval: {SCRAPE_S}s\n  evaluation_interval: {SCRAPE_S}s\n"
+            f"scrape_configs:\n  - job_name: gateways\n    static_configs:\n"
+            f"      - targets: [{targets}]\n"
+        )
+        port = free_port()
+        cmd = [prometheus_bin, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+               f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
+        prom = stack.enter_context(serving(cmd, port, tmp / "prometheus.log", "/-/ready", {}, 60))
+        yield Live(location, gateways, prom.url)
+
+
+def reset(live: Live, name: str) -> None:
+    """Each test starts from production = version 1 and no active rollout."""
+    with registry.open(live.registry, create=False) as reg:
+        if reg.rollout(name) is not None:
+            reg.end_rollout(name, None, "aborted", reason="test reset")
+        reg.set_alias(name, "production", 1)
+
+
+@dataclass
+class Answer:
+    at: float
+    user: str
+    gateway: int
+    status: int
+    arm: str
+    adapter: str
+
+
+class Traffic:
+    """Requests for `model` from a rotating set of users, round-robin over the gateways,
+    from a few threads, until stopped."""
+
+    def __init__(self, live: Live, model: str, users: int = 300, threads: int = 4) -> None:
+        self.live, self.model, self.threads = live, model, threads
+        self.users = itertools.cycle(range(users))
+        self.answers: list[Answer] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def __enter__(self) -> Traffic:
+        for w in self._workers:
+            w.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for w in self._workers:
+            w.join()
+
+    def _run(self, index: int) -> None:
+        clients = [g.client() for g in self.live.gateways]
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    user = f"user-{next(self.users)}"
+                gw = hash(user) % len(clients) if index % 2 else index % len(clients)
+                self.answers.append(ask(clients, gw, self.model, user))
+        finally:
+            for c in clients:
+                c.close()
+
+
+def ask(
+    clients: list[httpx.Client], gw: int, model: str, user: str, max_tokens: int = MAX_TOKENS
+) -> Answer:
+    body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "user": user,
+            "temperature": 0}  # fmt: skip
+    r = clients[gw].post("/v1/chat/completions", json=body)
+    return Answer(time.time(), user, gw, r.status_code, r.headers.get("x-loraport-arm", ""),
+                  r.headers.get("x-loraport-adapter", ""))  # fmt: skip
+
+
+def deploy(live: Live, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    cmd = [DEPLOY, "--registry", str(live.registry), "canary", *args,
+           "--prometheus", live.prometheus, "--interval", f"{INTERVAL_S}s"]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+
+
+def final_rollout(live: Live, name: str) -> registry.Rollout:
+    with registry.open(live.registry, create=False) as reg:
+        return reg.rollouts(name)[-1]
+
+
+def test_split_is_sticky_and_on_weight_across_two_gateways(live: Live) -> None:
+    reset(live, "support")
+    with registry.open(live.registry, create=False) as reg:
+        rollout = reg.start_rollout("support", 2, steps=[25])
+    time.sleep(2.5)  # every gateway sees the split within its refresh (1 s)
+    clients = [g.client() for g in live.gateways]
+    users = [f"customer-{i}" for i in range(2000)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(
+                    lambda job: ask(clients, job[1], "support", job[0], max_tokens=1),
+                    [(u, gw) for u in users for gw in (0, 1)],
+                )
+            )
+    finally:
+        for c in clients:
+            c.close()
+    assert all(a.status == 200 for a in answers), {a.status for a in answers}
+    arms: dict[str, set[tuple[str, str]]] = {}
+    for a in answers:
+        arms.setdefault(a.user, set()).add((a.arm, a.adapter))
+    assert all(len(seen) == 1 for seen in arms.values()), "a user saw both arms"
+    canary = sum(("canary", "support@2") in seen for seen in arms.values())
+    assert {next(iter(s)) for s in arms.values()} == {("canary", "support@2"),
+                                                      ("stable", "support@1")}  # fmt: skip
+    share = 100 * canary / len(users)
+    assert abs(share - rollout.weight) <= 3, share
+    # a pinned ref bypasses the split
+    pinned = ask([live.gateways[0].client()], 0, "support@1", users[0])
+    assert (pinned.arm, pinned.adapter) == ("stable", "support@1")
+
+
+def test_no_traffic_holds_at_the_first_step_and_says_why(live: Live) -> None:
+    reset(live, "support")
+    proc = subprocess.Popen(
+        [DEPLOY, "--registry", str(live.registry), "canary", "support", "--to", "2",
+         "--steps", "10,100", "--min-requests", "5", "--prometheus", live.prometheus,
+         "--interval", "2s"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with registry.open(live.registry, create=False) as reg:
+                active = reg.rollout("support")
+            if active is not None and len(active.analyses) >= 2:
+                break
+            time.sleep(0.5)
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert active is not None and active.step == 0 and active.weight == 10, output
+    assert {a.verdict for a in active.analyses} == {"hold"}
+    assert all("served 0 requests" in a.reason for a in active.analyses)
+    with registry.open(live.registry, create=False) as reg:
+        assert reg.rollout("support").holder is None  # type: ignore[union-attr]  # released on SIGTERM
+
+
+def test_a_good_canary_is_promoted(live: Live) -> None:
+    reset(live, "support")
+    with Traffic(live, "support"):
+        done = deploy(live, "support", "--to", "2", "--steps", "50,100", "--min-requests", "5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    final = final_rollout(live, "support")
+    assert final.state == "promoted"
+    assert [(a.step, a.verdict) for a in final.analyses if a.verdict != "hold"] == [
+        (0, "advance"), (1, "promote")
+    ]  # fmt: skip
+    with registry.open(live.registry, create=False) as reg:
+        assert reg.resolve("support").version == 2
+
+
+def test_a_bad_canary_is_rolled_back_within_two_intervals(live: Live) -> None:
+    reset(live, "faq")
+    with Traffic(live, "faq") as traffic:
+        done = deploy(live, "faq", "--to", "2", "--steps", "25,50,100", "--min-requests", "5")
+        time.sleep(3)  # after the rollback: every gateway serves the stable arm only
+    assert done.returncode == 1, done.stdout + done.stderr
+    final = final_rollout(live, "faq")
+    assert final.state == "rolled_back" and "JSON-contract" in (final.reason or "")
+    canary = [a for a in traffic.answers if a.arm == "canary"]
+    stable = [a for a in traffic.answers if a.arm == "stable"]
+    assert canary and all(a.status == 422 for a in canary)
+    assert stable and all(a.status == 200 for a in stable), {a.status for a in stable}
+    assert {a.adapter for a in stable} == {"faq@1"}
+    first_failure = min(a.at for a in canary)
+    assert final.ended_at is not None
+    took = epoch(final.ended_at) - first_failure
+    assert took <= 2 * INTERVAL_S, took
+    ended = epoch(final.ended_at)
+    late = [a for a in traffic.answers if a.at > ended + 2.0]  # 2 s: every replica's refresh
+    assert late and all(a.arm == "stable" for a in late)
+    with registry.open(live.registry, create=False) as reg:
+        assert reg.resolve("faq").version == 1
