@@ -338,6 +338,12 @@ class LocalRegistry:
                 pointing = [
                     a for a, v in self.store.aliases_of(target.name).items() if v == target.version
                 ]
+                rollout = self.store.active_rollout(target.name)
+                if rollout is not None and target.version in (rollout.stable, rollout.canary):
+                    raise InUseError(
+                        f"{target.name}@{target.version} is in active rollout #{rollout.id}; "
+                        f"end it first (`deploy abort {target.name}`)"
+                    )
                 if pointing:
                     raise AliasInUseError(
                         f"{target.name}@{target.version} is aliased as {', '.join(pointing)}; "

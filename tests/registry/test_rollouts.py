@@ -206,3 +206,11 @@ def test_rollouts_survive_reopening(two: LocalRegistry, reg_path: Path) -> None:
     with open_local(reg_path, create=False) as again:
         found = again.rollout("support")
         assert found is not None and (found.id, found.step, found.weight) == (r.id, 1, 50.0)
+
+
+def test_versions_in_an_active_rollout_cannot_be_removed(two: LocalRegistry) -> None:
+    two.start_rollout("support", 2, steps=[10])
+    with pytest.raises(registry.InUseError, match="active rollout"):
+        two.remove("support@2")
+    two.end_rollout("support", None, "aborted", reason="x")
+    assert two.remove("support@2").version == 2
