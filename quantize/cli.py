@@ -1,13 +1,122 @@
-"""`quantize` console script: a placeholder until the quantization issue lands."""
+"""The ``quantize`` command line: thin click commands over :mod:`quantize.stage`.
 
-import sys
+``quantize`` runs in the main environment; the llm-compressor work runs in
+``.venv-quantize`` as a subprocess (docs/quantize.md says why). Errors exit with their
+class's own code: the stage's (:mod:`quantize.errors`) or the registry's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from quantize.errors import QuantizeError
+from quantize.recipes import METHODS, RecipeError
+from quantize.stage import run
+from registry import RegistryError
+from registry import open as open_registry
 
 
+class QuantizeGroup(click.Group):
+    """Turns the stage's and the registry's errors into exits with their own codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (QuantizeError, RegistryError) as exc:
+            error = click.ClickException(str(exc))
+            setattr(error, "exit_code", exc.exit_code)  # noqa: B010 (a ClassVar in stubs)
+            raise error from exc
+        except RecipeError as exc:
+            raise click.UsageError(str(exc)) from exc
+
+
+@click.group(cls=QuantizeGroup)
+@click.version_option(package_name="loraport")
 def main() -> None:
-    """Say plainly that the stage is not built yet, and exit non-zero."""
-    print(
-        "quantize: not yet. The quantization stage (AWQ/GPTQ/FP8 variants with llm-compressor)\n"
-        "is planned; see DESIGN.md. Nothing was changed.",
-        file=sys.stderr,
+    """loraport quantize: AWQ, GPTQ and FP8 variants of a registered base model.
+
+    Example: quantize run tiny-llama --method fp8 --registry ./reg
+    """
+
+
+def _progress(line: str) -> None:
+    click.echo(f"quantize: {line}", err=True)
+
+
+@main.command("run")
+@click.argument("base_ref")
+@click.option("--method", type=click.Choice(METHODS), required=True, help="Scheme to apply.")
+@click.option("--calibration", default=None, help="Calibration dataset ref (awq, gptq).")
+@click.option("--name", default=None, help="Variant name (default: <base>-<method>).")
+@click.option("--force", is_flag=True, help="Register even if the fidelity gate fails.")
+@click.option(
+    "--registry",
+    "location",
+    metavar="LOCATION",
+    default=None,
+    help="Registry directory (default: $REGISTRY_URL, else the per-user data dir).",
+)
+@click.option("--who", default=None, help="Who to record (default: your user).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def run_cmd(
+    base_ref: str,
+    method: str,
+    calibration: str | None,
+    name: str | None,
+    force: bool,
+    location: str | None,
+    who: str | None,
+    as_json: bool,
+) -> None:
+    """Quantize BASE_REF, measure it against its parent, register it if it passes.
+
+    The variant is named <base>-<method> unless --name; every adapter pushed against the
+    base is evaluated on it, and a pair that misses its gate is recorded as failed (the
+    gateway then refuses it).
+
+    Example: quantize run tiny-llama --method awq --calibration calibration
+    """
+    with open_registry(location, create=False) as reg:
+        outcome = run(
+            reg,
+            base_ref,
+            method,
+            calibration=calibration,
+            name=name,
+            force=force,
+            who=who,
+            echo=_progress,
+        )
+    assert outcome.variant is not None
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "name": outcome.variant.name,
+                    "digest": outcome.variant.digest,
+                    "quantization": outcome.quantization,
+                    "fidelity": outcome.fidelity,
+                    "pairs": [
+                        {"adapter": p.adapter, "passed": p.passed, "failed_gates": p.failed_gates}
+                        for p in outcome.pairs
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    figures = outcome.fidelity["base"]
+    state = (
+        "passed" if outcome.verdict.passed else "FORCED past " + ", ".join(outcome.verdict.failed)
     )
-    sys.exit(2)
+    click.echo(f"{outcome.variant.name} {outcome.variant.digest} ({state})")
+    click.echo(
+        f"  size ratio {outcome.fidelity['size_ratio']}, perplexity ratio "
+        f"{figures['perplexity_ratio']}, token agreement {figures['token_agreement']}"
+    )
+    for pair in outcome.pairs:
+        verdict = "ok" if pair.passed else "FAILED " + ", ".join(pair.failed_gates)
+        click.echo(f"  {pair.adapter}: {verdict}")

@@ -1,0 +1,48 @@
+"""The quantize stage's errors, each with its own exit code (the CLI reads it here).
+
+======================================  ====  =========================================
+class                                   exit  when
+======================================  ====  =========================================
+``RecipeError`` (recipes.py)               2  unknown method, or a recipe file that fails
+                                                validation
+``UnsupportedArchitectureError``          20  the base's architecture is not one the recipe
+                                                handles, or it is already quantized
+``CalibrationError``                      21  calibration set missing, empty, too short, or
+                                                without ``text`` records
+``GateFailedError``                       22  the variant missed its fidelity gate (nothing
+                                                registered; ``--force`` registers it anyway)
+``WorkerError``                           23  the llm-compressor worker failed (its log tail
+                                                is in the message)
+``QuantizeEnvironmentError``              24  ``.venv-quantize`` is missing (`make setup`)
+======================================  ====  =========================================
+
+Registry errors keep the registry's own exit codes (``registry.errors``).
+"""
+
+from __future__ import annotations
+
+
+class QuantizeError(Exception):
+    """Base of the stage's own errors; never raised bare."""
+
+    exit_code = 1
+
+
+class UnsupportedArchitectureError(QuantizeError):
+    exit_code = 20
+
+
+class CalibrationError(QuantizeError):
+    exit_code = 21
+
+
+class GateFailedError(QuantizeError):
+    exit_code = 22
+
+
+class WorkerError(QuantizeError):
+    exit_code = 23
+
+
+class QuantizeEnvironmentError(QuantizeError):
+    exit_code = 24
