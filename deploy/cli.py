@@ -14,10 +14,12 @@ import json
 import signal
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
 
+from deploy import evaluation
 from deploy.controller import Controller
 from deploy.gateway_scrape import GatewayScrapeSource
 from deploy.plan import Plan, PlanError, parse_duration, parse_steps
@@ -120,6 +122,26 @@ def _source(prometheus: str | None, gateways: tuple[str, ...]) -> MetricsSource:
     help="Without Prometheus: scrape these gateways' /metrics (repeat).",
 )
 @click.option(
+    "--eval",
+    "eval_file",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Canary set (JSON Lines chats) scored on both versions before step 1.",
+)
+@click.option(
+    "--max-regression",
+    default=0.05,
+    show_default=True,
+    type=float,
+    help="The canary may score at most this much (relative) below stable.",
+)
+@click.option(
+    "--eval-gateway",
+    default=None,
+    metavar="URL",
+    help="Gateway to run the eval through (default: the first --gateway).",
+)
+@click.option(
     "--lease-ttl",
     default="15s",
     show_default=True,
@@ -138,6 +160,9 @@ def canary(
     max_json_violation_rate: float,
     prometheus: str | None,
     gateways: tuple[str, ...],
+    eval_file: Path | None,
+    max_regression: float,
+    eval_gateway: str | None,
     lease_ttl: str,
     location: str | None,
     who: str | None,
@@ -174,6 +199,10 @@ def canary(
                     f"{name} already has an active rollout (#{active.id}, to "
                     f"{name}@{active.canary}); promote or abort it first"
                 )
+            if eval_file is not None:
+                gate = _eval_gate(reg, name, version, eval_file, max_regression,
+                                  eval_gateway or next(iter(gateways), None))  # fmt: skip
+                plan = plan.model_copy(update={"eval_gate": gate})
             rollout = reg.start_rollout(
                 name, version, steps=weights, plan=plan.model_dump(), who=who
             )
@@ -185,6 +214,39 @@ def canary(
     click.echo(f"{name}: {final.state}: {final.reason}")
     if final.state != "promoted":
         sys.exit(1)
+
+
+def _eval_gate(
+    reg: Registry,
+    name: str,
+    version: int,
+    path: Path,
+    max_regression: float,
+    gateway: str | None,
+) -> dict[str, float | int | str]:
+    """Score both versions on the canary set through ``gateway``; refuse on a regression."""
+    if gateway is None:
+        raise click.UsageError("--eval needs a gateway to ask: --eval-gateway URL or --gateway")
+    if not 0 <= max_regression < 1:
+        raise click.BadParameter("must be at least 0 and below 1", param_hint="--max-regression")
+    stable = reg.aliases(name).get("production")
+    reg.adapter(f"{name}@{version}")  # RefNotFoundError before any request is sent
+    if stable is None:
+        return {}  # start_rollout refuses it, with its own message
+    try:
+        examples = evaluation.load(path)
+        result = evaluation.GateResult(
+            stable=evaluation.score(gateway, f"{name}@{stable}", examples),
+            canary=evaluation.score(gateway, f"{name}@{version}", examples),
+            max_regression=max_regression,
+        )
+    except evaluation.EvalError as e:
+        raise click.ClickException(f"eval gate: {e}") from None
+    click.echo(result.reason())
+    if not result.passed:
+        raise click.ClickException(f"{result.reason()}; nothing was rolled out")
+    return {"file": path.name, "examples": len(examples), "stable": round(result.stable, 4),
+            "canary": round(result.canary, 4), "max_regression": max_regression}  # fmt: skip
 
 
 def _stop_on_sigterm() -> None:

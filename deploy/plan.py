@@ -51,6 +51,8 @@ class Plan(BaseModel):
     max_error_rate: Rate = 0.05
     max_latency_ratio: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.5
     max_json_violation_rate: Rate = 0.05
+    eval_gate: dict[str, float | int | str] | None = None
+    """The eval gate's result when one ran before the first step (kept for the record)."""
 
     @field_validator("min_requests", mode="before")
     @classmethod
