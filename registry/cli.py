@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from registry import errors as e
-from registry import render
+from registry import render, variants
 from registry.location import open_registry
 from registry.protocol import Registry
 from registry.refs import parse_version
@@ -254,9 +254,11 @@ def show(ref: str, as_json: bool, location: str | None) -> None:
             if kind == "base"
             else reg.dataset(ref)
         )
-        click.echo(
-            json.dumps(render.to_json(record), indent=2) if as_json else render.describe(record)
-        )
+        extra = variants.show_extra(reg, record)
+        if as_json:
+            click.echo(json.dumps({**render.to_json(record), **extra}, indent=2))
+        else:
+            click.echo(render.describe(record) + variants.describe_extra(extra))
 
 
 @main.command()

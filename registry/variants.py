@@ -324,3 +324,79 @@ def pair_result(reg: Registry, adapter: AdapterVersion, variant: str) -> PairRes
         (adapter.name, adapter.version, variant),
     )
     return _pair(row) if row else None
+
+
+def pairs_on(reg: Registry, variant: str) -> list[PairResult]:
+    """Every adapter version evaluated on ``variant``, by adapter."""
+    rows = _deps(reg).store.all(_PAIR_SELECT + " AND b.name = ? ORDER BY adapter", (variant,))
+    return [_pair(r) for r in rows]
+
+
+def show_extra(reg: Registry, record: AdapterVersion | BaseModel | Any) -> dict[str, Any]:
+    """What ``registry show`` adds for variants: a variant's parent digest, quantization and
+    fidelity; a base's variants; an adapter's results on variants. Empty when none apply
+    (or the registry cannot hold variants)."""
+    if getattr(reg, "deps", None) is None:
+        return {}
+    if isinstance(record, BaseModel):
+        extra: dict[str, Any] = {}
+        info = variant_info(reg, record.name)
+        if info is not None:
+            extra["parent_digest"] = info.parent_digest
+            extra["quantization"] = info.quantization
+            extra["fidelity"] = info.fidelity
+            extra["gate"] = {"passed": info.passed, "forced": info.forced}
+        children = variants_of(reg, record.name)
+        if children:
+            extra["variants"] = [
+                {
+                    "name": v.name,
+                    "digest": v.digest,
+                    "method": v.quantization.get("method"),
+                    "passed": v.passed,
+                    "forced": v.forced,
+                }
+                for v in children
+            ]
+        return extra
+    if isinstance(record, AdapterVersion):
+        results = pair_results(reg, record)
+        if not results:
+            return {}
+        return {
+            "variant_evals": [
+                {
+                    "variant": p.variant,
+                    "variant_digest": p.variant_digest,
+                    "passed": p.passed,
+                    "failed_gates": list(p.failed_gates),
+                    "figures": p.figures,
+                    "evaluated_at": p.evaluated_at,
+                }
+                for p in results
+            ]
+        }
+    return {}
+
+
+def describe_extra(extra: dict[str, Any]) -> str:
+    """Plain-text lines for :func:`show_extra`'s dict (empty string when it is empty)."""
+    lines: list[str] = []
+    if "quantization" in extra:
+        q, fid = extra["quantization"], extra["fidelity"]
+        base = fid.get("base", {})
+        state = "passed" if extra["gate"]["passed"] else "FORCED past its gate"
+        lines += [
+            f"  parent digest: {extra['parent_digest']}",
+            f"  quantization: {q.get('method')} {q.get('scheme')} recipe {q.get('recipe_digest')}",
+            f"  fidelity:     size ratio {fid.get('size_ratio')}, perplexity ratio "
+            f"{base.get('perplexity_ratio')}, token agreement {base.get('token_agreement')} "
+            f"({state})",
+        ]
+    for v in extra.get("variants", []):
+        flag = "" if v["passed"] else " (forced)"
+        lines.append(f"  variant:      {v['name']} ({v['method']}){flag}")
+    for p in extra.get("variant_evals", []):
+        verdict = "passed" if p["passed"] else "FAILED " + ", ".join(p["failed_gates"])
+        lines.append(f"  on variant:   {p['variant']}: {verdict}")
+    return "".join("\n" + line for line in lines)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import registry
+from registry import variants as registry_variants
 from server.canary import CANARY, STABLE, Split
 from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError
 from server.metrics import Series
@@ -138,6 +139,7 @@ class Resolver:
         self._cache: OrderedDict[str, Route] = OrderedDict()
         self._token: int | None = None
         self.base: registry.BaseModel | None = None
+        self._parent_digest: str | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -149,6 +151,7 @@ class Resolver:
             self.base = await self.call(registry.pick_base, self._reg, base_ref)
         except registry.RegistryError as e:
             raise from_registry(e) from e
+        self._parent_digest = await self.call(self._lineage)
         self._token = await self.call(self._reg.change_token)
         return self.base
 
@@ -219,14 +222,49 @@ class Resolver:
                 f"{base.name!r} and its adapters",
                 param="model",
             )
-        if adapter.base_model.digest != base.digest:
+        if adapter.base_model.digest not in (base.digest, self._parent_digest):
             raise InvalidRequestError(
                 f"{adapter.ref} was trained on base {adapter.base_model.name!r} "
                 f"({adapter.base_model.digest}); this gateway serves {base.name!r} ({base.digest})",
                 param="model",
                 code="adapter_base_mismatch",
             )
+        if adapter.base_model.digest != base.digest:
+            self._check_pair(adapter)
         return Target(base, adapter)
+
+    def _lineage(self) -> str | None:
+        """The digest of the served base's parent when it is a variant (a quantized
+        base); adapters trained on the parent may then run on it, pair permitting."""
+        assert self._reg is not None and self.base is not None
+        try:
+            info = registry_variants.variant_info(self._reg, self.base.name)
+        except registry.UnsupportedLocationError:
+            return None
+        return None if info is None else info.parent_digest
+
+    def _check_pair(self, adapter: registry.AdapterVersion) -> None:
+        """Serve an adapter on a variant of its base only where that pair passed its gate."""
+        assert self._reg is not None and self.base is not None
+        variant = self.base.name
+        pair = registry_variants.pair_result(self._reg, adapter, variant)
+        override = f"`quantize eval {variant} {adapter.ref} --force`"
+        if pair is None:
+            raise InvalidRequestError(
+                f"{adapter.ref} was trained on {adapter.base_model.name!r} and has not been "
+                f"evaluated on its variant {variant!r}; run `quantize eval {variant} "
+                f"{adapter.ref}` (or override with {override})",
+                param="model",
+                code="variant_pair_not_evaluated",
+            )
+        if not pair.passed:
+            raise InvalidRequestError(
+                f"{adapter.ref} failed the fidelity gate on variant {variant!r} "
+                f"({', '.join(pair.failed_gates)}); serve it on {adapter.base_model.name!r}, "
+                f"or override with {override}",
+                param="model",
+                code="variant_gate_failed",
+            )
 
     async def model_ids(self) -> list[tuple[str, str | None]]:
         """(id, parent) for /v1/models: the base, then every routable adapter ref."""
@@ -236,6 +274,14 @@ class Resolver:
         assert self._reg is not None and self.base is not None
         base = self.base
         mine = [a for a in self._reg.list_adapters() if a.base_model.digest == base.digest]
+        if self._parent_digest is not None:
+            on_variant = registry_variants.pairs_on(self._reg, base.name)
+            passed = {p.adapter for p in on_variant if p.passed}
+            mine += [
+                a
+                for a in self._reg.list_adapters()
+                if a.base_model.digest == self._parent_digest and a.ref in passed
+            ]
         return [(base.name, None)] + [(ref, base.name) for ref in registry.routable_refs(mine)]
 
     async def pull(self, ref: str, dest: Path) -> Path:
