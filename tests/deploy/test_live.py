@@ -262,3 +262,79 @@ def test_a_bad_canary_is_rolled_back_within_two_intervals(live: Live) -> None:
     assert late and all(a.arm == "stable" for a in late)
     with registry.open(live.registry, create=False) as reg:
         assert reg.resolve("faq").version == 1
+
+
+def test_a_killed_controller_resumes_on_the_gateways_own_metrics(live: Live) -> None:
+    """`deploy canary` without a Prometheus (scraping both gateways' /metrics) is killed
+    with SIGKILL after its first analysis; the same command again resumes the rollout
+    from the registry once the dead one's lease expires, and promotes it."""
+    reset(live, "support")
+    cmd = [DEPLOY, "--registry", str(live.registry), "canary", "support", "--to", "2",
+           "--steps", "50,100", "--min-requests", "5", "--interval", "3s",
+           "--lease-ttl", "2s"]  # fmt: skip
+    for g in live.gateways:
+        cmd += ["--gateway", g.url]
+    with Traffic(live, "support"):
+        first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with registry.open(live.registry, create=False) as reg:
+                    active = reg.rollout("support")
+                if active is not None and active.analyses:
+                    break
+                time.sleep(0.2)
+        finally:
+            first.kill()
+            first.wait()
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming rollout" in second.stdout
+    final = final_rollout(live, "support")
+    assert final.state == "promoted"
+    assert len({a.who for a in final.analyses}) == 2  # the first controller, then the second
+    assert "/metrics of 2 gateway(s)" in final.analyses[-1].figures["source"]
+
+
+def _canary_set(path: Path, source: str, lines: int = 8) -> Path:
+    """The first `lines` chats of an adapter's own data, as a canary set."""
+    data = (EXAMPLES / "data" / f"{source}.jsonl").read_text().splitlines()[:lines]
+    path.write_text("\n".join(data) + "\n")
+    return path
+
+
+def test_the_eval_gate_refuses_a_regression_and_passes_an_improvement(
+    live: Live, tmp_path: Path
+) -> None:
+    """support-v2 answers in its own casual style: on support-v1's formal answers it
+    regresses (refused, nothing written); on its own it improves (the rollout starts and
+    keeps both scores in its plan)."""
+    reset(live, "support")
+    base = [DEPLOY, "--registry", str(live.registry), "canary", "support", "--to", "2",
+            "--steps", "10,100", "--interval", "1h", "--gateway", live.gateways[0].url]  # fmt: skip
+    refused = subprocess.run(
+        [*base, "--eval", str(_canary_set(tmp_path / "formal.jsonl", "support-v1"))],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "eval gate failed" in refused.stderr and "nothing was rolled out" in refused.stderr
+    with registry.open(live.registry, create=False) as reg:
+        assert reg.rollout("support") is None
+    proc = subprocess.Popen(
+        [*base, "--eval", str(_canary_set(tmp_path / "casual.jsonl", "support-v2"))],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        active = None
+        while active is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            with registry.open(live.registry, create=False) as reg:
+                active = reg.rollout("support")
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert active is not None, output
+    gate = active.plan["eval_gate"]
+    assert gate["examples"] == 8 and gate["canary"] > gate["stable"], gate
+    assert "eval gate passed" in output
