@@ -2,7 +2,7 @@
 
 Names are `loraport_<noun>_<unit>`. Label values come from bounded sets only: adapter
 names and versions that exist in the registry (or `base`/`-` for the base model and
-`unknown` for anything unresolved), arms (`stable`, later `canary`), endpoint names,
+`unknown` for anything unresolved), arms (`stable`, `canary`), endpoint names,
 HTTP status codes, error types, and configured backend indices. Never raw user input.
 """
 
