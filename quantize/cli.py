@@ -14,7 +14,7 @@ import click
 
 from quantize.errors import QuantizeError
 from quantize.recipes import METHODS, RecipeError
-from quantize.stage import run
+from quantize.stage import eval_pairs, run
 from registry import RegistryError
 from registry import open as open_registry
 
@@ -120,3 +120,39 @@ def run_cmd(
     for pair in outcome.pairs:
         verdict = "ok" if pair.passed else "FAILED " + ", ".join(pair.failed_gates)
         click.echo(f"  {pair.adapter}: {verdict}")
+
+
+@main.command("eval")
+@click.argument("variant_ref")
+@click.argument("adapter_refs", nargs=-1)
+@click.option("--force", is_flag=True, help="Record failing pairs as passed (an override).")
+@click.option(
+    "--registry",
+    "location",
+    metavar="LOCATION",
+    default=None,
+    help="Registry directory (default: $REGISTRY_URL, else the per-user data dir).",
+)
+@click.option("--who", default=None, help="Who to record (default: your user).")
+def eval_cmd(
+    variant_ref: str,
+    adapter_refs: tuple[str, ...],
+    force: bool,
+    location: str | None,
+    who: str | None,
+) -> None:
+    """(Re)measure adapters on VARIANT_REF against its parent and record each pair.
+
+    With no ADAPTER_REFS, every adapter pushed against the parent. A pair that misses its
+    gate is recorded as failed and the gateway refuses it; --force records it as passed
+    (marked forced in its figures and in the event log).
+
+    Example: quantize eval tiny-llama-awq extract@2
+    """
+    with open_registry(location, create=False) as reg:
+        pairs = eval_pairs(reg, variant_ref, adapter_refs, force=force, who=who, echo=_progress)
+    for pair in pairs:
+        verdict = "ok" if not pair.failed_gates else "FAILED " + ", ".join(pair.failed_gates)
+        if pair.failed_gates and pair.passed:
+            verdict += " (forced: served anyway)"
+        click.echo(f"{pair.adapter} on {variant_ref}: {verdict}")

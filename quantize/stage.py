@@ -256,3 +256,52 @@ def _gate_text(verdict: Verdict, recipe: Recipe) -> str:
         f"perplexity ratio {worst:.4f} (max {recipe.gate.max_perplexity_ratio}), "
         f"token agreement {f['token_agreement']:.4f} (min {recipe.gate.min_token_agreement})"
     )
+
+
+def eval_pairs(
+    reg: Registry,
+    variant_ref: str,
+    adapter_refs: tuple[str, ...] = (),
+    *,
+    force: bool = False,
+    who: str | None = None,
+    settings: QuantizeSettings | None = None,
+    echo: Echo = lambda _: None,
+) -> list[rv.PairInput]:
+    """(Re)measure adapters on a variant against the parent and record each pair.
+
+    Default: every adapter pushed against the parent. ``force`` records a pair that misses
+    its gate as passed anyway (its failed gates and ``forced`` stay in the figures, and
+    the event log has it), which is the override the gateway's refusal names.
+    """
+    settings = settings or QuantizeSettings()
+    variant = reg.base(variant_ref)
+    info = rv.variant_info(reg, variant.name)
+    if info is None:
+        raise UnsupportedArchitectureError(
+            f"{variant.name} is not a variant (it has no parent); `quantize run` makes one"
+        )
+    recipe, _ = load_recipe(str(info.quantization.get("method")))
+    if adapter_refs:
+        chosen = [reg.adapter(ref) for ref in adapter_refs]
+    else:
+        chosen = [a for a in reg.list_adapters() if a.base_model.digest == info.parent_digest]
+    for adapter in chosen:
+        if adapter.base_model.digest != info.parent_digest:
+            raise UnsupportedArchitectureError(
+                f"{adapter.ref} was trained on {adapter.base_model.name}, not on "
+                f"{variant.name}'s parent {info.parent}"
+            )
+    with tempfile.TemporaryDirectory(prefix="loraport-quantize-") as tmp:
+        work = Path(tmp)
+        parent_dir = reg.pull(info.parent, work / "parent")
+        variant_dir = reg.pull(variant.name, work / "variant")
+        adapters = {a.ref: (a, reg.pull(a.ref, work / "adapters" / a.ref)) for a in chosen}
+        _, pairs, _ = evaluate(settings, recipe, parent_dir, variant_dir, adapters, work, echo)
+    if force:
+        pairs = [
+            rv.PairInput(p.adapter, True, p.failed_gates, {**p.figures, "forced": not p.passed})
+            for p in pairs
+        ]
+    rv.record_pairs(reg, variant.name, pairs, who=who)
+    return pairs

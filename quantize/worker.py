@@ -146,18 +146,24 @@ def _load(model_dir: str, adapter: str | None) -> Any:
 
 
 def _nll(model: Any, ids: list[list[int]], starts: list[int]) -> list[tuple[float, int]]:
-    """(summed NLL, token count) of each sequence from its ``start`` position on."""
+    """(summed NLL, token count) of each sequence from its ``start`` position on, in
+    right-padded batches."""
     import torch
 
-    out = []
+    out: list[tuple[float, int]] = []
     with torch.inference_mode():
-        for seq, start in zip(ids, starts, strict=True):
-            x = torch.tensor([seq])
-            logits = model(input_ids=x).logits[0, :-1].float()
-            target = x[0, 1:]
-            losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-            scored = losses[max(start - 1, 0) :]
-            out.append((float(scored.sum()), int(scored.numel())))
+        for at in range(0, len(ids), GENERATE_BATCH):
+            batch, first = ids[at : at + GENERATE_BATCH], starts[at : at + GENERATE_BATCH]
+            width = max(len(seq) for seq in batch)
+            x = torch.tensor([seq + [0] * (width - len(seq)) for seq in batch])
+            mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch])
+            logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
+            losses = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), x[:, 1:], reduction="none"
+            )
+            for row, seq, start in zip(losses, batch, first, strict=True):
+                scored = row[max(start - 1, 0) : len(seq) - 1]
+                out.append((float(scored.sum()), int(scored.numel())))
     return out
 
 

@@ -111,7 +111,7 @@ def check_new_name(reg: Registry, name: str) -> None:
 
 def add_variant(
     reg: Registry,
-    path: Path,
+    path: Path | str,
     *,
     name: str,
     parent: str,
@@ -131,7 +131,7 @@ def add_variant(
     try:
         files = [
             f
-            for f in scan_directory(path, deps.settings.max_file_bytes)
+            for f in scan_directory(Path(path), deps.settings.max_file_bytes)
             if is_canonical_base_file(f.relpath)
         ]
         architecture = summarize(files)
