@@ -1,9 +1,10 @@
 """A :class:`deploy.source.MetricsSource` over Prometheus's HTTP API (PromQL).
 
-For each arm, over a window of the rollout's interval: requests and 5xx answers
-(``increase`` of ``loraport_requests_total``), JSON-contract failures (``increase`` of
+For each arm, over a window of the rollout's interval: requests and 5xx answers (the
+growth of ``loraport_requests_total``), JSON-contract failures (of
 ``loraport_structured_output_failures_total``) and the p95 latency
-(``histogram_quantile`` over ``loraport_request_duration_seconds_bucket``). An empty
+(``histogram_quantile`` over the growth of ``loraport_request_duration_seconds_bucket``),
+summed over every gateway Prometheus scrapes. An empty
 vector means no such requests (0), except for p95 where it means unknown (NaN). An
 unreachable server, an error status or a body that is not Prometheus's JSON is
 :class:`MetricsUnavailable`, never a figure.
@@ -27,17 +28,26 @@ def _selector(arm: ArmRef, extra: str = "") -> str:
     return "{" + labels + extra + "}"
 
 
+def _delta(selector: str, offset: str, by: str = "") -> str:
+    """How much the summed counter grew over the window, a series born inside it
+    counted from zero (``increase`` drops a new series' first sample, and a canary's
+    series are born when the rollout starts); a reset counts as no growth (a hold)."""
+    now = f"sum{by} ({selector})"
+    before = f"sum{by} ({selector} offset {offset})"
+    return f"clamp_min({now} - ({before} or {now} * 0), 0)"
+
+
 def queries(arm: ArmRef, window_s: float) -> dict[str, str]:
     """The PromQL this source runs for one arm (exposed for tests and docs)."""
-    w = f"[{max(1, round(window_s * 1000))}ms]"
+    w = f"{max(1, round(window_s * 1000))}ms"
     sel = _selector(arm)
     failed = _selector(arm, ',status=~"5.."')
+    buckets = _delta(f"loraport_request_duration_seconds_bucket{sel}", w, " by (le)")
     return {
-        "requests": f"sum(increase(loraport_requests_total{sel}{w}))",
-        "errors": f"sum(increase(loraport_requests_total{failed}{w}))",
-        "json_violations": f"sum(increase(loraport_structured_output_failures_total{sel}{w}))",
-        "p95_s": "histogram_quantile(0.95, sum by (le) "
-        f"(rate(loraport_request_duration_seconds_bucket{sel}{w})))",
+        "requests": _delta(f"loraport_requests_total{sel}", w),
+        "errors": _delta(f"loraport_requests_total{failed}", w),
+        "json_violations": _delta(f"loraport_structured_output_failures_total{sel}", w),
+        "p95_s": f"histogram_quantile(0.95, {buckets})",
     }
 
 

@@ -195,6 +195,16 @@ def test_split_is_sticky_and_on_weight_across_two_gateways(live: Live) -> None:
                                                       ("stable", "support@1")}  # fmt: skip
     share = 100 * canary / len(users)
     assert abs(share - rollout.weight) <= 3, share
+    # without `user`, the x-session-id header is the key: one arm per session too
+    sessions: dict[str, set[str]] = {}
+    for i in range(40):
+        for gw in live.gateways:
+            with gw.client(headers={"x-session-id": f"session-{i}"}) as c:
+                r = c.post("/v1/chat/completions", json={"model": "support", "max_tokens": 1,
+                                                         "messages": MESSAGES})  # fmt: skip
+            sessions.setdefault(f"session-{i}", set()).add(r.headers["x-loraport-arm"])
+    assert all(len(arms) == 1 for arms in sessions.values())
+    assert set().union(*sessions.values()) == {"stable", "canary"}
     # a pinned ref bypasses the split
     pinned = ask([live.gateways[0].client()], 0, "support@1", users[0])
     assert (pinned.arm, pinned.adapter) == ("stable", "support@1")

@@ -102,12 +102,14 @@ def test_prometheus_nan_stays_nan(canned: Canned) -> None:
     assert canary is not None and math.isnan(canary.requests) and not canary.finite()
 
 
-def test_promql_selects_one_arm() -> None:
+def test_promql_selects_one_arm_over_the_window() -> None:
     q = queries(ArmRef("support", 2, "canary"), 2.5)
+    sel = 'loraport_requests_total{adapter="support",version="2",arm="canary"}'
     assert q["requests"] == (
-        'sum(increase(loraport_requests_total{adapter="support",version="2",arm="canary"}[2500ms]))'
+        f"clamp_min(sum ({sel}) - (sum ({sel} offset 2500ms) or sum ({sel}) * 0), 0)"
     )
     assert 'status=~"5.."' in q["errors"] and "histogram_quantile(0.95" in q["p95_s"]
+    assert "sum by (le)" in q["p95_s"]
 
 
 def _line(name: str, version: int, arm: str, extra: str, value: float) -> str:
