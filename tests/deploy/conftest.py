@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,5 +27,3 @@ def support_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
             )
         yield reg
 
-
-Clock = Callable[[], float]
