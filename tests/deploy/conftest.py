@@ -26,4 +26,3 @@ def support_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
                 allow_unknown_dataset=True,
             )
         yield reg
-
