@@ -66,9 +66,7 @@ def split_cores(
     affinities. Workers are the processes with a thread bound narrower than the host and
     titled as vLLM's worker (any bound process, where none is titled so): after a
     placement the moved processes are bound too, and must not count. Pure."""
-    bound = {
-        pid: [a for a in affinities if a < host] for pid, (_, affinities) in members.items()
-    }
+    bound = {pid: [a for a in affinities if a < host] for pid, (_, affinities) in members.items()}
     titled = {pid for pid, (title, _) in members.items() if title.startswith(WORKER_TITLE)}
     workers = {pid for pid, b in bound.items() if b and (pid in titled or not titled)}
     worker: set[int] = set()
