@@ -56,7 +56,9 @@ def test_variant_lineage_pairs_and_show(
 
     runner = CliRunner()
     loc = ["--registry", str(reg_path)]
-    shown = json.loads(runner.invoke(registry_cli, ["show", "tiny-base-fp8", "--json", *loc]).output)
+    shown = json.loads(
+        runner.invoke(registry_cli, ["show", "tiny-base-fp8", "--json", *loc]).output
+    )
     assert shown["parent"] == "tiny-base" and shown["parent_digest"] == info.parent_digest
     assert shown["quantization"]["recipe_digest"] == QUANT["recipe_digest"]
     assert shown["fidelity"]["size_ratio"] == 0.36

@@ -1,0 +1,40 @@
+"""Every `quantize` command has help with an Example:, and the docs name every command;
+the error classes' exit codes are distinct and documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from quantize import errors
+from quantize.cli import main
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "quantize.md"
+
+
+@pytest.mark.parametrize("path", [[], ["run"], ["eval"]])
+def test_help_has_an_example(path: list[str]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output, path
+
+
+def test_docs_name_every_command() -> None:
+    text = DOCS.read_text()
+    assert isinstance(main, click.Group)
+    for name in main.commands:
+        assert f"quantize {name}" in text, name
+
+
+def test_exit_codes_are_distinct_and_documented() -> None:
+    classes = [c for c in vars(errors).values() if isinstance(c, type)]
+    base = errors.QuantizeError
+    ours = [c for c in classes if issubclass(c, base) and c is not base]
+    codes = [c.exit_code for c in ours]
+    assert len(set(codes)) == len(codes)
+    table = errors.__doc__ or ""
+    for cls in ours:
+        assert cls.__name__ in table and str(cls.exit_code) in table, cls
