@@ -31,7 +31,7 @@ from typing import Any
 
 from quantize.errors import CalibrationError, GateFailedError, UnsupportedArchitectureError
 from quantize.fidelity import Verdict, judge
-from quantize.recipes import Recipe, load_recipe
+from quantize.recipes import METHODS, Recipe, RecipeError, load_recipe
 from quantize.settings import QuantizeSettings
 from quantize.worker_process import run_worker
 from registry import AdapterVersion, BaseModel, Registry
@@ -190,7 +190,9 @@ def run(
 ) -> Outcome:
     """Make, measure and (if it passes, or ``force``) register a variant of ``base_ref``."""
     settings = settings or QuantizeSettings()
-    recipe, recipe_digest = load_recipe(method)
+    if method not in METHODS:
+        raise RecipeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    recipe, recipe_digest = load_recipe(method, settings.recipe_file(method))
     parent = reg.base(base_ref)
     check_architecture(recipe, parent, rv.variant_info(reg, parent.name))
     name = name or f"{parent.name}-{method}"
@@ -281,7 +283,8 @@ def eval_pairs(
         raise UnsupportedArchitectureError(
             f"{variant.name} is not a variant (it has no parent); `quantize run` makes one"
         )
-    recipe, _ = load_recipe(str(info.quantization.get("method")))
+    method = str(info.quantization.get("method"))
+    recipe, _ = load_recipe(method, settings.recipe_file(method))
     if adapter_refs:
         chosen = [reg.adapter(ref) for ref in adapter_refs]
     else:

@@ -146,3 +146,34 @@ def test_kill_9_midway_registers_nothing_and_leaves_no_worker(q_registry: Path) 
         [REGISTRY, "log", "--registry", str(q_registry)], capture_output=True, text=True
     )
     assert "killed-gptq" not in log.stdout
+
+
+def test_a_variant_that_misses_its_gate_is_not_registered(
+    q_registry: Path, fp8_variant: dict[str, object], tmp_path: Path
+) -> None:
+    from quantize.recipes import recipe_path
+
+    strict = (
+        recipe_path("fp8")
+        .read_text()
+        .replace("min_token_agreement = 0.99", "min_token_agreement = 1.0")
+    )
+    (tmp_path / "fp8.toml").write_text(strict)
+    env = {**quantize_env(q_registry.parent), "QUANTIZE_RECIPES_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [QUANTIZE, "run", "tiny-llama", "--method", "fp8", "--name", "strict-fp8",
+         "--registry", str(q_registry)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 22, proc.stderr
+    assert "missed its fidelity gate (token_agreement" in proc.stderr
+    assert "nothing was registered" in proc.stderr and "--force" in proc.stderr
+    listed = subprocess.run(
+        [REGISTRY, "ls", "--registry", str(q_registry)], capture_output=True, text=True
+    )
+    assert "strict-fp8" not in listed.stdout
+    log = subprocess.run(
+        [REGISTRY, "log", "strict-fp8", "--registry", str(q_registry)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert "variant.refused" in log.stdout and "token_agreement" in log.stdout
