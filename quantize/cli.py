@@ -14,7 +14,7 @@ import click
 
 from quantize.errors import QuantizeError
 from quantize.recipes import METHODS, RecipeError
-from quantize.stage import eval_pairs, run
+from quantize.stage import eval_pairs, merge, run
 from registry import RegistryError
 from registry import open as open_registry
 
@@ -156,3 +156,57 @@ def eval_cmd(
         if pair.failed_gates and pair.passed:
             verdict += " (forced: served anyway)"
         click.echo(f"{pair.adapter} on {variant_ref}: {verdict}")
+
+
+@main.command("merge")
+@click.argument("adapter_ref")
+@click.option("--method", type=click.Choice(METHODS), default=None, help="Quantize after merging.")
+@click.option("--calibration", default=None, help="Calibration dataset ref (awq, gptq).")
+@click.option("--name", default=None, help="Variant name (default: NAME-N-merged[-METHOD]).")
+@click.option("--force", is_flag=True, help="Register even if the fidelity gate fails.")
+@click.option(
+    "--registry",
+    "location",
+    metavar="LOCATION",
+    default=None,
+    help="Registry directory (default: $REGISTRY_URL, else the per-user data dir).",
+)
+@click.option("--who", default=None, help="Who to record (default: your user).")
+def merge_cmd(
+    adapter_ref: str,
+    method: str | None,
+    calibration: str | None,
+    name: str | None,
+    force: bool,
+    location: str | None,
+    who: str | None,
+) -> None:
+    """Merge ADAPTER_REF into its base: a single-tenant deployment, registered as a variant.
+
+    Optionally quantized after merging (--method). Its lineage names the base and the
+    adapter digests; it is measured against adapter-mode serving of the same version and
+    registered only if it passes its gate. Serve it with `gateway serve --base NAME`.
+
+    Example: quantize merge support-v1@1 --method fp8
+    """
+    with open_registry(location, create=False) as reg:
+        outcome = merge(
+            reg,
+            adapter_ref,
+            method=method,
+            calibration=calibration,
+            name=name,
+            force=force,
+            who=who,
+            echo=_progress,
+        )
+    assert outcome.variant is not None
+    figures = outcome.fidelity["merged"]
+    state = (
+        "passed" if outcome.verdict.passed else "FORCED past " + ", ".join(outcome.verdict.failed)
+    )
+    click.echo(f"{outcome.variant.name} {outcome.variant.digest} ({state})")
+    click.echo(
+        f"  vs adapter mode: token agreement {figures['token_agreement']}, perplexity ratio "
+        f"{figures['perplexity_ratio']['eval']}, exact match {figures['exact_match']}"
+    )

@@ -31,7 +31,7 @@ from typing import Any
 
 from quantize.errors import CalibrationError, GateFailedError, UnsupportedArchitectureError
 from quantize.fidelity import Verdict, judge
-from quantize.recipes import METHODS, Recipe, RecipeError, load_recipe
+from quantize.recipes import METHODS, Gate, Recipe, RecipeError, load_recipe
 from quantize.settings import QuantizeSettings
 from quantize.worker_process import run_worker
 from registry import AdapterVersion, BaseModel, Registry
@@ -308,3 +308,140 @@ def eval_pairs(
         ]
     rv.record_pairs(reg, variant.name, pairs, who=who)
     return pairs
+
+
+#: Merging is exact up to float32 rounding, so a merged deployment must match adapter
+#: mode almost token for token; a quantized merge is held to its recipe's gate instead.
+MERGE_GATE = Gate(max_perplexity_ratio=1.01, min_token_agreement=0.995, max_task_score_drop=0.02)
+
+
+def merge(
+    reg: Registry,
+    adapter_ref: str,
+    *,
+    method: str | None = None,
+    calibration: str | None = None,
+    name: str | None = None,
+    force: bool = False,
+    who: str | None = None,
+    settings: QuantizeSettings | None = None,
+    echo: Echo = lambda _: None,
+) -> Outcome:
+    """Merge ``adapter_ref`` into its base (then quantize it with ``method``, if given),
+    measure it against adapter-mode serving of the same version, register it as a variant
+    of the base whose lineage names both the base and the adapter digests."""
+    settings = settings or QuantizeSettings()
+    adapter = reg.adapter(adapter_ref)
+    parent = reg.base(str(adapter.base_model.digest))
+    recipe, recipe_digest = (None, None)
+    if method is not None:
+        if method not in METHODS:
+            raise RecipeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        recipe, recipe_digest = load_recipe(method, settings.recipe_file(method))
+        check_architecture(recipe, parent, rv.variant_info(reg, parent.name))
+    name = name or f"{adapter.name}-{adapter.version}-merged" + (f"-{method}" if method else "")
+    rv.check_new_name(reg, name)
+    gate = recipe.gate if recipe is not None else MERGE_GATE
+    with tempfile.TemporaryDirectory(prefix="loraport-quantize-") as tmp:
+        work = Path(tmp)
+        texts, calibration_lineage = (
+            calibration_texts(reg, recipe, calibration, work) if recipe else ([], None)
+        )
+        parent_dir = reg.pull(parent.name, work / "parent")
+        adapter_dir = reg.pull(adapter.ref, work / "adapter")
+        request: dict[str, Any] = {
+            "model": str(parent_dir),
+            "adapter": str(adapter_dir),
+            "out": str(work / "merged"),
+        }
+        made = run_worker(settings.python, "merge", request, work, echo)
+        final = work / "merged"
+        quantized: dict[str, Any] | None = None
+        if recipe is not None:
+            request = {
+                "model": str(final),
+                "recipe": recipe.model_dump(mode="json"),
+                "calibration": texts,
+                "out": str(work / "variant"),
+            }
+            done = run_worker(settings.python, "quantize", request, work, echo)
+            final = work / "variant"
+            quantized = {
+                "method": recipe.method,
+                "scheme": recipe.scheme,
+                "recipe_digest": recipe_digest,
+                "calibration": calibration_lineage,
+                "pin_memory_shim": done["pin_memory_shim"],
+                "seconds": round(done["seconds"], 2),
+            }
+        eval_rows = [
+            json.loads(line)
+            for line in settings.eval_file.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+        job = {
+            "key": adapter.ref,
+            "reference_adapter": str(adapter_dir),
+            "candidate_adapter": None,
+            "prompts": [row["messages"] for row in eval_rows],
+            "answers": [row.get("reference", {}).get(adapter.name) for row in eval_rows],
+            "texts": [],
+        }
+        request = {
+            "reference": str(parent_dir),
+            "candidate": str(final),
+            "max_new_tokens": settings.max_new_tokens,
+            "jobs": [job],
+        }
+        raw = run_worker(settings.python, "eval", request, work, echo)["results"][adapter.ref]
+        task = adapter.name if adapter.name in TASKS else None
+        verdict = judge(raw, gate, task=task, eval_rows=eval_rows, schema=adapter.schema)
+        size = {"adapter_mode": _weights_bytes(parent_dir), "merged": _weights_bytes(final)}
+        lineage = {
+            "method": "merge" + (f"+{method}" if method else ""),
+            "base": parent.name,
+            "base_digest": parent.digest,
+            "adapter": adapter.ref,
+            "adapter_digest": adapter.digest,
+            "then_quantized": quantized,
+            "versions": made["versions"],
+            "format": "compressed-tensors" if quantized else "safetensors",
+        }
+        fidelity = {
+            "against": f"adapter mode: {adapter.ref} on {parent.name}",
+            "eval_set": {
+                "file": settings.eval_file.name,
+                "digest": _file_digest(settings.eval_file),
+            },
+            "merged": verdict.figures,
+            "weights_bytes": size,
+            "size_ratio": round(size["merged"] / size["adapter_mode"], 4),
+            "gate": gate.model_dump(),
+            "failed_gates": list(verdict.failed),
+        }
+        if not verdict.passed and not force:
+            detail = {
+                "adapter": adapter.ref,
+                "method": lineage["method"],
+                "failed_gates": verdict.failed,
+            }
+            rv.log_refused(reg, name, detail, who=who)
+            raise GateFailedError(
+                f"{name} missed its fidelity gate against adapter mode "
+                f"({', '.join(verdict.failed)}); nothing was registered. Pass --force to "
+                "register it anyway (recorded as forced)"
+            )
+        echo(f"register {name}")
+        variant = rv.add_variant(
+            reg,
+            final,
+            name=name,
+            parent=parent.name,
+            quantization=lineage,
+            fidelity=fidelity,
+            passed=verdict.passed,
+            forced=not verdict.passed,
+            pairs=[],
+            who=who,
+        )
+    return Outcome(variant, verdict, [], lineage, fidelity)

@@ -11,6 +11,7 @@ Verbs (``python worker.py VERB REQUEST.json RESULT.json``):
 
 - ``quantize``: model dir + recipe (already validated by the caller) + calibration texts
   -> a compressed-tensors directory, and the library versions used.
+- ``merge``: a base dir + a LoRA adapter dir -> the merged model (safetensors).
 - ``eval``: a reference model dir and a candidate dir (+ adapter dirs) -> per-text
   negative log-likelihoods, greedy generations, and teacher-forced argmax agreement with
   the reference. The caller (main environment) turns these into gated figures.
@@ -123,6 +124,21 @@ def quantize(request: dict[str, Any]) -> dict[str, Any]:
     model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
     return {"versions": versions(), "seconds": seconds, "pin_memory_shim": shim}
+
+
+def merge(request: dict[str, Any]) -> dict[str, Any]:
+    """Merge a LoRA adapter into its base (``merge_and_unload``) and save it as a model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    progress("merge adapter into base")
+    base = AutoModelForCausalLM.from_pretrained(request["model"], dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, request["adapter"]).merge_and_unload()
+    out = Path(request["out"])
+    merged.save_pretrained(out)
+    AutoTokenizer.from_pretrained(request["model"]).save_pretrained(out)
+    return {"versions": versions()}
 
 
 def _load(model_dir: str, adapter: str | None) -> Any:
@@ -242,7 +258,7 @@ def evaluate(request: dict[str, Any]) -> dict[str, Any]:
         figures: dict[str, Any] = {}
         for side in ("reference", "candidate"):
             progress(f"eval {job['key']} on the {side}", i, len(jobs))
-            model = _load(request[side], job.get("adapter"))
+            model = _load(request[side], job.get(f"{side}_adapter", job.get("adapter")))
             figures[side] = {
                 "answer_nll": _nll(model, scored, starts),
                 "text_nll": _nll(model, texts, [1] * len(texts)),
@@ -263,7 +279,7 @@ def evaluate(request: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     verb, request_path, result_path = argv
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
-    run = {"quantize": quantize, "eval": evaluate}[verb]
+    run = {"quantize": quantize, "eval": evaluate, "merge": merge}[verb]
     result = run(request)
     Path(result_path).write_text(json.dumps(result), encoding="utf-8")
     return 0

@@ -15,7 +15,7 @@ from quantize.cli import main
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "quantize.md"
 
 
-@pytest.mark.parametrize("path", [[], ["run"], ["eval"]])
+@pytest.mark.parametrize("path", [[], ["run"], ["eval"], ["merge"]])
 def test_help_has_an_example(path: list[str]) -> None:
     result = CliRunner().invoke(main, [*path, "--help"])
     assert result.exit_code == 0

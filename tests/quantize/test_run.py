@@ -177,3 +177,19 @@ def test_a_variant_that_misses_its_gate_is_not_registered(
         capture_output=True, text=True,
     )  # fmt: skip
     assert "variant.refused" in log.stdout and "token_agreement" in log.stdout
+
+
+def test_merge_registers_a_variant_naming_base_and_adapter(q_registry: Path) -> None:
+    proc = quantize(q_registry, "merge", "support-v1@1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("support-v1-1-merged sha256:")
+    merged = show(q_registry, "support-v1-1-merged")
+    base, adapter = show(q_registry, "tiny-llama"), show(q_registry, "support-v1@1")
+    lineage = merged["quantization"]
+    assert isinstance(lineage, dict)
+    assert merged["parent"] == "tiny-llama" and lineage["method"] == "merge"
+    assert lineage["base_digest"] == base["digest"]
+    assert lineage["adapter_digest"] == adapter["digest"] and lineage["adapter"] == "support-v1@1"
+    fidelity = merged["fidelity"]
+    assert isinstance(fidelity, dict) and fidelity["against"].startswith("adapter mode")
+    assert fidelity["merged"]["token_agreement"] >= 0.995  # float32 merge: near exact
