@@ -193,3 +193,47 @@ def test_merge_registers_a_variant_naming_base_and_adapter(q_registry: Path) -> 
     fidelity = merged["fidelity"]
     assert isinstance(fidelity, dict) and fidelity["against"].startswith("adapter mode")
     assert fidelity["merged"]["token_agreement"] >= 0.995  # float32 merge: near exact
+
+
+def test_eval_records_a_failed_pair_and_force_overrides_it(
+    q_registry: Path, fp8_variant: dict[str, object], tmp_path: Path
+) -> None:
+    from quantize.recipes import recipe_path
+
+    strict = (
+        recipe_path("fp8")
+        .read_text()
+        .replace("min_token_agreement = 0.99", "min_token_agreement = 1.0")
+        .replace("max_perplexity_ratio = 1.02", "max_perplexity_ratio = 1.0")
+    )  # nothing short of identical passes (FP8 moves every weight a little)
+    (tmp_path / "fp8.toml").write_text(strict)
+    env = {**quantize_env(q_registry.parent), "QUANTIZE_RECIPES_DIR": str(tmp_path)}
+
+    def evaluate(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [QUANTIZE, "eval", "tiny-llama-fp8", "support-v1@1", *extra,
+             "--registry", str(q_registry)],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    def pair() -> dict[str, object]:
+        evals = show(q_registry, "support-v1@1")["variant_evals"]
+        assert isinstance(evals, list)
+        found: dict[str, object] = next(e for e in evals if e["variant"] == "tiny-llama-fp8")
+        return found
+
+    failed = evaluate()
+    assert failed.returncode == 0, failed.stderr
+    assert "support-v1@1 on tiny-llama-fp8: FAILED" in failed.stdout
+    first = pair()
+    assert first["passed"] is False and first["failed_gates"]
+    forced = evaluate("--force")
+    assert "(forced: served anyway)" in forced.stdout
+    result = pair()
+    assert result["passed"] is True and result["failed_gates"] == first["failed_gates"]
+    assert isinstance(result["figures"], dict) and result["figures"]["forced"] is True
+    restored = subprocess.run(
+        [QUANTIZE, "eval", "tiny-llama-fp8", "support-v1@1", "--registry", str(q_registry)],
+        env=quantize_env(q_registry.parent), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert "support-v1@1 on tiny-llama-fp8: ok" in restored.stdout, restored.stderr
