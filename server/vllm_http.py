@@ -120,7 +120,7 @@ class VllmBackend:
                 return str(entry["id"]), length if isinstance(length, int) else None
         raise BackendError(f"backend {self.label} lists no base model")
 
-    async def engine_stats(self, timeout_s: float = 2.0) -> EngineStats | None:
+    async def engine_stats(self, timeout_s: float = 5.0) -> EngineStats | None:
         """Requests running and waiting, KV-cache use and tokens generated so far; None
         when vLLM does not answer in time."""
         try:
