@@ -8,8 +8,10 @@ variant that misses its gate is still measured; the table says which missed), an
 prints one JSON line plus a markdown table: size ratio to the fp32 parent, perplexity
 ratio (eval answers, held-out texts), greedy token agreement, time to quantize (the
 ``oneshot`` step alone, and the whole command with its evaluation), and each adapter's
-token agreement and task score on the variant. vLLM CPU tokens/s per variant is not
-measured here yet.
+token agreement and task score on the variant. With ``--serve M,...`` it also starts a
+real vLLM CPU server (the gateway's own command line, bfloat16) on the parent and on each
+named variant in turn and measures greedy chat tokens/s at 16 concurrent clients, the
+parent first, in the same run (int4 variants need an AVX-512 CPU: docs/quantize.md).
 """
 
 from __future__ import annotations
@@ -32,6 +34,49 @@ sys.path.insert(0, str(ROOT))
 from tests.support.zoo import EXAMPLES, fill_registry  # noqa: E402
 
 BIN = Path(sys.executable).parent
+CLIENTS, ROUNDS, MAX_TOKENS = 16, 6, 32
+
+
+def tokens_per_s(location: Path, base: str, work: Path) -> float:
+    """Greedy chat tokens/s of a vLLM server on ``base`` (16 concurrent clients)."""
+    import asyncio
+
+    import httpx
+
+    import registry
+    from server.settings import GatewaySettings, LocalVllm
+    from server.supervisor import free_port, vllm_command, vllm_env
+    from tests.support.launch import VLLM_START_TIMEOUT_S, serving
+
+    with registry.open(location, create=False) as reg:
+        model_dir = reg.pull(base, work / f"serve-{base}")
+    settings = GatewaySettings(local=LocalVllm(dtype="bfloat16"))
+    rows = (EXAMPLES / "data" / "eval.jsonl").read_text().splitlines()
+    prompts = [json.loads(r)["messages"] for r in rows][:CLIENTS]
+    port = free_port()
+    cmd = vllm_command(settings, model_dir, base, port)
+    log = work / f"vllm-{base}.log"
+
+    async def load(url: str) -> tuple[int, float]:
+        async with httpx.AsyncClient(timeout=120) as client:
+
+            async def one(messages: list[dict[str, str]]) -> int:
+                body = {"model": base, "messages": messages, "max_tokens": MAX_TOKENS,
+                        "temperature": 0, "ignore_eos": True}  # fmt: skip
+                r = await client.post(f"{url}/v1/chat/completions", json=body)
+                r.raise_for_status()
+                return int(r.json()["usage"]["completion_tokens"])
+
+            await asyncio.gather(*(one(p) for p in prompts))  # warm-up
+            started = time.monotonic()
+            done = 0
+            for _ in range(ROUNDS):
+                done += sum(await asyncio.gather(*(one(p) for p in prompts)))
+            return done, time.monotonic() - started
+
+    with serving(cmd, port, log, "/health", vllm_env(), VLLM_START_TIMEOUT_S) as proc:
+        tokens, seconds = asyncio.run(load(proc.url))
+    return tokens / seconds
 
 
 def run_method(location: Path, method: str) -> dict[str, Any]:
@@ -108,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default="awq,gptq,fp8")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--serve", default="", help="variants to time on vLLM, e.g. fp8")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-quantize-"))
     location = work / "registry"
@@ -118,13 +164,22 @@ def main() -> None:
         check=True, capture_output=True,
     )  # fmt: skip
     rows = [run_method(location, m) for m in args.methods.split(",")]
+    served = [m for m in args.serve.split(",") if m]
+    speed: dict[str, float] = {}
+    if served:
+        speed["parent"] = round(tokens_per_s(location, "tiny-llama", work), 1)
+        for method in served:
+            speed[method] = round(tokens_per_s(location, f"tiny-llama-{method}", work), 1)
     machine = {
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "load_1m": round(os.getloadavg()[0], 2),
     }
-    print(json.dumps({"bench": "quantize", **machine, "variants": rows}))
+    print(json.dumps({"bench": "quantize", **machine, "variants": rows, "tokens_per_s": speed}))
     print(table(rows))
+    for name, rate in speed.items():
+        ratio = rate / speed["parent"]
+        print(f"vLLM CPU bf16, {CLIENTS} clients: {name} {rate} tokens/s ({ratio:.2f}x parent)")
 
 
 if __name__ == "__main__":
