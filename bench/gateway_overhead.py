@@ -123,7 +123,7 @@ def _pgid(pid: int) -> int | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--embedded", action="store_true", help="gateway launches its own vLLM")
-    ap.add_argument("--placement", default="gateway+vllm",
+    ap.add_argument("--placement", default="gateway",
                     choices=["none", "gateway", "gateway+vllm"])  # fmt: skip
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="4 rounds, fewer pairs")

@@ -8,9 +8,10 @@ served 0.09x of vLLM's direct throughput (ENVIRONMENT.md). The rule, measured in
 
 - the worker's cores are the ones its threads are bound to (affinity narrower than the
   host's; the worker is the process titled `VLLM::Worker`); every other core is free;
-- `gateway`: the gateway's own threads go to the free cores;
+- `gateway` (the default): the gateway's own threads go to the free cores;
 - `gateway+vllm`: so do vLLM's API server and engine-core processes (everything in the
-  server's process group that is not bound to worker cores);
+  server's process group that is not bound to worker cores). Measured worse: everything
+  but the worker then shares the free cores, and vLLM's own request handling needs CPU;
 - nothing happens where no vLLM process is bound to a subset of the cores (a GPU host,
   or a vLLM that did not bind): `apply` then returns a placement with no worker cores.
 
@@ -81,7 +82,7 @@ def split_cores(
     return frozenset(worker), host - worker, sorted(movable)
 
 
-def apply(group: int, mode: Mode = "gateway+vllm", *, this: bool = True) -> Placement | None:
+def apply(group: int, mode: Mode = "gateway", *, this: bool = True) -> Placement | None:
     """Place this process (the gateway; not with `this=False`) and, by `mode`, vLLM's
     non-worker processes of process group `group` on the cores vLLM's worker leaves free.
     None when there is nothing to do."""

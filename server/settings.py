@@ -95,7 +95,7 @@ class GatewaySettings(BaseSettings):
     probe_interval_s: float = 30.0
     probe_timeout_s: float = 20.0
     route_refresh_s: float = 1.0
-    cpu_placement: Literal["none", "gateway", "gateway+vllm"] = "gateway+vllm"
+    cpu_placement: Literal["none", "gateway", "gateway+vllm"] = "gateway"
     """On a CPU host, where the embedded default runs its processes: see server/placement.py."""
     cpu_affinity: str | None = None
     """Cores for the gateway itself (e.g. `1`, `2-7`), for a gateway beside an external vLLM
