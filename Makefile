@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make demo   set up .venv, register the demo zoo in a local registry, run the gateway
-#   make test   set up .venv, lint and type-check, run the whole test suite
+#   make test   set up .venv, lint and type-check, install prometheus if missing, run the suite
 .PHONY: setup demo test lint
 
 setup:
@@ -15,4 +15,5 @@ lint: setup
 	.venv/bin/mypy
 
 test: lint
+	@./scripts/test-deps.sh
 	.venv/bin/python -m pytest
