@@ -17,8 +17,10 @@ import click
 
 from registry import errors as e
 from registry import render, variants
+from registry.hooks import after_push_hooks
 from registry.location import open_registry
 from registry.protocol import Registry
+from registry.records import AdapterVersion
 from registry.refs import parse_version
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -176,6 +178,12 @@ def _parse_meta(pairs: tuple[str, ...]) -> dict[str, Any]:
     help="A directory in the training code's git work tree (default: the adapter's own).",
 )
 @click.option("--git-sha", default=None, help="The training code's commit, given by hand.")
+@click.option(
+    "--no-eval",
+    is_flag=True,
+    help="Do not measure the version on its base's quantized variants now; the gateway "
+    "refuses it there until `quantize eval VARIANT REF` has.",
+)
 @location_option
 @who_option
 def push(
@@ -189,6 +197,7 @@ def push(
     meta: tuple[str, ...],
     code: Path | None,
     git_sha: str | None,
+    no_eval: bool,
     location: str | None,
     who: str | None,
 ) -> None:
@@ -196,6 +205,9 @@ def push(
 
     The first version of a name takes the production alias (plain NAME); later versions
     reach NAME only when the alias moves (`registry alias set NAME production N`).
+    When the base has quantized variants, the version is then measured on each (as
+    `quantize eval` does; minutes on a CPU) so the gateway may serve it there; a failed
+    measurement leaves the push in place and says what to run.
 
     Example: registry push adapters/support --base tiny-llama --dataset data/support.jsonl
     --alias canary --meta epochs=3
@@ -217,6 +229,21 @@ def push(
         )
         note = "" if result.created else " (already existed)"
         click.echo(f"{result.adapter.ref} {result.adapter.digest}{note}")
+        if not no_eval:
+            _after_push(reg, result.adapter)
+
+
+def _after_push(reg: Registry, adapter: AdapterVersion) -> None:
+    """Run the installed after-push hooks; a failing hook warns, the push stands."""
+    for hook in after_push_hooks():
+        try:
+            hook.run(reg, adapter, lambda line: click.echo(f"registry: {line}", err=True))
+        except Exception as exc:  # a hook's failure must not read as a failed push
+            click.echo(
+                f"registry: warning: {adapter.ref} is pushed, but after-push step "
+                f"{hook.name!r} failed: {exc}",
+                err=True,
+            )
 
 
 @main.command("ls")

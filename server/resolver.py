@@ -234,14 +234,17 @@ class Resolver:
         return Target(base, adapter)
 
     def _lineage(self) -> str | None:
-        """The digest of the served base's parent when it is a variant (a quantized
-        base); adapters trained on the parent may then run on it, pair permitting."""
+        """The digest of the served base's parent when it is a quantized variant;
+        adapters trained on the parent may then run on it, pair permitting. A merged
+        deployment already holds its one adapter and takes no others."""
         assert self._reg is not None and self.base is not None
         try:
             info = registry_variants.variant_info(self._reg, self.base.name)
         except registry.UnsupportedLocationError:
             return None
-        return None if info is None else info.parent_digest
+        if info is None or str(info.quantization.get("method", "")).startswith("merge"):
+            return None
+        return info.parent_digest
 
     def _check_pair(self, adapter: registry.AdapterVersion) -> None:
         """Serve an adapter on a variant of its base only where that pair passed its gate."""

@@ -51,3 +51,15 @@ def fp8_variant(q_registry: Path) -> dict[str, object]:
     outcome: dict[str, object] = json.loads(proc.stdout)
     outcome["stderr"] = proc.stderr
     return outcome
+
+
+@pytest.fixture(scope="session")
+def merged_variant(q_registry: Path) -> str:
+    """`quantize merge support-v1@1`: the merged deployment's name."""
+    proc = subprocess.run(
+        [QUANTIZE, "merge", "support-v1@1", "--registry", str(q_registry)],
+        env=quantize_env(q_registry.parent), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("support-v1-1-merged sha256:"), proc.stdout
+    return "support-v1-1-merged"

@@ -179,11 +179,10 @@ def test_a_variant_that_misses_its_gate_is_not_registered(
     assert "variant.refused" in log.stdout and "token_agreement" in log.stdout
 
 
-def test_merge_registers_a_variant_naming_base_and_adapter(q_registry: Path) -> None:
-    proc = quantize(q_registry, "merge", "support-v1@1")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("support-v1-1-merged sha256:")
-    merged = show(q_registry, "support-v1-1-merged")
+def test_merge_registers_a_variant_naming_base_and_adapter(
+    q_registry: Path, merged_variant: str
+) -> None:
+    merged = show(q_registry, merged_variant)
     base, adapter = show(q_registry, "tiny-llama"), show(q_registry, "support-v1@1")
     lineage = merged["quantization"]
     assert isinstance(lineage, dict)

@@ -1,0 +1,42 @@
+"""After-push hooks: work that other parts of loraport do when a new adapter version lands.
+
+The registry records the push; what follows from it lives elsewhere and is found through
+the ``loraport.after_push`` entry point group (``pyproject.toml``), so the registry never
+imports its consumers. ``quantize`` registers one: it measures the new version on every
+variant of its base (docs/quantize.md). A hook runs after the push has committed, so a
+hook that fails loses nothing: ``registry push`` warns and names what to run instead,
+and the registry still says the pair is unevaluated (the gateway refuses it until then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Protocol
+
+from registry.protocol import Registry
+from registry.records import AdapterVersion
+
+GROUP = "loraport.after_push"
+Echo = Callable[[str], None]
+
+
+class AfterPush(Protocol):
+    """Called with the open registry, the version just pushed, and a progress printer.
+
+    Raises an exception whose message says what to run by hand when it cannot finish."""
+
+    def __call__(self, reg: Registry, adapter: AdapterVersion, echo: Echo) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    name: str
+    run: AfterPush
+
+
+def after_push_hooks() -> list[Hook]:
+    """The installed hooks, by entry point name."""
+    found = sorted(entry_points(group=GROUP), key=lambda ep: ep.name)
+    return [Hook(ep.name, ep.load()) for ep in found]
