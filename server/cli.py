@@ -79,7 +79,9 @@ def serve(
     for problem in unknown_variables():
         click.echo(f"warning: {problem}", err=True)
     settings = _settings({k: v for k, v in overrides.items() if v is not None})
-    _check_registry(settings)
+    base_config = _check_registry(settings)
+    if not settings.backends:
+        _check_engine(base_config)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -125,15 +127,25 @@ def _settings(overrides: dict[str, Any]) -> GatewaySettings:
         ) from None
 
 
-def _check_registry(settings: GatewaySettings) -> None:
+def _check_registry(settings: GatewaySettings) -> dict[str, Any]:
     """Fail fast, with the registry's message and exit code, before any server starts."""
     from server.resolver import RegistryUnusable, check_registry
 
     try:
-        check_registry(settings.registry, settings.base)
+        return check_registry(settings.registry, settings.base)
     except RegistryUnusable as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(e.exit_code)
+
+
+def _check_engine(base_config: dict[str, Any]) -> None:
+    """Refuse a base the local vLLM cannot run here (server/engine_support.py)."""
+    from server import engine_support as es
+
+    why = es.refusal(base_config, es.cpu_flags(), es.vllm_is_cpu_build())
+    if why is not None:
+        click.echo(f"Error: {why}", err=True)
+        sys.exit(es.EXIT_ENGINE_UNSUPPORTED)
 
 
 def main() -> None:

@@ -66,11 +66,12 @@ class RegistryUnusable(Exception):
         self.exit_code = exit_code
 
 
-def check_registry(location: str | None, base_ref: str | None) -> None:
-    """Fail fast, with the registry's message and exit code, before any server starts."""
+def check_registry(location: str | None, base_ref: str | None) -> dict[str, Any]:
+    """Fail fast, with the registry's message and exit code, before any server starts.
+    Returns the base model's ``config.json``, for :mod:`server.engine_support`."""
     try:
         with registry.open(location, create=False) as reg:
-            registry.pick_base(reg, base_ref)
+            return dict(registry.pick_base(reg, base_ref).architecture)
     except registry.RegistryError as e:
         raise RegistryUnusable(str(e), e.exit_code) from e
 

@@ -63,3 +63,15 @@ def merged_variant(q_registry: Path) -> str:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("support-v1-1-merged sha256:"), proc.stdout
     return "support-v1-1-merged"
+
+
+@pytest.fixture(scope="session")
+def gptq_variant(q_registry: Path) -> str:
+    """`quantize run tiny-llama --method gptq`: an int4 (W4A16) variant's name."""
+    proc = subprocess.run(
+        [QUANTIZE, "run", "tiny-llama", "--method", "gptq", "--calibration", "calibration",
+         "--registry", str(q_registry)],
+        env=quantize_env(q_registry.parent), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return "tiny-llama-gptq"
