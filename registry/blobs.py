@@ -10,6 +10,7 @@ no metadata names (left by a killed push) is harmless; ``verify --gc`` removes i
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -19,10 +20,12 @@ from pathlib import Path
 from typing import Protocol
 
 from registry.digest import CHUNK_BYTES, Digest
-from registry.errors import IntegrityError
+from registry.errors import IntegrityError, StorageFullError
 
 ByteCallback = Callable[[int], None]
 Hook = Callable[[], None]
+#: The errors that mean "the registry's disk or quota is full", not "this file is bad".
+FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class BlobStore(Protocol):
@@ -90,6 +93,20 @@ class FileBlobStore:
         """Where the blob with this hex digest lives."""
         return self.objects / hexdigest[:2] / hexdigest
 
+    @contextlib.contextmanager
+    def _full_is_typed(self) -> Iterator[None]:
+        """A write that fills the disk raises :class:`StorageFullError`, naming the fix."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in FULL:
+                raise
+            raise StorageFullError(
+                f"the registry's storage at {self.root} is full ({exc.strerror}); nothing "
+                "was recorded. Free space there (`registry verify --gc` removes blobs that "
+                "killed writes left) and run the command again"
+            ) from None
+
     def _temp(self) -> tuple[int, Path]:
         if not self.tmp.is_dir():
             self.tmp.mkdir(parents=True, exist_ok=True)
@@ -114,22 +131,23 @@ class FileBlobStore:
         self, src: Path, on_bytes: ByteCallback | None = None, before_rename: Hook | None = None
     ) -> tuple[str, int]:
         """Store a file's bytes; return (hex digest, size)."""
-        fd, temp = self._temp()
-        try:
-            src_fd = os.open(src, os.O_RDONLY)
+        with self._full_is_typed():
+            fd, temp = self._temp()
             try:
-                hexdigest, size = _copy_hashing(src_fd, fd, on_bytes)
-            finally:
-                os.close(src_fd)
-            os.fsync(fd)
-        except BaseException:
+                src_fd = os.open(src, os.O_RDONLY)
+                try:
+                    hexdigest, size = _copy_hashing(src_fd, fd, on_bytes)
+                finally:
+                    os.close(src_fd)
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                temp.unlink(missing_ok=True)
+                raise
             os.close(fd)
-            temp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        if before_rename is not None:
-            before_rename()
-        self._publish(temp, hexdigest)
+            if before_rename is not None:
+                before_rename()
+            self._publish(temp, hexdigest)
         return hexdigest, size
 
     def put_bytes(self, data: bytes) -> str:
@@ -137,12 +155,17 @@ class FileBlobStore:
         hexdigest = hashlib.sha256(data).hexdigest()
         if self.has(hexdigest):
             return hexdigest
-        fd, temp = self._temp()
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._publish(temp, hexdigest)
+        with self._full_is_typed():
+            fd, temp = self._temp()
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            self._publish(temp, hexdigest)
         return hexdigest
 
     def has(self, hexdigest: str) -> bool:

@@ -31,7 +31,8 @@ and unambiguous. Raise the most specific class; never a bare :class:`RegistryErr
     ├── SourceChangedError             20   409  source_changed
     ├── RolloutConflictError           30   409  rollout_conflict
     ├── InvalidRolloutError            31   422  invalid_rollout
-    └── LeaseHeldError                 32   409  lease_held
+    ├── LeaseHeldError                 32   409  lease_held
+    └── StorageFullError               33   507  storage_full
 
 Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
@@ -226,6 +227,14 @@ class SourceChangedError(RegistryError):
     code = "source_changed"
 
 
+class StorageFullError(RegistryError):
+    """The registry's disk (or quota) filled up during a write; nothing was recorded."""
+
+    exit_code = 33
+    http_status = 507
+    code = "storage_full"
+
+
 class RolloutConflictError(RegistryError):
     """A rollout was started while one is active, or changed or ended under its caller."""
 
@@ -292,6 +301,7 @@ __all__ = [
     "RolloutConflictError",
     "SchemaVersionError",
     "SourceChangedError",
+    "StorageFullError",
     "UnsupportedLocationError",
     "VersionConflictError",
     "error_class",
