@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from server.adapters import AdapterSlots
+from server.admission import InFlight, Limits, estimate
 from server.auth import authenticate, authorize
 from server.canary import SESSION_HEADER, sticky_key
 from server.errors import (
@@ -31,11 +32,10 @@ from server.errors import (
     InvalidRequestError,
     RequestTooLargeError,
     StructuredOutputError,
-    TooManyRequestsError,
     to_gateway_error,
 )
 from server.metrics import Metrics, Series
-from server.protocol import PATHS, Endpoint, Request, delta_of, parse, text_of
+from server.protocol import PATHS, Endpoint, delta_of, parse, text_of
 from server.resolver import Resolver, Target
 from server.settings import GatewaySettings
 from server.structured import Constraint, check_result, constraint_for
@@ -43,9 +43,6 @@ from server.vllm_http import LoraNotLoadedError
 
 log = logging.getLogger("loraport.gateway")
 T = TypeVar("T")
-PROMPT_CHARS_PER_TOKEN = 4
-"""For admission only: a prompt's tokens are estimated from its characters (English BPE
-averages about four characters a token; the demo tokenizer 3.4 on its eval prompts)."""
 
 
 async def _unless_disconnected(request: HttpRequest, work: Awaitable[T]) -> T | None:
@@ -84,7 +81,7 @@ class Outcome:
     ttft_s: float | None = None
     concurrency: int = 1
     work: int = 0
-    """Tokens of work admitted for it (see Gateway._work)."""
+    """Tokens of work admitted for it (see server.admission.estimate)."""
 
 
 def error_response(e: GatewayError, target: Target | None = None) -> Response:
@@ -143,8 +140,8 @@ class Gateway:
         self.resolver = resolver
         self.slots = slots
         self.metrics = metrics
-        self.in_flight = 0
-        self.tokens_in_flight = 0
+        self.limits = Limits.of(settings)
+        self.in_flight = InFlight(self.limits, metrics)
 
     async def serve(self, request: HttpRequest, endpoint: Endpoint) -> Response:
         started = time.perf_counter()
@@ -156,12 +153,12 @@ class Gateway:
             body, req = parse(endpoint, await self._read_body(request))
             budget = req.token_budget()
             forward = self._budgeted(body, budget)
-            outcome.work = self._work(req, budget or self.settings.default_max_tokens)
+            outcome.work = estimate(req, budget or self.settings.default_max_tokens, self.limits)
             sticky = sticky_key(req.user, request.headers.get(SESSION_HEADER))
             target = await self.resolver.resolve(req.model, sticky)
             outcome.series = target.series
             authorize(key, target.name)
-            self._admit(outcome)
+            outcome.concurrency = self.in_flight.enter(outcome.work, outcome.series)
             admitted = True
             schema = target.adapter.schema if target.adapter else None
             constraint = constraint_for(req.response_format, schema)
@@ -193,7 +190,7 @@ class Gateway:
             return error_response(error, target)
         finally:
             if admitted:
-                self._release(outcome)
+                self.in_flight.leave(outcome.work, outcome.series)
                 self._record(endpoint, outcome, started)
             elif outcome.error is not None:
                 self._record(endpoint, outcome, started)
@@ -231,58 +228,6 @@ class Gateway:
         lengths = [s.backend.state.max_model_len for s in self.slots]
         known = [n for n in lengths if n]
         return min([self.settings.max_tokens_limit, *known])
-
-    def _work(self, req: Request, budget: int) -> int:
-        """The tokens one request may put through vLLM: per sequence, its prompt (estimated
-        at PROMPT_CHARS_PER_TOKEN characters a token, token ids counted) plus its budget."""
-        prompts = req.prompt_count()
-        limit = self.settings.max_prompts_per_request
-        if prompts > limit:
-            raise InvalidRequestError(
-                f"prompt is a list of {prompts} prompts; this gateway allows at most {limit} "
-                "per request (send several requests)",
-                param="prompt",
-                code="too_many_prompts",
-            )
-        prompt_tokens = -(-req.prompt_chars() // PROMPT_CHARS_PER_TOKEN)
-        work = req.n * (prompt_tokens + prompts * budget)
-        if work > self.settings.max_tokens_in_flight:
-            raise InvalidRequestError(
-                f"this request asks for about {work} tokens of work (prompts x n x max_tokens, "
-                f"plus its prompt); this gateway admits at most "
-                f"{self.settings.max_tokens_in_flight} at once: lower max_tokens, n or the "
-                "number of prompts",
-                param="max_tokens",
-                code="too_much_work",
-            )
-        return work
-
-    def _admit(self, outcome: Outcome) -> None:
-        s = self.settings
-        if self.in_flight >= s.max_in_flight:
-            raise TooManyRequestsError(
-                f"{self.in_flight} requests in flight, the limit is {s.max_in_flight}"
-            )
-        if self.tokens_in_flight + outcome.work > s.max_tokens_in_flight:
-            raise TooManyRequestsError(
-                f"{self.tokens_in_flight} tokens of work in flight; this request's "
-                f"{outcome.work} would pass the limit of {s.max_tokens_in_flight}"
-            )
-        self.in_flight += 1
-        self.tokens_in_flight += outcome.work
-        outcome.concurrency = self.in_flight
-        m = self.metrics
-        m.in_flight.set(self.in_flight)
-        m.tokens_in_flight.set(self.tokens_in_flight)
-        m.adapter_in_flight.labels(*outcome.series.values()).inc()
-
-    def _release(self, outcome: Outcome) -> None:
-        self.in_flight -= 1
-        self.tokens_in_flight -= outcome.work
-        m = self.metrics
-        m.in_flight.set(self.in_flight)
-        m.tokens_in_flight.set(self.tokens_in_flight)
-        m.adapter_in_flight.labels(*outcome.series.values()).dec()
 
     def _pick(self, target: Target) -> AdapterSlots:
         ready = [s for s in self.slots if s.backend.state.ready]
@@ -364,7 +309,7 @@ class Gateway:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
                 slots.backend.state.in_flight -= 1
-                self._release(outcome)
+                self.in_flight.leave(outcome.work, outcome.series)
                 self._record(endpoint, outcome, started)
 
         async def events() -> AsyncIterator[str]:
