@@ -50,8 +50,8 @@ class Load:
 
 
 def estimate(req: Request, budget: int, limits: Limits) -> int:
-    """The tokens one request may put through vLLM: per sequence, its prompt (estimated
-    at PROMPT_CHARS_PER_TOKEN characters a token; a token id counts as one character)
+    """The tokens one request may put through vLLM: per sequence, its prompt (text
+    estimated at PROMPT_CHARS_PER_TOKEN characters a token, token ids counted exactly)
     plus its `budget` (max_tokens). Raises InvalidRequestError (400) for a request no
     load could admit."""
     prompts = req.prompt_count()
@@ -62,7 +62,8 @@ def estimate(req: Request, budget: int, limits: Limits) -> int:
             param="prompt",
             code="too_many_prompts",
         )
-    prompt_tokens = -(-req.prompt_chars() // PROMPT_CHARS_PER_TOKEN)
+    chars, token_ids = req.prompt_size()
+    prompt_tokens = -(-chars // PROMPT_CHARS_PER_TOKEN) + token_ids
     work = req.n * (prompt_tokens + prompts * budget)
     if work > limits.max_tokens_in_flight:
         raise InvalidRequestError(

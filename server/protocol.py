@@ -50,8 +50,9 @@ class _Request(BaseModel):
     def prompt_count(self) -> int:
         return 1
 
-    def prompt_chars(self) -> int:
-        return 0
+    def prompt_size(self) -> tuple[int, int]:
+        """(characters of prompt text, prompt token ids): admission estimates tokens."""
+        return 0, 0
 
 
 class ChatMessage(BaseModel):
@@ -68,11 +69,12 @@ class ChatRequest(_Request):
     def token_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def prompt_chars(self) -> int:
-        return sum(
+    def prompt_size(self) -> tuple[int, int]:
+        chars = sum(
             len(m.content) if isinstance(m.content, str) else len(json.dumps(m.content))
             for m in self.messages
         )
+        return chars, 0
 
 
 class CompletionRequest(_Request):
@@ -84,11 +86,13 @@ class CompletionRequest(_Request):
             return 1
         return max(1, len(p))
 
-    def prompt_chars(self) -> int:
+    def prompt_size(self) -> tuple[int, int]:
         p = self.prompt
         if isinstance(p, str):
-            return len(p)
-        return sum(len(x) if isinstance(x, str | list) else 1 for x in p)
+            return len(p), 0
+        chars = sum(len(x) for x in p if isinstance(x, str))
+        ids = sum(len(x) if isinstance(x, list) else 1 for x in p if not isinstance(x, str))
+        return chars, ids
 
 
 MODELS: dict[Endpoint, type[_Request]] = {"chat": ChatRequest, "completions": CompletionRequest}

@@ -84,13 +84,9 @@ def test_estimate_refuses_what_no_load_could_admit(req, budget, code, param, mes
     assert "retry-after" not in e.headers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="token ids are counted as characters, so as a quarter token each; "
-    "docs/gateway.md says token-id prompts are counted exactly",
-)
 def test_token_id_prompts_are_counted_exactly():
     assert estimate(completion(list(range(1, 9))), 10, LIMITS) == 8 + 10
+    assert estimate(completion([[1, 2, 3], [4]]), 10, LIMITS) == 4 + 2 * 10
 
 
 @pytest.mark.parametrize(

@@ -47,12 +47,17 @@ def test_right_types_pass():
 
 
 @pytest.mark.parametrize(
-    ("prompt", "count", "chars"),
-    [("hello", 1, 5), (["a", "bb"], 2, 3), ([1, 2, 3], 1, 3), ([[1, 2], [3]], 2, 3)],
+    ("prompt", "count", "size"),
+    [
+        ("hello", 1, (5, 0)),
+        (["a", "bb"], 2, (3, 0)),
+        ([1, 2, 3], 1, (0, 3)),
+        ([[1, 2], [3]], 2, (0, 3)),
+    ],
 )
-def test_prompt_count_and_size(prompt, count, chars):
+def test_prompt_count_and_size(prompt, count, size):
     _, req = parse("completions", json.dumps({"model": "m", "prompt": prompt}).encode())
-    assert (req.prompt_count(), req.prompt_chars()) == (count, chars)
+    assert (req.prompt_count(), req.prompt_size()) == (count, size)
 
 
 def test_a_body_nested_100000_deep_is_a_400():
