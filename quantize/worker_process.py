@@ -15,6 +15,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,25 +50,41 @@ def run_worker(
     request_path = work / f"{verb}-request.json"
     result_path = work / f"{verb}-result.json"
     log_path = work / "worker.log"
-    request_path.write_text(json.dumps(request), encoding="utf-8")
     cmd = [str(python), str(WORKER), verb, str(request_path), str(result_path)]
-    with log_path.open("a", encoding="utf-8") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if line.startswith("progress: "):
-                on_progress(line.removeprefix("progress: ").rstrip())
-            log.write(line)
-        rc = proc.wait()
+    try:
+        request_path.write_text(json.dumps(request), encoding="utf-8")
+        with log_path.open("a", encoding="utf-8") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if line.startswith("progress: "):
+                    on_progress(line.removeprefix("progress: ").rstrip())
+                log.write(line)
+            rc = proc.wait()
+    except OSError as exc:  # the work directory itself cannot be written (a full disk)
+        raise WorkerError(
+            f"the {verb} step could not write {work}: {exc}{_hint(str(exc))}"
+        ) from None
     if rc != 0 or not result_path.is_file():
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-        raise WorkerError(f"the {verb} worker failed (exit {rc}):\n" + "\n".join(tail))
+        text = "\n".join(tail)
+        raise WorkerError(f"the {verb} worker failed (exit {rc}):\n{text}{_hint(text)}")
     result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
     return result
+
+
+def _hint(text: str) -> str:
+    """What to do about a failure whose text says the work disk is full."""
+    if "No space left on device" not in text and "Disk quota exceeded" not in text:
+        return ""
+    return (
+        "\nThe work directory's disk is full (nothing was registered): free space under "
+        f"{tempfile.gettempdir()} or point TMPDIR at a larger disk, and run it again"
+    )
