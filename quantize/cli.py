@@ -14,7 +14,7 @@ import click
 
 from quantize.errors import QuantizeError
 from quantize.recipes import METHODS, RecipeError
-from quantize.stage import eval_pairs, merge, run
+from quantize.stage import Outcome, eval_pairs, merge, run
 from registry import RegistryError
 from registry import open as open_registry
 
@@ -40,6 +40,21 @@ def main() -> None:
 
     Example: quantize run tiny-llama --method fp8 --registry ./reg
     """
+
+
+def _outcome_json(outcome: Outcome) -> dict[str, Any]:
+    """What `--json` prints for a registered variant or merged deployment."""
+    assert outcome.variant is not None
+    return {
+        "name": outcome.variant.name,
+        "digest": outcome.variant.digest,
+        "quantization": outcome.quantization,
+        "fidelity": outcome.fidelity,
+        "pairs": [
+            {"adapter": p.adapter, "passed": p.passed, "failed_gates": p.failed_gates}
+            for p in outcome.pairs
+        ],
+    }
 
 
 def _progress(line: str) -> None:
@@ -92,21 +107,7 @@ def run_cmd(
         )
     assert outcome.variant is not None
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "name": outcome.variant.name,
-                    "digest": outcome.variant.digest,
-                    "quantization": outcome.quantization,
-                    "fidelity": outcome.fidelity,
-                    "pairs": [
-                        {"adapter": p.adapter, "passed": p.passed, "failed_gates": p.failed_gates}
-                        for p in outcome.pairs
-                    ],
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(_outcome_json(outcome), indent=2))
         return
     figures = outcome.fidelity["base"]
     state = (
@@ -172,6 +173,7 @@ def eval_cmd(
     help="Registry directory (default: $REGISTRY_URL, else the per-user data dir).",
 )
 @click.option("--who", default=None, help="Who to record (default: your user).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def merge_cmd(
     adapter_ref: str,
     method: str | None,
@@ -180,6 +182,7 @@ def merge_cmd(
     force: bool,
     location: str | None,
     who: str | None,
+    as_json: bool,
 ) -> None:
     """Merge ADAPTER_REF into its base: a single-tenant deployment, registered as a variant.
 
@@ -201,6 +204,9 @@ def merge_cmd(
             echo=_progress,
         )
     assert outcome.variant is not None
+    if as_json:
+        click.echo(json.dumps(_outcome_json(outcome), indent=2))
+        return
     figures = outcome.fidelity["merged"]
     state = (
         "passed" if outcome.verdict.passed else "FORCED past " + ", ".join(outcome.verdict.failed)
