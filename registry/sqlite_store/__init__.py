@@ -8,7 +8,8 @@ record, each holding that kind's reads and writes and nothing else:
 - :mod:`.names`: the one namespace, lookups across kinds, soft removal;
 - :mod:`.adapters`: adapter versions and aliases;
 - :mod:`.catalog`: base models, datasets, manifests;
-- :mod:`.rollouts`: canary rollouts and their analyses.
+- :mod:`.rollouts`: canary rollouts and their analyses;
+- :mod:`.variants`: quantized variants and adapter x variant results.
 
 The schema's DDL lives in :mod:`registry.migrations`, next to its history.
 """
@@ -23,15 +24,16 @@ from registry.sqlite_store.catalog import CatalogReads, CatalogWrites
 from registry.sqlite_store.core import Row, now_iso
 from registry.sqlite_store.names import NameReads, NameWrites
 from registry.sqlite_store.rollouts import RolloutReads, RolloutWrites
+from registry.sqlite_store.variants import VariantReads, VariantWrites
 
 __all__ = ["Row", "SqliteStore", "Tx", "now_iso"]
 
 
-class Tx(AdapterWrites, CatalogWrites, RolloutWrites, NameWrites):
+class Tx(AdapterWrites, CatalogWrites, RolloutWrites, VariantWrites, NameWrites):
     """The writes of one transaction (only made by :meth:`SqliteStore.write`)."""
 
 
-class SqliteStore(NameReads, AdapterReads, CatalogReads, RolloutReads):
+class SqliteStore(NameReads, AdapterReads, CatalogReads, RolloutReads, VariantReads):
     """Metadata of one registry, in ``registry.db``. Open with :meth:`open`."""
 
     @contextmanager
