@@ -10,20 +10,16 @@ from __future__ import annotations
 
 from quantize.errors import QuantizeError
 from quantize.stage import eval_pairs
-from registry import AdapterVersion, Registry
-from registry import variants as rv
+from registry import AdapterVersion, Registry, VariantInfo
 from registry.hooks import Echo
 
 
-def unevaluated_variants(reg: Registry, adapter: AdapterVersion) -> list[rv.VariantInfo]:
+def unevaluated_variants(reg: Registry, adapter: AdapterVersion) -> list[VariantInfo]:
     """The variants of ``adapter``'s base that adapters run on (not merged deployments)
     and that have no recorded pair for this version yet."""
     parent = reg.base(str(adapter.base_model.digest)).name
     return [
-        v
-        for v in rv.variants_of(reg, parent)
-        if not str(v.quantization.get("method", "")).startswith("merge")
-        and rv.pair_result(reg, adapter, v.name) is None
+        v for v in reg.variants_of(parent) if not v.merged and reg.pair(adapter, v.name) is None
     ]
 
 

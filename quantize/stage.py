@@ -34,8 +34,7 @@ from quantize.fidelity import Verdict, judge
 from quantize.recipes import METHODS, Gate, Recipe, RecipeError, load_recipe
 from quantize.settings import QuantizeSettings
 from quantize.worker_process import run_worker
-from registry import AdapterVersion, BaseModel, Registry
-from registry import variants as rv
+from registry import AdapterVersion, BaseModel, PairInput, Registry, VariantInfo
 
 Echo = Callable[[str], None]
 #: Adapters whose name is a task of the eval set get a task score.
@@ -46,7 +45,7 @@ TASKS = ("extract", "triage")
 class Outcome:
     variant: BaseModel | None
     verdict: Verdict
-    pairs: list[rv.PairInput]
+    pairs: list[PairInput]
     quantization: dict[str, Any]
     fidelity: dict[str, Any]
 
@@ -59,7 +58,7 @@ def _weights_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.glob("*.safetensors"))
 
 
-def check_architecture(recipe: Recipe, base: BaseModel, variant: rv.VariantInfo | None) -> None:
+def check_architecture(recipe: Recipe, base: BaseModel, variant: VariantInfo | None) -> None:
     if variant is not None or "quantization_config" in base.architecture:
         raise UnsupportedArchitectureError(
             f"{base.name} is already quantized; quantize its parent "
@@ -141,7 +140,7 @@ def evaluate(
     adapters: dict[str, tuple[AdapterVersion, Path]],
     work: Path,
     echo: Echo,
-) -> tuple[Verdict, list[rv.PairInput], dict[str, Any]]:
+) -> tuple[Verdict, list[PairInput], dict[str, Any]]:
     """Gate the candidate against the reference, alone and under each adapter."""
     eval_rows = [
         json.loads(line)
@@ -162,7 +161,7 @@ def evaluate(
         verdict = judge(
             raw[ref], recipe.gate, task=task, eval_rows=eval_rows, schema=adapter.schema
         )
-        pairs.append(rv.PairInput(ref, verdict.passed, verdict.failed, verdict.figures))
+        pairs.append(PairInput(ref, verdict.passed, verdict.failed, verdict.figures))
     size = {"parent": _weights_bytes(reference), "variant": _weights_bytes(candidate)}
     fidelity = {
         "eval_set": {"file": settings.eval_file.name, "digest": _file_digest(settings.eval_file)},
@@ -194,9 +193,9 @@ def run(
         raise RecipeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     recipe, recipe_digest = load_recipe(method, settings.recipe_file(method))
     parent = reg.base(base_ref)
-    check_architecture(recipe, parent, rv.variant_info(reg, parent.name))
+    check_architecture(recipe, parent, reg.variant(parent.name))
     name = name or f"{parent.name}-{method}"
-    rv.check_new_name(reg, name)
+    reg.check_name_free(name)
     with tempfile.TemporaryDirectory(prefix="loraport-quantize-") as tmp:
         work = Path(tmp)
         texts, calibration_lineage = calibration_texts(reg, recipe, calibration, work)
@@ -229,15 +228,14 @@ def run(
         )
         if not verdict.passed and not force:
             detail = {"parent": parent.name, "method": method, "failed_gates": verdict.failed}
-            rv.log_refused(reg, name, detail, who=who)
+            reg.log_variant_refused(name, detail, who=who)
             raise GateFailedError(
                 f"{name} missed its fidelity gate ({', '.join(verdict.failed)}: "
                 f"{_gate_text(verdict, recipe)}); nothing was registered. Pass --force to "
                 "register it anyway (recorded as forced)"
             )
         echo(f"register {name}")
-        variant = rv.add_variant(
-            reg,
+        variant = reg.add_variant(
             work / "variant",
             name=name,
             parent=parent.name,
@@ -269,7 +267,7 @@ def eval_pairs(
     who: str | None = None,
     settings: QuantizeSettings | None = None,
     echo: Echo = lambda _: None,
-) -> list[rv.PairInput]:
+) -> list[PairInput]:
     """(Re)measure adapters on a variant against the parent and record each pair.
 
     Default: every adapter pushed against the parent. ``force`` records a pair that misses
@@ -278,7 +276,7 @@ def eval_pairs(
     """
     settings = settings or QuantizeSettings()
     variant = reg.base(variant_ref)
-    info = rv.variant_info(reg, variant.name)
+    info = reg.variant(variant.name)
     if info is None:
         raise UnsupportedArchitectureError(
             f"{variant.name} is not a variant (it has no parent); `quantize run` makes one"
@@ -303,10 +301,10 @@ def eval_pairs(
         _, pairs, _ = evaluate(settings, recipe, parent_dir, variant_dir, adapters, work, echo)
     if force:
         pairs = [
-            rv.PairInput(p.adapter, True, p.failed_gates, {**p.figures, "forced": not p.passed})
+            PairInput(p.adapter, True, p.failed_gates, {**p.figures, "forced": not p.passed})
             for p in pairs
         ]
-    rv.record_pairs(reg, variant.name, pairs, who=who)
+    reg.record_pairs(variant.name, pairs, who=who)
     return pairs
 
 
@@ -338,9 +336,9 @@ def merge(
         if method not in METHODS:
             raise RecipeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         recipe, recipe_digest = load_recipe(method, settings.recipe_file(method))
-        check_architecture(recipe, parent, rv.variant_info(reg, parent.name))
+        check_architecture(recipe, parent, reg.variant(parent.name))
     name = name or f"{adapter.name}-{adapter.version}-merged" + (f"-{method}" if method else "")
-    rv.check_new_name(reg, name)
+    reg.check_name_free(name)
     gate = recipe.gate if recipe is not None else MERGE_GATE
     with tempfile.TemporaryDirectory(prefix="loraport-quantize-") as tmp:
         work = Path(tmp)
@@ -425,15 +423,14 @@ def merge(
                 "method": lineage["method"],
                 "failed_gates": verdict.failed,
             }
-            rv.log_refused(reg, name, detail, who=who)
+            reg.log_variant_refused(name, detail, who=who)
             raise GateFailedError(
                 f"{name} missed its fidelity gate against adapter mode "
                 f"({', '.join(verdict.failed)}); nothing was registered. Pass --force to "
                 "register it anyway (recorded as forced)"
             )
         echo(f"register {name}")
-        variant = rv.add_variant(
-            reg,
+        variant = reg.add_variant(
             final,
             name=name,
             parent=parent.name,

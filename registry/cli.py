@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 import click
 
 from registry import errors as e
-from registry import render, variants
+from registry import render
 from registry.hooks import after_push_hooks
 from registry.location import open_registry
 from registry.protocol import Registry
-from registry.records import AdapterVersion
+from registry.records import AdapterVersion, BaseModel
 from registry.refs import parse_version
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -281,11 +281,20 @@ def show(ref: str, as_json: bool, location: str | None) -> None:
             if kind == "base"
             else reg.dataset(ref)
         )
-        extra = variants.show_extra(reg, record)
+        extra = _variant_extra(reg, record)
         if as_json:
             click.echo(json.dumps({**render.to_json(record), **extra}, indent=2))
         else:
-            click.echo(render.describe(record) + variants.describe_extra(extra))
+            click.echo(render.describe(record) + render.describe_extra(extra))
+
+
+def _variant_extra(reg: Registry, record: render.Record) -> dict[str, Any]:
+    """What ``show`` adds for variants: a base's lineage and variants, an adapter's pairs."""
+    if isinstance(record, BaseModel):
+        return render.variant_json(reg.variant(record.name), reg.variants_of(record.name))
+    if isinstance(record, AdapterVersion):
+        return render.pairs_json(reg.pairs_of(record))
+    return {}
 
 
 @main.command()

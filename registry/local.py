@@ -2,8 +2,9 @@
 
 :class:`LocalRegistry` implements :class:`registry.Registry` by composition: reads go
 to its :class:`SqliteStore`; writes are use cases (:mod:`registry.push`,
-:mod:`registry.catalog`, :mod:`registry.transfer`) run over narrow :class:`Deps`. This
-class resolves refs and turns arguments into what those use cases take; it holds no SQL.
+:mod:`registry.catalog`, :mod:`registry.transfer`, :mod:`registry.rollouts`,
+:mod:`registry.variants`) run over narrow :class:`Deps`. This class resolves refs and
+turns arguments into what those use cases take; it holds no SQL.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from registry import catalog, push, rollouts, transfer
+from registry import catalog, push, rollouts, transfer, variants
 from registry.bases import pick_base
 from registry.blobs import FileBlobStore
 from registry.deps import Deps, StepHook
@@ -34,9 +35,12 @@ from registry.records import (
     BaseModel,
     Dataset,
     Event,
+    PairInput,
+    PairResult,
     PushResult,
     Resolved,
     Rollout,
+    VariantInfo,
     VerifyReport,
 )
 from registry.refs import (
@@ -462,3 +466,72 @@ class LocalRegistry:
         return rollouts.end(
             self.deps, name, rollout_id, outcome, reason=reason, holder=holder, who=who
         )
+
+    # -- variants (the write use cases: registry.variants) -----------------------------
+    def check_name_free(self, name: str) -> None:
+        """Refuse now, before any work, a new name that is invalid or taken (or a
+        read-only registry): what a long job such as ``quantize run`` checks first."""
+        variants.check_name_free(self.deps, name)
+
+    def add_variant(
+        self,
+        path: PathLike,
+        *,
+        name: str,
+        parent: str,
+        quantization: dict[str, Any],
+        fidelity: dict[str, Any],
+        passed: bool,
+        forced: bool,
+        pairs: Sequence[PairInput],
+        who: str | None = None,
+        progress: bool | None = False,
+    ) -> BaseModel:
+        """Record the model directory ``path`` as variant ``name`` of base ``parent``, with
+        its lineage, fidelity and pair results, in one transaction."""
+        self.check_name_free(name)  # before the parent, as before any work
+        return variants.add(
+            self.deps,
+            Path(path),
+            name=name,
+            parent=self.base(parent),
+            quantization=quantization,
+            fidelity=fidelity,
+            passed=passed,
+            forced=forced,
+            pairs=pairs,
+            who=who,
+            progress=progress,
+        )
+
+    def record_pairs(
+        self, variant: str, pairs: Sequence[PairInput], *, who: str | None = None
+    ) -> None:
+        """Record (or replace) how each adapter version fares on ``variant``."""
+        variants.record_pairs(self.deps, variant, pairs, who=who)
+
+    def log_variant_refused(
+        self, name: str, detail: dict[str, Any], *, who: str | None = None
+    ) -> None:
+        """Log ``variant.refused``: a variant was made, missed its gate, was not recorded."""
+        variants.log_refused(self.deps, name, detail, who=who)
+
+    def variant(self, name: str) -> VariantInfo | None:
+        """The variant record of base ``name``, or None when it is not a variant."""
+        return self.store.variant(name)
+
+    def variants_of(self, parent: str) -> list[VariantInfo]:
+        """The live variants of base ``parent``, by name."""
+        return self.store.variants_of(parent)
+
+    def pair(self, adapter: AdapterVersion, variant: str) -> PairResult | None:
+        """How ``adapter`` fared on ``variant`` (None: never evaluated there)."""
+        return self.store.pair(adapter.name, adapter.version, variant)
+
+    def pairs_of(self, adapter: AdapterVersion) -> list[PairResult]:
+        """Every variant ``adapter`` was evaluated on, and how it fared, by variant."""
+        return self.store.pairs_of(adapter.name, adapter.version)
+
+    def pairs_on(self, variant: str) -> list[PairResult]:
+        """Every adapter version evaluated on ``variant``, by adapter."""
+        return self.store.pairs_on(variant)

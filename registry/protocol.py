@@ -18,9 +18,12 @@ from registry.records import (
     BaseModel,
     Dataset,
     Event,
+    PairInput,
+    PairResult,
     PushResult,
     Resolved,
     Rollout,
+    VariantInfo,
     VerifyReport,
 )
 
@@ -174,3 +177,53 @@ class Registry(Protocol):
         holder: str | None = None,
         who: str | None = None,
     ) -> Rollout: ...
+
+    # -- variants (rules in registry.variants) ----------------------------------------
+    def check_name_free(self, name: str) -> None:
+        """Raise unless a new record could take ``name`` now (a valid name, unused, and a
+        writable registry): a long job such as ``quantize run`` checks before any work."""
+        ...
+
+    def add_variant(
+        self,
+        path: PathLike,
+        *,
+        name: str,
+        parent: str,
+        quantization: dict[str, Any],
+        fidelity: dict[str, Any],
+        passed: bool,
+        forced: bool,
+        pairs: Sequence[PairInput],
+        who: str | None = None,
+        progress: bool | None = False,
+    ) -> BaseModel:
+        """Record ``path`` as variant ``name`` of base ``parent`` (lineage, fidelity, gate)
+        with its adapter x variant results, in one transaction."""
+        ...
+
+    def record_pairs(
+        self, variant: str, pairs: Sequence[PairInput], *, who: str | None = None
+    ) -> None:
+        """Record (or replace) adapter x ``variant`` results, e.g. from ``quantize eval``."""
+        ...
+
+    def log_variant_refused(
+        self, name: str, detail: dict[str, Any], *, who: str | None = None
+    ) -> None:
+        """Log ``variant.refused``: a variant was made, missed its gate, was not recorded."""
+        ...
+
+    def variant(self, name: str) -> VariantInfo | None:
+        """The variant record of base ``name``, or None when it is not a variant."""
+        ...
+
+    def variants_of(self, parent: str) -> list[VariantInfo]: ...
+
+    def pair(self, adapter: AdapterVersion, variant: str) -> PairResult | None:
+        """How ``adapter`` fared on ``variant`` (None: never evaluated there)."""
+        ...
+
+    def pairs_of(self, adapter: AdapterVersion) -> list[PairResult]: ...
+
+    def pairs_on(self, variant: str) -> list[PairResult]: ...

@@ -77,7 +77,7 @@ class AdapterVersion:
 
 @dataclass(frozen=True, slots=True)
 class BaseModel:
-    """A base model (or, later, a quantized variant of one: ``parent`` + ``quantization``)."""
+    """A base model (or a variant of one: ``parent`` + ``quantization``; see VariantInfo)."""
 
     name: str
     digest: Digest
@@ -188,3 +188,47 @@ class Rollout:
     @property
     def active(self) -> bool:
         return self.state == "active"
+
+
+@dataclass(frozen=True, slots=True)
+class VariantInfo:
+    """What makes a base model a variant: parent, quantization lineage, fidelity."""
+
+    name: str
+    digest: Digest
+    parent: str
+    parent_digest: Digest
+    quantization: dict[str, Any]
+    fidelity: dict[str, Any]
+    passed: bool
+    forced: bool
+
+    @property
+    def merged(self) -> bool:
+        """A merged deployment (``quantize merge``): one adapter folded in, so it takes
+        no adapters; a quantized variant runs its parent's, pair permitting."""
+        return str(self.quantization.get("method", "")).startswith("merge")
+
+
+@dataclass(frozen=True, slots=True)
+class PairResult:
+    """One adapter version evaluated on one variant."""
+
+    adapter: str
+    adapter_digest: Digest
+    variant: str
+    variant_digest: Digest
+    passed: bool
+    failed_gates: tuple[str, ...]
+    figures: dict[str, Any]
+    evaluated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class PairInput:
+    """A pair result to record: the adapter as ``NAME@N``."""
+
+    adapter: str
+    passed: bool
+    failed_gates: tuple[str, ...]
+    figures: dict[str, Any]

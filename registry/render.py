@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from registry.digest import Digest
-from registry.records import AdapterVersion, BaseModel, CodeLineage, Dataset, Event, VerifyReport
+from registry.records import (
+    AdapterVersion,
+    BaseModel,
+    CodeLineage,
+    Dataset,
+    Event,
+    PairResult,
+    VariantInfo,
+    VerifyReport,
+)
 
 Record = AdapterVersion | BaseModel | Dataset
 
@@ -83,6 +93,72 @@ def describe(record: Record) -> str:
         ]
     lines.append(f"  created:     {record.created_at} by {record.created_by}")
     return "\n".join(lines)
+
+
+def variant_json(info: VariantInfo | None, children: Sequence[VariantInfo]) -> dict[str, Any]:
+    """What ``registry show BASE`` adds: a variant's parent digest, quantization, fidelity
+    and gate (``info``); a base's own variants (``children``). Empty when neither."""
+    extra: dict[str, Any] = {}
+    if info is not None:
+        extra["parent_digest"] = info.parent_digest
+        extra["quantization"] = info.quantization
+        extra["fidelity"] = info.fidelity
+        extra["gate"] = {"passed": info.passed, "forced": info.forced}
+    if children:
+        extra["variants"] = [
+            {
+                "name": v.name,
+                "digest": v.digest,
+                "method": v.quantization.get("method"),
+                "passed": v.passed,
+                "forced": v.forced,
+            }
+            for v in children
+        ]
+    return extra
+
+
+def pairs_json(results: Sequence[PairResult]) -> dict[str, Any]:
+    """What ``registry show ADAPTER`` adds: its results on variants (empty when none)."""
+    if not results:
+        return {}
+    return {
+        "variant_evals": [
+            {
+                "variant": p.variant,
+                "variant_digest": p.variant_digest,
+                "passed": p.passed,
+                "failed_gates": list(p.failed_gates),
+                "figures": p.figures,
+                "evaluated_at": p.evaluated_at,
+            }
+            for p in results
+        ]
+    }
+
+
+def describe_extra(extra: dict[str, Any]) -> str:
+    """Plain-text lines for :func:`variant_json`'s or :func:`pairs_json`'s dict (empty
+    string when it is empty), to follow :func:`describe`."""
+    lines: list[str] = []
+    if "quantization" in extra:
+        q, fid = extra["quantization"], extra["fidelity"]
+        base = fid.get("base", {})
+        state = "passed" if extra["gate"]["passed"] else "FORCED past its gate"
+        lines += [
+            f"  parent digest: {extra['parent_digest']}",
+            f"  quantization: {q.get('method')} {q.get('scheme')} recipe {q.get('recipe_digest')}",
+            f"  fidelity:     size ratio {fid.get('size_ratio')}, perplexity ratio "
+            f"{base.get('perplexity_ratio')}, token agreement {base.get('token_agreement')} "
+            f"({state})",
+        ]
+    for v in extra.get("variants", []):
+        flag = "" if v["passed"] else " (forced)"
+        lines.append(f"  variant:      {v['name']} ({v['method']}){flag}")
+    for p in extra.get("variant_evals", []):
+        verdict = "passed" if p["passed"] else "FAILED " + ", ".join(p["failed_gates"])
+        lines.append(f"  on variant:   {p['variant']}: {verdict}")
+    return "".join("\n" + line for line in lines)
 
 
 def event_line(event: Event) -> str:

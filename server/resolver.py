@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import registry
-from registry import variants as registry_variants
 from server.canary import CANARY, STABLE, Split
 from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError
 from server.metrics import Series
@@ -239,19 +238,14 @@ class Resolver:
         adapters trained on the parent may then run on it, pair permitting. A merged
         deployment already holds its one adapter and takes no others."""
         assert self._reg is not None and self.base is not None
-        try:
-            info = registry_variants.variant_info(self._reg, self.base.name)
-        except registry.UnsupportedLocationError:
-            return None
-        if info is None or str(info.quantization.get("method", "")).startswith("merge"):
-            return None
-        return info.parent_digest
+        info = self._reg.variant(self.base.name)
+        return None if info is None or info.merged else info.parent_digest
 
     def _check_pair(self, adapter: registry.AdapterVersion) -> None:
         """Serve an adapter on a variant of its base only where that pair passed its gate."""
         assert self._reg is not None and self.base is not None
         variant = self.base.name
-        pair = registry_variants.pair_result(self._reg, adapter, variant)
+        pair = self._reg.pair(adapter, variant)
         override = f"`quantize eval {variant} {adapter.ref} --force`"
         if pair is None:
             raise InvalidRequestError(
@@ -279,7 +273,7 @@ class Resolver:
         base = self.base
         mine = [a for a in self._reg.list_adapters() if a.base_model.digest == base.digest]
         if self._parent_digest is not None:
-            on_variant = registry_variants.pairs_on(self._reg, base.name)
+            on_variant = self._reg.pairs_on(base.name)
             passed = {p.adapter for p in on_variant if p.passed}
             mine += [
                 a

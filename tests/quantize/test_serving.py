@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 import registry
-from registry import variants as rv
 from server.supervisor import free_port
 from tests.conftest import TEST_DTYPE
 from tests.support.launch import VLLM_START_TIMEOUT_S, Process, serving
@@ -33,8 +32,8 @@ def fp8_gateway(
 ) -> Iterator[Process]:
     with registry.open(q_registry, create=False) as reg:
         # The gate's refusal, whatever this session's measurement said about triage.
-        failed = rv.PairInput("triage@1", False, ("task_score",), {"forced_by_test": True})
-        rv.record_pairs(reg, "tiny-llama-fp8", [failed])
+        failed = registry.PairInput("triage@1", False, ("task_score",), {"forced_by_test": True})
+        reg.record_pairs("tiny-llama-fp8", [failed])
         reg.push_adapter(adapter_dir("support-v2"), name="late", base="tiny-llama",
                          allow_unknown_dataset=True)  # fmt: skip
         other = tmp_path_factory.mktemp("other")

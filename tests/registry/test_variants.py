@@ -16,7 +16,6 @@ import pytest
 from click.testing import CliRunner
 
 import registry
-from registry import variants as rv
 from registry.cli import main as registry_cli
 from registry.local import LocalRegistry
 
@@ -24,9 +23,8 @@ QUANT = {"method": "fp8", "scheme": "FP8_DYNAMIC", "recipe_digest": "sha256:" + 
 FIDELITY = {"base": {"token_agreement": 0.99}, "size_ratio": 0.36, "failed_gates": []}
 
 
-def _add(reg: LocalRegistry, base_dir: Path, pairs: list[rv.PairInput], **kw: Any) -> None:
-    rv.add_variant(
-        reg,
+def _add(reg: LocalRegistry, base_dir: Path, pairs: list[registry.PairInput], **kw: Any) -> None:
+    reg.add_variant(
         base_dir,
         name=kw.pop("name", "tiny-base-fp8"),
         parent="tiny-base",
@@ -42,14 +40,14 @@ def test_variant_lineage_pairs_and_show(
     reg: LocalRegistry, reg_path: Path, base_dir: Path, make_adapter: Callable[..., Path]
 ) -> None:
     support = reg.push_adapter(make_adapter("support"), dataset="support-data").adapter
-    pairs = [rv.PairInput("support@1", False, ("task_score",), {"task_score": {"drop": 0.2}})]
+    pairs = [registry.PairInput("support@1", False, ("task_score",), {"task_score": {"drop": 0.2}})]
     _add(reg, base_dir, pairs)
     variant = reg.base("tiny-base-fp8")
     assert (variant.parent, variant.quantization) == ("tiny-base", "fp8")
-    info = rv.variant_info(reg, "tiny-base-fp8")
+    info = reg.variant("tiny-base-fp8")
     assert info is not None and info.parent_digest == reg.base("tiny-base").digest
-    assert [v.name for v in rv.variants_of(reg, "tiny-base")] == ["tiny-base-fp8"]
-    found = rv.pair_result(reg, support, "tiny-base-fp8")
+    assert [v.name for v in reg.variants_of("tiny-base")] == ["tiny-base-fp8"]
+    found = reg.pair(support, "tiny-base-fp8")
     assert found is not None and not found.passed and found.failed_gates == ("task_score",)
     actions = [e.action for e in reg.events()]
     assert actions[-2:] == ["variant.add", "pair.eval"]
@@ -68,14 +66,14 @@ def test_variant_lineage_pairs_and_show(
     assert adapter["variant_evals"][0]["variant"] == "tiny-base-fp8"
     assert adapter["variant_evals"][0]["failed_gates"] == ["task_score"]
 
-    rv.record_pairs(reg, "tiny-base-fp8", [rv.PairInput("support@1", True, (), {})])
-    again = rv.pair_result(reg, support, "tiny-base-fp8")
+    reg.record_pairs("tiny-base-fp8", [registry.PairInput("support@1", True, (), {})])
+    again = reg.pair(support, "tiny-base-fp8")
     assert again is not None and again.passed  # re-evaluation replaces the result
 
 
 def test_a_taken_name_is_refused_before_any_work(reg: LocalRegistry, base_dir: Path) -> None:
     with pytest.raises(registry.NameConflictError, match="is taken"):
-        rv.check_new_name(reg, "support-data")
+        reg.check_name_free("support-data")
     _add(reg, base_dir, [])
     with pytest.raises(registry.NameConflictError):
         _add(reg, base_dir, [])
@@ -83,15 +81,14 @@ def test_a_taken_name_is_refused_before_any_work(reg: LocalRegistry, base_dir: P
 
 KILLER = """
 import os, signal, sys, registry
-from registry import variants as rv
 
 def die_at(step):
     if step == sys.argv[3]:
         os.kill(os.getpid(), signal.SIGKILL)
 
 reg = registry.open(sys.argv[1], create=False, on_step=die_at)
-rv.add_variant(reg, sys.argv[2], name="tiny-base-fp8", parent="tiny-base",
-               quantization={"method": "fp8"}, fidelity={}, passed=True, forced=False, pairs=[])
+reg.add_variant(sys.argv[2], name="tiny-base-fp8", parent="tiny-base",
+                quantization={"method": "fp8"}, fidelity={}, passed=True, forced=False, pairs=[])
 """
 
 
@@ -109,6 +106,6 @@ def test_killed_registration_leaves_nothing(
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     with registry.open(reg_path) as after:
         assert [b.name for b in after.list_bases()] == ["tiny-base"]
-        assert rv.variants_of(after, "tiny-base") == []
+        assert after.variants_of("tiny-base") == []
         assert after.change_token() == token
         assert after.verify().ok

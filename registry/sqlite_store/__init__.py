@@ -1,0 +1,43 @@
+"""The SQLite metadata store: every query the registry runs is in this package.
+
+:class:`SqliteStore` (reads, and :meth:`SqliteStore.write` for a transaction) and
+:class:`Tx` (the writes of one transaction) are composed from one module per kind of
+record, each holding that kind's reads and writes and nothing else:
+
+- :mod:`.core`: opening and refusing a database, migrating, transactions, the event log;
+- :mod:`.names`: the one namespace, lookups across kinds, soft removal;
+- :mod:`.adapters`: adapter versions and aliases;
+- :mod:`.catalog`: base models, datasets, manifests;
+- :mod:`.rollouts`: canary rollouts and their analyses;
+- :mod:`.variants`: quantized variants and adapter x variant results.
+
+The schema's DDL lives in :mod:`registry.migrations`, next to its history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from registry.sqlite_store.adapters import AdapterReads, AdapterWrites
+from registry.sqlite_store.catalog import CatalogReads, CatalogWrites
+from registry.sqlite_store.core import Row, now_iso
+from registry.sqlite_store.names import NameReads, NameWrites
+from registry.sqlite_store.rollouts import RolloutReads, RolloutWrites
+from registry.sqlite_store.variants import VariantReads, VariantWrites
+
+__all__ = ["Row", "SqliteStore", "Tx", "now_iso"]
+
+
+class Tx(AdapterWrites, CatalogWrites, RolloutWrites, VariantWrites, NameWrites):
+    """The writes of one transaction (only made by :meth:`SqliteStore.write`)."""
+
+
+class SqliteStore(NameReads, AdapterReads, CatalogReads, RolloutReads, VariantReads):
+    """Metadata of one registry, in ``registry.db``. Open with :meth:`open`."""
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        """A write transaction (``BEGIN IMMEDIATE``); commits on success."""
+        with self._transaction():
+            yield Tx(self)

@@ -1,0 +1,95 @@
+"""The `Registry` protocol is the whole registry: LocalRegistry offers exactly its
+operations, with the same parameters, so a second implementation (the registry service's
+client) that satisfies the protocol can stand in anywhere; and callers outside the
+registry never import an implementation module."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from registry.local import LocalRegistry
+from registry.protocol import Registry
+
+ROOT = Path(__file__).resolve().parents[2]
+DUNDERS = {"__enter__", "__exit__"}
+#: What callers may not import: they type against the protocol and open with registry.open.
+IMPLEMENTATION = {
+    "registry.local",
+    "registry.location",
+    "registry.deps",
+    "registry.sqlite_store",
+    "registry.push",
+    "registry.catalog",
+    "registry.rollouts",
+    "registry.transfer",
+    "registry.variants",
+}
+
+
+def operations(cls: type) -> set[str]:
+    """Public methods and properties defined on ``cls`` or its bases (not ``object``)."""
+    names = set()
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__ == "typing":
+            continue
+        names |= {n for n in vars(klass) if not n.startswith("_") or n in DUNDERS}
+    return names
+
+
+def test_local_registry_offers_exactly_the_protocol() -> None:
+    assert operations(LocalRegistry) == operations(Registry)
+
+
+@pytest.mark.parametrize("name", sorted(operations(Registry)))
+def test_each_operation_takes_the_protocols_parameters(name: str) -> None:
+    ours, theirs = getattr(LocalRegistry, name), getattr(Registry, name)
+    if isinstance(theirs, property):
+        assert isinstance(ours, property)
+        return
+
+    def shape(fn: Callable[..., object]) -> list[tuple[str, object, object]]:
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert shape(ours) == shape(theirs)
+
+
+def test_variant_operations_are_on_the_protocol() -> None:
+    """Quantize and the gateway reach variants and pair results through the protocol."""
+    assert {
+        "check_name_free",
+        "add_variant",
+        "record_pairs",
+        "log_variant_refused",
+        "variant",
+        "variants_of",
+        "pair",
+        "pairs_of",
+        "pairs_on",
+    } <= operations(Registry)
+
+
+def imported(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+@pytest.mark.parametrize("package", ["server", "quantize", "deploy"])
+def test_callers_import_no_implementation_module(package: str) -> None:
+    offenders = {
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for module in imported(path)
+        if any(module == m or module.startswith(m + ".") for m in IMPLEMENTATION)
+    }
+    assert not offenders
