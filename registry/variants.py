@@ -40,8 +40,8 @@ def check_name_free(deps: Deps, name: str) -> None:
     deps.store.check_writable()
     if deps.store.kind_of(name) is not None:
         raise NameConflictError(
-            f"{name!r} is taken (a {deps.store.kind_of(name)}); pass --name NAME, or remove "
-            f"it first (`registry rm {name}`)"
+            f"{name!r} is taken (a {deps.store.kind_of(name)}; names stay taken after "
+            "`registry rm`, so old refs never point at something new): pass --name NAME"
         )
 
 
