@@ -153,19 +153,23 @@ def speed(
     }
 
 
-def run_method(location: Path, method: str) -> dict[str, Any]:
-    cmd = [str(BIN / "quantize"), "run", "tiny-llama", "--method", method, "--force",
-           "--json", "--registry", str(location)]  # fmt: skip
-    if method != "fp8":
-        cmd += ["--calibration", "calibration"]
+def quantize_json(location: Path, *args: str) -> tuple[dict[str, Any], float]:
+    """Run `quantize ARGS --force --json` on ``location``: its outcome and wall seconds."""
+    cmd = [str(BIN / "quantize"), *args, "--force", "--json", "--registry", str(location)]
     started = time.monotonic()
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, "REGISTRY_URL": ""}
     )
     wall = time.monotonic() - started
     if proc.returncode != 0:
-        raise SystemExit(f"{method}: {proc.stderr[-2000:]}")
+        raise SystemExit(f"{' '.join(args)}: {proc.stderr[-2000:]}")
     outcome: dict[str, Any] = json.loads(proc.stdout)
+    return outcome, wall
+
+
+def run_method(location: Path, method: str) -> dict[str, Any]:
+    calibration = () if method == "fp8" else ("--calibration", "calibration")
+    outcome, wall = quantize_json(location, "run", "tiny-llama", "--method", method, *calibration)
     pairs = {}
     for adapter in ("support-v1", "support-v2", "extract", "triage"):
         data = json.loads(
@@ -201,16 +205,7 @@ def run_method(location: Path, method: str) -> dict[str, Any]:
 
 def run_merge(location: Path, adapter: str) -> dict[str, Any]:
     """`quantize merge ADAPTER --json`: the merged deployment's row."""
-    cmd = [str(BIN / "quantize"), "merge", adapter, "--force", "--json",
-           "--registry", str(location)]  # fmt: skip
-    started = time.monotonic()
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "REGISTRY_URL": ""}
-    )
-    wall = time.monotonic() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"merge {adapter}: {proc.stderr[-2000:]}")
-    outcome: dict[str, Any] = json.loads(proc.stdout)
+    outcome, wall = quantize_json(location, "merge", adapter)
     figures = outcome["fidelity"]["merged"]
     return {
         "name": outcome["name"],

@@ -27,6 +27,16 @@ def quantize_env(tmp: Path) -> dict[str, str]:
     return {**os.environ, "REGISTRY_URL": "", "QUANTIZE_EVAL_FILE": str(small)}
 
 
+def show(registry: Path, ref: str) -> dict[str, object]:
+    """`registry show REF --json` on ``registry``."""
+    out = subprocess.run(
+        [REGISTRY, "show", ref, "--json", "--registry", str(registry)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    data: dict[str, object] = json.loads(out.stdout)
+    return data
+
+
 @pytest.fixture(scope="session")
 def q_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     location = tmp_path_factory.mktemp("quantize") / "registry"

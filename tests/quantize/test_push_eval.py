@@ -5,12 +5,11 @@ the pair unevaluated, and the next push of the same version catches up."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
-from tests.quantize.conftest import REGISTRY, quantize_env
+from tests.quantize.conftest import REGISTRY, quantize_env, show
 from tests.support.zoo import adapter_dir
 
 
@@ -20,15 +19,6 @@ def push(registry: Path, *extra: str, env: dict[str, str]) -> subprocess.Complet
          "tiny-llama", "--allow-unknown-dataset", *extra, "--registry", str(registry)],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-
-
-def show(registry: Path, ref: str) -> dict[str, object]:
-    out = subprocess.run(
-        [REGISTRY, "show", ref, "--json", "--registry", str(registry)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    data: dict[str, object] = json.loads(out.stdout)
-    return data
 
 
 def evaluated_on(registry: Path, ref: str) -> dict[str, dict[str, object]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.quantize.conftest import QUANTIZE, REGISTRY, quantize_env
+from tests.quantize.conftest import QUANTIZE, REGISTRY, quantize_env, show
 from tests.support.synthetic import write_base
 
 
@@ -21,15 +21,6 @@ def quantize(registry: Path, *args: str) -> subprocess.CompletedProcess[str]:
         [QUANTIZE, *args, "--registry", str(registry)],
         env=quantize_env(registry.parent), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-
-
-def show(registry: Path, ref: str) -> dict[str, object]:
-    out = subprocess.run(
-        [REGISTRY, "show", ref, "--json", "--registry", str(registry)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    data: dict[str, object] = json.loads(out.stdout)
-    return data
 
 
 def test_fp8_variant_is_registered_with_lineage_and_fidelity(

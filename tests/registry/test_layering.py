@@ -1,21 +1,12 @@
 """The registry is the ground the other parts stand on: it imports none of them. What
 follows a push reaches it through the `loraport.after_push` entry points instead."""
 
-import ast
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from tests.support.imports import top_level_imports
+
 REGISTRY = Path(__file__).resolve().parents[2] / "registry"
-
-
-def top_level_imports(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module.split(".")[0])
-    return found
 
 
 def test_the_registry_imports_no_other_part():

@@ -5,7 +5,6 @@ registry never import an implementation module."""
 
 from __future__ import annotations
 
-import ast
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from registry.local import LocalRegistry
 from registry.protocol import Registry
+from tests.support.imports import imported_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DUNDERS = {"__enter__", "__exit__"}
@@ -73,23 +73,12 @@ def test_variant_operations_are_on_the_protocol() -> None:
     } <= operations(Registry)
 
 
-def imported(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names}
-    return found
-
-
 @pytest.mark.parametrize("package", ["server", "quantize", "deploy"])
 def test_callers_import_no_implementation_module(package: str) -> None:
     offenders = {
         f"{path.relative_to(ROOT)}: {module}"
         for path in sorted((ROOT / package).rglob("*.py"))
-        for module in imported(path)
+        for module in imported_names(path)
         if any(module == m or module.startswith(m + ".") for m in IMPLEMENTATION)
     }
     assert not offenders
