@@ -8,7 +8,8 @@ class's own code: the stage's (:mod:`quantize.errors`) or the registry's.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -42,6 +43,37 @@ def main() -> None:
     """
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def where_and_who(func: F) -> F:
+    """``--registry LOCATION`` and ``--who``, as every verb takes them."""
+    func = click.option("--who", default=None, help="Who to record (default: your user).")(func)
+    return click.option(
+        "--registry",
+        "location",
+        metavar="LOCATION",
+        default=None,
+        help="Registry directory (default: $REGISTRY_URL, else the per-user data dir).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")(func)
+
+
+def _echo_outcome(outcome: Outcome, as_json: bool, figures_line: str) -> None:
+    """The registered variant: as JSON, or its name, digest, gate state and figures."""
+    assert outcome.variant is not None
+    if as_json:
+        click.echo(json.dumps(_outcome_json(outcome), indent=2))
+        return
+    verdict = outcome.verdict
+    state = "passed" if verdict.passed else "FORCED past " + ", ".join(verdict.failed)
+    click.echo(f"{outcome.variant.name} {outcome.variant.digest} ({state})")
+    click.echo(figures_line)
+
+
 def _outcome_json(outcome: Outcome) -> dict[str, Any]:
     """What `--json` prints for a registered variant or merged deployment."""
     assert outcome.variant is not None
@@ -67,15 +99,8 @@ def _progress(line: str) -> None:
 @click.option("--calibration", default=None, help="Calibration dataset ref (awq, gptq).")
 @click.option("--name", default=None, help="Variant name (default: <base>-<method>).")
 @click.option("--force", is_flag=True, help="Register even if the fidelity gate fails.")
-@click.option(
-    "--registry",
-    "location",
-    metavar="LOCATION",
-    default=None,
-    help="Registry directory (default: $REGISTRY_URL, else the per-user data dir).",
-)
-@click.option("--who", default=None, help="Who to record (default: your user).")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@where_and_who
+@json_option
 def run_cmd(
     base_ref: str,
     method: str,
@@ -105,20 +130,14 @@ def run_cmd(
             who=who,
             echo=_progress,
         )
-    assert outcome.variant is not None
-    if as_json:
-        click.echo(json.dumps(_outcome_json(outcome), indent=2))
-        return
     figures = outcome.fidelity["base"]
-    state = (
-        "passed" if outcome.verdict.passed else "FORCED past " + ", ".join(outcome.verdict.failed)
-    )
-    click.echo(f"{outcome.variant.name} {outcome.variant.digest} ({state})")
-    click.echo(
+    _echo_outcome(
+        outcome,
+        as_json,
         f"  size ratio {outcome.fidelity['size_ratio']}, perplexity ratio "
-        f"{figures['perplexity_ratio']}, token agreement {figures['token_agreement']}"
+        f"{figures['perplexity_ratio']}, token agreement {figures['token_agreement']}",
     )
-    for pair in outcome.pairs:
+    for pair in [] if as_json else outcome.pairs:
         verdict = "ok" if pair.passed else "FAILED " + ", ".join(pair.failed_gates)
         click.echo(f"  {pair.adapter}: {verdict}")
 
@@ -127,14 +146,7 @@ def run_cmd(
 @click.argument("variant_ref")
 @click.argument("adapter_refs", nargs=-1)
 @click.option("--force", is_flag=True, help="Record failing pairs as passed (an override).")
-@click.option(
-    "--registry",
-    "location",
-    metavar="LOCATION",
-    default=None,
-    help="Registry directory (default: $REGISTRY_URL, else the per-user data dir).",
-)
-@click.option("--who", default=None, help="Who to record (default: your user).")
+@where_and_who
 def eval_cmd(
     variant_ref: str,
     adapter_refs: tuple[str, ...],
@@ -165,15 +177,8 @@ def eval_cmd(
 @click.option("--calibration", default=None, help="Calibration dataset ref (awq, gptq).")
 @click.option("--name", default=None, help="Variant name (default: NAME-N-merged[-METHOD]).")
 @click.option("--force", is_flag=True, help="Register even if the fidelity gate fails.")
-@click.option(
-    "--registry",
-    "location",
-    metavar="LOCATION",
-    default=None,
-    help="Registry directory (default: $REGISTRY_URL, else the per-user data dir).",
-)
-@click.option("--who", default=None, help="Who to record (default: your user).")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@where_and_who
+@json_option
 def merge_cmd(
     adapter_ref: str,
     method: str | None,
@@ -203,16 +208,10 @@ def merge_cmd(
             who=who,
             echo=_progress,
         )
-    assert outcome.variant is not None
-    if as_json:
-        click.echo(json.dumps(_outcome_json(outcome), indent=2))
-        return
     figures = outcome.fidelity["merged"]
-    state = (
-        "passed" if outcome.verdict.passed else "FORCED past " + ", ".join(outcome.verdict.failed)
-    )
-    click.echo(f"{outcome.variant.name} {outcome.variant.digest} ({state})")
-    click.echo(
+    _echo_outcome(
+        outcome,
+        as_json,
         f"  vs adapter mode: token agreement {figures['token_agreement']}, perplexity ratio "
-        f"{figures['perplexity_ratio']['eval']}, exact match {figures['exact_match']}"
+        f"{figures['perplexity_ratio']['eval']}, exact match {figures['exact_match']}",
     )

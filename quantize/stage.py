@@ -109,6 +109,12 @@ def calibration_texts(
     return texts, {"dataset": dataset.name, "digest": dataset.digest, "samples": len(texts)}
 
 
+def read_eval_rows(path: Path) -> list[dict[str, Any]]:
+    """The eval set: one OpenAI ``messages`` record (with references) per JSON line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def _jobs(
     eval_rows: list[dict[str, Any]], adapters: dict[str, tuple[AdapterVersion, Path]]
 ) -> list[dict[str, Any]]:
@@ -142,11 +148,7 @@ def evaluate(
     echo: Echo,
 ) -> tuple[Verdict, list[PairInput], dict[str, Any]]:
     """Gate the candidate against the reference, alone and under each adapter."""
-    eval_rows = [
-        json.loads(line)
-        for line in settings.eval_file.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    eval_rows = read_eval_rows(settings.eval_file)
     request = {
         "reference": str(reference),
         "candidate": str(candidate),
@@ -372,11 +374,7 @@ def merge(
                 "pin_memory_shim": done["pin_memory_shim"],
                 "seconds": round(done["seconds"], 2),
             }
-        eval_rows = [
-            json.loads(line)
-            for line in settings.eval_file.read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        eval_rows = read_eval_rows(settings.eval_file)
         job = {
             "key": adapter.ref,
             "reference_adapter": str(adapter_dir),
