@@ -59,6 +59,12 @@ def _weights_bytes(directory: Path) -> int:
 
 
 def check_architecture(recipe: Recipe, base: BaseModel, variant: VariantInfo | None) -> None:
+    if variant is not None and variant.merged:
+        adapter = variant.quantization.get("adapter", "ADAPTER")
+        raise UnsupportedArchitectureError(
+            f"{base.name} is a merged deployment of {adapter}; to quantize it, run `quantize "
+            f"merge {adapter} --method {recipe.method}` (measured against adapter mode)"
+        )
     if variant is not None or "quantization_config" in base.architecture:
         raise UnsupportedArchitectureError(
             f"{base.name} is already quantized; quantize its parent "
@@ -283,6 +289,11 @@ def eval_pairs(
         raise UnsupportedArchitectureError(
             f"{variant.name} is not a variant (it has no parent); `quantize run` makes one"
         )
+    if info.merged:
+        raise UnsupportedArchitectureError(
+            f"{variant.name} is a merged deployment ({info.quantization.get('adapter')} folded "
+            "into its base): it serves no other adapter, so it has no pairs to evaluate"
+        )
     method = str(info.quantization.get("method"))
     recipe, _ = load_recipe(method, settings.recipe_file(method))
     if adapter_refs:
@@ -333,6 +344,14 @@ def merge(
     settings = settings or QuantizeSettings()
     adapter = reg.adapter(adapter_ref)
     parent = reg.base(str(adapter.base_model.digest))
+    of = reg.variant(parent.name)
+    if of is not None or "quantization_config" in parent.architecture:
+        raise UnsupportedArchitectureError(
+            f"{adapter.ref} was pushed against {parent.name}, "
+            + (f"a variant of {of.parent}" if of else "a quantized model")
+            + "; a merge needs the unquantized base it was trained on (push the adapter "
+            "against that base, then merge, optionally with --method)"
+        )
     recipe, recipe_digest = (None, None)
     if method is not None:
         if method not in METHODS:

@@ -102,6 +102,18 @@ def test_a_variant_is_not_quantized_again(q_registry: Path, fp8_variant: dict[st
     assert proc.returncode == 20 and "already quantized" in proc.stderr
 
 
+def test_a_merged_deployment_is_neither_quantized_again_nor_given_pairs(
+    q_registry: Path, merged_variant: str
+) -> None:
+    again = quantize(q_registry, "run", merged_variant, "--method", "fp8")
+    assert again.returncode == 20, again.stderr
+    assert "is a merged deployment of support-v1@1" in again.stderr
+    assert "`quantize merge support-v1@1 --method fp8`" in again.stderr
+    pairs = quantize(q_registry, "eval", merged_variant)
+    assert pairs.returncode == 20, pairs.stderr
+    assert "serves no other adapter, so it has no pairs to evaluate" in pairs.stderr
+
+
 def _children(pid: int) -> set[int]:
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
