@@ -41,7 +41,9 @@ def test_fp8_variant_is_registered_with_lineage_and_fidelity(
     assert isinstance(fidelity, dict)
     assert 0.2 < fidelity["size_ratio"] < 0.5  # fp8 linears, fp32 embeddings
     assert fidelity["base"]["token_agreement"] > 0.97
-    assert parent["variants"] == [
+    listed = parent["variants"]  # other tests' variants may be listed beside it
+    assert isinstance(listed, list)
+    assert [v for v in listed if v["name"] == "tiny-llama-fp8"] == [
         {"name": "tiny-llama-fp8", "digest": variant["digest"], "method": "fp8",
          "passed": True, "forced": False}
     ]  # fmt: skip
