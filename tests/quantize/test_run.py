@@ -14,6 +14,7 @@ import pytest
 
 from tests.quantize.conftest import QUANTIZE, REGISTRY, quantize_env, show
 from tests.support.synthetic import write_base
+from tests.support.zoo import adapter_dir
 
 
 def quantize(registry: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -114,6 +115,20 @@ def test_a_merged_deployment_is_neither_quantized_again_nor_given_pairs(
     pairs = quantize(q_registry, "eval", merged_variant)
     assert pairs.returncode == 20, pairs.stderr
     assert "serves no other adapter, so it has no pairs to evaluate" in pairs.stderr
+
+
+def test_an_adapter_pushed_against_a_variant_is_not_merged(
+    q_registry: Path, fp8_variant: dict[str, object]
+) -> None:
+    subprocess.run(
+        [REGISTRY, "push", str(adapter_dir("support-v1")), "--name", "on-fp8", "--base",
+         "tiny-llama-fp8", "--allow-unknown-dataset", "--no-eval", "--registry",
+         str(q_registry)], check=True, capture_output=True,
+    )  # fmt: skip
+    proc = quantize(q_registry, "merge", "on-fp8")
+    assert proc.returncode == 20, proc.stderr
+    assert "pushed against tiny-llama-fp8, a variant of tiny-llama" in proc.stderr
+    assert "on-fp8-1-merged" not in json.dumps(show(q_registry, "tiny-llama"))
 
 
 def _children(pid: int) -> set[int]:
