@@ -359,7 +359,7 @@ class LocalRegistry:
                 if users:
                     raise InUseError(
                         f"{target.kind} {target.name} is used by {', '.join(users[:10])}; "
-                        "remove those versions first"
+                        "remove those first"
                     )
             tx.remove(
                 kind=target.kind,

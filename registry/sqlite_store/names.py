@@ -44,14 +44,23 @@ class NameReads(StoreCore):
         return (Digest(row["digest"]), row["removed_at"] is None) if row else None
 
     def users_of(self, kind: Kind, name: str) -> list[str]:
-        """Live adapter versions (``NAME@N``) built on base model or dataset ``name``."""
+        """Live adapter versions (``NAME@N``) built on base model or dataset ``name``, and
+        the live variants (``variant NAME``) whose parent is base ``name``."""
         table, column = ("bases", "base_id") if kind == "base" else ("datasets", "dataset_id")
         rows = self.all(
             f"SELECT a.name, a.version FROM adapters a JOIN {table} t ON t.id = a.{column} "
             "WHERE t.name = ? AND a.removed_at IS NULL ORDER BY a.name, a.version",
             (name,),
         )
-        return [f"{r['name']}@{r['version']}" for r in rows]
+        users = [f"{r['name']}@{r['version']}" for r in rows]
+        if kind == "base":
+            children = self.all(
+                "SELECT v.name FROM bases v JOIN bases p ON p.id = v.parent_id "
+                "WHERE p.name = ? AND v.removed_at IS NULL ORDER BY v.name",
+                (name,),
+            )
+            users += [f"variant {r['name']}" for r in children]
+        return users
 
 
 class NameWrites(TxCore):

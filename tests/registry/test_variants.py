@@ -109,3 +109,13 @@ def test_killed_registration_leaves_nothing(
         assert after.variants_of("tiny-base") == []
         assert after.change_token() == token
         assert after.verify().ok
+
+
+def test_a_parent_with_live_variants_is_not_removed(reg: LocalRegistry, base_dir: Path) -> None:
+    _add(reg, base_dir, [])
+    with pytest.raises(registry.InUseError, match="used by variant tiny-base-fp8"):
+        reg.remove("tiny-base")
+    assert reg.variant("tiny-base-fp8") is not None  # lineage intact
+    reg.remove("tiny-base-fp8")
+    reg.remove("tiny-base")
+    assert [b.name for b in reg.list_bases()] == []
