@@ -16,7 +16,6 @@ import pytest
 
 from server import engine_support as es
 from server.supervisor import free_port
-from tests.conftest import TEST_DTYPE
 from tests.support.launch import VLLM_START_TIMEOUT_S, serving
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
@@ -32,8 +31,8 @@ def serve_cmd(registry: Path, base: str, port: int) -> list[str]:
 def test_an_int4_variant_serves_where_the_cpu_can_and_is_refused_where_not(
     q_registry: Path, gptq_variant: str, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "GATEWAY_CACHE_DIR": str(tmp_path), "GATEWAY_LOCAL__DTYPE": TEST_DTYPE,
-           "REGISTRY_URL": ""}  # fmt: skip
+    # The gateway's default dtype (bfloat16), the int4 kernel's main path.
+    env = {**os.environ, "GATEWAY_CACHE_DIR": str(tmp_path), "REGISTRY_URL": ""}
     port = free_port()
     if es.cpu_flags() >= es.AVX512:  # an AVX-512 machine: vLLM's int4 kernel is there
         log = tmp_path / "gateway.log"
