@@ -8,12 +8,14 @@ class's own code: the stage's (:mod:`quantize.errors`) or the registry's.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
 
 from quantize.errors import QuantizeError
+from quantize.progress import Relay
 from quantize.recipes import METHODS, RecipeError
 from quantize.stage import Outcome, eval_pairs, merge, run
 from registry import RegistryError
@@ -89,8 +91,14 @@ def _outcome_json(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def _progress(line: str) -> None:
-    click.echo(f"quantize: {line}", err=True)
+@contextmanager
+def _progress() -> Iterator[Relay]:
+    """The stage's progress on stderr: a bar over the evaluation on a terminal."""
+    relay = Relay(lambda line: click.echo(f"quantize: {line}", err=True))
+    try:
+        yield relay
+    finally:
+        relay.close()
 
 
 @main.command("run")
@@ -119,7 +127,7 @@ def run_cmd(
 
     Example: quantize run tiny-llama --method awq --calibration calibration
     """
-    with open_registry(location, create=False) as reg:
+    with open_registry(location, create=False) as reg, _progress() as progress:
         outcome = run(
             reg,
             base_ref,
@@ -128,7 +136,7 @@ def run_cmd(
             name=name,
             force=force,
             who=who,
-            echo=_progress,
+            echo=progress,
         )
     figures = outcome.fidelity["base"]
     _echo_outcome(
@@ -162,8 +170,8 @@ def eval_cmd(
 
     Example: quantize eval tiny-llama-awq extract@2
     """
-    with open_registry(location, create=False) as reg:
-        pairs = eval_pairs(reg, variant_ref, adapter_refs, force=force, who=who, echo=_progress)
+    with open_registry(location, create=False) as reg, _progress() as progress:
+        pairs = eval_pairs(reg, variant_ref, adapter_refs, force=force, who=who, echo=progress)
     for pair in pairs:
         verdict = "ok" if not pair.failed_gates else "FAILED " + ", ".join(pair.failed_gates)
         if pair.failed_gates and pair.passed:
@@ -197,7 +205,7 @@ def merge_cmd(
 
     Example: quantize merge support-v1@1 --method fp8
     """
-    with open_registry(location, create=False) as reg:
+    with open_registry(location, create=False) as reg, _progress() as progress:
         outcome = merge(
             reg,
             adapter_ref,
@@ -206,7 +214,7 @@ def merge_cmd(
             name=name,
             force=force,
             who=who,
-            echo=_progress,
+            echo=progress,
         )
     figures = outcome.fidelity["merged"]
     _echo_outcome(

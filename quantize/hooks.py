@@ -9,6 +9,7 @@ already folded in and take no others.
 from __future__ import annotations
 
 from quantize.errors import QuantizeError
+from quantize.progress import Relay
 from quantize.stage import eval_pairs
 from registry import AdapterVersion, Registry, VariantInfo
 from registry.hooks import Echo
@@ -31,11 +32,14 @@ def evaluate_on_variants(reg: Registry, adapter: AdapterVersion, echo: Echo) -> 
     missed: list[str] = []
     for variant in variants:
         echo(f"evaluating {adapter.ref} on variant {variant.name} (quantize eval)")
+        relay = Relay(echo)
         try:
-            (pair,) = eval_pairs(reg, variant.name, (adapter.ref,), echo=echo)
+            (pair,) = eval_pairs(reg, variant.name, (adapter.ref,), echo=relay)
         except QuantizeError as exc:
             missed.append(f"{variant.name}: {exc}")
             continue
+        finally:
+            relay.close()
         verdict = "passed" if pair.passed else "FAILED " + ", ".join(pair.failed_gates)
         echo(f"{adapter.ref} on {variant.name}: {verdict}")
     if missed:

@@ -256,8 +256,8 @@ def evaluate(request: dict[str, Any]) -> dict[str, Any]:
                 starts.append(len(prompt))
         texts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in job["texts"]]
         figures: dict[str, Any] = {}
-        for side in ("reference", "candidate"):
-            progress(f"eval {job['key']} on the {side}", i, len(jobs))
+        for k, side in enumerate(("reference", "candidate")):
+            progress(f"eval {job['key']} on the {side}", 2 * (i - 1) + k + 1, 2 * len(jobs))
             model = _load(request[side], job.get(f"{side}_adapter", job.get("adapter")))
             figures[side] = {
                 "answer_nll": _nll(model, scored, starts),
