@@ -14,6 +14,9 @@ class                                   exit  when
 ``WorkerError``                           23  the llm-compressor worker failed (its log tail
                                                 is in the message)
 ``QuantizeEnvironmentError``              24  ``.venv-quantize`` is missing (`make setup`)
+``PairsNotEvaluatedError``                25  the evaluation after ``registry push`` could
+                                                not measure some pairs (``registry push``
+                                                warns and exits 0: the push stands)
 ======================================  ====  =========================================
 
 Registry errors keep the registry's own exit codes (``registry.errors``).
@@ -46,3 +49,7 @@ class WorkerError(QuantizeError):
 
 class QuantizeEnvironmentError(QuantizeError):
     exit_code = 24
+
+
+class PairsNotEvaluatedError(QuantizeError):
+    exit_code = 25

@@ -8,10 +8,10 @@ already folded in and take no others.
 
 from __future__ import annotations
 
-from quantize.errors import QuantizeError
+from quantize.errors import PairsNotEvaluatedError, QuantizeError
 from quantize.progress import Relay
 from quantize.stage import eval_pairs
-from registry import AdapterVersion, Registry, VariantInfo
+from registry import AdapterVersion, Registry, RegistryError, VariantInfo
 from registry.hooks import Echo
 
 
@@ -29,22 +29,23 @@ def evaluate_on_variants(reg: Registry, adapter: AdapterVersion, echo: Echo) -> 
     it yet, and record each pair. Idempotent: pushing the same version again evaluates
     only what a failed or skipped run left."""
     variants = unevaluated_variants(reg, adapter)
-    missed: list[str] = []
+    missed: list[tuple[str, Exception]] = []
     for variant in variants:
         echo(f"evaluating {adapter.ref} on variant {variant.name} (quantize eval)")
         relay = Relay(echo)
         try:
             (pair,) = eval_pairs(reg, variant.name, (adapter.ref,), echo=relay)
-        except QuantizeError as exc:
-            missed.append(f"{variant.name}: {exc}")
+        except (QuantizeError, RegistryError) as exc:
+            missed.append((variant.name, exc))
             continue
         finally:
             relay.close()
         verdict = "passed" if pair.passed else "FAILED " + ", ".join(pair.failed_gates)
         echo(f"{adapter.ref} on {variant.name}: {verdict}")
     if missed:
-        commands = "; ".join(f"`quantize eval {v.split(':')[0]} {adapter.ref}`" for v in missed)
-        raise QuantizeError(
-            f"{adapter.ref} was not evaluated on {len(missed)} variant(s) ({' | '.join(missed)}); "
+        why = " | ".join(f"{name}: {exc}" for name, exc in missed)
+        commands = "; ".join(f"`quantize eval {name} {adapter.ref}`" for name, _ in missed)
+        raise PairsNotEvaluatedError(
+            f"{adapter.ref} was not evaluated on {len(missed)} variant(s) ({why}); "
             f"the gateway refuses it there until you run {commands}"
         )
