@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from server.probe import progressing
@@ -17,6 +16,7 @@ from server.vllm_http import VllmBackend
 from tests.conftest import BASE_NAME
 from tests.server.conftest import RunningGateway, running_gateway, scrape, wait_until
 from tests.server.test_bad_input import MSGS, curl, envelope, post
+from tests.support.launch import engine_paused, engine_processes
 
 pytestmark = pytest.mark.vllm
 
@@ -82,16 +82,32 @@ def test_a_prompt_list_cannot_get_around_the_limits(gateway: RunningGateway) -> 
 def test_tokens_in_flight_are_bounded_with_429(
     vllm_server: str, zoo_registry: Path, tmp_path: Path
 ) -> None:
-    """Two 400-token requests fit in a 1,000-token budget one at a time, not together."""
+    """A batch of 16 x 400 tokens (6,408 tokens of work with its prompts) fits a
+    6,500-token budget alone; a 400-token request (409) beside it does not: while the
+    batch is surely in flight (its first chunk has arrived and the engine is paused), the
+    request is a 429; once the batch is done, it is served. (Six concurrent curls, the
+    earlier form, did not always overlap.)"""
+    batch = {"model": BASE_NAME, "prompt": ["Hi"] * 16, "max_tokens": 400, "ignore_eos": True,
+             "stream": True}  # fmt: skip
     body = {"model": BASE_NAME, "messages": MSGS, "max_tokens": 400, "ignore_eos": True}
-    with running_gateway(vllm_server, zoo_registry, tmp_path, max_tokens_in_flight=1000) as gw:
-        burst = [curl(f"{gw.url}/v1/chat/completions", body) for _ in range(6)]
-        answers = [p.communicate()[0] for p in burst]
-        statuses = sorted(a.split(" ", 2)[1] for a in answers)
-        assert set(statuses) == {"200", "429"}, statuses
-        refused = next(a for a in answers if a.startswith("HTTP/1.1 429"))
-        assert "tokens of work in flight" in refused
-        assert "retry-after" in refused.lower()
+    engine = engine_processes(vllm_server)
+    with running_gateway(vllm_server, zoo_registry, tmp_path, max_tokens_in_flight=6500) as gw:
+        url = f"{gw.url}/v1/chat/completions"
+        with (
+            httpx.Client(timeout=120) as client,
+            client.stream("POST", f"{gw.url}/v1/completions", json=batch) as first,
+        ):
+            assert first.status_code == 200
+            chunks = first.iter_bytes()
+            next(chunks)  # admitted and generating
+            with engine_paused(engine):  # so it cannot finish before the next arrives
+                second = client.post(url, json=body, timeout=30)
+            assert second.status_code == 429, second.text
+            assert "tokens of work in flight" in second.json()["error"]["message"]
+            assert "retry-after" in second.headers
+            for _ in chunks:  # let it finish
+                pass
+        assert httpx.post(url, json=body, timeout=120).status_code == 200
 
 
 def test_heavy_batch_keeps_ready_and_small_requests_served(
@@ -134,7 +150,7 @@ def test_progress_tells_busy_from_hung(vllm_server: str) -> None:
             busy = False
             for _ in range(3):
                 busy = busy or await sample(b)
-            engine = _engine_processes(vllm_server)
+            engine = engine_processes(vllm_server)
             for p in engine:
                 p.suspend()
             try:
@@ -150,15 +166,6 @@ def test_progress_tells_busy_from_hung(vllm_server: str) -> None:
 
     idle, busy, hung = asyncio.run(run())
     assert (idle, busy, hung) == (False, True, False)
-
-
-def _engine_processes(vllm_url: str) -> list[psutil.Process]:
-    port = vllm_url.rsplit(":", 1)[1]
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if "vllm.entrypoints.openai.api_server" in " ".join(cmd) and port in cmd:
-            return p.children(recursive=True)
-    raise AssertionError("vLLM server process not found")
 
 
 def test_constrained_budget_that_ran_out_is_always_422(gateway: RunningGateway) -> None:

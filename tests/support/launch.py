@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from server.settings import GatewaySettings
 from server.supervisor import free_port, vllm_command, vllm_env
@@ -125,3 +126,27 @@ def gateway(
     cache.mkdir(parents=True, exist_ok=True)
     log = cache / f"gateway-{port}.log"
     return serving(cmd, port, log, "/ready" if ready else "/health", full_env, timeout_s)
+
+
+def engine_processes(vllm_url: str) -> list[psutil.Process]:
+    """The engine core and worker of the vLLM API server listening at ``vllm_url``."""
+    port = vllm_url.rsplit(":", 1)[1]
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "vllm.entrypoints.openai.api_server" in " ".join(cmd) and port in cmd:
+            return p.children(recursive=True)
+    raise AssertionError("vLLM server process not found")
+
+
+@contextmanager
+def engine_paused(engine: list[psutil.Process]) -> Iterator[None]:
+    """The engine (:func:`engine_processes`, found beforehand so pausing takes
+    microseconds) SIGSTOPped for the block, its API server still answering: what it is
+    generating stays in flight for as long as a test needs it to."""
+    for p in engine:
+        p.suspend()
+    try:
+        yield
+    finally:
+        for p in engine:
+            p.resume()
