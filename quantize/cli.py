@@ -20,6 +20,7 @@ from quantize.recipes import METHODS, RecipeError
 from quantize.stage import Outcome, eval_pairs, merge, run
 from registry import RegistryError
 from registry import open as open_registry
+from registry.cli import location_option, who_option
 
 
 class QuantizeGroup(click.Group):
@@ -49,15 +50,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def where_and_who(func: F) -> F:
-    """``--registry LOCATION`` and ``--who``, as every verb takes them."""
-    func = click.option("--who", default=None, help="Who to record (default: your user).")(func)
-    return click.option(
-        "--registry",
-        "location",
-        metavar="LOCATION",
-        default=None,
-        help="Registry directory (default: $REGISTRY_URL, else the per-user data dir).",
-    )(func)
+    """``--registry LOCATION`` and ``--who``, the same options every ``registry`` verb takes."""
+    return location_option(who_option(func))
 
 
 def json_option(func: F) -> F:

@@ -168,18 +168,24 @@ def test_kill_9_midway_registers_nothing_and_leaves_no_worker(q_registry: Path) 
     assert "killed-gptq" not in log.stdout
 
 
+def strict_fp8(registry: Path, directory: Path, *replacements: tuple[str, str]) -> dict[str, str]:
+    """The environment that makes `quantize` read an fp8 recipe with stricter gates."""
+    from quantize.recipes import recipe_path
+
+    text = recipe_path("fp8").read_text()
+    for old, new in replacements:
+        assert old in text
+        text = text.replace(old, new)
+    (directory / "fp8.toml").write_text(text)
+    return {**quantize_env(registry.parent), "QUANTIZE_RECIPES_DIR": str(directory)}
+
+
 def test_a_variant_that_misses_its_gate_is_not_registered(
     q_registry: Path, fp8_variant: dict[str, object], tmp_path: Path
 ) -> None:
-    from quantize.recipes import recipe_path
-
-    strict = (
-        recipe_path("fp8")
-        .read_text()
-        .replace("min_token_agreement = 0.99", "min_token_agreement = 1.0")
+    env = strict_fp8(
+        q_registry, tmp_path, ("min_token_agreement = 0.99", "min_token_agreement = 1.0")
     )
-    (tmp_path / "fp8.toml").write_text(strict)
-    env = {**quantize_env(q_registry.parent), "QUANTIZE_RECIPES_DIR": str(tmp_path)}
     proc = subprocess.run(
         [QUANTIZE, "run", "tiny-llama", "--method", "fp8", "--name", "strict-fp8",
          "--registry", str(q_registry)],
@@ -217,16 +223,12 @@ def test_merge_registers_a_variant_naming_base_and_adapter(
 def test_eval_records_a_failed_pair_and_force_overrides_it(
     q_registry: Path, fp8_variant: dict[str, object], tmp_path: Path
 ) -> None:
-    from quantize.recipes import recipe_path
-
-    strict = (
-        recipe_path("fp8")
-        .read_text()
-        .replace("min_token_agreement = 0.99", "min_token_agreement = 1.0")
-        .replace("max_perplexity_ratio = 1.02", "max_perplexity_ratio = 1.0")
-    )  # nothing short of identical passes (FP8 moves every weight a little)
-    (tmp_path / "fp8.toml").write_text(strict)
-    env = {**quantize_env(q_registry.parent), "QUANTIZE_RECIPES_DIR": str(tmp_path)}
+    env = strict_fp8(  # nothing short of identical passes (FP8 moves every weight a little)
+        q_registry,
+        tmp_path,
+        ("min_token_agreement = 0.99", "min_token_agreement = 1.0"),
+        ("max_perplexity_ratio = 1.02", "max_perplexity_ratio = 1.0"),
+    )
 
     def evaluate(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
