@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from server import probe
@@ -37,6 +38,10 @@ from server.metrics import Metrics
 from server.resolver import Target
 
 log = logging.getLogger("loraport.gateway")
+
+#: After a check that found nothing, the same target is not checked again for this long:
+#: a client cannot make the gateway probe on every degenerate answer it provokes.
+RECHECK_AFTER_S = 30.0
 
 #: An answer shorter than this (in tokens) that ran out of budget is not judged: a client
 #: asking for one token gets one, and that is not a sign of anything.
@@ -50,6 +55,18 @@ def answer_problem(text: str, finish_reason: str | None, completion_tokens: int)
     if finish_reason != "stop" and completion_tokens < MIN_JUDGED_TOKENS:
         return None
     return probe.degenerate(text)
+
+
+def response_problem(
+    answers: Sequence[tuple[str, str | None]], completion_tokens: int, forced: bool
+) -> str | None:
+    """Why a response (its choices' text and finish reason) is degenerate, or None (pure).
+    Text forced past the model's own end (``forced``: `ignore_eos`) is not judged:
+    repeating itself there is what a small model does."""
+    if forced or not answers:
+        return None
+    tokens = completion_tokens // len(answers)
+    return next((p for t, f in answers if (p := answer_problem(t, f, tokens))), None)
 
 
 def verdict(base: probe.Verdict, adapter_answer: str | None, known_good: bool) -> str | None:
@@ -90,11 +107,15 @@ class Containment:
         self._timeout_s = timeout_s
         self._restart = restart
         self._checking: dict[str, asyncio.Task[None]] = {}
+        self._cleared: dict[tuple[str, str], float] = {}  # (backend, ref) -> when found fine
 
     def suspect(self, slots: AdapterSlots, target: Target) -> None:
         """`target` just answered degenerately on `slots`' backend: check it (once)."""
         label = slots.backend.label
         if label in self._checking:
+            return
+        cleared = self._cleared.get((label, target.ref))
+        if cleared is not None and time.monotonic() - cleared < RECHECK_AFTER_S:
             return
         task = asyncio.create_task(self._check(slots, target))
         self._checking[label] = task
@@ -119,6 +140,9 @@ class Containment:
             reason = verdict(run.verdict, answer, known_good)
             corrupted = probe.corrupted(run.verdict, known_good)
             if reason is None and not corrupted:
+                self._cleared[(backend.label, target.ref)] = time.monotonic()
+                if len(self._cleared) > 4096:  # keys are registry refs, but stay bounded
+                    self._cleared.clear()
                 return
             if reason is not None and target.adapter is not None:
                 log.error("quarantining %s: %s", target.ref, reason)
