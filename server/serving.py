@@ -257,10 +257,12 @@ class Gateway:
                 async with slots.use(target) as model_name:
                     forward["model"] = model_name
                     slots.backend.state.in_flight += 1
+                    self.containment.started(slots, target)
                     try:
                         data = await slots.backend.generate(PATHS[endpoint], forward)
                     finally:
                         slots.backend.state.in_flight -= 1
+                        self.containment.ended(slots, target)
                 break
             except LoraNotLoadedError:
                 if attempt or target.lora_name is None:
@@ -307,6 +309,7 @@ class Gateway:
             await stack.aclose()
             raise
         slots.backend.state.in_flight += 1
+        self.containment.started(slots, target)
         closed = False
 
         async def finish() -> None:
@@ -317,6 +320,7 @@ class Gateway:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
                 slots.backend.state.in_flight -= 1
+                self.containment.ended(slots, target)
                 self.in_flight.leave(outcome.work, outcome.series)
                 self._record(endpoint, outcome, started)
 

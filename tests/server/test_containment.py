@@ -13,6 +13,7 @@ from server.containment import (
     MIN_JUDGED_TOKENS,
     Containment,
     answer_problem,
+    candidates,
     response_problem,
     verdict,
 )
@@ -113,7 +114,8 @@ def test_one_check_per_backend_and_none_again_soon_after_a_clean_one(
 
     monkeypatch.setattr(containment.probe, "probe_once", probe_once)
     monkeypatch.setattr(Containment, "_ask", ask)
-    backend = SimpleNamespace(label="0", state=SimpleNamespace(base_answer="Hello Ruby."))
+    state = SimpleNamespace(base_answer="Hello Ruby.", ready=True)
+    backend = SimpleNamespace(label="0", state=state)
     slots = SimpleNamespace(backend=backend)
     target = SimpleNamespace(ref="support@1", adapter=object())
 
@@ -122,13 +124,30 @@ def test_one_check_per_backend_and_none_again_soon_after_a_clean_one(
         for _ in range(5):  # five degenerate answers at once: one check
             c.suspect(slots, target)  # type: ignore[arg-type]
         await c.idle()
-        assert probes == ["base", "adapter"]
+        one_check = ["base", "adapter", "base"]  # the engine, the adapter alone, the engine
+        assert probes == one_check
         c.suspect(slots, target)  # type: ignore[arg-type]
         await c.idle()
-        assert probes == ["base", "adapter"]  # found fine a moment ago
+        assert probes == one_check  # found fine a moment ago
         monkeypatch.setattr(containment, "RECHECK_AFTER_S", 0.0)
         c.suspect(slots, target)  # type: ignore[arg-type]
         await c.idle()
-        assert probes == ["base", "adapter"] * 2
+        assert probes == one_check * 2
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("running", "ended", "clean_at", "suspects"),
+    [
+        ({}, {}, 0.0, []),
+        ({"b@1": 1}, {}, 10.0, ["b@1"]),  # still running: always a suspect
+        ({}, {"a@1": 5.0, "b@1": 12.0}, 10.0, ["b@1"]),  # a@1 ended before a clean probe
+        ({}, {"a@1": 10.0}, 10.0, ["a@1"]),  # ended as the clean probe began: not cleared
+        ({"c@2": 2}, {"a@1": 11.0, "c@2": 1.0}, 10.0, ["a@1", "c@2"]),
+    ],
+)
+def test_candidates(
+    running: dict[str, int], ended: dict[str, float], clean_at: float, suspects: list[str]
+) -> None:
+    assert candidates(running, ended, clean_at) == suspects

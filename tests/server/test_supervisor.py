@@ -8,7 +8,9 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -225,29 +227,38 @@ def test_an_engine_corrupting_adapter_is_quarantined_for_every_gateway(
 ) -> None:
     """Issue 17's adapter: lora_B filled with 3e38 answered "" and left the base model and
     every other adapter answering "" (200) until the engine was replaced, and did it again
-    on its next request. Now its first answer quarantines it in the registry and replaces
-    the engine; no gateway serves it again, including one that never saw it run."""
+    on its next request. Here it runs next to a good adapter: a long request of it, then a
+    short one of triage that may finish first with "" on the corrupted engine. Only the
+    bad one is quarantined (each suspect is replayed alone after the engine is replaced),
+    and no gateway serves it again, including one that never saw it run."""
     url, gateway = embedded
     location = embedded_root / "registry"
     ref = push_unchecked(location, harmful_adapter(tmp_path / "blaster", "triage",
                                                    fill_b=3e38), "blaster")  # fmt: skip
     wait_for(f"{url}/ready", VLLM_START_TIMEOUT_S)
     restarts = _sample(httpx.get(f"{url}/metrics").text, "loraport_backend_restarts_total")
-    r = chat(url, ref, temperature=0)
-    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == ""
-    assert wait_until(lambda: quarantine_of(location, ref) is not None, 60)
+    with ThreadPoolExecutor(2) as pool:
+        bad = pool.submit(chat, url, ref, temperature=0, max_tokens=120)
+        time.sleep(0.3)
+        good = pool.submit(chat, url, "triage", temperature=0, max_tokens=8)
+        answers = {"bad": bad.result(), "good": good.result()}
+    print({k: (r.status_code, r.text[:200]) for k, r in answers.items()})
+    assert answers["bad"].status_code == 200
+    assert answers["bad"].json()["choices"][0]["message"]["content"] == ""
+    assert wait_until(lambda: quarantine_of(location, ref) is not None, 2 * VLLM_START_TIMEOUT_S)
     quarantine = quarantine_of(location, ref)
     assert quarantine is not None and "engine was corrupted" in quarantine.reason
     assert quarantine.who.startswith("gateway@")
-    assert wait_until(
-        lambda: (
-            _sample(httpx.get(f"{url}/metrics").text, "loraport_backend_restarts_total") > restarts
-        ),
-        60,
-    )
     r = chat(url, ref)  # refused before any backend is asked, restarting or not
     assert r.status_code == 403 and r.json()["error"]["code"] == "adapter_quarantined"
     wait_for(f"{url}/ready", VLLM_START_TIMEOUT_S)
+    assert _sample(httpx.get(f"{url}/metrics").text, "loraport_backend_restarts_total") > restarts
+
+    def triage_served() -> bool:  # held (503 adapter_under_check) until its replay passed
+        return chat(url, "triage").status_code == 200
+
+    assert wait_until(triage_served, VLLM_START_TIMEOUT_S)
+    assert quarantine_of(location, "triage@1") is None
     for model in ("tiny-llama", "support-v1", "triage"):
         r = chat(url, model)
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].strip()
