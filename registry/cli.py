@@ -25,9 +25,6 @@ from registry.refs import parse_version
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Exit status for each registry error, read from the classes (1 = generic, 2 = usage).
-EXIT_CODES: dict[type[e.RegistryError], int] = {c: c.exit_code for c in e.error_classes()}
-
 
 def exit_code(exc: e.RegistryError) -> int:
     """The exit status of ``exc``: its class's own ``exit_code``."""

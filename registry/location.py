@@ -69,19 +69,15 @@ def open_registry(
     settings: RegistrySettings | None = None,
     create: bool = True,
     read_only: bool | None = None,
-    on_step: StepHook | None = None,
 ) -> Registry:
     """Open the registry at ``location`` (default ``REGISTRY_URL``, then the per-user dir).
 
     ``create``: make a new registry if the location is missing or an empty directory
     (the library's default; every ``registry`` verb but ``init`` passes False, and so
     should a gateway). ``read_only``: None opens read-only exactly when this process
-    cannot write the registry; True never writes. ``on_step`` observes each step a push
-    reaches (see :data:`registry.push.PUSH_STEPS`).
+    cannot write the registry; True never writes.
     """
-    return open_local(
-        location, settings=settings, create=create, read_only=read_only, on_step=on_step
-    )
+    return open_local(location, settings=settings, create=create, read_only=read_only)
 
 
 def open_local(
@@ -92,7 +88,12 @@ def open_local(
     read_only: bool | None = None,
     on_step: StepHook | None = None,
 ) -> LocalRegistry:
-    """:func:`open_registry` for a directory, typed as the local implementation."""
+    """:func:`open_registry` for a directory, typed as the local implementation.
+
+    ``on_step`` observes each step a write reaches (see :data:`registry.push.PUSH_STEPS`):
+    the crash tests kill the process there. Only this internal opener takes it; the
+    public :func:`registry.open` does not.
+    """
     settings = settings if settings is not None else RegistrySettings()
     path = location_path(location, settings)
     _check_directory(path, create=create and read_only is not True)
