@@ -23,10 +23,20 @@ DB_NAME = "registry.db"
 
 
 def location_path(location: str | os.PathLike[str] | None, settings: RegistrySettings) -> Path:
-    """The directory a location names; raise UnsupportedLocationError for URLs."""
+    """The directory a location names; raise UnsupportedLocationError for URLs.
+
+    No location (None, and an empty ``REGISTRY_URL``, which settings read as unset) is
+    the per-user default; an empty or blank location *given* (``--registry ""``) is an
+    error, since it is almost always an unset shell variable.
+    """
     text = os.fspath(location) if location is not None else settings.url
-    if text is None or text == "":
+    if text is None:
         return settings.default_location()
+    if not text.strip() or text != text.strip():
+        raise UnsupportedLocationError(
+            f"registry location {text!r} is empty or has spaces around it: give a directory "
+            "(`--registry DIR`), or leave out --registry for $REGISTRY_URL / the per-user default"
+        )
     lowered = text.lower()
     if lowered.startswith(("http://", "https://")):
         raise UnsupportedLocationError(

@@ -72,6 +72,14 @@ def serve(
 
     from server.app import create_app
 
+    if registry_ is not None and not registry_.strip():
+        # An empty $GATEWAY_REGISTRY / $REGISTRY_URL counts as unset; an empty flag is
+        # almost always an unset shell variable, so it is refused (docs/registry.md).
+        raise click.BadParameter(
+            "is empty: give a registry directory, or leave the flag out for "
+            "$REGISTRY_URL / the per-user default",
+            param_hint="--registry",
+        )
     overrides: dict[str, Any] = {
         "registry": registry_, "host": host, "port": port, "base": base,
         "backends": backends or None, "structured_backend": structured_backend,

@@ -17,6 +17,7 @@ from registry.errors import (
     InvalidAdapterError,
     InvalidRefError,
     NotARegistryError,
+    UnsupportedLocationError,
 )
 
 
@@ -225,3 +226,16 @@ def test_push_records_code_commit_and_shows_it(
         "push", str(make_adapter(seed=3)), "--allow-unknown-dataset", "--git-sha", "abc"
     )
     assert code == InvalidAdapterError.exit_code and "full commit id" in out
+
+
+def test_an_empty_registry_flag_is_refused_and_an_empty_variable_is_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGISTRY_URL", "")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    result = CliRunner().invoke(main, ["ls", "--registry", ""])
+    assert result.exit_code == UnsupportedLocationError.exit_code
+    assert "empty" in result.output and "leave out --registry" in result.output
+    result = CliRunner().invoke(main, ["ls"])  # REGISTRY_URL= is unset: the per-user default
+    assert result.exit_code == NotARegistryError.exit_code
+    assert str(tmp_path / "data" / "loraport" / "registry") in result.output
