@@ -42,6 +42,7 @@ from registry.records import (
     Rollout,
     VariantInfo,
     VerifyReport,
+    a_kind,
 )
 from registry.refs import (
     PRODUCTION,
@@ -107,7 +108,7 @@ class LocalRegistry:
         if kind != "adapter":
             if isinstance(parsed, VersionRef | AliasRef):
                 raise InvalidRefError(
-                    f"{name} is a {kind}: it has no versions or aliases; name it as {name}"
+                    f"{name} is {a_kind(kind)}: it has no versions or aliases; name it as {name}"
                 )
             found = self.store.record_digest(kind, name)
             if found is None or not found[1]:
@@ -167,7 +168,7 @@ class LocalRegistry:
         if resolved.kind == "adapter" and resolved.version is not None:
             record = self.store.adapter(resolved.name, resolved.version)
         if record is None:
-            raise RefNotFoundError(f"{ref} is a {resolved.kind}, not an adapter")
+            raise RefNotFoundError(f"{ref} is {a_kind(resolved.kind)}, not an adapter")
         return record
 
     def base(self, ref: str) -> BaseModel:
@@ -175,7 +176,7 @@ class LocalRegistry:
         resolved = self.resolve(ref)
         record = self.store.base(resolved.name) if resolved.kind == "base" else None
         if record is None:
-            raise RefNotFoundError(f"{ref} is a {resolved.kind}, not a base model")
+            raise RefNotFoundError(f"{ref} is {a_kind(resolved.kind)}, not a base model")
         return record
 
     def dataset(self, ref: str) -> Dataset:
@@ -183,7 +184,7 @@ class LocalRegistry:
         resolved = self.resolve(ref)
         record = self.store.dataset(resolved.name) if resolved.kind == "dataset" else None
         if record is None:
-            raise RefNotFoundError(f"{ref} is a {resolved.kind}, not a dataset")
+            raise RefNotFoundError(f"{ref} is {a_kind(resolved.kind)}, not a dataset")
         return record
 
     def list_adapters(self, name: str | None = None) -> list[AdapterVersion]:
@@ -288,7 +289,7 @@ class LocalRegistry:
         if found.kind != "dataset":
             raise InvalidAdapterError(
                 AdapterProblem.DATASET_REQUIRED,
-                f"{os.fspath(dataset)} is a {found.kind}, not a dataset",
+                f"{os.fspath(dataset)} is {a_kind(found.kind)}, not a dataset",
             )
         return found.name
 

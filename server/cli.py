@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from typing import Any
 
@@ -90,13 +91,14 @@ def serve(
     base_config = _check_registry(settings)
     if not settings.backends:
         _check_engine(base_config)
+    sock = _bind(settings)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("loraport.access").setLevel(
         logging.INFO if settings.access_log else logging.WARNING
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -104,6 +106,7 @@ def serve(
         access_log=False,  # loraport.access logs each request with its x-request-id
         timeout_graceful_shutdown=10,
     )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @cli.command("hash-key")
@@ -142,6 +145,17 @@ def _check_registry(settings: GatewaySettings) -> dict[str, Any]:
     try:
         return check_registry(settings.registry, settings.base)
     except RegistryUnusable as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(e.exit_code)
+
+
+def _bind(settings: GatewaySettings) -> socket.socket:
+    """The gateway's socket, bound before vLLM or the app starts (server/listen.py)."""
+    from server.listen import CannotListenError, bind
+
+    try:
+        return bind(settings.host, settings.port)
+    except CannotListenError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(e.exit_code)
 

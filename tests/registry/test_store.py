@@ -205,3 +205,20 @@ def test_a_push_never_changes_what_the_name_serves(
     assert canary.adapter.aliases == ("canary",) and reg.resolve("mine").version == 1
     reg.set_alias("mine", "production", 3)
     assert reg.resolve("mine").version == 3
+
+
+def test_kind_messages_have_the_right_article(
+    reg: LocalRegistry, make_adapter: MakeAdapter
+) -> None:
+    """Was "extract is a adapter, not a dataset"."""
+    reg.push_adapter(make_adapter("support"), dataset="support-data")
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: reg.push_adapter(make_adapter("x"), dataset="support"), "is an adapter, not"),
+        (lambda: reg.dataset("tiny-base"), "tiny-base is a base model, not a dataset"),
+        (lambda: reg.adapter("support-data"), "support-data is a dataset, not an adapter"),
+        (lambda: reg.base("support"), "support is an adapter, not a base model"),
+        (lambda: reg.resolve("tiny-base@1"), "tiny-base is a base model: it has no versions"),
+    ]
+    for call, message in cases:
+        with pytest.raises(registry.RegistryError, match=message):
+            call()
