@@ -106,7 +106,13 @@ def serve(
         access_log=False,  # loraport.access logs each request with its x-request-id
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except SystemExit as e:
+        if e.code == _UVICORN_STARTUP_FAILURE:  # the registry's "not found" code: not ours
+            click.echo("Error: the gateway failed to start; the log above says why", err=True)
+            sys.exit(1)
+        raise
 
 
 @cli.command("hash-key")
@@ -147,6 +153,10 @@ def _check_registry(settings: GatewaySettings) -> dict[str, Any]:
     except RegistryUnusable as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(e.exit_code)
+
+
+#: uvicorn's exit status when the app's startup fails; `gateway serve` exits 1 instead.
+_UVICORN_STARTUP_FAILURE = 3
 
 
 def _bind(settings: GatewaySettings) -> socket.socket:

@@ -58,3 +58,29 @@ def test_serve_on_a_port_in_use_exits_with_its_own_code(
     assert result.exit_code == EXIT_CANNOT_LISTEN == 41
     assert f"port {taken_port} is already in use" in result.output
     assert "--port" in result.output
+
+
+def test_an_app_that_fails_to_start_exits_1_not_uvicorns_3(
+    zoo_registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn exits 3 when the app's startup fails: the registry's "not found" code."""
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    import server.app
+
+    @asynccontextmanager
+    async def failing(app: FastAPI) -> AsyncIterator[None]:
+        raise RuntimeError("cannot start")
+        yield
+
+    monkeypatch.setattr(server.app, "create_app", lambda settings: FastAPI(lifespan=failing))
+    result = CliRunner().invoke(
+        cli,
+        ["serve", "--registry", str(zoo_registry), "--port", "0",
+         "--backend", "http://127.0.0.1:9"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "the gateway failed to start" in result.output
