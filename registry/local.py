@@ -277,19 +277,29 @@ class LocalRegistry:
                     "--allow-unknown-dataset to record it as unknown",
                 )
             return None
-        if Path(dataset).is_file():
-            return push.DatasetFile(Path(dataset))
+        chosen = push.dataset_argument(dataset)
+        if isinstance(chosen, push.DatasetFile):
+            if not chosen.path.is_file():
+                raise InvalidAdapterError(
+                    AdapterProblem.DATASET_REQUIRED,
+                    f"dataset file {os.fspath(dataset)} does not exist or is not a file "
+                    f"({push.DATASET_ARGUMENT_RULE})",
+                )
+            return chosen
         try:
-            found = self.resolve(os.fspath(dataset))
+            found = self.resolve(chosen)
         except RegistryError as exc:
+            exists = Path(chosen).exists()
+            here = f"; to record the file {chosen} here, write ./{chosen}" if exists else ""
             raise InvalidAdapterError(
                 AdapterProblem.DATASET_REQUIRED,
-                f"dataset {os.fspath(dataset)!r} is neither a file nor in the registry: {exc}",
+                f"no dataset {chosen!r} in the registry ({exc}){here}; "
+                f"{push.DATASET_ARGUMENT_RULE}",
             ) from None
         if found.kind != "dataset":
             raise InvalidAdapterError(
                 AdapterProblem.DATASET_REQUIRED,
-                f"{os.fspath(dataset)} is {a_kind(found.kind)}, not a dataset",
+                f"{chosen} is {a_kind(found.kind)}, not a dataset; {push.DATASET_ARGUMENT_RULE}",
             )
         return found.name
 

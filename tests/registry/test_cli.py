@@ -239,3 +239,8 @@ def test_an_empty_registry_flag_is_refused_and_an_empty_variable_is_unset(
     result = CliRunner().invoke(main, ["ls"])  # REGISTRY_URL= is unset: the per-user default
     assert result.exit_code == NotARegistryError.exit_code
     assert str(tmp_path / "data" / "loraport" / "registry") in result.output
+
+
+def test_push_help_says_how_a_dataset_file_is_written() -> None:
+    result = CliRunner().invoke(main, ["push", "--help"])
+    assert "a bare name is never taken for a file" in " ".join(result.output.split())
