@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from registry import catalog, push, rollouts, transfer, variants
+from registry import aliases, catalog, push, rollouts, transfer, variants
 from registry.bases import pick_base
 from registry.blobs import FileBlobStore
 from registry.deps import Deps, StepHook
@@ -51,7 +51,6 @@ from registry.refs import (
     VersionRef,
     check_alias,
     check_name,
-    check_version,
     parse_ref,
 )
 from registry.rollouts import Outcome as RolloutOutcome
@@ -324,26 +323,12 @@ class LocalRegistry:
         return catalog.add_dataset(self.deps, Path(path), name=name, license=license, who=who)
 
     def set_alias(self, name: str, alias: str, version: int, *, who: str | None = None) -> None:
-        """Point ``name@alias`` at ``version`` (a live version)."""
-        check_alias(alias)
-        check_version(version)
-        if self.store.kind_of(name) != "adapter":
-            raise RefNotFoundError(f"no adapter named {name!r}; see `registry ls`")
-        with self.store.write() as tx:
-            found = self.store.version_digest(name, version)
-            if found is None or not found[1]:
-                state = "has no version" if found is None else "has removed version"
-                raise RefNotFoundError(f"{name} {state} {version}; see `registry ls`")
-            by = self.deps.who(who)
-            tx.move_alias(name=name, alias=alias, version=version, who=by, at=now_iso())
+        """Point ``name@alias`` at ``version`` (a live version; rules in registry.aliases)."""
+        aliases.set_alias(self.deps, name, alias, version, who=who)
 
     def remove_alias(self, name: str, alias: str, *, who: str | None = None) -> None:
-        """Delete ``name@alias``."""
-        with self.store.write() as tx:
-            old = self.store.alias_target(name, alias)
-            if old is None:
-                raise RefNotFoundError(f"{name} has no alias {alias!r}")
-            tx.delete_alias(name=name, alias=alias, old=old, who=self.deps.who(who), at=now_iso())
+        """Delete ``name@alias`` (rules in registry.aliases)."""
+        aliases.remove_alias(self.deps, name, alias, who=who)
 
     def remove(self, ref: str, *, who: str | None = None) -> Resolved:
         """Soft-delete what ``ref`` resolves to; refused while something points at it."""

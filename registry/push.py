@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry.aliases import check_production_move
 from registry.catalog import (
     StagedDataset,
     content_dataset_name,
@@ -212,6 +213,8 @@ def record(
             )
             if version == 1:
                 tx.move_alias(name=name, alias=PRODUCTION, version=version, who=by, at=at)
+        if alias == PRODUCTION:
+            check_production_move(deps.store, name, version)
         if alias is not None:
             tx.move_alias(name=name, alias=alias, version=version, who=by, at=at)
         deps.reached("in_transaction")
