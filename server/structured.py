@@ -1,6 +1,7 @@
 """Structured output: which constraint a request carries, and whether a result meets it.
 
-Enforced twice (DESIGN.md): vLLM constrains decoding with the schema, and the gateway
+Enforced twice (docs/vllm.md says why: vLLM's constrained decoding alone let invalid
+JSON through as success): vLLM constrains decoding with the schema, and the gateway
 validates every result here before it may leave as a success. All pure functions.
 """
 
