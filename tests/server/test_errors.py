@@ -19,6 +19,7 @@ EXPECTED = {
     "GatewayError": 500,
     "InvalidRequestError": 400,
     "InvalidSchemaError": 400,
+    "UnsupportedSchemaError": 400,
     "AuthenticationError": 401,
     "PermissionDeniedError": 403,
     "ModelNotFoundError": 404,
