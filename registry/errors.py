@@ -33,7 +33,7 @@ and unambiguous. Raise the most specific class; never a bare :class:`RegistryErr
     ├── InvalidRolloutError            31   422  invalid_rollout
     ├── LeaseHeldError                 32   409  lease_held
     ├── StorageFullError               33   507  storage_full
-    └── BaseMismatchError              34   409  base_mismatch
+    └── BaseMismatchError              35   409  base_mismatch
 
 Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
@@ -257,7 +257,7 @@ class BaseMismatchError(RegistryError):
     """``production`` would move to (or a canary split with) a version trained on another
     base model than the one production serves now (:func:`registry.bases.check_same_base`)."""
 
-    exit_code = 34
+    exit_code = 35
     http_status = 409
     code = "base_mismatch"
 
