@@ -33,6 +33,11 @@ def location_path(location: str | os.PathLike[str] | None, settings: RegistrySet
     if text is None:
         return settings.default_location()
     if not text.strip() or text != text.strip():
+        if location is None:
+            raise UnsupportedLocationError(
+                f"REGISTRY_URL={text!r} is blank or has spaces around it: set it to a "
+                "directory, or unset it (or set it empty) for the per-user default"
+            )
         raise UnsupportedLocationError(
             f"registry location {text!r} is empty or has spaces around it: give a directory "
             "(`--registry DIR`), or leave out --registry for $REGISTRY_URL / the per-user default"

@@ -62,3 +62,9 @@ def test_empty_location_variables_count_as_unset(
 def test_an_empty_or_padded_location_given_is_refused(given: str) -> None:
     with pytest.raises(registry.UnsupportedLocationError, match="empty or has spaces"):
         location_path(given, registry.RegistrySettings(url="/srv/reg"))
+
+
+def test_a_blank_registry_url_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGISTRY_URL", "  ")
+    with pytest.raises(registry.UnsupportedLocationError, match="REGISTRY_URL='  ' is blank"):
+        location_path(None, registry.RegistrySettings())
