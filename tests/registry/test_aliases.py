@@ -133,3 +133,12 @@ def test_the_cli_exit_codes(zt: LocalRegistry, reg_path: Path) -> None:
     assert code == 30 and "deploy abort zt" in out
     code, out = run("alias", "set", "zt", "production", "2")
     assert code == 30 and "deploy promote zt" in out
+
+
+@pytest.mark.parametrize(
+    ("name", "alias"), [("bad name", "x"), ("zt", "1x"), ("zt", ""), ("", "p")]
+)
+def test_alias_rm_checks_its_arguments(zt: LocalRegistry, name: str, alias: str) -> None:
+    """Non-canonical names and aliases are invalid refs (exit 4), not 'no such alias'."""
+    with pytest.raises(registry.InvalidRefError):
+        zt.remove_alias(name, alias)
