@@ -272,8 +272,8 @@ class LocalRegistry:
             if not allow_unknown:
                 raise InvalidAdapterError(
                     AdapterProblem.DATASET_REQUIRED,
-                    "lineage needs the training dataset: pass --dataset REF|FILE, or "
-                    "--allow-unknown-dataset to record it as unknown",
+                    "lineage needs the training dataset: pass --dataset NAME (registered) or "
+                    "--dataset ./FILE, or --allow-unknown-dataset to record it as unknown",
                 )
             return None
         chosen = push.dataset_argument(dataset)
