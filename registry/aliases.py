@@ -4,9 +4,11 @@ An alias is a mutable pointer to one live version. ``production`` is the one pla
 ``NAME`` serves, so a move of it (by hand, or by ``registry push --alias production``)
 passes :func:`check_production_move` inside its write transaction: refused while a
 rollout of the name is active (:func:`registry.rollouts.refuse_hand_move`; the rollout's
-own promotion moves it), and refused onto a version trained on another base model than
-the version production points at now (:func:`registry.bases.check_same_base`, the rule
-``deploy canary`` applies to a canary). Other aliases move freely.
+own promotion moves it), refused onto a quarantined version
+(:func:`registry.quarantine.refuse_quarantined`, which ``deploy canary`` applies to a
+canary too), and refused onto a version trained on another base model than the version
+production points at now (:func:`registry.bases.check_same_base`, the rule ``deploy
+canary`` applies to a canary). Other aliases move freely.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from registry.bases import check_same_base
 from registry.deps import Deps
 from registry.errors import RefNotFoundError
+from registry.quarantine import refuse_quarantined
 from registry.refs import PRODUCTION, check_alias, check_name, check_version
 from registry.rollouts import refuse_hand_move
 from registry.sqlite_store import SqliteStore, now_iso
@@ -26,10 +29,15 @@ def check_production_move(store: SqliteStore, name: str, version: int | None) ->
     if current == version:
         return
     refuse_hand_move(store, name)
-    if version is None or current is None:
+    if version is None:
         return
-    production, new = store.adapter(name, current), store.adapter(name, version)
-    assert production is not None and new is not None, (name, current, version)
+    new = store.adapter(name, version)
+    assert new is not None, (name, version)
+    refuse_quarantined(new, as_="production")
+    if current is None:
+        return
+    production = store.adapter(name, current)
+    assert production is not None, (name, current)
     check_same_base(production, new, as_="production")
 
 

@@ -34,7 +34,8 @@ and unambiguous. Raise the most specific class; never a bare :class:`RegistryErr
     ├── LeaseHeldError                 32   409  lease_held
     ├── StorageFullError               33   507  storage_full
     ├── NotQuarantinedError            34   409  not_quarantined
-    └── BaseMismatchError              35   409  base_mismatch
+    ├── BaseMismatchError              35   409  base_mismatch
+    └── QuarantinedError               36   409  quarantined
 
 Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
@@ -279,6 +280,15 @@ class NotQuarantinedError(RegistryError):
     code = "not_quarantined"
 
 
+class QuarantinedError(RegistryError):
+    """``production`` would move onto (or a rollout start with a canary on) a quarantined
+    version (:func:`registry.quarantine.refuse_quarantined`); lift it first if it is fine."""
+
+    exit_code = 36
+    http_status = 409
+    code = "quarantined"
+
+
 def error_classes() -> tuple[type[RegistryError], ...]:
     """Every class of the tree, root first (the table, in code)."""
     found: list[type[RegistryError]] = []
@@ -316,6 +326,7 @@ __all__ = [
     "NameConflictError",
     "NotARegistryError",
     "NotQuarantinedError",
+    "QuarantinedError",
     "ReadOnlyRegistryError",
     "RefNotFoundError",
     "RegistryError",

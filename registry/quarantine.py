@@ -11,7 +11,12 @@ it, like an alias, and both moves are in the event log.
 from __future__ import annotations
 
 from registry.deps import Deps
-from registry.errors import InvalidRefError, NotQuarantinedError, RefNotFoundError
+from registry.errors import (
+    InvalidRefError,
+    NotQuarantinedError,
+    QuarantinedError,
+    RefNotFoundError,
+)
 from registry.records import AdapterVersion
 from registry.sqlite_store import now_iso
 
@@ -24,6 +29,18 @@ def _reason(reason: str) -> str:
     if not text:
         raise InvalidRefError("a quarantine needs a reason (what the adapter did)")
     return text[:MAX_REASON_CHARS]
+
+
+def refuse_quarantined(record: AdapterVersion, *, as_: str) -> None:
+    """Refuse making quarantined ``record`` the ``production`` version or a rollout's
+    canary (``as_`` says which): gateways refuse it, so that move would serve nobody."""
+    q = record.quarantine
+    if q is None:
+        return
+    raise QuarantinedError(
+        f"{record.ref} is quarantined ({q.reason}; {q.at} by {q.who}), so it cannot become "
+        f"{as_}. If it is fine, lift the quarantine first: `registry quarantine rm {record.ref}`"
+    )
 
 
 def _live(deps: Deps, name: str, version: int) -> AdapterVersion:

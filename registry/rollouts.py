@@ -18,7 +18,9 @@ promote or abort (``holder=None``) always wins; the controller then sees the rol
 While a rollout is active, ``production`` moves only through it: a hand move (``registry
 alias set/rm NAME production``, ``registry push --alias production``) would leave the
 rollout splitting from a stable arm that no longer serves, so it is refused
-(:func:`refuse_hand_move`); :func:`end` moves it on promotion.
+(:func:`refuse_hand_move`); :func:`end` moves it on promotion. A quarantined version
+neither starts a rollout as its canary nor is promoted
+(:func:`registry.quarantine.refuse_quarantined`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from registry.errors import (
     RefNotFoundError,
     RolloutConflictError,
 )
+from registry.quarantine import refuse_quarantined
 from registry.records import Rollout
 from registry.refs import PRODUCTION, check_name, check_version
 from registry.sqlite_store import SqliteStore, Tx, now_iso
@@ -115,6 +118,7 @@ def start(
             raise InvalidRolloutError(f"{name}@{canary} is already production; nothing to roll out")
         old = store.adapter(name, stable)
         assert old is not None
+        refuse_quarantined(new, as_="a canary")
         check_same_base(old, new, as_="canary")
         rollout_id = tx.insert_rollout(
             name=name, stable=stable, canary=canary, steps=weights, plan=plan, who=by, at=at
@@ -309,6 +313,9 @@ def end(
             _check_lease(found, holder, time.time())
         by, at = deps.who(who), now_iso()
         if outcome == "promoted":
+            canary = deps.store.adapter(name, found.canary)
+            assert canary is not None, (name, found.canary)
+            refuse_quarantined(canary, as_="production")
             tx.move_alias(name=name, alias=PRODUCTION, version=found.canary, who=by, at=at)
         tx.end_rollout(rollout=found, state=outcome, reason=reason, who=by, at=at)
     return _get(deps, found.id)

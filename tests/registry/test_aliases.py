@@ -142,3 +142,55 @@ def test_alias_rm_checks_its_arguments(zt: LocalRegistry, name: str, alias: str)
     """Non-canonical names and aliases are invalid refs (exit 4), not 'no such alias'."""
     with pytest.raises(registry.InvalidRefError):
         zt.remove_alias(name, alias)
+
+
+@pytest.fixture
+def zq(reg: LocalRegistry, make_adapter: MakeAdapter) -> LocalRegistry:
+    """``zq`` 1 (production), 2 quarantined, 3 clean; no rollout."""
+    for seed in range(3):
+        reg.push_adapter(make_adapter("zq", seed=seed), dataset="support-data")
+    reg.quarantine("zq@2", reason="answered '' and blanked the engine", who="gw-1")
+    return reg
+
+
+@pytest.mark.parametrize(
+    "move",
+    [
+        lambda r: r.set_alias("zq", "production", 2),
+        lambda r: r.start_rollout("zq", 2, steps=[10, 100]),
+    ],
+    ids=["alias-set", "rollout-start"],
+)
+def test_production_or_a_canary_onto_a_quarantined_version_is_refused(
+    zq: LocalRegistry, move: Callable[[LocalRegistry], object]
+) -> None:
+    token = zq.change_token()
+    with pytest.raises(registry.QuarantinedError) as caught:
+        move(zq)
+    message = str(caught.value)
+    assert "answered '' and blanked the engine" in message
+    assert "registry quarantine rm zq@2" in message
+    assert zq.aliases("zq") == {"production": 1} and zq.rollout("zq") is None
+    assert zq.change_token() == token
+    zq.set_alias("zq", "staging", 2)  # other aliases move freely
+    zq.lift_quarantine("zq@2")
+    move(zq)  # lifted: allowed again
+
+
+def test_a_canary_quarantined_during_its_rollout_is_not_promoted(zq: LocalRegistry) -> None:
+    zq.start_rollout("zq", 3, steps=[10, 100])
+    zq.quarantine("zq@3", reason="loops", who="gw-2")
+    with pytest.raises(registry.QuarantinedError, match="registry quarantine rm zq@3"):
+        zq.end_rollout("zq", None, "promoted", reason="by hand")
+    assert zq.aliases("zq")["production"] == 1
+    zq.end_rollout("zq", None, "rolled_back", reason="canary quarantined")
+    assert zq.aliases("zq")["production"] == 1
+
+
+def test_cli_alias_set_production_onto_a_quarantined_version(zq: LocalRegistry) -> None:
+    result = CliRunner().invoke(
+        main, ["--registry", zq.location, "alias", "set", "zq", "production", "2"]
+    )
+    assert result.exit_code == registry.QuarantinedError.exit_code == 36
+    assert "quarantined (answered '' and blanked the engine" in result.output
+    assert "registry quarantine rm zq@2" in result.output

@@ -48,7 +48,7 @@ def test_exit_code_is_the_class_attribute() -> None:
 @pytest.mark.parametrize("cls", sorted(_all_errors(), key=lambda c: c.exit_code))
 def test_docstring_table_matches(cls: type[errors.RegistryError]) -> None:
     doc = errors.__doc__ or ""
-    row = re.search(rf"{cls.__name__}\s+(\d+)\s+(\d+)\s+(\w+)", doc)
+    row = re.search(rf"\b{cls.__name__}\s+(\d+)\s+(\d+)\s+(\w+)", doc)
     assert row is not None, f"{cls.__name__} missing from the table in errors.py"
     assert (int(row[1]), int(row[2]), row[3]) == (cls.exit_code, cls.http_status, cls.code)
 
