@@ -27,8 +27,8 @@ asked the probe's question (:func:`server.probe.probe_once`).
 
 The decision for one adapter is :func:`verdict` (pure). A quarantine is written to the
 registry, so every gateway refuses the version (`adapter_quarantined`) until a person
-runs `registry quarantine rm`; this gateway also remembers it, in case the registry
-cannot be written.
+runs `registry quarantine rm`; where the registry cannot be written, this gateway still
+refuses it itself (server/resolver.py).
 """
 
 from __future__ import annotations

@@ -148,7 +148,8 @@ class Resolver:
         self._token: int | None = None
         self.base: registry.BaseModel | None = None
         self._parent_digest: str | None = None
-        # Versions this gateway quarantined: refused even if the registry write failed;
+        # Versions this gateway quarantined but could not record in the registry (refused
+        # here anyway; until this gateway restarts);
         # and versions held while containment replays them (server/containment.py).
         self._quarantined: dict[str, str] = {}
         self._held: dict[str, str] = {}
@@ -287,6 +288,11 @@ class Resolver:
             await self.call(partial(self._write_quarantine, ref, reason))
         except Exception:
             log.exception("could not record the quarantine of %s in the registry", ref)
+            return
+        # Recorded: the registry is the truth now, so `registry quarantine rm` serves it
+        # here again too (a local memory would outlive the person's decision).
+        self._quarantined.pop(ref, None)
+        self._cache.clear()
 
     def _write_quarantine(self, ref: str, reason: str) -> None:
         assert self._reg is not None

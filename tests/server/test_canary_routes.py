@@ -142,3 +142,28 @@ def test_quarantine_refuses_the_version_and_leaves_its_canary_arm_to_stable(
             await r.close()
 
     asyncio.run(run())
+
+
+def test_a_lifted_quarantine_serves_again_on_the_gateway_that_wrote_it(tmp_path: Path) -> None:
+    """Was: the gateway that caught a version remembered it for good, so `registry
+    quarantine rm` served it again everywhere but there (until a restart)."""
+    location = make_registry(tmp_path)
+
+    async def run() -> str:
+        r = Resolver(str(location))
+        await r.open("tiny-base")
+        try:
+            await r.quarantine(await r.resolve("support@2"), "corrupted the engine")
+            with registry.open(location, create=False) as reg:
+                assert [a.ref for a in reg.quarantined()] == ["support@2"]
+            with pytest.raises(GatewayError, match="corrupted the engine"):
+                await r.resolve("support@2")
+            with registry.open(location, create=False) as reg:
+                reg.lift_quarantine("support@2", who="alice")
+            assert await r.refresh()
+            assert "support@2" in [i for i, _ in await r.model_ids()]
+            return (await r.resolve("support@2")).ref
+        finally:
+            await r.close()
+
+    assert asyncio.run(run()) == "support@2"
