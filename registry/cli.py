@@ -290,9 +290,17 @@ def quarantine_add(ref: str, reason: str, location: str | None, who: str | None)
     Example: registry quarantine add support@3 --reason "answers in the wrong language"
     """
     with _open(location) as reg:
+        before = reg.adapter(ref).quarantine
         record = reg.quarantine(ref, reason=reason, who=who)
-        assert record.quarantine is not None
-        click.echo(f"{record.ref} quarantined: {record.quarantine.reason}")
+        q = record.quarantine
+        assert q is not None
+        if before is None:
+            click.echo(f"{record.ref} quarantined: {q.reason}")
+        else:
+            click.echo(
+                f"{record.ref} was already quarantined ({q.at} by {q.who}): {q.reason}; "
+                "the first reason stands"
+            )
 
 
 @quarantine.command("rm")

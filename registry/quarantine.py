@@ -10,6 +10,8 @@ it, like an alias, and both moves are in the event log.
 
 from __future__ import annotations
 
+import unicodedata
+
 from registry.deps import Deps
 from registry.errors import (
     InvalidRefError,
@@ -25,7 +27,10 @@ MAX_REASON_CHARS = 500
 
 
 def _reason(reason: str) -> str:
-    text = " ".join(reason.split())
+    """One plain line: control and format characters (terminal escapes, bidi overrides,
+    zero-width) become spaces, runs of space one."""
+    plain = "".join(" " if unicodedata.category(c).startswith("C") else c for c in reason)
+    text = " ".join(plain.split())
     if not text:
         raise InvalidRefError("a quarantine needs a reason (what the adapter did)")
     return text[:MAX_REASON_CHARS]

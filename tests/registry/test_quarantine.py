@@ -92,3 +92,26 @@ def test_cli_quarantine(pushed: LocalRegistry) -> None:
     assert "not quarantined" in result.output
     result = runner.invoke(main, [*loc, "quarantine", "add", "support@1"])
     assert result.exit_code == 2  # --reason is required
+
+
+def test_reason_is_one_plain_line(pushed: LocalRegistry) -> None:
+    """Was: terminal escapes and bidi overrides were stored and printed as given (`registry
+    show`/`quarantine ls` on a terminal ran them)."""
+    hostile = "\x1b[2J\x1b[31mfine\x1b[0m\u202e\u200bgood\x07 \r\nreally\x00"
+    record = pushed.quarantine("support@1", reason=hostile)
+    assert record.quarantine is not None
+    assert record.quarantine.reason == "[2J [31mfine [0m good really"
+    with pytest.raises(registry.InvalidRefError):
+        pushed.quarantine("support@2", reason="\x1b\u202e\x00")
+
+
+def test_cli_says_when_a_version_was_already_quarantined(pushed: LocalRegistry) -> None:
+    """Was: a second `quarantine add` printed `quarantined: FIRST REASON` as if its own
+    reason had been taken."""
+    loc = ["--registry", pushed.location]
+    runner = CliRunner()
+    runner.invoke(main, [*loc, "quarantine", "add", "support@1", "--reason", "loops"])
+    result = runner.invoke(main, [*loc, "quarantine", "add", "support", "--reason", "other"])
+    assert result.exit_code == 0, result.output
+    assert "support@1 was already quarantined" in result.output
+    assert "loops" in result.output and "first reason stands" in result.output
