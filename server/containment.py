@@ -19,11 +19,17 @@ asked the probe's question (:func:`server.probe.probe_once`).
   Each suspect is held (503 `adapter_under_check`), the engine is replaced (an embedded
   one restarted; a remote one waits until it answers as before), and then each suspect
   runs alone, followed by the base probe. One that corrupts the engine again (replaced
-  once more), or answers degenerately, is quarantined; the rest are released.
+  once more), or answers degenerately, is quarantined; the rest are released. "Alone"
+  is checked, not assumed: other adapters' requests that ran during a replay that ended
+  corrupted make it no proof (a client's own corrupting adapter must not get a good one
+  quarantined): they join the suspects, held, and the replay repeats (`MAX_REPLAYS`).
+  Every hold ends with the replay, even one given up (a backend not back within
+  `READY_WAIT_S`, a failed check).
 - **The engine is fine.** Each adapter that answered degenerately is asked the probe's
   question alone; a degenerate answer there too quarantines it (a one-off empty answer
-  to a user's prompt does not). A target found fine is not checked again for
-  `RECHECK_AFTER_S`, so a client cannot make the gateway probe on every answer.
+  to a user's prompt does not). A target found fine (an adapter, or the base model) is
+  not checked again for `RECHECK_AFTER_S`, so a client cannot make the gateway probe on
+  every answer.
 
 The decision for one adapter is :func:`verdict` (pure). A quarantine is written to the
 registry, so every gateway refuses the version (`adapter_quarantined`) until a person
@@ -55,6 +61,9 @@ READY_WAIT_S = 600.0
 #: An answer shorter than this (in tokens) that ran out of budget is not judged: a client
 #: asking for one token gets one, and that is not a sign of anything.
 MIN_JUDGED_TOKENS = 4
+#: A suspect whose replay other adapters crowd (they ran meanwhile, and the engine was
+#: corrupted) is replayed at most this many times; corrupted every time, it is quarantined.
+MAX_REPLAYS = 3
 
 
 def answer_problem(text: str, finish_reason: str | None, completion_tokens: int) -> str | None:
@@ -208,9 +217,13 @@ class Containment:
                 seen.suspects.clear()
                 return
             self.clean(backend.label, started)
+            if first.adapter is None:  # the base model answered well: not again soon
+                self._mark_cleared(backend.label, first.ref)
             while seen.suspects:
                 _, target = seen.suspects.popitem()
-                await self._judge_alone(slots, target)
+                crowd = await self._judge_alone(slots, target)
+                if isinstance(crowd, list):  # corrupted, but not alone: replay them all
+                    await self._replay(slots, [target, *crowd])
         except Exception:  # a failed check must never take the gateway down
             log.exception("containment check of backend %s failed", backend.label)
 
@@ -223,40 +236,105 @@ class Containment:
             "backend %s: the engine is corrupted (%s); holding %s and replacing it",
             backend.label, seen.detail, [t.ref for t in suspects] or "no adapter",
         )  # fmt: skip
-        reason = f"backend {backend.label} is being replaced after its engine was corrupted"
-        for target in suspects:
-            self._holder.hold(target, reason)
-        self._replace(slots, seen)
-        for target in suspects:
-            if not await self._judge_alone(slots, target):
-                log.error("backend %s did not come back; its suspects stay held", backend.label)
-                return
-            self._holder.release(target)
-        if not await self._wait_ready(slots):
-            return
-        self.clean(backend.label, time.monotonic())
+        await self._replay(slots, suspects, replace=seen)
 
-    async def _judge_alone(self, slots: AdapterSlots, target: Target) -> bool:
+    async def _replay(
+        self, slots: AdapterSlots, suspects: list[Target], replace: probe.Verdict | None = None
+    ) -> None:
+        """Hold `suspects` (then replace the backend, if `replace` says why), and run each
+        alone on the backend and judge it.
+        A replay that others crowded (they ran meanwhile and the engine was corrupted) is
+        not proof: those others join the suspects, held, and the replay repeats; an adapter
+        whose MAX_REPLAYS replays all ended with a corrupted engine is quarantined (the
+        others it met, held, cannot crowd it again, so a client would need that many
+        corrupting adapters of its own, each then quarantined, to frame a good one).
+        Every hold ends here, however this ends: a backend that does not come back (or a
+        check that fails) must not leave adapters refused on every backend until the
+        gateway restarts."""
+        backend = slots.backend
+        reason = f"backend {backend.label} is being replaced after its engine was corrupted"
+        held: dict[str, Target] = {}
+        tries: Counter[str] = Counter()
+        queue = list(suspects)
+        try:
+            for target in queue:
+                self._holder.hold(target, reason)
+                held[target.ref] = target
+            if replace is not None:
+                self._replace(slots, replace)
+            while queue:
+                target = queue.pop(0)
+                tries[target.ref] += 1
+                crowd = await self._judge_alone(slots, target)
+                if crowd is False:
+                    log.error("backend %s did not come back; releasing its suspects", backend.label)
+                    return
+                if isinstance(crowd, list):
+                    for other in crowd:
+                        if other.ref not in held:
+                            self._holder.hold(other, reason)
+                            held[other.ref] = other
+                            queue.append(other)
+                    if tries[target.ref] < MAX_REPLAYS:
+                        queue.append(target)
+                        continue
+                    await self._quarantine(
+                        slots,
+                        target,
+                        f"the engine was corrupted each of the {MAX_REPLAYS} times it was "
+                        "replayed (other adapters, held since, ran too)",
+                    )
+                self._holder.release(target)
+                held.pop(target.ref, None)
+            if await self._wait_ready(slots):
+                self.clean(backend.label, time.monotonic())
+        finally:
+            for target in held.values():
+                self._holder.release(target)
+
+    def _mark_cleared(self, label: str, ref: str) -> None:
+        self._cleared[(label, ref)] = time.monotonic()
+        if len(self._cleared) > 4096:  # keys are registry refs, but stay bounded
+            self._cleared.clear()
+
+    async def _judge_alone(self, slots: AdapterSlots, target: Target) -> bool | list[Target]:
         """Once the backend serves, run `target` alone, then the base probe; quarantine
-        it if judged so (and replace a backend it corrupted). False: it never came back."""
+        it if judged so (and replace a backend it corrupted). False: it never came back.
+        A list: the engine was corrupted, but these other adapters ran meanwhile, so
+        `target` was not alone and is not judged (the backend is replaced)."""
         if not await self._wait_ready(slots):
             return False
+        began = time.monotonic()
         answer = await self._ask(slots, target)
         run = await self._probe_base(slots)
+        seen = self._of(slots)
+        others = [
+            seen.targets[r]
+            for r in candidates(seen.running, seen.ended, began)
+            if r != target.ref and r in seen.targets
+        ]
+        if others and probe.corrupted(run.verdict, True):
+            log.error(
+                "backend %s: corrupted while %s was replayed, but %s ran too; replaying them",
+                slots.backend.label, target.ref, [t.ref for t in others],
+            )  # fmt: skip
+            self._replace(slots, run.verdict)
+            return others
         reason = verdict(run.verdict, answer, slots.backend.state.base_answer is not None)
         if reason is None:
-            self._cleared[(slots.backend.label, target.ref)] = time.monotonic()
-            if len(self._cleared) > 4096:  # keys are registry refs, but stay bounded
-                self._cleared.clear()
+            self._mark_cleared(slots.backend.label, target.ref)
             return True
-        log.error("quarantining %s: %s", target.ref, reason)
-        await self._holder.quarantine(target, reason)
-        self._metrics.quarantines.labels(*target.series.values()[:2]).inc()
+        await self._quarantine(slots, target, reason)
         if probe.corrupted(run.verdict, True):
             self._replace(slots, run.verdict)
         elif target.lora_name is not None:
             await slots.evict(target.lora_name)
         return True
+
+    async def _quarantine(self, slots: AdapterSlots, target: Target, reason: str) -> None:
+        log.error("quarantining %s on backend %s: %s", target.ref, slots.backend.label, reason)
+        await self._holder.quarantine(target, reason)
+        self._metrics.quarantines.labels(*target.series.values()[:2]).inc()
 
     def _replace(self, slots: AdapterSlots, seen: probe.Verdict) -> None:
         """Take a corrupted backend out of rotation; restart it when it is ours."""

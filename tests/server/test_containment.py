@@ -151,3 +151,174 @@ def test_candidates(
     running: dict[str, int], ended: dict[str, float], clean_at: float, suspects: list[str]
 ) -> None:
     assert candidates(running, ended, clean_at) == suspects
+
+
+class _Holder:
+    """Records containment's decisions (the resolver in the gateway)."""
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+        self.ever_held: set[str] = set()
+        self.quarantined: dict[str, str] = {}
+
+    async def quarantine(self, target: SimpleNamespace, reason: str) -> None:
+        self.quarantined[target.ref] = reason
+
+    def hold(self, target: SimpleNamespace, reason: str) -> None:
+        self.held.add(target.ref)
+        self.ever_held.add(target.ref)
+
+    def release(self, target: SimpleNamespace) -> None:
+        self.held.discard(target.ref)
+
+
+def _backend() -> SimpleNamespace:
+    state = SimpleNamespace(base_answer="Hello Ruby.", ready=True, judged=lambda *a: None)
+    return SimpleNamespace(slots=SimpleNamespace(backend=SimpleNamespace(label="0", state=state)))
+
+
+def _target(ref: str) -> SimpleNamespace:
+    return SimpleNamespace(
+        ref=ref, adapter=object(), lora_name=None, series=SimpleNamespace(values=lambda: ["a", "1"])
+    )
+
+
+def test_degenerate_answers_of_the_base_model_do_not_probe_on_every_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Was: a client asking the base model to repeat a word started a base probe per
+    answer, for as long as it liked (RECHECK_AFTER_S held for adapters only)."""
+    probes: list[str] = []
+
+    async def probe_once(backend: object, timeout_s: float) -> ProbeRun:
+        probes.append("base")
+        return ProbeRun(OK, "Hello Ruby.", True)
+
+    monkeypatch.setattr(containment.probe, "probe_once", probe_once)
+    slots = _backend().slots
+    base = SimpleNamespace(ref="tiny-base", adapter=None)
+
+    async def run() -> None:
+        c = Containment(_Holder(), Metrics(), 1.0, {})
+        for _ in range(20):
+            c.suspect(slots, base)  # type: ignore[arg-type]
+            await c.idle()
+
+    asyncio.run(run())
+    assert probes == ["base"]
+
+
+def test_holds_end_when_the_replay_cannot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: a backend that did not come back within READY_WAIT_S (or a check that
+    failed) left every suspect held, 503 adapter_under_check on every backend, until the
+    gateway restarted."""
+    corrupted_once = iter([ProbeRun(EMPTY, "", True)])
+
+    async def probe_once(backend: object, timeout_s: float) -> ProbeRun:
+        return next(corrupted_once, ProbeRun(OK, "Hello Ruby.", True))
+
+    monkeypatch.setattr(containment.probe, "probe_once", probe_once)
+    monkeypatch.setattr(containment, "READY_WAIT_S", 0.0)
+    slots = _backend().slots
+    restarts: list[str] = []
+
+    def restart(detail: str) -> None:  # the engine goes away and does not come back in time
+        restarts.append(detail)
+        slots.backend.state.ready = False
+
+    holder = _Holder()
+    good, other = _target("good@1"), _target("other@1")
+
+    async def run() -> None:
+        c = Containment(holder, Metrics(), 1.0, {"0": restart})
+        for t in (good, other):
+            c.started(slots, t)  # type: ignore[arg-type]
+        c.suspect(slots, good)  # type: ignore[arg-type]
+        await c.idle()
+
+    asyncio.run(run())
+    assert len(restarts) == 1
+    assert holder.ever_held == {"good@1", "other@1"}  # held while the engine was replaced
+    assert holder.held == set() and holder.quarantined == {}
+
+
+def test_a_replay_crowded_by_another_adapter_does_not_blame_the_replayed_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Was: while a suspect was replayed "alone", other adapters still ran; one that
+    corrupted the engine then got the good one quarantined ("the engine was corrupted
+    right after it ran alone"). Now the others become suspects, held, and all replay."""
+    slots = _backend().slots
+    holder = _Holder()
+    good, bad = _target("good@1"), _target("bad@1")
+    c = Containment(holder, Metrics(), 1.0, {"0": lambda detail: None})
+    corrupt = {"now": False}
+
+    async def probe_once(backend: object, timeout_s: float) -> ProbeRun:
+        if corrupt["now"]:
+            corrupt["now"] = False  # the restart replaces the engine
+            return ProbeRun(EMPTY, "", True)
+        return ProbeRun(OK, "Hello Ruby.", True)
+
+    async def ask(self: Containment, slots_: object, target: SimpleNamespace) -> str:
+        if target.ref == "good@1" and "bad@1" not in holder.held:
+            c.started(slots, bad)  # type: ignore[arg-type]  # a client's request of bad@1
+            corrupt["now"] = True
+            c.ended(slots, bad)  # type: ignore[arg-type]
+        if target.ref == "bad@1":
+            corrupt["now"] = True
+        return "Hello, how can I help?"
+
+    monkeypatch.setattr(containment.probe, "probe_once", probe_once)
+    monkeypatch.setattr(Containment, "_ask", ask)
+
+    async def run() -> None:
+        c.suspect(slots, good)  # type: ignore[arg-type]  # it answered degenerately once
+        await c.idle()
+
+    asyncio.run(run())
+    assert list(holder.quarantined) == ["bad@1"]
+    assert holder.ever_held == {"good@1", "bad@1"} and holder.held == set()
+
+
+def test_an_adapter_that_corrupts_every_crowded_replay_is_quarantined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a busy backend the corrupting suspect's replays may all be crowded by others'
+    requests: after MAX_REPLAYS it is quarantined (not released to do it again), and
+    each adapter that crowded it, held and replayed alone, is released."""
+    slots = _backend().slots
+    holder = _Holder()
+    bad = _target("bad@1")
+    busy = iter(_target(f"busy-{i}@1") for i in range(100))
+    c = Containment(holder, Metrics(), 1.0, {"0": lambda detail: None})
+    corrupt = {"now": False}
+
+    async def probe_once(backend: object, timeout_s: float) -> ProbeRun:
+        if corrupt["now"]:
+            corrupt["now"] = False
+            return ProbeRun(EMPTY, "", True)
+        return ProbeRun(OK, "Hello Ruby.", True)
+
+    async def ask(self: Containment, slots_: object, target: SimpleNamespace) -> str:
+        if target.ref == "bad@1":
+            corrupt["now"] = True
+            other = next(busy)  # another tenant's request, every time
+            c.started(slots, other)  # type: ignore[arg-type]
+            c.ended(slots, other)  # type: ignore[arg-type]
+        return "Hello, how can I help?"
+
+    monkeypatch.setattr(containment.probe, "probe_once", probe_once)
+    monkeypatch.setattr(Containment, "_ask", ask)
+
+    async def run() -> None:
+        c.started(slots, bad)  # type: ignore[arg-type]
+        corrupt["now"] = True  # bad@1's request corrupted the engine
+        c.suspect(slots, bad)  # type: ignore[arg-type]
+        await c.idle()
+
+    asyncio.run(run())
+    assert list(holder.quarantined) == ["bad@1"]
+    assert "each of the 3 times" in holder.quarantined["bad@1"]
+    assert holder.ever_held == {"bad@1", "busy-0@1", "busy-1@1", "busy-2@1"}
+    assert holder.held == set()
