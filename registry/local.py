@@ -288,7 +288,7 @@ class LocalRegistry:
         try:
             found = self.resolve(chosen)
         except RegistryError as exc:
-            exists = Path(chosen).exists()
+            exists = Path(chosen).is_file()  # what `./NAME` would record
             here = f"; to record the file {chosen} here, write ./{chosen}" if exists else ""
             raise InvalidAdapterError(
                 AdapterProblem.DATASET_REQUIRED,

@@ -88,7 +88,10 @@ def dataset_argument(value: str | os.PathLike[str]) -> str | DatasetFile:
         return DatasetFile(Path(value))
     separators = {os.sep, os.altsep or os.sep}
     if any(sep in value for sep in separators) or value.startswith((".", "~")):
-        return DatasetFile(Path(value).expanduser())
+        try:
+            return DatasetFile(Path(value).expanduser())
+        except RuntimeError:  # ~USER of no known user: as written (then: no such file)
+            return DatasetFile(Path(value))
     return value
 
 

@@ -238,6 +238,9 @@ def test_kind_messages_have_the_right_article(
         ("/srv/data/x.jsonl", DatasetFile(Path("/srv/data/x.jsonl"))),
         (".hidden", DatasetFile(Path(".hidden"))),
         ("~/x.jsonl", DatasetFile(Path("~/x.jsonl").expanduser())),
+        # was a traceback (exit 1): an unknown user's home is left as written, to be refused
+        # as a file that does not exist
+        ("~no-such-user-q9/x.jsonl", DatasetFile(Path("~no-such-user-q9/x.jsonl"))),
         (Path("support-data"), DatasetFile(Path("support-data"))),  # a path object: a file
     ],
 )
@@ -245,6 +248,20 @@ def test_dataset_argument_is_decided_by_its_spelling(
     value: str | Path, expected: str | DatasetFile
 ) -> None:
     assert dataset_argument(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", "~no-such-user-q9/x.jsonl", ".", "/dev/zero"])
+def test_odd_dataset_spellings_are_refused_with_a_message(
+    reg: LocalRegistry, make_adapter: MakeAdapter, value: str
+) -> None:
+    """Was: `~unknown-user/...` a traceback; `''` suggested writing `./` (the current
+    directory exists, but only a file can be recorded)."""
+    with pytest.raises(registry.InvalidAdapterError) as caught:
+        reg.push_adapter(make_adapter(seed=1), dataset=value)
+    assert caught.value.reason == registry.AdapterProblem.DATASET_REQUIRED
+    assert "write ./;" not in str(caught.value) and "a file is taken only as a path" in str(
+        caught.value
+    )
 
 
 def test_a_bare_dataset_name_is_never_taken_for_a_file(
