@@ -152,7 +152,7 @@ class Resolver:
         # here anyway; until this gateway restarts);
         # and versions held while containment replays them (server/containment.py).
         self._quarantined: dict[str, str] = {}
-        self._held: dict[str, str] = {}
+        self._held: dict[str, list[str]] = {}
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -260,20 +260,29 @@ class Resolver:
                 param="model",
             )
         held = self._held.get(adapter.ref)
-        if held is not None:
+        if held:
             raise AdapterUnderCheckError(
-                f"{adapter.ref} is held while it is checked ({held}); retry shortly",
+                f"{adapter.ref} is held while it is checked ({held[-1]}); retry shortly",
                 param="model",
             )
 
     def hold(self, target: Target, reason: str) -> None:
-        """Refuse `target`'s adapter version here until :meth:`release` (a check runs)."""
+        """Refuse `target`'s adapter version here until :meth:`release` (a check runs).
+        Holds count: checks of two backends may hold one version; it serves again when
+        both have released it."""
         if target.adapter is not None:
-            self._held[target.adapter.ref] = reason
+            self._held.setdefault(target.adapter.ref, []).append(reason)
             self._cache.clear()
 
     def release(self, target: Target) -> None:
-        if target.adapter is not None and self._held.pop(target.adapter.ref, None) is not None:
+        """End one hold of `target`'s adapter version (none left: a no-op)."""
+        if target.adapter is None:
+            return
+        held = self._held.get(target.adapter.ref)
+        if held:
+            held.pop()
+            if not held:
+                del self._held[target.adapter.ref]
             self._cache.clear()
 
     async def quarantine(self, target: Target, reason: str) -> None:

@@ -167,3 +167,37 @@ def test_a_lifted_quarantine_serves_again_on_the_gateway_that_wrote_it(tmp_path:
             await r.close()
 
     assert asyncio.run(run()) == "support@2"
+
+
+def test_a_version_held_by_two_checks_stays_held_until_both_release_it(tmp_path: Path) -> None:
+    """Two backends of one gateway replaying the same suspect each hold it; was: the first
+    to finish released it while the other was still replaying it."""
+    location = make_registry(tmp_path)
+
+    async def run() -> list[str]:
+        r = Resolver(str(location))
+        await r.open("tiny-base")
+        out = []
+        try:
+            target = await r.resolve("support@2")
+            r.hold(target, "backend 0 is being replaced")
+            r.hold(target, "backend 1 is being replaced")
+            for _ in range(2):
+                try:
+                    out.append((await r.resolve("support@2")).ref)
+                except GatewayError as e:
+                    out.append(f"{e.status}/{e.code}")
+                r.release(target)
+            out.append((await r.resolve("support@2")).ref)
+            r.release(target)  # one release too many: nothing to undo
+            out.append((await r.resolve("support@2")).ref)
+            return out
+        finally:
+            await r.close()
+
+    assert asyncio.run(run()) == [
+        "503/adapter_under_check",
+        "503/adapter_under_check",
+        "support@2",
+        "support@2",
+    ]
