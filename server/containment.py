@@ -6,7 +6,9 @@ relaxed) or answer degenerately. An adapter filled with 3e38 was seen to answer 
 leave vLLM's base model answering "" for everyone until the engine was replaced; and
 restarting the engine alone is not enough: the next request would do it again.
 
-Every answer the gateway returns is looked at (`response_problem`, pure). A degenerate
+Every answer the gateway returns is looked at (`response_problem`, pure), but for those
+whose output the client shaped itself (`client_shaped`: stop strings, token bans or
+biases, penalties that reward repeats, `ignore_eos`). A degenerate
 one starts a check of its backend at once (one at a time per backend): the base model is
 asked the probe's question (:func:`server.probe.probe_once`).
 
@@ -45,7 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from server import probe
 from server.adapters import AdapterSlots
@@ -75,12 +77,36 @@ def answer_problem(text: str, finish_reason: str | None, completion_tokens: int)
     return probe.degenerate(text)
 
 
+#: Request fields by which a client shapes the output itself (where set to anything but
+#: their neutral value): what it made empty or repetitive says nothing about the adapter.
+SHAPING_FIELDS = (
+    "stop", "stop_token_ids", "logit_bias", "bad_words", "allowed_token_ids", "min_tokens",
+)  # fmt: skip
+
+
+def client_shaped(forward: Mapping[str, Any]) -> bool:
+    """The client shaped this request's output itself (pure): forced past the model's
+    end (`ignore_eos`), stopped or banned or biased tokens of its choosing, or rewarded
+    repeats (a repetition penalty under 1, a negative presence or frequency penalty)."""
+    if forward.get("ignore_eos") is True:
+        return True
+    if any(forward.get(k) not in (None, False, 0, "", [], {}) for k in SHAPING_FIELDS):
+        return True
+    rewards_repeats = {"repetition_penalty": 1.0, "presence_penalty": 0.0,
+                       "frequency_penalty": 0.0}  # fmt: skip
+    for key, neutral in rewards_repeats.items():
+        value = forward.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < neutral:
+            return True
+    return False
+
+
 def response_problem(
     answers: Sequence[tuple[str, str | None]], completion_tokens: int, forced: bool
 ) -> str | None:
     """Why a response (its choices' text and finish reason) is degenerate, or None (pure).
-    Text forced past the model's own end (``forced``: `ignore_eos`) is not judged:
-    repeating itself there is what a small model does."""
+    Output the client shaped itself (``forced``: :func:`client_shaped`, e.g. `ignore_eos`,
+    where repeating itself is what a small model does) is not judged."""
     if forced or not answers:
         return None
     tokens = completion_tokens // len(answers)

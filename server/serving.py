@@ -25,7 +25,7 @@ from server.adapters import AdapterSlots
 from server.admission import InFlight, Limits, estimate
 from server.auth import authenticate, authorize
 from server.canary import SESSION_HEADER, sticky_key
-from server.containment import Containment, response_problem
+from server.containment import Containment, client_shaped, response_problem
 from server.errors import (
     BackendError,
     BackendUnavailableError,
@@ -388,7 +388,7 @@ class Gateway:
         target: Target,
     ) -> None:
         """Count a degenerate answer, and have containment check its backend at once."""
-        forced = forward.get("ignore_eos") is True
+        forced = client_shaped(forward)
         if response_problem(list(answers.values()), outcome.completion_tokens, forced):
             outcome.degenerate = True
             self.containment.suspect(slots, target)

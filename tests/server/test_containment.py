@@ -14,6 +14,7 @@ from server.containment import (
     Containment,
     answer_problem,
     candidates,
+    client_shaped,
     response_problem,
     verdict,
 )
@@ -322,3 +323,31 @@ def test_an_adapter_that_corrupts_every_crowded_replay_is_quarantined(
     assert "each of the 3 times" in holder.quarantined["bad@1"]
     assert holder.ever_held == {"bad@1", "busy-0@1", "busy-1@1", "busy-2@1"}
     assert holder.held == set()
+
+
+@pytest.mark.parametrize(
+    ("forward", "shaped"),
+    [
+        ({}, False),
+        ({"temperature": 0.7, "max_tokens": 64, "stop": [], "logit_bias": {}}, False),
+        ({"ignore_eos": True}, True),
+        ({"stop": "{"}, True),  # a JSON adapter's answer stopped at once: "" (was judged)
+        ({"stop": ["\n\n"]}, True),
+        ({"stop_token_ids": [13]}, True),
+        ({"logit_bias": {"1234": 100}}, True),  # one token forced: "ok ok ok ok"
+        ({"bad_words": ["the"]}, True),
+        ({"allowed_token_ids": [29871]}, True),
+        ({"min_tokens": 50}, True),
+        ({"repetition_penalty": 0.5}, True),
+        ({"repetition_penalty": 1.2}, False),  # discourages repeats: not a way to make them
+        ({"frequency_penalty": -2}, True),
+        ({"presence_penalty": -0.5}, True),
+        ({"frequency_penalty": 1.0, "presence_penalty": 0}, False),
+    ],
+)
+def test_client_shaped(forward: dict[str, object], shaped: bool) -> None:
+    """A client that shapes the output itself (stop strings, token bans or biases,
+    penalties that reward repeats) can make any good adapter answer "" or one word
+    repeated: was counted as the adapter's degenerate answer (a client landing on a
+    canary arm could get a good canary rolled back) and started checks."""
+    assert client_shaped(forward) is shaped
