@@ -13,9 +13,11 @@ canary`` applies to a canary). Other aliases move freely.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from registry.bases import check_same_base
 from registry.deps import Deps
-from registry.errors import RefNotFoundError
+from registry.errors import InvalidRefError, RefNotFoundError
 from registry.quarantine import refuse_quarantined
 from registry.refs import PRODUCTION, check_alias, check_name, check_version
 from registry.rollouts import refuse_hand_move
@@ -41,6 +43,18 @@ def check_production_move(store: SqliteStore, name: str, version: int | None) ->
     check_same_base(production, new, as_="production")
 
 
+def check_case(alias: str, existing: Iterable[str]) -> None:
+    """Refuse a new alias that differs only in case from ``production`` or from one the
+    name already has: aliases are case-sensitive, so ``Production`` would be another
+    pointer, past the production rules, while plain NAME keeps serving ``production``."""
+    for known in (PRODUCTION, *existing):
+        if alias != known and alias.lower() == known.lower():
+            raise InvalidRefError(
+                f"alias {alias!r} differs from {known!r} only in case; aliases are "
+                f"case-sensitive: write {known}"
+            )
+
+
 def set_alias(deps: Deps, name: str, alias: str, version: int, *, who: str | None) -> None:
     """Point ``name@alias`` at live ``version``."""
     check_alias(alias)
@@ -53,6 +67,7 @@ def set_alias(deps: Deps, name: str, alias: str, version: int, *, who: str | Non
         if found is None or not found[1]:
             state = "has no version" if found is None else "has removed version"
             raise RefNotFoundError(f"{name} {state} {version}; see `registry ls`")
+        check_case(alias, store.aliases_of(name))
         if alias == PRODUCTION:
             check_production_move(store, name, version)
         tx.move_alias(name=name, alias=alias, version=version, who=deps.who(who), at=now_iso())

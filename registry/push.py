@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.aliases import check_production_move
+from registry.aliases import check_case, check_production_move
 from registry.catalog import (
     StagedDataset,
     content_dataset_name,
@@ -216,6 +216,8 @@ def record(
             )
             if version == 1:
                 tx.move_alias(name=name, alias=PRODUCTION, version=version, who=by, at=at)
+        if alias is not None:
+            check_case(alias, deps.store.aliases_of(name))
         if alias == PRODUCTION:
             check_production_move(deps.store, name, version)
         if alias is not None:

@@ -194,3 +194,23 @@ def test_cli_alias_set_production_onto_a_quarantined_version(zq: LocalRegistry) 
     assert result.exit_code == registry.QuarantinedError.exit_code == 36
     assert "quarantined (answered '' and blanked the engine" in result.output
     assert "registry quarantine rm zq@2" in result.output
+
+
+@pytest.mark.parametrize("alias", ["Production", "PRODUCTION", "Staging"])
+def test_an_alias_differing_only_in_case_is_refused(zq: LocalRegistry, alias: str) -> None:
+    """Was: `alias set zq Production 2` exited 0, and plain `zq` kept serving production
+    (aliases are case-sensitive), past the production rules and looking like a move."""
+    zq.set_alias("zq", "staging", 3)
+    token = zq.change_token()
+    with pytest.raises(registry.InvalidRefError, match=f"write {alias.lower()}"):
+        zq.set_alias("zq", alias, 2)
+    assert zq.change_token() == token
+    assert zq.aliases("zq") == {"production": 1, "staging": 3}
+
+
+def test_push_with_an_alias_differing_only_in_case_is_refused(
+    zq: LocalRegistry, make_adapter: MakeAdapter
+) -> None:
+    with pytest.raises(registry.InvalidRefError, match="write production"):
+        zq.push_adapter(make_adapter("zq", seed=9), dataset="support-data", alias="Production")
+    assert [v.version for v in zq.list_adapters("zq")] == [1, 2, 3]  # nothing recorded
