@@ -32,7 +32,7 @@ from typing import Any
 from registry.architecture import TensorInfo
 from registry.errors import AdapterProblem as P
 from registry.errors import InvalidAdapterError
-from registry.weights import TensorStats, matrix, update_norm
+from registry.weights import TensorStats, update_norms
 
 #: The largest finite float16 value: what the engine may compute in.
 FP16_MAX = 65504.0
@@ -197,14 +197,12 @@ def figures(
         where = module_of(tensor)
         if where is not None:
             pairs.setdefault(where[0], {})[where[1]] = info
+    complete = {m: (p["A"], p["B"]) for m, p in sorted(pairs.items()) if set(p) == {"A", "B"}}
     updates = []
-    for module, parts in sorted(pairs.items()):
-        if set(parts) != {"A", "B"}:
-            continue
+    for module, norm in update_norms(weights, complete).items():
         scale = module_scale(config, module)
-        norm = scale * update_norm(matrix(weights, parts["A"]), matrix(weights, parts["B"]))
         base = None if base_norms is None else base_norms.get(module)
-        updates.append(ModuleUpdate(module, scale, norm, base))
+        updates.append(ModuleUpdate(module, scale, scale * norm, base))
     return Figures(
         max_abs={t: s.max_abs for t, s in stats.items()},
         scalings=scalings(config),

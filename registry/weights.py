@@ -9,10 +9,10 @@ safetensors has: F16, F32 and F64 through numpy; BF16 by widening its bits to F3
 two F8 formats through a 256-entry table (E4M3 has no infinity and one NaN pattern;
 E5M2 is IEEE-like).
 
-The same decoding gives :func:`matrix` (a LoRA factor as float32, for the update's
-size) and :func:`frobenius_norms` (a base model's per-module ``||W||_F``, in float64).
-:func:`update_norm` is ``||B @ A||_F`` without forming ``B @ A``:
-``||BA||_F^2 = trace(A^T B^T B A) = sum((B^T B) * (A A^T))``, two ``r x r`` matrices.
+The same decoding gives :func:`frobenius_norms` (a base model's per-module ``||W||_F``,
+float64 sums) and :func:`update_norms`: each module's ``||B @ A||_F`` without forming
+``B @ A``, since ``||BA||_F^2 = trace(A^T B^T B A) = sum((B^T B) * (A A^T))``, two
+``r x r`` matrices computed on the mapped file (no copy of a float32 factor).
 """
 
 from __future__ import annotations
@@ -141,9 +141,14 @@ def tensor_stats(path: Path, tensors: Mapping[str, TensorInfo]) -> dict[str, Ten
 def _stats(buf: mmap.mmap | None, info: TensorInfo) -> TensorStats:
     bad, top = 0, 0.0
     for values in _chunks(buf, info) if buf is not None else ():
-        bad += values.size - int(np.count_nonzero(np.isfinite(values)))
-        if values.size and not bad:
-            top = max(top, float(np.max(np.abs(values))))
+        if not values.size:
+            continue
+        # max and min propagate NaN and show infinities: count only when one is not finite.
+        hi, lo = float(values.max()), float(values.min())
+        if math.isfinite(hi) and math.isfinite(lo):
+            top = max(top, hi, -lo)
+        else:
+            bad += values.size - int(np.count_nonzero(np.isfinite(values)))
     return TensorStats(bad, top if not bad else math.nan)
 
 
@@ -155,12 +160,6 @@ def _sum_of_squares(buf: mmap.mmap | None, info: TensorInfo) -> float:
     return total
 
 
-def _copy(buf: mmap.mmap, info: TensorInfo) -> np.ndarray:
-    rows, cols = info.shape
-    values = _decode(buf, info.dtype, rows * cols, info.start)
-    return values.astype(np.float32).reshape(rows, cols)
-
-
 def first_non_finite(path: Path, tensors: Mapping[str, TensorInfo]) -> tuple[str, int] | None:
     """(tensor name, how many non-finite values) of the first bad tensor, else None."""
     for name, found in tensor_stats(path, tensors).items():
@@ -169,19 +168,27 @@ def first_non_finite(path: Path, tensors: Mapping[str, TensorInfo]) -> tuple[str
     return None
 
 
-def matrix(path: Path, info: TensorInfo) -> np.ndarray:
-    """A 2-D float tensor as a float32 array (copied out of the file)."""
-    rows, cols = info.shape
+def update_norms(
+    path: Path, pairs: Mapping[str, tuple[TensorInfo, TensorInfo]]
+) -> dict[str, float]:
+    """``||B @ A||_F`` of each module's (A [r, in], B [out, r]) pair in ``path``."""
     with _mapped(path) as buf:
-        if buf is None or rows * cols == 0:
-            return np.zeros((rows, cols), np.float32)
-        return _copy(buf, info)
+        if buf is None:
+            return dict.fromkeys(pairs, 0.0)
+        return {module: _update_norm(buf, a, b) for module, (a, b) in pairs.items()}
 
 
-def update_norm(a: np.ndarray, b: np.ndarray) -> float:
-    """``||B @ A||_F`` of ``B`` [out, r] and ``A`` [r, in], through two r x r products."""
-    btb = (b.T @ b).astype(np.float64)
+def _view(buf: mmap.mmap, info: TensorInfo) -> np.ndarray:
+    rows, cols = info.shape
+    values = _decode(buf, info.dtype, rows * cols, info.start)
+    return values.astype(np.float32, copy=False).reshape(rows, cols)
+
+
+def _update_norm(buf: mmap.mmap, a_info: TensorInfo, b_info: TensorInfo) -> float:
+    """sqrt(sum((B^T B) * (A A^T))): two r x r products, never the [out, in] matrix."""
+    a, b = _view(buf, a_info), _view(buf, b_info)
     aat = (a @ a.T).astype(np.float64)
+    btb = (b.T @ b).astype(np.float64)
     return math.sqrt(max(float(np.sum(btb * aat)), 0.0))
 
 
