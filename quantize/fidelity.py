@@ -16,13 +16,21 @@ variant), alone and with each adapter. Here those become:
 - ``size_ratio``: the variant's weights on disk over the parent's.
 
 A gate names what failed: ``perplexity_ratio``, ``token_agreement``, ``task_score``.
+:func:`gate_failures` decides, and **never passes a gate on a missing figure**: a figure a
+gate reads that is missing, None, NaN or infinite fails that gate, with a reason naming
+the figure (an adapter whose weights blank the engine gives NaN perplexities and empty
+texts; NaN compares false against every bound, so such a pair was once recorded as
+passed). Which figures a gate reads: ``perplexity_ratio`` each perplexity measured on
+either side (``eval``, ``heldout``; a side that has one while the other does not is a
+missing figure; none at all is too); ``token_agreement`` always (no token compared is a
+missing figure, not agreement 1.0); ``task_score`` the drop, when the adapter has a task.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +45,8 @@ GATE_NAMES = ("perplexity_ratio", "token_agreement", "task_score")
 class Verdict:
     figures: dict[str, Any]
     failed: tuple[str, ...]
+    #: Why each gate failed, one line per figure (also in ``figures["gate_reasons"]``).
+    reasons: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -48,7 +58,8 @@ def perplexity(nll: Sequence[Sequence[float]]) -> float | None:
     tokens = sum(int(n) for _, n in nll)
     if tokens == 0:
         return None
-    return math.exp(sum(float(s) for s, _ in nll) / tokens)
+    mean = sum(float(s) for s, _ in nll) / tokens
+    return math.inf if mean > 700 else math.exp(mean)  # exp() raises past ~709
 
 
 def ratio(candidate: float | None, reference: float | None) -> float | None:
@@ -84,6 +95,67 @@ def _extract_right(text: str, fields: Any, schema: dict[str, Any] | None) -> boo
     return bool(value == fields)
 
 
+#: A reading of a gate: (figure name, value); the gate is the name's first part.
+Reading = tuple[str, float | None]
+
+
+def _problem(value: float | None) -> str | None:
+    if value is None:
+        return "missing"
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "infinite"
+    return None
+
+
+def gate_failures(
+    readings: Sequence[Reading], gate: Gate
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(failed gates, reasons): a gate fails on any of its figures that is not a finite
+    number, else when its worst figure is past its bound."""
+    failed: list[str] = []
+    reasons: list[str] = []
+    bounds = {
+        "perplexity_ratio": gate.max_perplexity_ratio,
+        "token_agreement": gate.min_token_agreement,
+        "task_score": gate.max_task_score_drop + 1e-9,  # a drop is a difference of shares
+    }
+    for name, bound in bounds.items():
+        low = name == "token_agreement"  # the one gate whose figure must stay high
+        mine = [(figure, value) for figure, value in readings if figure.split(".")[0] == name]
+        if not mine:
+            continue
+        bad = [(f, _problem(v)) for f, v in mine if _problem(v) is not None]
+        if bad:
+            failed.append(name)
+            reasons += [f"{f} is {why}: a gate never passes without its figure" for f, why in bad]
+            continue
+        values = [float(v) for _, v in mine if v is not None]
+        worst = min(values) if low else max(values)
+        if worst < bound if low else worst > bound:
+            failed.append(name)
+            word = "below" if low else "above"
+            reasons.append(f"{name} {worst:.4g} is {word} the gate's {bound:.4g}")
+    return tuple(failed), tuple(reasons)
+
+
+def _perplexity_readings(
+    ppl: Mapping[str, Mapping[str, float | None]], ratios: Mapping[str, float | None]
+) -> list[Reading]:
+    readings: list[Reading] = []
+    for key, value in ratios.items():
+        measured = [ppl[side][key] is not None for side in ("reference", "candidate")]
+        if any(measured):  # asked for on this job: both sides must have it
+            readings.append((f"perplexity_ratio.{key}", value))
+    return readings or [("perplexity_ratio", None)]
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """What a figure is recorded as: JSON has no NaN or infinity (the reason says which)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def judge(
     raw: dict[str, Any],
     gate: Gate,
@@ -103,26 +175,23 @@ def judge(
     }
     ratios = {k: ratio(ppl["candidate"][k], ppl["reference"][k]) for k in ("eval", "heldout")}
     same, total = raw["agreement"]
-    agreement = same / total if total else 1.0
+    agreement = same / total if total else None
     pairs = list(zip(ref["text"], cand["text"], strict=True))
     exact = sum(int(a == b) for a, b in pairs) / len(pairs) if pairs else 1.0
     score_ref = task_score(task, ref["text"], eval_rows, schema)
     score_cand = task_score(task, cand["text"], eval_rows, schema)
     drop = None if score_ref is None or score_cand is None else score_ref - score_cand
+    readings = [*_perplexity_readings(ppl, ratios), ("token_agreement", agreement)]
+    if task is not None:
+        readings.append(("task_score.drop", drop))
+    failed, reasons = gate_failures(readings, gate)
     figures: dict[str, Any] = {
-        "perplexity": ppl,
-        "perplexity_ratio": ratios,
-        "token_agreement": round(agreement, 6),
+        "perplexity": {s: {k: _finite_or_none(v) for k, v in p.items()} for s, p in ppl.items()},
+        "perplexity_ratio": {k: _finite_or_none(v) for k, v in ratios.items()},
+        "token_agreement": None if agreement is None else round(agreement, 6),
         "exact_match": round(exact, 6),
         "task": task,
         "task_score": {"reference": score_ref, "candidate": score_cand, "drop": drop},
+        "gate_reasons": list(reasons),
     }
-    worst = max((r for r in ratios.values() if r is not None), default=1.0)
-    failed = []
-    if worst > gate.max_perplexity_ratio:
-        failed.append("perplexity_ratio")
-    if agreement < gate.min_token_agreement:
-        failed.append("token_agreement")
-    if drop is not None and drop > gate.max_task_score_drop + 1e-9:
-        failed.append("task_score")
-    return Verdict(figures, tuple(failed))
+    return Verdict(figures, failed, reasons)
