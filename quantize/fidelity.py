@@ -10,9 +10,9 @@ variant), alone and with each adapter. Here those become:
 - ``token_agreement``: the share of the reference's greedy tokens that the candidate's
   argmax reproduces, teacher-forced on the reference's own continuation;
 - ``exact_match``: the share of prompts whose whole greedy answer is identical;
-- ``task_score``: for an adapter with a task in the eval set (``extract``: the answer is
-  JSON, valid for its schema, with every field right; ``triage``: the label right), on
-  both sides, and the drop;
+- ``task_score``: for an adapter given a task kind (``QUANTIZE_TASKS`` / ``--task``):
+  ``fields``, the answer is JSON, valid for its schema, equal to the eval row's
+  ``fields``; ``label``, the answer is the row's ``label``; on both sides, and the drop;
 - ``size_ratio``: the variant's weights on disk over the parent's.
 
 A gate names what failed: ``perplexity_ratio``, ``token_agreement``, ``task_score``.
@@ -75,14 +75,14 @@ def task_score(task: str | None, texts: Sequence[str], eval_rows: Sequence[dict[
         return None
     right = 0
     for text, row in zip(texts, eval_rows, strict=True):
-        if task == "triage":
+        if task == "label":
             right += int(text.strip() == row.get("label"))
-        elif task == "extract":
-            right += int(_extract_right(text, row.get("fields"), schema))
+        elif task == "fields":
+            right += int(_fields_right(text, row.get("fields"), schema))
     return right / len(texts)
 
 
-def _extract_right(text: str, fields: Any, schema: dict[str, Any] | None) -> bool:
+def _fields_right(text: str, fields: Any, schema: dict[str, Any] | None) -> bool:
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
@@ -94,6 +94,9 @@ def _extract_right(text: str, fields: Any, schema: dict[str, Any] | None) -> boo
             return False
     return bool(value == fields)
 
+
+#: How a task's answers are scored against an eval row (the row key they are held to).
+TASK_KINDS = ("fields", "label")
 
 #: A reading of a gate: (figure name, value); the gate is the name's first part.
 Reading = tuple[str, float | None]

@@ -47,23 +47,23 @@ def test_gates(cand_nll: float, agree: tuple[int, int], failed: tuple[str, ...])
     assert verdict.passed == (not failed)
 
 
-def test_task_score_extract_needs_valid_json_and_right_fields() -> None:
+def test_task_score_fields_needs_valid_json_and_right_fields() -> None:
     rows = [{"fields": {"name": "Ann"}}] * 4
     texts = ['{"name":"Ann"}', '{"name":"Bob"}', "not json", '{"name":"Ann","x":1}']
-    assert task_score("extract", texts, rows, SCHEMA) == 0.25
+    assert task_score("fields", texts, rows, SCHEMA) == 0.25
     assert task_score(None, texts, rows, SCHEMA) is None
 
 
 def test_a_task_drop_past_the_gate_fails_the_pair() -> None:
     rows = [{"label": "billing"}] * 10
     ref, cand = ["billing"] * 10, ["billing"] * 8 + ["returns"] * 2
-    verdict = judge(raw(10.0, 10.0, (1, 1), ref, cand), GATE, task="triage", eval_rows=rows)
+    verdict = judge(raw(10.0, 10.0, (1, 1), ref, cand), GATE, task="label", eval_rows=rows)
     assert verdict.figures["task_score"] == pytest.approx(
         {"reference": 1.0, "candidate": 0.8, "drop": 0.2}
     )
     assert verdict.failed == ("task_score",)
     within = ["billing"] * 9 + ["returns"]
-    assert judge(raw(10.0, 10.0, (1, 1), ref, within), GATE, task="triage", eval_rows=rows).passed
+    assert judge(raw(10.0, 10.0, (1, 1), ref, within), GATE, task="label", eval_rows=rows).passed
 
 
 NAN, INF = math.nan, math.inf
