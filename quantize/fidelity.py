@@ -23,7 +23,10 @@ texts; NaN compares false against every bound, so such a pair was once recorded 
 passed). Which figures a gate reads: ``perplexity_ratio`` each perplexity measured on
 either side (``eval``, ``heldout``; a side that has one while the other does not is a
 missing figure; none at all is too); ``token_agreement`` always (no token compared is a
-missing figure, not agreement 1.0); ``task_score`` the drop, when the adapter has a task.
+missing figure, not agreement 1.0); ``task_score`` the drop, when the adapter has a
+task. Agreement on answers that say nothing is no figure either: when every answer of a
+side is empty or one token repeated to the length limit (:func:`degenerate`; what an
+engine-blanking adapter gives on both sides alike), ``token_agreement`` is missing.
 """
 
 from __future__ import annotations
@@ -102,6 +105,13 @@ TASK_KINDS = ("fields", "label")
 Reading = tuple[str, float | None]
 
 
+def degenerate(text: str, tokens: Sequence[int] | None = None) -> bool:
+    """An answer that says nothing: empty, or one token repeated to the length limit."""
+    if not text.strip():
+        return True
+    return tokens is not None and len(tokens) >= 4 and len(set(tokens)) == 1
+
+
 def _problem(value: float | None) -> str | None:
     if value is None:
         return "missing"
@@ -113,10 +123,12 @@ def _problem(value: float | None) -> str | None:
 
 
 def gate_failures(
-    readings: Sequence[Reading], gate: Gate
+    readings: Sequence[Reading], gate: Gate, why: Mapping[str, str] | None = None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(failed gates, reasons): a gate fails on any of its figures that is not a finite
-    number, else when its worst figure is past its bound."""
+    number, else when its worst figure is past its bound. ``why`` says, by figure, why a
+    figure is missing (the reason carries it)."""
+    why = why or {}
     failed: list[str] = []
     reasons: list[str] = []
     bounds = {
@@ -132,7 +144,11 @@ def gate_failures(
         bad = [(f, _problem(v)) for f, v in mine if _problem(v) is not None]
         if bad:
             failed.append(name)
-            reasons += [f"{f} is {why}: a gate never passes without its figure" for f, why in bad]
+            reasons += [
+                f"{f} is {problem}{f' ({why[f]})' if f in why else ''}: a gate never passes "
+                "without its figure"
+                for f, problem in bad
+            ]
             continue
         values = [float(v) for _, v in mine if v is not None]
         worst = min(values) if low else max(values)
@@ -157,6 +173,12 @@ def _perplexity_readings(
 def _finite_or_none(value: float | None) -> float | None:
     """What a figure is recorded as: JSON has no NaN or infinity (the reason says which)."""
     return value if value is not None and math.isfinite(value) else None
+
+
+def _says_nothing(side: Mapping[str, Any]) -> bool:
+    texts = side["text"]
+    tokens = side.get("generated") or [None] * len(texts)
+    return bool(texts) and all(degenerate(t, g) for t, g in zip(texts, tokens, strict=True))
 
 
 def judge(
@@ -184,10 +206,21 @@ def judge(
     score_ref = task_score(task, ref["text"], eval_rows, schema)
     score_cand = task_score(task, cand["text"], eval_rows, schema)
     drop = None if score_ref is None or score_cand is None else score_ref - score_cand
+    why: dict[str, str] = {}
+    blank = [
+        side for side, data in (("reference", ref), ("candidate", cand)) if _says_nothing(data)
+    ]
+    if blank:
+        # Agreeing with (or on) answers that say nothing measures nothing: an adapter that
+        # blanks the engine makes both sides emit the same empty answers.
+        agreement = None
+        why["token_agreement"] = (
+            f"every answer of the {' and the '.join(blank)} is empty or one token repeated"
+        )
     readings = [*_perplexity_readings(ppl, ratios), ("token_agreement", agreement)]
     if task is not None:
         readings.append(("task_score.drop", drop))
-    failed, reasons = gate_failures(readings, gate)
+    failed, reasons = gate_failures(readings, gate, why)
     figures: dict[str, Any] = {
         "perplexity": {s: {k: _finite_or_none(v) for k, v in p.items()} for s, p in ppl.items()},
         "perplexity_ratio": {k: _finite_or_none(v) for k, v in ratios.items()},

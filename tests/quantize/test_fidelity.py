@@ -143,3 +143,29 @@ def test_a_job_with_no_perplexity_at_all_fails() -> None:
     empty = _side([], [], ["a"])
     verdict = judge({"reference": empty, "candidate": empty, "agreement": (5, 5)}, GATE)
     assert verdict.failed == ("perplexity_ratio",)
+
+
+@pytest.mark.parametrize(
+    ("texts", "generated", "failed"),
+    [
+        (["", " "], None, ("token_agreement",)),  # every answer empty
+        (["x x x x", "x x x x"], [[5, 5, 5, 5], [5, 5, 5, 5]], ("token_agreement",)),
+        (["", "Dear Ann"], None, ()),  # one empty answer of two: judged on its figures
+        (["ok", "ok"], [[7, 2], [7, 2]], ()),  # a short answer is not a repeat
+        (["aaaa", "Dear Ann"], [[5, 5, 5, 5], [9, 8, 7]], ()),
+    ],
+)
+def test_answers_that_say_nothing_are_no_agreement(
+    texts: list[str], generated: list[list[int]] | None, failed: tuple[str, ...]
+) -> None:
+    """An engine-blanking adapter makes parent and variant emit the same empty answers:
+    agreement 1.0 on nothing. That figure is missing, not perfect."""
+    side = _side([[10.0, 10]], [], texts)
+    if generated is not None:
+        side["generated"] = generated
+    verdict = judge({"reference": side, "candidate": side, "agreement": (96, 96)}, GATE)
+    assert verdict.failed == failed
+    if failed:
+        assert "every answer of the reference and the candidate is empty or one token" in str(
+            verdict.reasons
+        )
