@@ -153,8 +153,11 @@ def speed(
     }
 
 
-#: The demo zoo's scored adapters (quantize has no default tasks).
-DEMO_TASKS = {"QUANTIZE_TASKS": json.dumps({"extract": "fields", "triage": "label"})}
+#: The demo's eval set and scored adapters (quantize has no default for either).
+DEMO_TASKS = {
+    "QUANTIZE_TASKS": json.dumps({"extract": "fields", "triage": "label"}),
+    "QUANTIZE_EVAL_FILE": str(Path(__file__).resolve().parents[1] / "examples/data/eval.jsonl"),
+}
 
 
 def quantize_json(location: Path, *args: str) -> tuple[dict[str, Any], float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -87,10 +88,24 @@ def task_option(func: F) -> F:
     )(func)
 
 
-def _settings(tasks: dict[str, str]) -> QuantizeSettings:
-    """The environment's settings, with the command line's tasks added."""
+def eval_set_option(func: F) -> F:
+    """``--eval-set FILE``: the eval set to measure on (else ``QUANTIZE_EVAL_FILE``)."""
+    return click.option(
+        "--eval-set",
+        "eval_set",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="JSON-lines eval set (messages + reference answers); else QUANTIZE_EVAL_FILE.",
+    )(func)
+
+
+def _settings(tasks: dict[str, str], eval_set: Path | None) -> QuantizeSettings:
+    """The environment's settings, with the command line's eval set and tasks added."""
     env = QuantizeSettings()
-    return env.model_copy(update={"tasks": {**env.tasks, **tasks}}) if tasks else env
+    update: dict[str, Any] = {"tasks": {**env.tasks, **tasks}}
+    if eval_set is not None:
+        update["eval_file"] = eval_set
+    return env.model_copy(update=update)
 
 
 def json_option(func: F) -> F:
@@ -141,6 +156,7 @@ def _progress() -> Iterator[Relay]:
 @click.option("--name", default=None, help="Variant name (default: <base>-<method>).")
 @click.option("--force", is_flag=True, help="Register even if the fidelity gate fails.")
 @task_option
+@eval_set_option
 @where_and_who
 @json_option
 def run_cmd(
@@ -150,6 +166,7 @@ def run_cmd(
     name: str | None,
     force: bool,
     tasks: dict[str, str],
+    eval_set: Path | None,
     location: str | None,
     who: str | None,
     as_json: bool,
@@ -160,7 +177,8 @@ def run_cmd(
     base is evaluated on it, and a pair that misses its gate is recorded as failed (the
     gateway then refuses it).
 
-    Example: quantize run tiny-llama --method awq --calibration calibration
+    Example: quantize run tiny-llama --method awq --calibration calibration --eval-set
+    examples/data/eval.jsonl
     """
     with open_registry(location, create=False) as reg, _progress() as progress:
         outcome = run(
@@ -171,7 +189,7 @@ def run_cmd(
             name=name,
             force=force,
             who=who,
-            settings=_settings(tasks),
+            settings=_settings(tasks, eval_set),
             echo=progress,
         )
     figures = outcome.fidelity["base"]
@@ -191,12 +209,14 @@ def run_cmd(
 @click.argument("adapter_refs", nargs=-1)
 @click.option("--force", is_flag=True, help="Record failing pairs as passed (an override).")
 @task_option
+@eval_set_option
 @where_and_who
 def eval_cmd(
     variant_ref: str,
     adapter_refs: tuple[str, ...],
     force: bool,
     tasks: dict[str, str],
+    eval_set: Path | None,
     location: str | None,
     who: str | None,
 ) -> None:
@@ -215,7 +235,7 @@ def eval_cmd(
             adapter_refs,
             force=force,
             who=who,
-            settings=_settings(tasks),
+            settings=_settings(tasks, eval_set),
             echo=progress,
         )
     for pair in pairs:
@@ -232,6 +252,7 @@ def eval_cmd(
 @click.option("--name", default=None, help="Variant name (default: NAME-N-merged[-METHOD]).")
 @click.option("--force", is_flag=True, help="Register even if the fidelity gate fails.")
 @task_option
+@eval_set_option
 @where_and_who
 @json_option
 def merge_cmd(
@@ -241,6 +262,7 @@ def merge_cmd(
     name: str | None,
     force: bool,
     tasks: dict[str, str],
+    eval_set: Path | None,
     location: str | None,
     who: str | None,
     as_json: bool,
@@ -262,7 +284,7 @@ def merge_cmd(
             name=name,
             force=force,
             who=who,
-            settings=_settings(tasks),
+            settings=_settings(tasks, eval_set),
             echo=progress,
         )
     figures = outcome.fidelity["merged"]

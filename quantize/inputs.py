@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from quantize.errors import CalibrationError, UnsupportedArchitectureError
+from quantize.errors import CalibrationError, EvalSetError, UnsupportedArchitectureError
 from quantize.recipes import METHODS, Recipe, RecipeError, load_recipe
 from quantize.settings import QuantizeSettings
 from registry import BaseModel, Registry, VariantInfo
@@ -91,7 +91,19 @@ def calibration_texts(
     return texts, {"dataset": dataset.name, "digest": dataset.digest, "samples": len(texts)}
 
 
-def read_eval_rows(path: Path) -> list[dict[str, Any]]:
+def read_eval_rows(path: Path | None) -> list[dict[str, Any]]:
     """The eval set: one OpenAI ``messages`` record (with references) per JSON line."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    if path is None:
+        raise EvalSetError(
+            "no eval set: pass --eval-set FILE (or set QUANTIZE_EVAL_FILE), a JSON-lines "
+            'file of {"messages": [...], "reference": {"base": ..., ADAPTER: ...}} records '
+            "(the demo's is examples/data/eval.jsonl)"
+        )
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvalSetError(f"cannot read the eval set {path}: {exc}") from None
+    if not rows or not all(isinstance(r, dict) and r.get("messages") for r in rows):
+        raise EvalSetError(f"the eval set {path} has no records, or one without messages")
+    return rows

@@ -66,6 +66,7 @@ def evaluate(
 ) -> tuple[Verdict, list[PairInput], dict[str, Any]]:
     """Gate the candidate against the reference, alone and under each adapter."""
     eval_rows = read_eval_rows(settings.eval_file)
+    assert settings.eval_file is not None  # read_eval_rows refuses None
     request = {
         "reference": str(reference),
         "candidate": str(candidate),

@@ -39,6 +39,9 @@ def merge(
     measure it against adapter-mode serving of the same version, register it as a variant
     of the base whose lineage names both the base and the adapter digests."""
     settings = settings or QuantizeSettings()
+    eval_rows = read_eval_rows(settings.eval_file)  # before any work
+    eval_file = settings.eval_file
+    assert eval_file is not None
     adapter = reg.adapter(adapter_ref)
     parent = reg.base(str(adapter.base_model.digest))
     of = reg.variant(parent.name)
@@ -88,7 +91,6 @@ def merge(
                 "pin_memory_shim": done["pin_memory_shim"],
                 "seconds": round(done["seconds"], 2),
             }
-        eval_rows = read_eval_rows(settings.eval_file)
         job = {
             "key": adapter.ref,
             "reference_adapter": str(adapter_dir),
@@ -119,7 +121,7 @@ def merge(
         }
         fidelity = {
             "against": f"adapter mode: {adapter.ref} on {parent.name}",
-            "eval_set": eval_set_lineage(settings.eval_file),
+            "eval_set": eval_set_lineage(eval_file),
             "merged": verdict.figures,
             "weights_bytes": size,
             "size_ratio": size_ratio(size["merged"], size["adapter_mode"]),

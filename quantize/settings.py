@@ -8,14 +8,16 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The project checkout (the package is installed editable by ``make setup``).
+#: The project checkout (the package is installed editable by ``make setup``, which
+#: builds ``.venv-quantize`` in it).
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class QuantizeSettings(BaseSettings):
     """``QUANTIZE_PYTHON``: the quantize environment's interpreter (default
     ``.venv-quantize/bin/python`` of this checkout). ``QUANTIZE_EVAL_FILE``: the eval set
-    (OpenAI ``messages`` records with ``reference``/``fields``/``label``).
+    (OpenAI ``messages`` records with ``reference``/``fields``/``label``); no default
+    (the CLI's ``--eval-set FILE`` sets it; the demo's is ``examples/data/eval.jsonl``).
     ``QUANTIZE_RECIPES_DIR``: a directory of your own recipes (``METHOD.toml``, validated
     the same way) instead of the checked-in ones, e.g. with stricter gates.
     ``QUANTIZE_TASKS``: which adapters get a task score and how it is scored, a JSON
@@ -26,7 +28,7 @@ class QuantizeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QUANTIZE_", extra="forbid", frozen=True)
 
     python: Path = Field(default=ROOT / ".venv-quantize" / "bin" / "python")
-    eval_file: Path = Field(default=ROOT / "examples" / "data" / "eval.jsonl")
+    eval_file: Path | None = None
     max_new_tokens: int = Field(default=48, ge=1, le=512)
     recipes_dir: Path | None = None
     tasks: dict[str, Literal["fields", "label"]] = Field(default_factory=dict)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from quantize.errors import UnsupportedArchitectureError
-from quantize.inputs import calibration_texts, check_architecture, check_method
+from quantize.inputs import calibration_texts, check_architecture, check_method, read_eval_rows
 from quantize.measure import Echo, evaluate
 from quantize.register import Outcome, register_or_refuse
 from quantize.settings import QuantizeSettings
@@ -53,6 +53,7 @@ def run(
 ) -> Outcome:
     """Make, measure and (if it passes, or ``force``) register a variant of ``base_ref``."""
     settings = settings or QuantizeSettings()
+    read_eval_rows(settings.eval_file)  # refuse a missing eval set before any work
     recipe, recipe_digest = check_method(method, settings)
     parent = reg.base(base_ref)
     check_architecture(recipe, parent, reg.variant(parent.name))
@@ -122,6 +123,7 @@ def eval_pairs(
     the event log has it), which is the override the gateway's refusal names.
     """
     settings = settings or QuantizeSettings()
+    read_eval_rows(settings.eval_file)  # refuse a missing eval set before any work
     variant = reg.base(variant_ref)
     info = reg.variant(variant.name)
     if info is None:
