@@ -34,7 +34,7 @@ from registry.errors import AdapterProblem as P
 from registry.errors import InvalidAdapterError
 from registry.jsondoc import JsonDocError, check_document, load_json
 from registry.records import BaseModel, PeftSummary
-from registry.weights import TensorStats, size_problem, tensor_stats
+from registry.weights import FLOAT_DTYPES, TensorStats, size_problem, tensor_stats
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -248,6 +248,12 @@ def _check_tensors(adapter: AdapterDir, base: BaseModel) -> tuple[dict[str, int]
                 "(no bias, modules_to_save or DoRA tensors)",
             )
         module = match["module"]
+        if info.dtype not in FLOAT_DTYPES:
+            raise InvalidAdapterError(
+                P.BAD_SAFETENSORS,
+                f"tensor {tensor!r} is {info.dtype}; LoRA weights are floating point "
+                "(F32, F16, BF16): save the adapter again without converting its weights",
+            )
         if module not in modules:
             raise InvalidAdapterError(
                 P.TENSOR_MISMATCH,
