@@ -20,9 +20,9 @@ A gate names what failed: ``perplexity_ratio``, ``token_agreement``, ``task_scor
 gate reads that is missing, None, NaN or infinite fails that gate, with a reason naming
 the figure (an adapter whose weights blank the engine gives NaN perplexities and empty
 texts; NaN compares false against every bound, so such a pair was once recorded as
-passed). Which figures a gate reads: ``perplexity_ratio`` each perplexity measured on
-either side (``eval``, ``heldout``; a side that has one while the other does not is a
-missing figure; none at all is too); ``token_agreement`` always (no token compared is a
+passed). Which figures a gate reads: ``perplexity_ratio`` each perplexity the job asked
+for (``eval`` when the eval set has reference answers for it, ``heldout`` when it has
+held-out texts; missing on either side fails); ``token_agreement`` always (no token compared is a
 missing figure, not agreement 1.0); ``task_score`` the drop, when the adapter has a
 task. Agreement on answers that say nothing is no figure either: when every answer of a
 side is empty or one token repeated to the length limit (:func:`degenerate`; what an
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,14 +160,15 @@ def gate_failures(
 
 
 def _perplexity_readings(
-    ppl: Mapping[str, Mapping[str, float | None]], ratios: Mapping[str, float | None]
+    ppl: Mapping[str, Mapping[str, float | None]],
+    ratios: Mapping[str, float | None],
+    scored: Collection[str] | None,
 ) -> list[Reading]:
-    readings: list[Reading] = []
-    for key, value in ratios.items():
-        measured = [ppl[side][key] is not None for side in ("reference", "candidate")]
-        if any(measured):  # asked for on this job: both sides must have it
-            readings.append((f"perplexity_ratio.{key}", value))
-    return readings or [("perplexity_ratio", None)]
+    """The ratios the gate reads: those the job asked for (``scored``), else those either
+    side measured; each must be there on both sides."""
+    if scored is None:
+        scored = [k for k in ratios if any(ppl[side][k] is not None for side in ppl)]
+    return [(f"perplexity_ratio.{key}", ratios.get(key)) for key in scored]
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -188,8 +189,13 @@ def judge(
     task: str | None = None,
     eval_rows: Sequence[dict[str, Any]] = (),
     schema: dict[str, Any] | None = None,
+    scored: Collection[str] | None = None,
 ) -> Verdict:
-    """Figures and failed gates for one worker result (reference vs candidate)."""
+    """Figures and failed gates for one worker result (reference vs candidate).
+
+    ``scored``: the perplexities the job asked for (``eval``: it had reference answers;
+    ``heldout``: held-out texts); each is then required. None: whichever was measured.
+    """
     ref, cand = raw["reference"], raw["candidate"]
     ppl = {
         side: {
@@ -217,7 +223,7 @@ def judge(
         why["token_agreement"] = (
             f"every answer of the {' and the '.join(blank)} is empty or one token repeated"
         )
-    readings = [*_perplexity_readings(ppl, ratios), ("token_agreement", agreement)]
+    readings = [*_perplexity_readings(ppl, ratios, scored), ("token_agreement", agreement)]
     if task is not None:
         readings.append(("task_score.drop", drop))
     failed, reasons = gate_failures(readings, gate, why)

@@ -32,6 +32,12 @@ def size_ratio(candidate: int, reference: int) -> float | None:
     return round(candidate / reference, 4) if reference else None
 
 
+def scored(job: dict[str, Any]) -> tuple[str, ...]:
+    """The perplexities a job asks for: ``eval`` (reference answers), ``heldout`` (texts)."""
+    asked = ("eval",) if any(a is not None for a in job["answers"]) else ()
+    return asked + (("heldout",) if job["texts"] else ())
+
+
 def _jobs(
     eval_rows: list[dict[str, Any]], adapters: dict[str, tuple[AdapterVersion, Path]]
 ) -> list[dict[str, Any]]:
@@ -67,19 +73,25 @@ def evaluate(
     """Gate the candidate against the reference, alone and under each adapter."""
     eval_rows = read_eval_rows(settings.eval_file)
     assert settings.eval_file is not None  # read_eval_rows refuses None
+    job_list = _jobs(eval_rows, adapters)
     request = {
         "reference": str(reference),
         "candidate": str(candidate),
         "max_new_tokens": settings.max_new_tokens,
-        "jobs": _jobs(eval_rows, adapters),
+        "jobs": job_list,
     }
+    jobs = {job["key"]: job for job in job_list}
     raw = run_worker(settings.python, "eval", request, work, echo)["results"]
-    base = judge(raw["base"], recipe.gate)
+    base = judge(raw["base"], recipe.gate, scored=scored(jobs["base"]))
     pairs = []
     for ref, (adapter, _) in adapters.items():
-        task = settings.task_of(adapter.name)
         verdict = judge(
-            raw[ref], recipe.gate, task=task, eval_rows=eval_rows, schema=adapter.schema
+            raw[ref],
+            recipe.gate,
+            task=settings.task_of(adapter.name),
+            eval_rows=eval_rows,
+            schema=adapter.schema,
+            scored=scored(jobs[ref]),
         )
         pairs.append(PairInput(ref, verdict.passed, verdict.failed, verdict.figures))
     size = {"parent": weights_bytes(reference), "variant": weights_bytes(candidate)}

@@ -11,7 +11,7 @@ from typing import Any
 from quantize.errors import UnsupportedArchitectureError
 from quantize.fidelity import judge
 from quantize.inputs import calibration_texts, check_architecture, check_method, read_eval_rows
-from quantize.measure import Echo, eval_set_lineage, size_ratio, weights_bytes
+from quantize.measure import Echo, eval_set_lineage, scored, size_ratio, weights_bytes
 from quantize.recipes import Gate
 from quantize.register import Outcome, register_or_refuse
 from quantize.settings import QuantizeSettings
@@ -107,7 +107,9 @@ def merge(
         }
         raw = run_worker(settings.python, "eval", request, work, echo)["results"][adapter.ref]
         task = settings.task_of(adapter.name)
-        verdict = judge(raw, gate, task=task, eval_rows=eval_rows, schema=adapter.schema)
+        verdict = judge(
+            raw, gate, task=task, eval_rows=eval_rows, schema=adapter.schema, scored=scored(job)
+        )
         size = {"adapter_mode": weights_bytes(parent_dir), "merged": weights_bytes(final)}
         lineage = {
             "method": "merge" + (f"+{method}" if method else ""),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from quantize.fidelity import gate_failures, judge, perplexity, task_score
+from quantize.measure import scored
 from quantize.recipes import Gate
 
 GATE = Gate(max_perplexity_ratio=1.05, min_token_agreement=0.9, max_task_score_drop=0.1)
@@ -139,10 +140,29 @@ def test_judge_never_passes_missing_figures(
     json.dumps(verdict.figures, allow_nan=False)  # recordable: NaN becomes null
 
 
-def test_a_job_with_no_perplexity_at_all_fails() -> None:
+def test_a_perplexity_the_job_asked_for_is_required() -> None:
     empty = _side([], [], ["a"])
-    verdict = judge({"reference": empty, "candidate": empty, "agreement": (5, 5)}, GATE)
+    raw = {"reference": empty, "candidate": empty, "agreement": (5, 5)}
+    verdict = judge(raw, GATE, scored=("eval",))
     assert verdict.failed == ("perplexity_ratio",)
+    assert "perplexity_ratio.eval is missing" in verdict.reasons[0]
+    # An adapter the eval set has no reference answers for: judged on agreement alone.
+    assert judge(raw, GATE, scored=()).passed
+    measured = _side([[10.0, 10]], [], ["a"])
+    raw = {"reference": measured, "candidate": measured, "agreement": (5, 5)}
+    assert judge(raw, GATE, scored=("eval", "heldout")).failed == ("perplexity_ratio",)
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        ({"answers": ["x", None], "texts": ["t"]}, ("eval", "heldout")),
+        ({"answers": [None, None], "texts": []}, ()),
+        ({"answers": [], "texts": ["t"]}, ("heldout",)),
+    ],
+)
+def test_scored(job: dict[str, Any], expected: tuple[str, ...]) -> None:
+    assert scored(job) == expected
 
 
 @pytest.mark.parametrize(
