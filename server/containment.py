@@ -37,7 +37,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,6 +53,8 @@ log = logging.getLogger("loraport.gateway")
 RECHECK_AFTER_S = 30.0
 #: How long a corrupted backend may take to come back before its suspects are replayed.
 READY_WAIT_S = 600.0
+#: How long a check waits for a drained backend's requests in flight to finish.
+DRAIN_WAIT_S = 30.0
 #: An answer shorter than this (in tokens) that ran out of budget is not judged: a client
 #: asking for one token gets one, and that is not a sign of anything.
 MIN_JUDGED_TOKENS = 4
@@ -141,8 +144,19 @@ class Containment:
         self._timeout_s = timeout_s
         self._restart = restart
         self._seen: dict[str, _Seen] = {}
+        self._slots: dict[str, AdapterSlots] = {}
         self._checking: dict[str, asyncio.Task[None]] = {}
         self._cleared: dict[tuple[str, str], float] = {}  # (backend, ref) -> found fine at
+
+    def watch(self, slots: list[AdapterSlots]) -> None:
+        """The backends this gateway serves from (for `check`)."""
+        self._slots = {s.backend.label: s for s in slots}
+
+    def check(self, label: str) -> None:
+        """Look at backend `label` again on a drained engine (the probe was unsure)."""
+        slots = self._slots.get(label)
+        if slots is not None and label not in self._checking:
+            self._start(slots)
 
     def _of(self, slots: AdapterSlots) -> _Seen:
         return self._seen.setdefault(slots.backend.label, _Seen())
@@ -181,9 +195,12 @@ class Containment:
             return
         if target.adapter is not None:
             self._of(slots).suspects[target.ref] = target
-        if label in self._checking:
-            return
-        task = asyncio.create_task(self._check(slots, target))
+        if label not in self._checking:
+            self._start(slots)
+
+    def _start(self, slots: AdapterSlots) -> None:
+        label = slots.backend.label
+        task = asyncio.create_task(self._check(slots))
         self._checking[label] = task
         task.add_done_callback(lambda _: self._checking.pop(label, None))
 
@@ -191,21 +208,27 @@ class Containment:
         """Wait for the checks under way (tests, shutdown)."""
         await asyncio.gather(*self._checking.values(), return_exceptions=True)
 
-    async def _check(self, slots: AdapterSlots, first: Target) -> None:
+    async def _check(self, slots: AdapterSlots) -> None:
         backend = slots.backend
         try:
-            started = time.monotonic()
-            run = await self._probe_base(slots)
             seen = self._of(slots)
-            if probe.corrupted(run.verdict, backend.state.base_answer is not None):
+            async with self._drained(slots):
+                started = time.monotonic()
+                run = await self._probe_base(slots)
+            corrupted = run.alone and probe.corrupted(
+                run.verdict, backend.state.base_answer is not None
+            )
+            if not corrupted and (not run.alone or run.verdict.degraded):
+                # traffic from elsewhere, a timeout or an error: no evidence either way
+                log.warning("containment: no conclusive probe of backend %s", backend.label)
+                seen.suspects.clear()
+                return
+            if corrupted:
                 refs = candidates(seen.running, seen.ended, seen.clean_at)
                 suspects = [seen.targets[r] for r in refs if r in seen.targets]
                 seen.suspects.clear()
                 await self._contain(slots, suspects, run.verdict)
                 seen.suspects.clear()  # answers of the corrupted engine, judged above
-                return
-            if run.verdict.degraded:  # a timeout or error: no evidence either way
-                seen.suspects.clear()
                 return
             self.clean(backend.label, started)
             while seen.suspects:
@@ -213,6 +236,20 @@ class Containment:
                 await self._judge_alone(slots, target)
         except Exception:  # a failed check must never take the gateway down
             log.exception("containment check of backend %s failed", backend.label)
+
+    @asynccontextmanager
+    async def _drained(self, slots: AdapterSlots) -> AsyncIterator[None]:
+        """No new request goes to the backend (503, or another backend), and those in
+        flight there get up to DRAIN_WAIT_S to finish: what is probed then runs alone."""
+        state = slots.backend.state
+        state.draining = True
+        try:
+            deadline = time.monotonic() + DRAIN_WAIT_S
+            while state.in_flight > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            yield
+        finally:
+            state.draining = False
 
     async def _contain(
         self, slots: AdapterSlots, suspects: list[Target], seen: probe.Verdict
@@ -237,13 +274,23 @@ class Containment:
         self.clean(backend.label, time.monotonic())
 
     async def _judge_alone(self, slots: AdapterSlots, target: Target) -> bool:
-        """Once the backend serves, run `target` alone, then the base probe; quarantine
-        it if judged so (and replace a backend it corrupted). False: it never came back."""
+        """Once the backend serves, run `target` alone on it, then the base probe;
+        quarantine it if judged so (and replace a backend it corrupted). False: the
+        backend never came back."""
         if not await self._wait_ready(slots):
             return False
-        answer = await self._ask(slots, target)
-        run = await self._probe_base(slots)
-        reason = verdict(run.verdict, answer, slots.backend.state.base_answer is not None)
+        state = slots.backend.state
+        async with self._drained(slots):
+            if state.base_answer is None:  # a fresh engine: learn its base answer first
+                first = await self._probe_base(slots)
+                if first.verdict.reason == "ok" and first.alone:
+                    state.base_answer = first.text
+            answer = await self._ask(slots, target)
+            run = await self._probe_base(slots)
+        if not run.alone:  # traffic from elsewhere: no evidence either way
+            log.warning("containment: %s could not be judged alone", target.ref)
+            return True
+        reason = verdict(run.verdict, answer, state.base_answer is not None)
         if reason is None:
             self._cleared[(slots.backend.label, target.ref)] = time.monotonic()
             if len(self._cleared) > 4096:  # keys are registry refs, but stay bounded

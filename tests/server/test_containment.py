@@ -103,18 +103,20 @@ def test_one_check_per_backend_and_none_again_soon_after_a_clean_one(
     the gateway probe on every answer it provokes."""
     probes: list[str] = []
 
-    async def probe_once(backend: object, timeout_s: float) -> ProbeRun:
+    async def probe_once(backend: SimpleNamespace, timeout_s: float) -> ProbeRun:
+        assert backend.state.draining  # nothing new reaches the engine while it is probed
         probes.append("base")
         await asyncio.sleep(0.01)
         return ProbeRun(OK, "Hello Ruby.", True)
 
-    async def ask(self: Containment, slots: object, target: object) -> str:
+    async def ask(self: Containment, slots: SimpleNamespace, target: object) -> str:
+        assert slots.backend.state.draining
         probes.append("adapter")
         return "Hello, how can I help?"
 
     monkeypatch.setattr(containment.probe, "probe_once", probe_once)
     monkeypatch.setattr(Containment, "_ask", ask)
-    state = SimpleNamespace(base_answer="Hello Ruby.", ready=True)
+    state = SimpleNamespace(base_answer="Hello Ruby.", ready=True, in_flight=0, draining=False)
     backend = SimpleNamespace(label="0", state=state)
     slots = SimpleNamespace(backend=backend)
     target = SimpleNamespace(ref="support@1", adapter=object())
@@ -126,6 +128,7 @@ def test_one_check_per_backend_and_none_again_soon_after_a_clean_one(
         await c.idle()
         one_check = ["base", "adapter", "base"]  # the engine, the adapter alone, the engine
         assert probes == one_check
+        assert not state.draining  # served again once the check is done
         c.suspect(slots, target)  # type: ignore[arg-type]
         await c.idle()
         assert probes == one_check  # found fine a moment ago
