@@ -1,2 +1,6 @@
-"""loraport quantize stage: AWQ, GPTQ and FP8 variants of a registered base model, measured
-against its adapters and registered with their fidelity (docs/quantize.md)."""
+"""loraport quantize: AWQ, GPTQ and FP8 variants of a registered base model, each
+measured against its parent alone and under every adapter, gated, and registered as a
+variant (``quantize run``); adapters re-measured on a variant (``quantize eval``); an
+adapter merged into its base as a single-tenant deployment (``quantize merge``). See
+docs/quantize.md.
+"""

@@ -1,4 +1,5 @@
-"""The ``quantize`` command line: thin click commands over :mod:`quantize.stage`.
+"""The ``quantize`` command line: thin click commands over :mod:`quantize.stage` and
+:mod:`quantize.merge`.
 
 ``quantize`` runs in the main environment; the llm-compressor work runs in
 ``.venv-quantize`` as a subprocess (docs/quantize.md says why). Errors exit with their
@@ -10,14 +11,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from quantize.errors import QuantizeError
+from quantize.fidelity import TASK_KINDS
+from quantize.merge import merge
 from quantize.progress import Relay
 from quantize.recipes import METHODS, RecipeError
-from quantize.stage import Outcome, eval_pairs, merge, run
+from quantize.register import Outcome
+from quantize.settings import QuantizeSettings
+from quantize.stage import eval_pairs, run
 from registry import RegistryError
 from registry import open as open_registry
 from registry.cli import location_option, who_option
@@ -52,6 +58,54 @@ F = TypeVar("F", bound=Callable[..., Any])
 def where_and_who(func: F) -> F:
     """``--registry LOCATION`` and ``--who``, the same options every ``registry`` verb takes."""
     return location_option(who_option(func))
+
+
+def _tasks(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    tasks: dict[str, str] = {}
+    for value in values:
+        adapter, sep, kind = value.partition("=")
+        if not sep or not adapter or kind not in TASK_KINDS:
+            raise click.BadParameter(
+                f"{value!r}: give ADAPTER=KIND with KIND one of {', '.join(TASK_KINDS)} "
+                "(e.g. --task triage=label --task extract=fields)",
+                ctx,
+                param,
+            )
+        tasks[adapter] = kind
+    return tasks
+
+
+def task_option(func: F) -> F:
+    """``--task ADAPTER=KIND``: score that adapter's answers (added to ``QUANTIZE_TASKS``)."""
+    return click.option(
+        "--task",
+        "tasks",
+        multiple=True,
+        callback=_tasks,
+        metavar="ADAPTER=KIND",
+        help="Give ADAPTER a task score: fields (JSON equal to the eval row's fields) or "
+        "label (the row's label). Repeatable; adds to QUANTIZE_TASKS.",
+    )(func)
+
+
+def eval_set_option(func: F) -> F:
+    """``--eval-set FILE``: the eval set to measure on (else ``QUANTIZE_EVAL_FILE``)."""
+    return click.option(
+        "--eval-set",
+        "eval_set",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="JSON-lines eval set (messages + reference answers); else QUANTIZE_EVAL_FILE.",
+    )(func)
+
+
+def _settings(tasks: dict[str, str], eval_set: Path | None) -> QuantizeSettings:
+    """The environment's settings, with the command line's eval set and tasks added."""
+    env = QuantizeSettings()
+    update: dict[str, Any] = {"tasks": {**env.tasks, **tasks}}
+    if eval_set is not None:
+        update["eval_file"] = eval_set
+    return env.model_copy(update=update)
 
 
 def json_option(func: F) -> F:
@@ -101,6 +155,8 @@ def _progress() -> Iterator[Relay]:
 @click.option("--calibration", default=None, help="Calibration dataset ref (awq, gptq).")
 @click.option("--name", default=None, help="Variant name (default: <base>-<method>).")
 @click.option("--force", is_flag=True, help="Register even if the fidelity gate fails.")
+@task_option
+@eval_set_option
 @where_and_who
 @json_option
 def run_cmd(
@@ -109,6 +165,8 @@ def run_cmd(
     calibration: str | None,
     name: str | None,
     force: bool,
+    tasks: dict[str, str],
+    eval_set: Path | None,
     location: str | None,
     who: str | None,
     as_json: bool,
@@ -119,7 +177,8 @@ def run_cmd(
     base is evaluated on it, and a pair that misses its gate is recorded as failed (the
     gateway then refuses it).
 
-    Example: quantize run tiny-llama --method awq --calibration calibration
+    Example: quantize run tiny-llama --method awq --calibration calibration --eval-set
+    examples/data/eval.jsonl
     """
     with open_registry(location, create=False) as reg, _progress() as progress:
         outcome = run(
@@ -130,6 +189,7 @@ def run_cmd(
             name=name,
             force=force,
             who=who,
+            settings=_settings(tasks, eval_set),
             echo=progress,
         )
     figures = outcome.fidelity["base"]
@@ -148,11 +208,15 @@ def run_cmd(
 @click.argument("variant_ref")
 @click.argument("adapter_refs", nargs=-1)
 @click.option("--force", is_flag=True, help="Record failing pairs as passed (an override).")
+@task_option
+@eval_set_option
 @where_and_who
 def eval_cmd(
     variant_ref: str,
     adapter_refs: tuple[str, ...],
     force: bool,
+    tasks: dict[str, str],
+    eval_set: Path | None,
     location: str | None,
     who: str | None,
 ) -> None:
@@ -165,7 +229,15 @@ def eval_cmd(
     Example: quantize eval tiny-llama-awq extract@2
     """
     with open_registry(location, create=False) as reg, _progress() as progress:
-        pairs = eval_pairs(reg, variant_ref, adapter_refs, force=force, who=who, echo=progress)
+        pairs = eval_pairs(
+            reg,
+            variant_ref,
+            adapter_refs,
+            force=force,
+            who=who,
+            settings=_settings(tasks, eval_set),
+            echo=progress,
+        )
     for pair in pairs:
         verdict = "ok" if not pair.failed_gates else "FAILED " + ", ".join(pair.failed_gates)
         if pair.failed_gates and pair.passed:
@@ -179,6 +251,8 @@ def eval_cmd(
 @click.option("--calibration", default=None, help="Calibration dataset ref (awq, gptq).")
 @click.option("--name", default=None, help="Variant name (default: NAME-N-merged[-METHOD]).")
 @click.option("--force", is_flag=True, help="Register even if the fidelity gate fails.")
+@task_option
+@eval_set_option
 @where_and_who
 @json_option
 def merge_cmd(
@@ -187,6 +261,8 @@ def merge_cmd(
     calibration: str | None,
     name: str | None,
     force: bool,
+    tasks: dict[str, str],
+    eval_set: Path | None,
     location: str | None,
     who: str | None,
     as_json: bool,
@@ -208,6 +284,7 @@ def merge_cmd(
             name=name,
             force=force,
             who=who,
+            settings=_settings(tasks, eval_set),
             echo=progress,
         )
     figures = outcome.fidelity["merged"]

@@ -17,6 +17,9 @@ class                                   exit  when
 ``PairsNotEvaluatedError``                25  the evaluation after ``registry push`` could
                                                 not measure some pairs (``registry push``
                                                 warns and exits 0: the push stands)
+``EvalSetError``                          26  no eval set given (``--eval-set FILE`` or
+                                                ``QUANTIZE_EVAL_FILE``), or it is missing,
+                                                unreadable or empty
 ======================================  ====  =========================================
 
 Registry errors keep the registry's own exit codes (``registry.errors``).
@@ -53,3 +56,9 @@ class QuantizeEnvironmentError(QuantizeError):
 
 class PairsNotEvaluatedError(QuantizeError):
     exit_code = 25
+
+
+class EvalSetError(QuantizeError):
+    """No usable eval set: none given, or missing, unreadable, not JSON lines, or empty."""
+
+    exit_code = 26

@@ -1,11 +1,19 @@
-"""Recording base models and datasets (the things adapters are pinned to)."""
+"""Recording base models and datasets (the things adapters are pinned to).
+
+A base model's record keeps, in its architecture summary under ``norms``, the Frobenius
+norm ``||W||_F`` of each 2-D weight: the scale a push holds an adapter's update to
+(:mod:`registry.adapter_bounds`). :func:`base_norms` gives them to a push, reading them
+from the stored blobs for a base recorded before they were kept, and from the parent for
+a quantized variant (whose compressed weights are not the served scale).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,14 +23,24 @@ from registry.architecture import (
     summarize,
     template_digest,
 )
+from registry.blobs import FileBlobStore
 from registry.deps import Deps
-from registry.digest import Digest, manifest_digest
+from registry.digest import Digest, manifest_digest, parse_manifest
 from registry.dirscan import ScanError, scan_directory
-from registry.errors import InvalidBaseModelError, InvalidDatasetError, NameConflictError
+from registry.errors import (
+    IntegrityError,
+    InvalidBaseModelError,
+    InvalidDatasetError,
+    NameConflictError,
+)
 from registry.records import BaseModel, Dataset
 from registry.refs import check_name
 from registry.sqlite_store import Tx, now_iso
 from registry.staging import check_kind, store_files
+from registry.weights import module_norms
+
+#: The architecture summary's key for the per-module ``||W||_F``.
+NORMS = "norms"
 
 
 def add_base(
@@ -45,6 +63,9 @@ def add_base(
             if is_canonical_base_file(f.relpath)
         ]
         architecture = summarize(files)
+        if "quantization_config" not in architecture:
+            weights = [f.path for f in files if f.relpath.endswith(".safetensors")]
+            architecture[NORMS] = module_norms(weights, architecture["modules"])
         template = template_digest(chat_template({f.relpath: f.path for f in files}))
     except ScanError as exc:
         raise InvalidBaseModelError(f"cannot add {path}: {exc}") from None
@@ -185,3 +206,42 @@ def content_dataset_name(filename: str, digest: Digest, taken: Callable[[str], b
         if not taken(candidate):
             return candidate
     return f"dataset-{digest.hex[:12]}"
+
+
+def base_norms(
+    deps: Deps, base: BaseModel, modules: Collection[str]
+) -> tuple[Mapping[str, float] | None, str | None]:
+    """``||W||_F`` of ``modules`` in ``base`` (or its parent), and why none, if none."""
+    source = base
+    if base.parent is not None:
+        parent = deps.store.base(base.parent)
+        if parent is None:
+            return None, f"variant {base.name}'s parent {base.parent} is removed"
+        source = parent
+    stored = source.architecture.get(NORMS)
+    if isinstance(stored, dict):
+        return {m: float(stored[m]) for m in modules if m in stored}, None
+    if "quantization_config" in source.architecture:
+        return None, f"base {source.name} holds quantized weights and has no parent"
+    return _norms_from_blobs(deps, source, modules), None
+
+
+def _norms_from_blobs(deps: Deps, base: BaseModel, modules: Collection[str]) -> dict[str, float]:
+    """The norms of a base recorded before they were kept, read from its stored weights."""
+    body = deps.store.manifest_body(base.digest)
+    if body is None:
+        raise IntegrityError(f"the manifest of base {base.name} is missing from the database")
+    weights = [e for e in parse_manifest(body) if e.path.endswith(".safetensors")]
+    try:
+        if isinstance(deps.blobs, FileBlobStore):
+            return module_norms([deps.blobs.path(e.sha256) for e in weights], modules)
+        with tempfile.TemporaryDirectory(prefix="loraport-norms-") as tmp:
+            paths = []
+            for entry in weights:
+                deps.blobs.copy_out(entry.sha256, Path(tmp) / entry.sha256)
+                paths.append(Path(tmp) / entry.sha256)
+            return module_norms(paths, modules)
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(
+            f"cannot read the weights of base {base.name} ({exc}); run `registry verify`"
+        ) from None

@@ -256,6 +256,8 @@ class LocalRegistry:
             adapter,
             base_model,
             max_lora_rank=self.settings.max_lora_rank,
+            bounds=self.settings.bounds(),
+            norms=lambda modules: catalog.base_norms(self.deps, base_model, modules),
             schema=schema if isinstance(schema, dict | None) else Path(schema),
             meta=meta,
             code=Path(code) if code is not None else None,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry.adapter_bounds import Bounds
 from registry.aliases import check_case, check_production_move
 from registry.catalog import (
     StagedDataset,
@@ -37,6 +38,7 @@ from registry.sqlite_store import Tx, now_iso
 from registry.staging import store_files
 from registry.validation import (
     AdapterDir,
+    NormSource,
     check_against_base,
     check_chat_template,
     check_schema,
@@ -122,16 +124,18 @@ def validate(
     base: BaseModel,
     *,
     max_lora_rank: int,
+    bounds: Bounds | None = None,
+    norms: NormSource | None = None,
     schema: dict[str, Any] | Path | None,
     meta: dict[str, Any] | None,
     code: Path | None,
     git_sha: str | None,
 ) -> ValidAdapter:
-    """Every check against ``base`` (shapes, rank, targets, template, schema, meta)."""
+    """Every check against ``base`` (shapes, rank, targets, bounds, template, schema, meta)."""
     return ValidAdapter(
         adapter=adapter,
         base=base,
-        peft=check_against_base(adapter, base, max_lora_rank),
+        peft=check_against_base(adapter, base, max_lora_rank, bounds=bounds, norms=norms),
         template=check_chat_template(adapter, base),
         schema=_schema(adapter, schema),
         meta=_meta(adapter, meta),

@@ -8,6 +8,13 @@ from typing import Any
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry.adapter_bounds import (
+    DEFAULT_MAX_LORA_SCALE,
+    DEFAULT_MAX_UPDATE_RATIO,
+    DEFAULT_MAX_WEIGHT_ABS,
+    Bounds,
+)
+
 #: vLLM's default ``--max-lora-rank``; adapters above the serving limit are refused at push.
 DEFAULT_MAX_LORA_RANK = 16
 
@@ -19,8 +26,9 @@ class RegistrySettings(BaseSettings):
     registry service). Set but empty, it counts as unset (the per-user default), as the
     XDG base-directory spec has it for ``XDG_DATA_HOME`` and as ``${VAR:-default}`` reads
     in a shell; an empty or relative ``XDG_DATA_HOME`` is ignored, as that spec says.
-    ``REGISTRY_MAX_LORA_RANK`` and ``REGISTRY_MAX_FILE_BYTES`` bound
-    what a push accepts.
+    ``REGISTRY_MAX_LORA_RANK`` and ``REGISTRY_MAX_FILE_BYTES`` bound what a push accepts;
+    ``REGISTRY_MAX_WEIGHT_ABS``, ``REGISTRY_MAX_LORA_SCALE`` and
+    ``REGISTRY_MAX_UPDATE_RATIO`` bound an adapter's magnitudes (:mod:`registry.adapter_bounds`).
     """
 
     model_config = SettingsConfigDict(env_prefix="REGISTRY_", extra="forbid", frozen=True)
@@ -28,6 +36,9 @@ class RegistrySettings(BaseSettings):
     url: str | None = Field(default=None, description="registry location (directory)")
     max_lora_rank: int = Field(default=DEFAULT_MAX_LORA_RANK, ge=1)
     max_file_bytes: int = Field(default=20 * 2**30, ge=1, description="largest single file")
+    max_weight_abs: float = Field(default=DEFAULT_MAX_WEIGHT_ABS, gt=0, allow_inf_nan=False)
+    max_lora_scale: float = Field(default=DEFAULT_MAX_LORA_SCALE, gt=0, allow_inf_nan=False)
+    max_update_ratio: float = Field(default=DEFAULT_MAX_UPDATE_RATIO, gt=0, allow_inf_nan=False)
     user: str | None = Field(default=None, description="who to record instead of getpass")
     progress_min_bytes: int = Field(default=64 * 2**20, ge=0)
     busy_timeout_s: float = Field(default=60.0, gt=0)
@@ -48,6 +59,10 @@ class RegistrySettings(BaseSettings):
         if isinstance(value, str | Path) and not Path(value).is_absolute():
             return None
         return value
+
+    def bounds(self) -> Bounds:
+        """The magnitude bounds a push holds an adapter to."""
+        return Bounds(self.max_weight_abs, self.max_lora_scale, self.max_update_ratio)
 
     def default_location(self) -> Path:
         """The per-user data directory used when no location is given."""

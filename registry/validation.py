@@ -1,23 +1,27 @@
 """Adapter validation: everything a push checks before it writes a byte.
 
-Touches no database: a remote client can run it before it uploads. Reads
-``adapter_config.json`` strictly (finite numbers, bounded depth, typed fields), the
-safetensors header, and the tensor data (sizes and finite values, :mod:`registry.weights`);
-pickled weights are refused by name and never opened, and only the files an adapter needs
-are accepted. Each failure is an :class:`InvalidAdapterError` whose ``reason`` says which
-rule failed and whose message says what to do.
+Touches no database: a remote client can run it before it uploads (the base's layer
+norms come through a callable). Reads ``adapter_config.json`` strictly (finite numbers,
+bounded depth, typed fields), the safetensors header, and the tensor data (sizes, finite
+values and magnitudes, :mod:`registry.weights`; the bounds on magnitudes are
+:mod:`registry.adapter_bounds`); pickled weights are refused by name and never opened,
+and only the files an adapter needs are accepted. The weights must hold exactly the
+modules ``target_modules`` names. Each failure is an :class:`InvalidAdapterError` whose
+``reason`` says which rule failed and whose message says what to do.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
+from registry.adapter_bounds import LORA_TENSOR, Bounds, check_absolute, figures, refusal
 from registry.architecture import (
     PICKLE_SUFFIXES,
     TensorInfo,
@@ -30,7 +34,7 @@ from registry.errors import AdapterProblem as P
 from registry.errors import InvalidAdapterError
 from registry.jsondoc import JsonDocError, check_document, load_json
 from registry.records import BaseModel, PeftSummary
-from registry.weights import first_non_finite, size_problem
+from registry.weights import FLOAT_DTYPES, TensorStats, size_problem, tensor_stats
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -55,10 +59,9 @@ ALLOWED_FILES = frozenset(
         "chat_template.json",
     }
 )
-_TENSOR = re.compile(
-    r"base_model\.model\.(?P<module>.+)\."
-    r"(?:(?P<linear>lora_[AB])\.weight|(?P<embedding>lora_embedding_[AB]))"
-)
+#: The base's per-module ||W||_F for the modules asked for (None: unknown), and why any
+#: are missing (a quantized base without a parent, say); see registry.catalog.base_norms.
+NormSource = Callable[[Collection[str]], tuple[Mapping[str, float] | None, str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class AdapterDir:
     files: list[ScannedFile]
     config: dict[str, Any]
     tensors: dict[str, TensorInfo]
+    stats: dict[str, TensorStats] = field(default_factory=dict)
 
     def file(self, relpath: str) -> Path | None:
         return next((f.path for f in self.files if f.relpath == relpath), None)
@@ -119,8 +123,9 @@ def inspect_adapter_dir(root: Path, max_file_bytes: int) -> AdapterDir:
         raise InvalidAdapterError(
             P.NO_WEIGHTS, f"{root} has no {ADAPTER_WEIGHTS}; save with safe_serialization=True"
         )
-    tensors = _read_tensors(names[ADAPTER_WEIGHTS])
-    return AdapterDir(root, files, config, tensors)
+    tensors, stats = _read_tensors(names[ADAPTER_WEIGHTS])
+    check_absolute(config, stats, ADAPTER_WEIGHTS)
+    return AdapterDir(root, files, config, tensors, stats)
 
 
 def _read_json(path: Path, problem: P) -> Any:
@@ -130,7 +135,7 @@ def _read_json(path: Path, problem: P) -> Any:
         raise InvalidAdapterError(problem, str(exc)) from None
 
 
-def _read_tensors(path: Path) -> dict[str, TensorInfo]:
+def _read_tensors(path: Path) -> tuple[dict[str, TensorInfo], dict[str, TensorStats]]:
     try:
         tensors = read_safetensors_header(path)
     except ValueError as exc:
@@ -146,20 +151,21 @@ def _read_tensors(path: Path) -> dict[str, TensorInfo]:
         if problem is not None:
             raise InvalidAdapterError(P.BAD_SAFETENSORS, f"{ADAPTER_WEIGHTS}: {problem}")
     try:
-        found = first_non_finite(path, tensors)
+        stats = tensor_stats(path, tensors)
     except OSError as exc:
         raise InvalidAdapterError(
             P.BAD_SAFETENSORS, f"cannot read {path}: {exc.strerror or exc}"
         ) from None
-    if found is not None:
-        name, count = found
-        raise InvalidAdapterError(
-            P.NON_FINITE,
-            f"tensor {name!r} in {ADAPTER_WEIGHTS} holds {count} NaN or infinite value(s); "
-            "a served adapter like that corrupts the engine's answers (for other adapters "
-            "too), so fix the training run (learning rate, loss scaling) and save again",
-        )
-    return tensors
+    for name, found in stats.items():
+        if found.non_finite:
+            raise InvalidAdapterError(
+                P.NON_FINITE,
+                f"tensor {name!r} in {ADAPTER_WEIGHTS} holds {found.non_finite} NaN or "
+                "infinite value(s); a served adapter like that corrupts the engine's answers "
+                "(for other adapters too), so fix the training run (learning rate, loss "
+                "scaling) and save again",
+            )
+    return tensors, stats
 
 
 def _is_number(value: Any) -> bool:
@@ -217,14 +223,24 @@ def check_config(config: dict[str, Any]) -> None:
         raise InvalidAdapterError(
             P.BAD_CONFIG, f"{ADAPTER_CONFIG}: target_modules must be module names (strings)"
         )
+    if isinstance(targets, str):
+        try:
+            re.compile(targets)
+        except re.error as exc:
+            raise InvalidAdapterError(
+                P.BAD_CONFIG,
+                f"{ADAPTER_CONFIG}: target_modules {targets!r} is not a valid regular "
+                f"expression ({exc}); give a list of module names or a valid pattern",
+            ) from None
 
 
-def _check_tensors(adapter: AdapterDir, base: BaseModel) -> dict[str, int]:
-    """Every tensor fits a base module; return module -> rank."""
+def _check_tensors(adapter: AdapterDir, base: BaseModel) -> tuple[dict[str, int], set[str]]:
+    """Every tensor fits a base module; return module -> rank, and the embedding modules."""
     modules: dict[str, list[int]] = base.architecture.get("modules", {})
     pairs: dict[str, dict[str, tuple[int, ...]]] = {}
+    embeddings: set[str] = set()
     for tensor, info in adapter.tensors.items():
-        match = _TENSOR.fullmatch(tensor)
+        match = LORA_TENSOR.fullmatch(tensor)
         if match is None:
             raise InvalidAdapterError(
                 P.TENSOR_MISMATCH,
@@ -232,6 +248,12 @@ def _check_tensors(adapter: AdapterDir, base: BaseModel) -> dict[str, int]:
                 "(no bias, modules_to_save or DoRA tensors)",
             )
         module = match["module"]
+        if info.dtype not in FLOAT_DTYPES:
+            raise InvalidAdapterError(
+                P.BAD_SAFETENSORS,
+                f"tensor {tensor!r} is {info.dtype}; LoRA weights are floating point "
+                "(F32, F16, BF16): save the adapter again without converting its weights",
+            )
         if module not in modules:
             raise InvalidAdapterError(
                 P.TENSOR_MISMATCH,
@@ -240,6 +262,8 @@ def _check_tensors(adapter: AdapterDir, base: BaseModel) -> dict[str, int]:
             )
         part = "A" if (match["linear"] or match["embedding"]).endswith("A") else "B"
         embedding = match["embedding"] is not None
+        if embedding:
+            embeddings.add(module)
         out_f, in_f = modules[module]
         if embedding:
             out_f, in_f = in_f, out_f
@@ -263,22 +287,56 @@ def _check_tensors(adapter: AdapterDir, base: BaseModel) -> dict[str, int]:
                 P.TENSOR_MISMATCH, f"{module} needs a matching lora_A/lora_B pair of one rank"
             )
         ranks[module] = parts["A"][0]
-    return ranks
+    return ranks, embeddings
 
 
-def _check_targets(config: dict[str, Any], base: BaseModel, ranks: dict[str, int]) -> list[str]:
+def _targets(target: str, module: str) -> bool:
+    """PEFT's rule for a target_modules list entry: the module's name or its last parts."""
+    return module == target or module.endswith("." + target)
+
+
+def _held(modules: Collection[str]) -> list[str]:
+    return sorted({m.rsplit(".", 1)[-1] for m in modules})
+
+
+def _mismatch(
+    targets: Any, modules: Collection[str], stray: list[str], unused: list[str]
+) -> InvalidAdapterError:
+    untargeted = f"; weights for {stray[:3]}{' ...' if len(stray) > 3 else ''} are not targeted"
+    no_weights = f"; {unused} have no weights"
+    return InvalidAdapterError(
+        P.TARGET_MISMATCH,
+        f"{ADAPTER_CONFIG}: target_modules is {targets!r} but the weights hold "
+        f"{_held(modules)}{untargeted if stray else ''}{no_weights if unused else ''}; an "
+        "engine applies every module that has weights, so the recorded summary would not "
+        "describe what is served: save the adapter again with target_modules naming "
+        "exactly the modules it trained",
+    )
+
+
+def _check_targets(
+    config: dict[str, Any], base: BaseModel, ranks: dict[str, int], embeddings: set[str]
+) -> list[str]:
+    """target_modules exist in ``base`` and name exactly the modules the weights hold."""
     targets = config.get("target_modules")
     modules = list(base.architecture.get("modules", {}))
     if isinstance(targets, str):
-        if targets != "all-linear" and not any(re.fullmatch(targets, m) for m in modules):
+        if targets == "all-linear":
+            # PEFT's all-linear: every linear layer but the output layer; no embedding.
+            stray = [m for m in ranks if m in embeddings or m.rsplit(".", 1)[-1] == "lm_head"]
+        elif not any(re.fullmatch(targets, m) for m in modules):
             raise InvalidAdapterError(
                 P.UNKNOWN_TARGET,
                 f"target_modules pattern {targets!r} matches no module of base {base.name}",
             )
-        return sorted({m.rsplit(".", 1)[-1] for m in ranks})
+        else:
+            stray = [m for m in ranks if not re.fullmatch(targets, m)]
+        if stray:
+            raise _mismatch(targets, ranks, sorted(stray), [])
+        return _held(ranks)
     if not isinstance(targets, list) or not targets:
         raise InvalidAdapterError(P.NOT_PEFT, "adapter_config.json lists no target_modules")
-    missing = [t for t in targets if not any(m == t or m.endswith("." + str(t)) for m in modules)]
+    missing = [t for t in targets if not any(_targets(str(t), m) for m in modules)]
     if missing:
         raise InvalidAdapterError(
             P.UNKNOWN_TARGET,
@@ -286,13 +344,28 @@ def _check_targets(config: dict[str, Any], base: BaseModel, ranks: dict[str, int
             f"{base.architecture.get('target_modules')}); retrain against this base or pass "
             "the right --base",
         )
+    stray = sorted(m for m in ranks if not any(_targets(str(t), m) for t in targets))
+    unused = [t for t in targets if not any(_targets(str(t), m) for m in ranks)]
+    if stray or unused:
+        raise _mismatch(targets, ranks, stray, unused)
     return sorted(str(t) for t in targets)
 
 
-def check_against_base(adapter: AdapterDir, base: BaseModel, max_lora_rank: int) -> PeftSummary:
-    """Tensor names/shapes, rank and target modules against ``base``."""
+def check_against_base(
+    adapter: AdapterDir,
+    base: BaseModel,
+    max_lora_rank: int,
+    *,
+    bounds: Bounds | None = None,
+    norms: NormSource | None = None,
+) -> PeftSummary:
+    """Tensor names/shapes, rank, target modules and magnitude bounds against ``base``.
+
+    ``norms`` gives the base's per-module ``||W||_F`` for the update bound; without it
+    (or for modules it does not know) that one check is skipped.
+    """
     config = adapter.config
-    ranks = _check_tensors(adapter, base)
+    ranks, embeddings = _check_tensors(adapter, base)
     declared = [int(config["r"]), *dict(config.get("rank_pattern") or {}).values()]
     top = max([*ranks.values(), *declared])
     if top > max_lora_rank:
@@ -302,13 +375,27 @@ def check_against_base(adapter: AdapterDir, base: BaseModel, max_lora_rank: int)
             "--max-lora-rank); retrain with a lower r, or raise REGISTRY_MAX_LORA_RANK "
             "together with the servers' --max-lora-rank",
         )
-    targets = _check_targets(config, base, ranks)
+    targets = _check_targets(config, base, ranks, embeddings)
+    check_bounds(adapter, bounds or Bounds(), norms, ranks)
     return PeftSummary(
         r=int(config["r"]),
         lora_alpha=float(config.get("lora_alpha", config["r"])),
         target_modules=tuple(targets),
         lora_dropout=float(config.get("lora_dropout") or 0.0),
     )
+
+
+def check_bounds(
+    adapter: AdapterDir, bounds: Bounds, norms: NormSource | None, modules: Collection[str]
+) -> None:
+    """Refuse an adapter above a measured bound (:func:`registry.adapter_bounds.refusal`)."""
+    weights = adapter.file(ADAPTER_WEIGHTS)
+    assert weights is not None
+    base_norms, skipped = norms(modules) if norms is not None else (None, "no base norms")
+    found = figures(adapter.config, weights, adapter.tensors, adapter.stats, base_norms, skipped)
+    problem = refusal(found, bounds)
+    if problem is not None:
+        raise problem
 
 
 def check_chat_template(adapter: AdapterDir, base: BaseModel) -> str | None:

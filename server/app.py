@@ -72,6 +72,7 @@ async def _start(rt: Runtime) -> None:
     if rt.supervisor is not None:
         restart["local"] = rt.supervisor.restart
     containment = Containment(rt.resolver, rt.metrics, s.probe_timeout_s, restart)
+    containment.watch(slots)
     rt.gateway = Gateway(s, rt.resolver, slots, rt.metrics, containment)
     rt.tasks.append(
         asyncio.create_task(
@@ -82,6 +83,7 @@ async def _start(rt: Runtime) -> None:
                 rt.metrics,
                 restart,
                 on_clean=containment.clean,
+                on_unsure=containment.check,
             )
         )
     )

@@ -21,17 +21,14 @@ asked the probe's question (:func:`server.probe.probe_once`).
   Each suspect is held (503 `adapter_under_check`), the engine is replaced (an embedded
   one restarted; a remote one waits until it answers as before), and then each suspect
   runs alone, followed by the base probe. One that corrupts the engine again (replaced
-  once more), or answers degenerately, is quarantined; the rest are released. "Alone"
-  is checked, not assumed: other adapters' requests that ran during a replay that ended
-  corrupted make it no proof (a client's own corrupting adapter must not get a good one
-  quarantined): they join the suspects, held, and the replay repeats (`MAX_REPLAYS`).
-  Every hold ends with the replay, even one given up (a backend not back within
+  once more), or answers degenerately, is quarantined; the rest are released. Every
+  hold ends with the replay, also one given up (a backend not back within
   `READY_WAIT_S`, a failed check).
 - **The engine is fine.** Each adapter that answered degenerately is asked the probe's
   question alone; a degenerate answer there too quarantines it (a one-off empty answer
-  to a user's prompt does not). A target found fine (an adapter, or the base model) is
-  not checked again for `RECHECK_AFTER_S`, so a client cannot make the gateway probe on
-  every answer.
+  to a user's prompt does not). A target found fine (an adapter, or the base model on
+  a clean check of its backend) is not checked again for `RECHECK_AFTER_S`, so a client
+  cannot make the gateway drain and probe on every answer.
 
 The decision for one adapter is :func:`verdict` (pure). A quarantine is written to the
 registry, so every gateway refuses the version (`adapter_quarantined`) until a person
@@ -45,7 +42,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -60,12 +58,14 @@ log = logging.getLogger("loraport.gateway")
 RECHECK_AFTER_S = 30.0
 #: How long a corrupted backend may take to come back before its suspects are replayed.
 READY_WAIT_S = 600.0
+#: How long a check waits for a drained backend's requests in flight to finish.
+DRAIN_WAIT_S = 30.0
 #: An answer shorter than this (in tokens) that ran out of budget is not judged: a client
 #: asking for one token gets one, and that is not a sign of anything.
 MIN_JUDGED_TOKENS = 4
-#: A suspect whose replay other adapters crowd (they ran meanwhile, and the engine was
-#: corrupted) is replayed at most this many times; corrupted every time, it is quarantined.
-MAX_REPLAYS = 3
+#: The key under which a clean check of a backend is remembered for the base model's own
+#: degenerate answers (adapters' keys are their refs, which never are "").
+BASE = ""
 
 
 def answer_problem(text: str, finish_reason: str | None, completion_tokens: int) -> str | None:
@@ -176,8 +176,19 @@ class Containment:
         self._timeout_s = timeout_s
         self._restart = restart
         self._seen: dict[str, _Seen] = {}
+        self._slots: dict[str, AdapterSlots] = {}
         self._checking: dict[str, asyncio.Task[None]] = {}
         self._cleared: dict[tuple[str, str], float] = {}  # (backend, ref) -> found fine at
+
+    def watch(self, slots: list[AdapterSlots]) -> None:
+        """The backends this gateway serves from (for `check`)."""
+        self._slots = {s.backend.label: s for s in slots}
+
+    def check(self, label: str) -> None:
+        """Look at backend `label` again on a drained engine (the probe was unsure)."""
+        slots = self._slots.get(label)
+        if slots is not None and label not in self._checking:
+            self._start(slots)
 
     def _of(self, slots: AdapterSlots) -> _Seen:
         return self._seen.setdefault(slots.backend.label, _Seen())
@@ -211,14 +222,18 @@ class Containment:
     def suspect(self, slots: AdapterSlots, target: Target) -> None:
         """`target` just answered degenerately on `slots`' backend: check it."""
         label = slots.backend.label
-        cleared = self._cleared.get((label, target.ref))
+        key = target.ref if target.adapter is not None else BASE
+        cleared = self._cleared.get((label, key))
         if cleared is not None and time.monotonic() - cleared < RECHECK_AFTER_S:
             return
         if target.adapter is not None:
             self._of(slots).suspects[target.ref] = target
-        if label in self._checking:
-            return
-        task = asyncio.create_task(self._check(slots, target))
+        if label not in self._checking:
+            self._start(slots)
+
+    def _start(self, slots: AdapterSlots) -> None:
+        label = slots.backend.label
+        task = asyncio.create_task(self._check(slots))
         self._checking[label] = task
         task.add_done_callback(lambda _: self._checking.pop(label, None))
 
@@ -226,32 +241,49 @@ class Containment:
         """Wait for the checks under way (tests, shutdown)."""
         await asyncio.gather(*self._checking.values(), return_exceptions=True)
 
-    async def _check(self, slots: AdapterSlots, first: Target) -> None:
+    async def _check(self, slots: AdapterSlots) -> None:
         backend = slots.backend
         try:
-            started = time.monotonic()
-            run = await self._probe_base(slots)
             seen = self._of(slots)
-            if probe.corrupted(run.verdict, backend.state.base_answer is not None):
+            async with self._drained(slots):
+                started = time.monotonic()
+                run = await self._probe_base(slots)
+            corrupted = run.alone and probe.corrupted(
+                run.verdict, backend.state.base_answer is not None
+            )
+            if not corrupted and (not run.alone or run.verdict.degraded):
+                # traffic from elsewhere, a timeout or an error: no evidence either way
+                log.warning("containment: no conclusive probe of backend %s", backend.label)
+                seen.suspects.clear()
+                return
+            if corrupted:
                 refs = candidates(seen.running, seen.ended, seen.clean_at)
                 suspects = [seen.targets[r] for r in refs if r in seen.targets]
                 seen.suspects.clear()
                 await self._contain(slots, suspects, run.verdict)
                 seen.suspects.clear()  # answers of the corrupted engine, judged above
                 return
-            if run.verdict.degraded:  # a timeout or error: no evidence either way
-                seen.suspects.clear()
-                return
             self.clean(backend.label, started)
-            if first.adapter is None:  # the base model answered well: not again soon
-                self._mark_cleared(backend.label, first.ref)
+            self._mark_cleared(backend.label, BASE)  # base answers: not checked again soon
             while seen.suspects:
                 _, target = seen.suspects.popitem()
-                crowd = await self._judge_alone(slots, target)
-                if isinstance(crowd, list):  # corrupted, but not alone: replay them all
-                    await self._replay(slots, [target, *crowd])
+                await self._judge_alone(slots, target)
         except Exception:  # a failed check must never take the gateway down
             log.exception("containment check of backend %s failed", backend.label)
+
+    @asynccontextmanager
+    async def _drained(self, slots: AdapterSlots) -> AsyncIterator[None]:
+        """No new request goes to the backend (503, or another backend), and those in
+        flight there get up to DRAIN_WAIT_S to finish: what is probed then runs alone."""
+        state = slots.backend.state
+        state.draining = True
+        try:
+            deadline = time.monotonic() + DRAIN_WAIT_S
+            while state.in_flight > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            yield
+        finally:
+            state.draining = False
 
     async def _contain(
         self, slots: AdapterSlots, suspects: list[Target], seen: probe.Verdict
@@ -262,105 +294,60 @@ class Containment:
             "backend %s: the engine is corrupted (%s); holding %s and replacing it",
             backend.label, seen.detail, [t.ref for t in suspects] or "no adapter",
         )  # fmt: skip
-        await self._replay(slots, suspects, replace=seen)
-
-    async def _replay(
-        self, slots: AdapterSlots, suspects: list[Target], replace: probe.Verdict | None = None
-    ) -> None:
-        """Hold `suspects` (then replace the backend, if `replace` says why), and run each
-        alone on the backend and judge it.
-        A replay that others crowded (they ran meanwhile and the engine was corrupted) is
-        not proof: those others join the suspects, held, and the replay repeats; an adapter
-        whose MAX_REPLAYS replays all ended with a corrupted engine is quarantined (the
-        others it met, held, cannot crowd it again, so a client would need that many
-        corrupting adapters of its own, each then quarantined, to frame a good one).
-        Every hold ends here, however this ends: a backend that does not come back (or a
-        check that fails) must not leave adapters refused on every backend until the
-        gateway restarts."""
-        backend = slots.backend
         reason = f"backend {backend.label} is being replaced after its engine was corrupted"
-        held: dict[str, Target] = {}
-        tries: Counter[str] = Counter()
-        queue = list(suspects)
+        held = list(suspects)
+        for target in held:
+            self._holder.hold(target, reason)
+        # Every hold ends here, however this ends: a backend that does not come back
+        # within READY_WAIT_S (or a check that fails) must not leave adapters refused on
+        # every backend until the gateway restarts.
         try:
-            for target in queue:
-                self._holder.hold(target, reason)
-                held[target.ref] = target
-            if replace is not None:
-                self._replace(slots, replace)
-            while queue:
-                target = queue.pop(0)
-                tries[target.ref] += 1
-                crowd = await self._judge_alone(slots, target)
-                if crowd is False:
+            self._replace(slots, seen)
+            while held:
+                if not await self._judge_alone(slots, held[0]):
                     log.error("backend %s did not come back; releasing its suspects", backend.label)
                     return
-                if isinstance(crowd, list):
-                    for other in crowd:
-                        if other.ref not in held:
-                            self._holder.hold(other, reason)
-                            held[other.ref] = other
-                            queue.append(other)
-                    if tries[target.ref] < MAX_REPLAYS:
-                        queue.append(target)
-                        continue
-                    await self._quarantine(
-                        slots,
-                        target,
-                        f"the engine was corrupted each of the {MAX_REPLAYS} times it was "
-                        "replayed (other adapters, held since, ran too)",
-                    )
-                self._holder.release(target)
-                held.pop(target.ref, None)
+                self._holder.release(held.pop(0))
             if await self._wait_ready(slots):
                 self.clean(backend.label, time.monotonic())
         finally:
-            for target in held.values():
+            for target in held:
                 self._holder.release(target)
 
-    def _mark_cleared(self, label: str, ref: str) -> None:
-        self._cleared[(label, ref)] = time.monotonic()
-        if len(self._cleared) > 4096:  # keys are registry refs, but stay bounded
-            self._cleared.clear()
-
-    async def _judge_alone(self, slots: AdapterSlots, target: Target) -> bool | list[Target]:
-        """Once the backend serves, run `target` alone, then the base probe; quarantine
-        it if judged so (and replace a backend it corrupted). False: it never came back.
-        A list: the engine was corrupted, but these other adapters ran meanwhile, so
-        `target` was not alone and is not judged (the backend is replaced)."""
+    async def _judge_alone(self, slots: AdapterSlots, target: Target) -> bool:
+        """Once the backend serves, run `target` alone on it, then the base probe;
+        quarantine it if judged so (and replace a backend it corrupted). False: the
+        backend never came back."""
         if not await self._wait_ready(slots):
             return False
-        began = time.monotonic()
-        answer = await self._ask(slots, target)
-        run = await self._probe_base(slots)
-        seen = self._of(slots)
-        others = [
-            seen.targets[r]
-            for r in candidates(seen.running, seen.ended, began)
-            if r != target.ref and r in seen.targets
-        ]
-        if others and probe.corrupted(run.verdict, True):
-            log.error(
-                "backend %s: corrupted while %s was replayed, but %s ran too; replaying them",
-                slots.backend.label, target.ref, [t.ref for t in others],
-            )  # fmt: skip
-            self._replace(slots, run.verdict)
-            return others
-        reason = verdict(run.verdict, answer, slots.backend.state.base_answer is not None)
+        state = slots.backend.state
+        async with self._drained(slots):
+            if state.base_answer is None:  # a fresh engine: learn its base answer first
+                first = await self._probe_base(slots)
+                if first.verdict.reason == "ok" and first.alone:
+                    state.base_answer = first.text
+            answer = await self._ask(slots, target)
+            run = await self._probe_base(slots)
+        if not run.alone:  # traffic from elsewhere: no evidence either way
+            log.warning("containment: %s could not be judged alone", target.ref)
+            return True
+        reason = verdict(run.verdict, answer, state.base_answer is not None)
         if reason is None:
             self._mark_cleared(slots.backend.label, target.ref)
             return True
-        await self._quarantine(slots, target, reason)
+        log.error("quarantining %s: %s", target.ref, reason)
+        await self._holder.quarantine(target, reason)
+        self._metrics.quarantines.labels(*target.series.values()[:2]).inc()
         if probe.corrupted(run.verdict, True):
             self._replace(slots, run.verdict)
         elif target.lora_name is not None:
             await slots.evict(target.lora_name)
         return True
 
-    async def _quarantine(self, slots: AdapterSlots, target: Target, reason: str) -> None:
-        log.error("quarantining %s on backend %s: %s", target.ref, slots.backend.label, reason)
-        await self._holder.quarantine(target, reason)
-        self._metrics.quarantines.labels(*target.series.values()[:2]).inc()
+    def _mark_cleared(self, label: str, key: str) -> None:
+        self._cleared[(label, key)] = time.monotonic()
+        if len(self._cleared) > 4096:  # keys are registry refs, but stay bounded
+            self._cleared.clear()
 
     def _replace(self, slots: AdapterSlots, seen: probe.Verdict) -> None:
         """Take a corrupted backend out of rotation; restart it when it is ours."""

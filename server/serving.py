@@ -235,10 +235,11 @@ class Gateway:
         return min([self.settings.max_tokens_limit, *known])
 
     def _pick(self, target: Target) -> AdapterSlots:
-        ready = [s for s in self.slots if s.backend.state.ready]
+        ready = [s for s in self.slots if s.backend.state.ready and not s.backend.state.draining]
         if not ready:
             raise BackendUnavailableError(
-                "no vLLM backend is ready (starting, restarting or degraded); retry shortly"
+                "no vLLM backend is ready (starting, restarting, degraded, or drained for a "
+                "check of its engine); retry shortly"
             )
         name = target.lora_name
         return min(ready, key=lambda s: (name not in s.loaded, s.backend.state.in_flight))

@@ -41,6 +41,8 @@ class BackendState:
     base_answer: str | None = None
     """The base model's greedy answer to the probe, from this server's first good probe."""
     in_flight: int = 0
+    draining: bool = False
+    """Containment is checking the engine alone: new requests go elsewhere (or get 503)."""
     detail: str = "starting"
 
     @property

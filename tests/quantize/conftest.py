@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.zoo import EXAMPLES, fill_registry
 
+#: The zoo's scored adapters: quantize has no default tasks, the demo names them.
+DEMO_TASKS = {"QUANTIZE_TASKS": json.dumps({"extract": "fields", "triage": "label"})}
 QUANTIZE = str(Path(sys.executable).with_name("quantize"))
 REGISTRY = str(Path(sys.executable).with_name("registry"))
 
@@ -24,7 +26,7 @@ def quantize_env(tmp: Path) -> dict[str, str]:
     small = tmp / "eval-small.jsonl"
     if not small.exists():
         small.write_text("\n".join(rows[::7] + rows[1::7]) + "\n")  # 2 per issue kind
-    return {**os.environ, "REGISTRY_URL": "", "QUANTIZE_EVAL_FILE": str(small)}
+    return {**os.environ, "REGISTRY_URL": "", "QUANTIZE_EVAL_FILE": str(small), **DEMO_TASKS}
 
 
 def show(registry: Path, ref: str) -> dict[str, object]:

@@ -13,6 +13,7 @@ from quantize import errors
 from quantize.cli import main
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "quantize.md"
+EVAL = str(Path(__file__).resolve().parents[2] / "examples" / "data" / "eval.jsonl")
 
 
 @pytest.mark.parametrize("path", [[], ["run"], ["eval"], ["merge"]])
@@ -38,3 +39,62 @@ def test_exit_codes_are_distinct_and_documented() -> None:
     table = errors.__doc__ or ""
     for cls in ours:
         assert cls.__name__ in table and str(cls.exit_code) in table, cls
+
+
+@pytest.fixture
+def small_registry(tmp_path: Path) -> Path:
+    from registry.location import open_local
+    from tests.support.synthetic import write_base
+
+    with open_local(tmp_path / "reg") as reg:
+        reg.add_base(write_base(tmp_path / "tiny"), name="tiny")
+    return tmp_path / "reg"
+
+
+@pytest.mark.parametrize("value", ["./calibration.jsonl", "data/calibration.jsonl", "c.jsonl"])
+def test_a_calibration_path_says_to_register_it(
+    small_registry: Path, tmp_path: Path, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "calibration.jsonl").write_text('{"text": "x"}\n')
+    args = ["run", "tiny", "--method", "awq", "--calibration", value, "--eval-set", EVAL]
+    result = CliRunner().invoke(main, [*args, "--registry", str(small_registry)])
+    assert result.exit_code == errors.CalibrationError.exit_code, result.output
+    assert f"registry dataset add {value} --name NAME" in result.output
+    assert "invalid name" not in result.output
+
+
+@pytest.mark.parametrize("value", ["extract", "extract=json", "=label", "extract=LABEL"])
+def test_task_takes_adapter_equals_kind(small_registry: Path, value: str) -> None:
+    args = ["run", "tiny", "--method", "fp8", "--task", value]
+    result = CliRunner().invoke(main, [*args, "--registry", str(small_registry)])
+    assert result.exit_code == 2, result.output
+    assert "fields, label" in result.output
+
+
+@pytest.mark.parametrize("command", [["run", "tiny", "--method", "fp8"], ["merge", "x@1"]])
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (None, "no eval set: pass --eval-set FILE"),
+        ("", "has no records"),
+        ("not json\n", "cannot read the eval set"),
+        ('{"reference": {}}\n', "one without messages"),
+    ],
+)
+def test_an_eval_set_is_required_and_read_before_any_work(
+    small_registry: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    content: str | None,
+    words: str,
+) -> None:
+    monkeypatch.delenv("QUANTIZE_EVAL_FILE", raising=False)
+    extra: list[str] = []
+    if content is not None:
+        (tmp_path / "eval.jsonl").write_text(content)
+        extra = ["--eval-set", str(tmp_path / "eval.jsonl")]
+    result = CliRunner().invoke(main, [*command, *extra, "--registry", str(small_registry)])
+    assert result.exit_code == errors.EvalSetError.exit_code, result.output
+    assert words in result.output

@@ -127,6 +127,10 @@ CASES: dict[str, tuple[P, Mutator]] = {
     "nan_bf16": (P.NON_FINITE, lambda p: _bf16(p, 0x7FC0)),
     "inf_bf16": (P.NON_FINITE, lambda p: _bf16(p, 0xFF80)),
     "truncated_tensor": (P.BAD_SAFETENSORS, lambda p: _shrink_tensor(p)),
+    "integer_lora": (
+        P.BAD_SAFETENSORS,
+        lambda p: _tensors(p, {A: np.ones((4, 32), np.int32), B: np.ones((32, 4), np.int32)}),
+    ),
 }
 
 

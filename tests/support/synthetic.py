@@ -108,6 +108,9 @@ def write_adapter(
                 continue
             prefix = f"base_model.model.model.layers.{layer}.{module}"
             tensors[f"{prefix}.lora_A.weight"] = rng.standard_normal((r, in_f), np.float32)
-            tensors[f"{prefix}.lora_B.weight"] = rng.standard_normal((out_f, r), np.float32)
+            # Trained B starts at zero and moves a little: 0.01 keeps the update ~1% of a
+            # random base layer, like a real adapter (registry.adapter_bounds).
+            b = rng.standard_normal((out_f, r), np.float32) * np.float32(0.01)
+            tensors[f"{prefix}.lora_B.weight"] = b
     save_file(tensors, str(path / "adapter_model.safetensors"))
     return path
