@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from deploy.cli import main
 from registry.local import LocalRegistry
 from server.supervisor import free_port
+from tests.deploy.loopback import Chat
 from tests.support.synthetic import write_adapter, write_base
 
 
@@ -123,3 +125,55 @@ def test_status_history_promote_abort(support_registry: LocalRegistry) -> None:
 def test_every_command_has_help_with_an_example() -> None:
     for name, command in main.commands.items():
         assert command.help and "Example:" in command.help, name
+
+
+def _eval_set(tmp_path: Path, *expected: str) -> Path:
+    path = tmp_path / "canary-set.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}], "expected": e}
+            for i, e in enumerate(expected)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "answers", "code", "message", "asked"),
+    [
+        # the file: a usage error (2), not 1 ("rolled back"); nobody is asked
+        (lambda p: p / "missing.jsonl", {}, 2, "cannot read the eval set", set()),
+        (lambda p: p, {}, 2, "cannot read the eval set", set()),  # a directory
+        (lambda p: _eval_set(p, "", " "), {}, 40, "have no word", set()),
+        # unusable: stable scores 0, so no canary could fail (the canary is not asked)
+        (lambda p: _eval_set(p, "dear tomas", "dear ann"), {"support@1": "zzz"}, 40,
+         "stable version scores 0", {"support@1"}),
+        # a regression: its own code, both asked
+        (lambda p: _eval_set(p, "dear tomas", "dear ann"),
+         {"support@1": "dear tomas ann", "support@2": "hello"}, 41, "eval gate failed",
+         {"support@1", "support@2"}),
+    ],
+)  # fmt: skip
+def test_the_eval_gate_refuses_before_anything_is_written(
+    support_registry: LocalRegistry, tmp_path: Path, make: Callable[[Path], Path],
+    answers: dict[str, str], code: int, message: str, asked: set[str],
+) -> None:  # fmt: skip
+    chat = Chat()
+    chat.answers = answers
+    try:
+        status, output = run(support_registry, "canary", "support", "--to", "2", "--eval",
+                             str(make(tmp_path)), "--gateway", chat.url, *FAST)  # fmt: skip
+    finally:
+        chat.server.shutdown()
+        chat.server.server_close()
+    assert status == code, output
+    assert message in output
+    assert {a["model"] for a in chat.asked} == asked
+    assert support_registry.rollouts("support") == []
+
+
+def test_an_eval_gateway_that_is_down_is_its_own_exit(
+    support_registry: LocalRegistry, tmp_path: Path
+) -> None:
+    status, output = run(support_registry, "canary", "support", "--to", "2", "--eval",
+                         str(_eval_set(tmp_path, "dear tomas")), "--gateway",
+                         f"http://127.0.0.1:{free_port()}", *FAST)  # fmt: skip
+    assert status == 42 and "could not be asked" in output
+    assert support_registry.rollouts("support") == []

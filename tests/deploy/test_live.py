@@ -14,6 +14,7 @@ on loopback, with intervals of seconds; `deploy canary` runs as its own process.
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import subprocess
 import sys
@@ -317,8 +318,9 @@ def test_the_eval_gate_refuses_a_regression_and_passes_an_improvement(
     live: Live, tmp_path: Path
 ) -> None:
     """support-v2 answers in its own casual style: on support-v1's formal answers it
-    regresses (refused, nothing written); on its own it improves (the rollout starts and
-    keeps both scores in its plan)."""
+    regresses (refused with its own exit, nothing written); on a set whose expected
+    answers stable never says, the set is refused as unusable before the canary is asked;
+    on its own set it improves (the rollout starts and keeps both scores in its plan)."""
     reset(live, "support")
     base = [DEPLOY, "--registry", str(live.registry), "canary", "support", "--to", "2",
             "--steps", "10,100", "--interval", "1h", "--gateway", live.gateways[0].url]  # fmt: skip
@@ -326,8 +328,17 @@ def test_the_eval_gate_refuses_a_regression_and_passes_an_improvement(
         [*base, "--eval", str(_canary_set(tmp_path / "formal.jsonl", "support-v1"))],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.returncode == 41, refused.stdout + refused.stderr
     assert "eval gate failed" in refused.stderr and "nothing was rolled out" in refused.stderr
+    nonsense = tmp_path / "nonsense.jsonl"
+    nonsense.write_text("".join(
+        json.dumps({"messages": MESSAGES, "expected": "xylophone quartz zephyr"}) + "\n"
+        for _ in range(2)
+    ))  # fmt: skip
+    unusable = subprocess.run([*base, "--eval", str(nonsense)], capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+    assert unusable.returncode == 40, unusable.stdout + unusable.stderr
+    assert "stable version scores 0" in unusable.stderr
     with registry.open(live.registry, create=False) as reg:
         assert reg.rollout("support") is None
     proc = subprocess.Popen(
