@@ -127,6 +127,14 @@ def _source(prometheus: str | None, gateways: tuple[str, ...]) -> MetricsSource:
     type=float,
     help="Canary JSON-contract failures share above this: roll back.",
 )
+@click.option(
+    "--max-degenerate-rate",
+    default=0.05,
+    show_default=True,
+    type=float,
+    help="Canary share of answers that are empty or one piece repeated above this: roll "
+    "back (1 turns the rule off).",
+)
 @click.option("--prometheus", default=None, metavar="URL", help="Read figures with PromQL.")
 @click.option(
     "--gateway",
@@ -172,6 +180,7 @@ def canary(
     max_error_rate: float,
     max_latency_ratio: float,
     max_json_violation_rate: float,
+    max_degenerate_rate: float,
     prometheus: str | None,
     gateways: tuple[str, ...],
     eval_file: Path | None,
@@ -197,6 +206,7 @@ def canary(
             max_error_rate=max_error_rate,
             max_latency_ratio=max_latency_ratio,
             max_json_violation_rate=max_json_violation_rate,
+            max_degenerate_rate=max_degenerate_rate,
         )
     except PlanError as e:
         raise click.BadParameter(str(e)) from None

@@ -16,9 +16,9 @@ from deploy.plan import Plan
 from deploy.source import ArmRef, MetricsUnavailable
 from registry.local import LocalRegistry
 
-GOOD = ArmFigures(requests=100, errors=0, json_violations=0, p95_s=0.1)
-BAD_JSON = ArmFigures(requests=100, errors=0, json_violations=60, p95_s=0.1)
-THIN = ArmFigures(requests=2, errors=0, json_violations=0, p95_s=0.1)
+GOOD = ArmFigures(requests=100, errors=0, json_violations=0, degenerate=0, p95_s=0.1)
+BAD_JSON = ArmFigures(requests=100, errors=0, json_violations=60, degenerate=0, p95_s=0.1)
+THIN = ArmFigures(requests=2, errors=0, json_violations=0, degenerate=0, p95_s=0.1)
 PLAN = Plan.checked(interval_s=0.05, min_requests=10).model_dump()
 
 
@@ -68,7 +68,7 @@ def test_a_bad_canary_is_rolled_back_with_its_reason(support_registry: LocalRegi
 
 def test_no_data_nan_and_a_dead_source_hold(support_registry: LocalRegistry) -> None:
     r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=PLAN)
-    nan = ArmFigures(requests=math.nan, errors=0, json_violations=0, p95_s=math.nan)
+    nan = ArmFigures(requests=math.nan, errors=0, json_violations=0, degenerate=0, p95_s=math.nan)
     source = Scripted([
         (GOOD, None),
         (GOOD, THIN),
