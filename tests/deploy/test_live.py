@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +32,13 @@ import pytest
 
 import registry
 from deploy.controller import epoch
+from deploy.decision import ArmFigures
+from deploy.prometheus import PrometheusSource
+from deploy.source import ArmRef
 from server.supervisor import free_port
 from tests.conftest import BASE_DIR, BASE_NAME, EXAMPLES, adapter_dir
+from tests.deploy.loopback import Canned
+from tests.deploy.test_sources import expose
 from tests.server.conftest import RunningGateway, running_gateway
 from tests.support.launch import serving
 
@@ -49,6 +55,7 @@ IMPOSSIBLE = {
 }
 MAX_TOKENS = 4
 MESSAGES = [{"role": "user", "content": "Hello, my order #71033 has not arrived."}]
+DEGENERATE_ARMS = [ArmRef("support", 1, "stable"), ArmRef("support", 2, "canary")]
 
 
 @dataclass
@@ -60,8 +67,7 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    prometheus_bin = shutil.which("prometheus")
-    if prometheus_bin is None:
+    if shutil.which("prometheus") is None:
         pytest.fail("prometheus is not installed: `apt-get install -y prometheus` (.ci/run does)")
     tmp = tmp_path_factory.mktemp("live")
     location = tmp / "registry"
@@ -80,18 +86,28 @@ def live(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             stack.enter_context(running_gateway(vllm_server, location, tmp / f"cache{i}"))
             for i in range(2)
         ]
-        targets = ", ".join(f"'{g.url.removeprefix('http://')}'" for g in gateways)
-        config = tmp / "prometheus.yml"
-        config.write_text(
-            f"global:\n  scrape_interval: {SCRAPE_S}s\n  evaluation_interval: {SCRAPE_S}s\n"
-            f"scrape_configs:\n  - job_name: gateways\n    static_configs:\n"
-            f"      - targets: [{targets}]\n"
-        )
-        port = free_port()
-        cmd = [prometheus_bin, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-               f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
-        prom = stack.enter_context(serving(cmd, port, tmp / "prometheus.log", "/-/ready", {}, 60))
-        yield Live(location, gateways, prom.url)
+        prom = stack.enter_context(prometheus([g.url for g in gateways], tmp))
+        yield Live(location, gateways, prom)
+
+
+@contextmanager
+def prometheus(urls: list[str], tmp: Path) -> Iterator[str]:
+    """A real Prometheus scraping ``urls`` every SCRAPE_S; yields its URL."""
+    prometheus_bin = shutil.which("prometheus")
+    if prometheus_bin is None:
+        pytest.fail("prometheus is not installed: `apt-get install -y prometheus` (.ci/run does)")
+    targets = ", ".join(f"'{url.removeprefix('http://')}'" for url in urls)
+    config = tmp / "prometheus.yml"
+    config.write_text(
+        f"global:\n  scrape_interval: {SCRAPE_S}s\n  evaluation_interval: {SCRAPE_S}s\n"
+        f"scrape_configs:\n  - job_name: gateways\n    static_configs:\n"
+        f"      - targets: [{targets}]\n"
+    )
+    port = free_port()
+    cmd = [prometheus_bin, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+           f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
+    with serving(cmd, port, tmp / "prometheus.log", "/-/ready", {}, 60) as prom:
+        yield prom.url
 
 
 def reset(live: Live, name: str) -> None:
@@ -359,3 +375,43 @@ def test_the_eval_gate_refuses_a_regression_and_passes_an_improvement(
     gate = active.plan["eval_gate"]
     assert gate["examples"] == 8 and gate["canary"] > gate["stable"], gate
     assert "eval gate passed" in output
+
+
+def test_promql_counts_degenerate_answers_only_where_every_gateway_does(tmp_path: Path) -> None:
+    """The PromQL on a real Prometheus scraping two gateways' expositions (loopback servers
+    answering the text format, no vLLM): while one of them has the canary's requests but no
+    degenerate-answer count (a gateway older than the count), the figure is unknown, not
+    the other's count; once both count, it is their sum."""
+    counts = dict(s_ok=30, c_ok=20, c_bad=0, c_json=0, c_fast=20, c_all=20)
+    new, old = Canned(), Canned()
+    new.answer(expose(c_deg=3, **counts))
+    old.answer(expose(degenerate=False, **counts))
+    try:
+        with prometheus([new.url, old.url], tmp_path) as url:
+            source = PrometheusSource(url)
+
+            def canary() -> ArmFigures:
+                # a window longer than the series' lives: each counts from zero
+                _, figures = source.figures(DEGENERATE_ARMS, 600)
+                assert figures is not None
+                return figures
+
+            partial = poll(canary, lambda f: f.requests == 40)
+            assert math.isnan(partial.degenerate) and not partial.finite()
+            old.answer(expose(c_deg=2, **counts))
+            both = poll(canary, lambda f: math.isfinite(f.degenerate))
+            assert (both.requests, both.degenerate) == (40, 5)
+    finally:
+        for server in (new, old):
+            server.server.shutdown()
+            server.server.server_close()
+
+
+def poll(read: Callable[[], ArmFigures], done: Callable[[ArmFigures], bool]) -> ArmFigures:
+    """``read()`` until ``done`` holds (Prometheus scrapes every SCRAPE_S), at most 20 s."""
+    deadline = time.monotonic() + 20
+    while True:
+        got = read()
+        if done(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.25)
