@@ -32,7 +32,8 @@ and unambiguous. Raise the most specific class; never a bare :class:`RegistryErr
     ├── RolloutConflictError           30   409  rollout_conflict
     ├── InvalidRolloutError            31   422  invalid_rollout
     ├── LeaseHeldError                 32   409  lease_held
-    └── StorageFullError               33   507  storage_full
+    ├── StorageFullError               33   507  storage_full
+    └── NotQuarantinedError            34   409  not_quarantined
 
 Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
@@ -260,6 +261,14 @@ class LeaseHeldError(RegistryError):
     code = "lease_held"
 
 
+class NotQuarantinedError(RegistryError):
+    """A quarantine was to be lifted from an adapter version that is not quarantined."""
+
+    exit_code = 34
+    http_status = 409
+    code = "not_quarantined"
+
+
 def error_classes() -> tuple[type[RegistryError], ...]:
     """Every class of the tree, root first (the table, in code)."""
     found: list[type[RegistryError]] = []
@@ -295,6 +304,7 @@ __all__ = [
     "LeaseHeldError",
     "NameConflictError",
     "NotARegistryError",
+    "NotQuarantinedError",
     "ReadOnlyRegistryError",
     "RefNotFoundError",
     "RegistryError",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from registry import catalog, push, rollouts, transfer, variants
+from registry import catalog, push, quarantine, rollouts, transfer, variants
 from registry.bases import pick_base
 from registry.blobs import FileBlobStore
 from registry.deps import Deps, StepHook
@@ -381,6 +381,21 @@ class LocalRegistry:
         """Re-hash stored blobs (all, or those of ``ref``); optionally collect orphans."""
         target = self.resolve(ref) if ref is not None else None
         return transfer.verify(self.deps, target, ref or "", gc=gc, gc_grace_s=gc_grace_s)
+
+    # -- quarantine (registry.quarantine) ----------------------------------------------
+    def quarantine(self, ref: str, *, reason: str, who: str | None = None) -> AdapterVersion:
+        """Refuse the adapter version ``ref`` names everywhere, for ``reason``."""
+        record = self.adapter(ref)
+        return quarantine.quarantine(self.deps, record.name, record.version, reason=reason, who=who)
+
+    def lift_quarantine(self, ref: str, *, who: str | None = None) -> AdapterVersion:
+        """Serve the adapter version ``ref`` names again."""
+        record = self.adapter(ref)
+        return quarantine.lift(self.deps, record.name, record.version, who=who)
+
+    def quarantined(self) -> list[AdapterVersion]:
+        """Live adapter versions under quarantine."""
+        return self.store.quarantined()
 
     # -- rollouts (the use cases and their rules: registry.rollouts) --------------------
     def start_rollout(

@@ -209,11 +209,19 @@ def m0004_variants(db: Database) -> None:
     db.execute("CREATE INDEX pair_evals_base ON pair_evals(base_id)")
 
 
+def m0005_quarantine(db: Database) -> None:
+    """Quarantine of an adapter version: the reason, who and when (all NULL while it is
+    not quarantined). Lifting clears them; the event log keeps both moves."""
+    for column in ("quarantine_reason", "quarantined_by", "quarantined_at"):
+        db.execute(f"ALTER TABLE adapters ADD COLUMN {column} TEXT")
+
+
 MIGRATIONS: tuple[Callable[[Database], None], ...] = (
     m0001_initial,
     m0002_code_lineage_and_production,
     m0003_rollouts,
     m0004_variants,
+    m0005_quarantine,
 )
 
 

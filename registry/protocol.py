@@ -118,6 +118,20 @@ class Registry(Protocol):
 
     def remove(self, ref: str, *, who: str | None = None) -> Resolved: ...
 
+    # -- quarantine (rules in registry.quarantine) --------------------------------------
+    def quarantine(self, ref: str, *, reason: str, who: str | None = None) -> AdapterVersion:
+        """Refuse the adapter version ``ref`` names in every gateway until lifted; a version
+        already quarantined keeps its first reason."""
+        ...
+
+    def lift_quarantine(self, ref: str, *, who: str | None = None) -> AdapterVersion:
+        """Lift the quarantine of ``ref`` (NotQuarantinedError if it has none)."""
+        ...
+
+    def quarantined(self) -> list[AdapterVersion]:
+        """Live adapter versions under quarantine."""
+        ...
+
     # -- rollouts (rules in registry.rollouts) -----------------------------------------
     def start_rollout(
         self,

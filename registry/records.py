@@ -50,6 +50,15 @@ class PeftSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class Quarantine:
+    """Why an adapter version is refused by every gateway, until a person lifts it."""
+
+    reason: str
+    who: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
 class AdapterVersion:
     """One immutable version of an adapter."""
 
@@ -67,6 +76,7 @@ class AdapterVersion:
     chat_template_digest: str | None = None
     removed_at: str | None = None
     code: CodeLineage | None = None
+    quarantine: Quarantine | None = None
     kind: Literal["adapter"] = "adapter"
 
     @property

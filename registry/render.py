@@ -50,6 +50,8 @@ def table(records: list[Record]) -> str:
     for r in records:
         version = str(r.version) if isinstance(r, AdapterVersion) else "-"
         aliases = ",".join(r.aliases) if isinstance(r, AdapterVersion) else ""
+        if isinstance(r, AdapterVersion) and r.quarantine is not None:
+            aliases = f"{aliases} (quarantined)".strip()
         rows.append((r.kind, r.name, version, short(r.digest), aliases, r.created_at))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -75,6 +77,12 @@ def describe(record: Record) -> str:
             f"  schema:      {'yes' if record.schema is not None else 'no'}",
             f"  meta:        {record.meta or '-'}",
         ]
+        if record.quarantine is not None:
+            q = record.quarantine
+            lines.append(
+                f"  QUARANTINED: {q.reason} ({q.at} by {q.who}; lift with "
+                f"`registry quarantine rm {record.ref}`)"
+            )
     elif isinstance(record, BaseModel):
         arch = record.architecture
         lines += [

@@ -98,6 +98,13 @@ class AdapterSlots:
         """vLLM no longer knows `name` (restart, or evicted behind our back)."""
         self._lru.pop(name, None)
 
+    async def evict(self, name: str) -> None:
+        """Unload `name` now (a quarantined adapter): no request may run it again here."""
+        async with self._lock:
+            with suppress(LoraNotLoadedError):
+                await self.backend.unload_lora(name)
+            self._lru.pop(name, None)
+
     def _base_id(self) -> str:
         model_id = self.backend.state.model_id
         assert model_id is not None

@@ -18,6 +18,7 @@ from server import placement, probe
 from server.access import RequestIdMiddleware
 from server.adapters import AdapterCache, AdapterSlots
 from server.auth import allowed, authenticate
+from server.containment import Containment
 from server.errors import (
     GatewayError,
     MethodNotAllowedError,
@@ -67,10 +68,11 @@ async def _start(rt: Runtime) -> None:
         rt.tasks.append(asyncio.create_task(rt.supervisor.run(rt.backends[0])))
     cache = AdapterCache(s.cache_dir / "adapters", rt.resolver)
     slots = [AdapterSlots(b, cache, s.max_loaded_adapters, rt.metrics) for b in rt.backends]
-    rt.gateway = Gateway(s, rt.resolver, slots, rt.metrics)
     restart: dict[str, probe.Restart] = {}
     if rt.supervisor is not None:
         restart["local"] = rt.supervisor.restart
+    containment = Containment(rt.resolver, rt.metrics, s.probe_timeout_s, restart)
+    rt.gateway = Gateway(s, rt.resolver, slots, rt.metrics, containment)
     rt.tasks.append(
         asyncio.create_task(
             probe.watch(rt.backends, s.probe_interval_s, s.probe_timeout_s, rt.metrics, restart)

@@ -4,7 +4,8 @@
     ├── InvalidRequestError           400 invalid_request_error   (carries `param`)
     │   └── InvalidSchemaError        400 invalid_request_error   code invalid_json_schema
     ├── AuthenticationError           401 authentication_error
-    ├── PermissionDeniedError         403 permission_error
+    ├── PermissionDeniedError         403 permission_error        code model_not_allowed
+    │   └── AdapterQuarantinedError   403 permission_error        code adapter_quarantined
     ├── ModelNotFoundError            404 not_found_error         code model_not_found
     ├── RouteNotFoundError            404 not_found_error         code unknown_route
     ├── MethodNotAllowedError         405 invalid_request_error   code method_not_allowed
@@ -73,6 +74,10 @@ class PermissionDeniedError(GatewayError):
     status = 403
     type = "permission_error"
     code = "model_not_allowed"
+
+
+class AdapterQuarantinedError(PermissionDeniedError):
+    code = "adapter_quarantined"
 
 
 class ModelNotFoundError(GatewayError):

@@ -123,6 +123,20 @@ class Metrics:
             [*SERIES, "reason"],
             registry=r,
         )
+        self.degenerate_answers = Counter(
+            "loraport_degenerate_answers_total",
+            "Answers returned that were degenerate (empty, or one short piece repeated); "
+            "every series with requests has one, at 0 until the first.",
+            list(SERIES),
+            registry=r,
+        )
+        self.quarantines = Counter(
+            "loraport_quarantines_total",
+            "Adapter versions this gateway quarantined (corrupted the engine, or answer "
+            "degenerately while the base model does not).",
+            ["adapter", "version"],
+            registry=r,
+        )
         self.backend_up = Gauge(
             "loraport_backend_up",
             "1 when the backend answers health checks.",

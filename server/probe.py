@@ -69,6 +69,12 @@ def degenerate(text: str) -> str | None:
     return None
 
 
+def corrupted(verdict: Verdict, known_good: bool) -> bool:
+    """The engine is corrupted: the base model's greedy answer changed, or is degenerate
+    where this backend's base model had answered well before (``known_good``)."""
+    return verdict.reason == "changed" or (verdict.reason == "degenerate" and known_good)
+
+
 def progressing(before: EngineStats | None, after: EngineStats | None) -> bool:
     """vLLM generated tokens for others between two samples: requests running besides the
     probe, and more tokens than the probe alone could have produced."""
@@ -184,7 +190,7 @@ async def watch(
     restart: dict[str, Restart] | None = None,
 ) -> None:
     """Probe forever: every second while any backend is not ready, else every interval.
-    A backend judged `changed` is restarted when its supervisor is known."""
+    A corrupted backend (see `corrupted`) is restarted when its supervisor is known."""
     restart = restart or {}
     while True:
         results = await asyncio.gather(
@@ -195,7 +201,9 @@ async def watch(
                 log.exception("probe of backend %s failed", backend.label, exc_info=result)
                 backend.state.judged(True, "the generation probe failed")
                 metrics.probe_failures.labels(backend.label, "error").inc()
-            elif result.reason == "changed" and backend.label in restart:
+            elif corrupted(result, backend.state.base_answer is not None) and (
+                backend.label in restart
+            ):
                 log.error("backend %s: %s; restarting it", backend.label, result.detail)
                 restart[backend.label](result.detail)
             elif result.degraded:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,12 @@ from typing import Any, TypeVar
 
 import registry
 from server.canary import CANARY, STABLE, Split
-from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError
+from server.errors import (
+    AdapterQuarantinedError,
+    GatewayError,
+    InvalidRequestError,
+    ModelNotFoundError,
+)
 from server.metrics import Series
 
 T = TypeVar("T")
@@ -140,6 +146,8 @@ class Resolver:
         self._token: int | None = None
         self.base: registry.BaseModel | None = None
         self._parent_digest: str | None = None
+        # Versions this gateway quarantined: refused even if the registry write failed.
+        self._quarantined: dict[str, str] = {}
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -203,7 +211,10 @@ class Resolver:
             raise from_registry(e) from e
         if rollout is None or rollout.weight <= 0 or rollout.canary == adapter.version:
             return Route(stable)
-        canary = replace(self._resolve(f"{adapter.name}@{rollout.canary}"), arm=CANARY)
+        try:
+            canary = replace(self._resolve(f"{adapter.name}@{rollout.canary}"), arm=CANARY)
+        except AdapterQuarantinedError:  # the stable arm takes all traffic until rollback
+            return Route(stable)
         return Route(stable, canary, Split(rollout.weight, f"{adapter.name}#{rollout.id}"))
 
     def _resolve(self, model: str) -> Target:
@@ -231,7 +242,35 @@ class Resolver:
             )
         if adapter.base_model.digest != base.digest:
             self._check_pair(adapter)
+        self._check_quarantine(adapter)
         return Target(base, adapter)
+
+    def _check_quarantine(self, adapter: registry.AdapterVersion) -> None:
+        reason = adapter.quarantine.reason if adapter.quarantine else None
+        reason = reason or self._quarantined.get(adapter.ref)
+        if reason is not None:
+            raise AdapterQuarantinedError(
+                f"{adapter.ref} is quarantined ({reason}); no gateway serves it until a person "
+                f"lifts it with `registry quarantine rm {adapter.ref}`",
+                param="model",
+            )
+
+    async def quarantine(self, target: Target, reason: str) -> None:
+        """Quarantine `target`'s adapter version here at once and in the registry (so
+        every gateway refuses it); a registry that cannot be written is logged."""
+        if target.adapter is None:
+            return
+        ref = target.adapter.ref
+        self._quarantined[ref] = reason
+        self._cache.clear()
+        try:
+            await self.call(partial(self._write_quarantine, ref, reason))
+        except Exception:
+            log.exception("could not record the quarantine of %s in the registry", ref)
+
+    def _write_quarantine(self, ref: str, reason: str) -> None:
+        assert self._reg is not None
+        self._reg.quarantine(ref, reason=reason, who=f"gateway@{socket.gethostname()}")
 
     def _lineage(self) -> str | None:
         """The digest of the served base's parent when it is a quantized variant;
@@ -271,13 +310,18 @@ class Resolver:
     def _model_ids(self) -> list[tuple[str, str | None]]:
         assert self._reg is not None and self.base is not None
         base = self.base
-        mine = [a for a in self._reg.list_adapters() if a.base_model.digest == base.digest]
+        adapters = [
+            a
+            for a in self._reg.list_adapters()
+            if a.quarantine is None and a.ref not in self._quarantined
+        ]
+        mine = [a for a in adapters if a.base_model.digest == base.digest]
         if self._parent_digest is not None:
             on_variant = self._reg.pairs_on(base.name)
             passed = {p.adapter for p in on_variant if p.passed}
             mine += [
                 a
-                for a in self._reg.list_adapters()
+                for a in adapters
                 if a.base_model.digest == self._parent_digest and a.ref in passed
             ]
         return [(base.name, None)] + [(ref, base.name) for ref in registry.routable_refs(mine)]

@@ -25,6 +25,7 @@ from server.adapters import AdapterSlots
 from server.admission import InFlight, Limits, estimate
 from server.auth import authenticate, authorize
 from server.canary import SESSION_HEADER, sticky_key
+from server.containment import Containment, answer_problem
 from server.errors import (
     BackendError,
     BackendUnavailableError,
@@ -80,6 +81,8 @@ class Outcome:
     completion_tokens: int = 0
     ttft_s: float | None = None
     concurrency: int = 1
+    degenerate: bool = False
+    """An answer came back degenerate (server.containment.answer_problem)."""
     work: int = 0
     """Tokens of work admitted for it (see server.admission.estimate)."""
 
@@ -135,11 +138,13 @@ class Gateway:
         resolver: Resolver,
         slots: list[AdapterSlots],
         metrics: Metrics,
+        containment: Containment,
     ) -> None:
         self.settings = settings
         self.resolver = resolver
         self.slots = slots
         self.metrics = metrics
+        self.containment = containment
         self.limits = Limits.of(settings)
         self.in_flight = InFlight(self.limits, metrics)
 
@@ -264,9 +269,12 @@ class Gateway:
         usage = data.get("usage") or {}
         outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
+        choices = data.get("choices", [])
+        answers = {i: (text_of(endpoint, c), c.get("finish_reason")) for i, c in enumerate(choices)}
+        self._look_at(answers, outcome, slots, target)
         if constraint is not None:
-            for choice in data.get("choices", []):
-                check_result(constraint, text_of(endpoint, choice), choice.get("finish_reason"))
+            for text, finish_reason in answers.values():
+                check_result(constraint, text, finish_reason)
         data["model"] = target.ref
         return data
 
@@ -349,6 +357,8 @@ class Gateway:
                             continue
                     chunk["model"] = target.ref
                     yield f"data: {json.dumps(chunk)}\n\n"
+                answers = {i: (t, finish_reasons.get(i)) for i, t in texts.items()}
+                self._look_at(answers, outcome, slots, target)
                 if constraint is not None:
                     for i, text in sorted(texts.items()):
                         check_result(constraint, text, finish_reasons.get(i))
@@ -365,11 +375,27 @@ class Gateway:
 
         return ClosingStreamingResponse(events(), finish, target_headers(target))
 
+    def _look_at(
+        self,
+        answers: dict[int, tuple[str, str | None]],
+        outcome: Outcome,
+        slots: AdapterSlots,
+        target: Target,
+    ) -> None:
+        """Count a degenerate answer, and have containment check its backend at once."""
+        tokens = outcome.completion_tokens // max(1, len(answers))
+        if any(answer_problem(t, f, tokens) for t, f in answers.values()):
+            outcome.degenerate = True
+            self.containment.suspect(slots, target)
+
     def _record(self, endpoint: str, o: Outcome, started: float) -> None:
         m, s = self.metrics, o.series.values()
         elapsed = time.perf_counter() - started
         status = o.error.status if o.error is not None else o.status
         m.requests.labels(*s, endpoint, str(status)).inc()
+        degenerate = m.degenerate_answers.labels(*s)  # at 0 from the series' first request
+        if o.degenerate:
+            degenerate.inc()
         m.latency.labels(*s, endpoint).observe(elapsed)
         if o.error is not None:
             m.errors.labels(*s, o.error.type).inc()

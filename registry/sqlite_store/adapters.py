@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from registry.digest import Digest
-from registry.records import AdapterVersion, CodeLineage, Lineage, PeftSummary
+from registry.records import AdapterVersion, CodeLineage, Lineage, PeftSummary, Quarantine
 from registry.sqlite_store.core import Row, StoreCore
 from registry.sqlite_store.names import NameWrites
 
@@ -51,6 +51,10 @@ class AdapterReads(StoreCore):
             return None
         aliases = tuple(a for a, v in self.aliases_of(name).items() if v == version)
         return _adapter(row, aliases)
+
+    def quarantined(self) -> list[AdapterVersion]:
+        """Live adapter versions under quarantine, ordered by name, version."""
+        return [a for a in self.adapters() if a.quarantine is not None]
 
     def adapters(self, name: str | None = None) -> list[AdapterVersion]:
         """Live adapter versions ordered by name, version."""
@@ -158,6 +162,38 @@ class AdapterWrites(NameWrites):
             detail={"alias": alias, "from": old, "to": version},
         )
 
+    def set_quarantine(self, *, name: str, version: int, reason: str, who: str, at: str) -> None:
+        """Quarantine ``name@version`` (callers check it is live and not yet quarantined)."""
+        self.conn.execute(
+            "UPDATE adapters SET quarantine_reason = ?, quarantined_by = ?, quarantined_at = ?"
+            " WHERE name = ? AND version = ?",
+            (reason, who, at, name, version),
+        )
+        self.event(
+            at=at,
+            who=who,
+            action="quarantine",
+            name=name,
+            version=version,
+            detail={"reason": reason},
+        )
+
+    def clear_quarantine(self, *, name: str, version: int, reason: str, who: str, at: str) -> None:
+        """Lift the quarantine of ``name@version``; the event keeps the reason it had."""
+        self.conn.execute(
+            "UPDATE adapters SET quarantine_reason = NULL, quarantined_by = NULL,"
+            " quarantined_at = NULL WHERE name = ? AND version = ?",
+            (name, version),
+        )
+        self.event(
+            at=at,
+            who=who,
+            action="quarantine.lift",
+            name=name,
+            version=version,
+            detail={"reason": reason},
+        )
+
     def delete_alias(self, *, name: str, alias: str, old: int, who: str, at: str) -> None:
         self.conn.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
         self.event(
@@ -197,4 +233,12 @@ def _adapter(row: Row, aliases: tuple[str, ...]) -> AdapterVersion:
         chat_template_digest=row["chat_template_digest"],
         removed_at=row["removed_at"],
         code=code,
+        quarantine=_quarantine(row),
     )
+
+
+def _quarantine(row: Row) -> Quarantine | None:
+    reason = row.get("quarantine_reason")
+    if reason is None:
+        return None
+    return Quarantine(reason, row["quarantined_by"] or "", row["quarantined_at"] or "")

@@ -15,9 +15,12 @@ from registry.migrations import MIGRATIONS
 
 
 def _as_schema_1(path: Path) -> None:
-    """Undo migrations 2 and 3 by hand: no production aliases, no code columns, no rollouts."""
+    """Undo migrations 2-5 by hand: no production aliases, no code columns, no rollouts,
+    no variants, no quarantine columns."""
     conn = sqlite3.connect(path / "registry.db")
     with conn:
+        for column in ("quarantine_reason", "quarantined_by", "quarantined_at"):  # migration 5
+            conn.execute(f"ALTER TABLE adapters DROP COLUMN {column}")
         conn.execute("DROP TABLE pair_evals")  # migration 4
         conn.execute("DROP TABLE variants")
         conn.execute("DROP TABLE rollout_analyses")  # migration 3 and later

@@ -21,6 +21,7 @@ EXPECTED = {
     "InvalidSchemaError": 400,
     "AuthenticationError": 401,
     "PermissionDeniedError": 403,
+    "AdapterQuarantinedError": 403,
     "ModelNotFoundError": 404,
     "RouteNotFoundError": 404,
     "MethodNotAllowedError": 405,

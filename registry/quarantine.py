@@ -1,0 +1,63 @@
+"""Quarantine: an adapter version that corrupted an engine or answers degenerately is
+refused by every gateway until a person lifts it.
+
+A gateway that finds such a version (server/containment.py) records it here with its
+reason; `registry quarantine rm REF` lifts it. Quarantining is idempotent: several
+gateways that catch the same version at once leave the first reason standing. The
+version itself never changes (versions are immutable); the quarantine is state beside
+it, like an alias, and both moves are in the event log.
+"""
+
+from __future__ import annotations
+
+from registry.deps import Deps
+from registry.errors import InvalidRefError, NotQuarantinedError, RefNotFoundError
+from registry.records import AdapterVersion
+from registry.sqlite_store import now_iso
+
+#: A reason is one line a person reads in `registry show` and in a gateway's error.
+MAX_REASON_CHARS = 500
+
+
+def _reason(reason: str) -> str:
+    text = " ".join(reason.split())
+    if not text:
+        raise InvalidRefError("a quarantine needs a reason (what the adapter did)")
+    return text[:MAX_REASON_CHARS]
+
+
+def _live(deps: Deps, name: str, version: int) -> AdapterVersion:
+    record = deps.store.adapter(name, version)
+    if record is None or record.removed_at is not None:
+        raise RefNotFoundError(f"{name}@{version} is not a live adapter version")
+    return record
+
+
+def quarantine(
+    deps: Deps, name: str, version: int, *, reason: str, who: str | None
+) -> AdapterVersion:
+    """Quarantine ``name@version``; a version already quarantined keeps its first reason."""
+    text = _reason(reason)
+    with deps.store.write() as tx:
+        record = _live(deps, name, version)
+        if record.quarantine is None:
+            tx.set_quarantine(
+                name=name, version=version, reason=text, who=deps.who(who), at=now_iso()
+            )
+    return _live(deps, name, version)
+
+
+def lift(deps: Deps, name: str, version: int, *, who: str | None) -> AdapterVersion:
+    """Lift the quarantine of ``name@version`` (a person's decision)."""
+    with deps.store.write() as tx:
+        record = _live(deps, name, version)
+        if record.quarantine is None:
+            raise NotQuarantinedError(f"{name}@{version} is not quarantined")
+        tx.clear_quarantine(
+            name=name,
+            version=version,
+            reason=record.quarantine.reason,
+            who=deps.who(who),
+            at=now_iso(),
+        )
+    return _live(deps, name, version)
