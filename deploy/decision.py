@@ -2,6 +2,10 @@
 
 Order of the rules (the first that applies decides):
 
+0. the canary version is quarantined in the registry (a gateway found it corrupting the
+   engine or answering degenerately, or a person said so): **rollback** at once, with the
+   quarantine's reason, whatever the figures say (:func:`quarantined`; gateways refuse a
+   quarantined version, so its arm would have no traffic to judge);
 1. no figures for the canary, or any that is NaN/infinite (an unknown count of
    degenerate answers included), or fewer than ``min_requests`` canary requests: **hold**
    (never judge on no data; a NaN is not 0);
@@ -24,6 +28,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Literal
+
+from registry import Quarantine
 
 Action = Literal["advance", "hold", "promote", "rollback"]
 
@@ -80,6 +86,17 @@ class Thresholds:
 class Verdict:
     action: Action
     reason: str
+
+
+def quarantined(canary_ref: str, quarantine: Quarantine | None) -> Verdict | None:
+    """Rule 0: a quarantined canary is rolled back with the quarantine's reason."""
+    if quarantine is None:
+        return None
+    return Verdict(
+        "rollback",
+        f"canary {canary_ref} is quarantined: {quarantine.reason} (by {quarantine.who} at "
+        f"{quarantine.at}; `registry quarantine rm {canary_ref}` lifts it)",
+    )
 
 
 def _data_problem(arm: str, figures: ArmFigures | None, min_requests: int) -> str | None:

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from deploy.decision import ArmFigures, Thresholds, decide
+from deploy.decision import ArmFigures, Thresholds, decide, quarantined
+from registry import Quarantine
 
 T = Thresholds(min_requests=20, max_error_rate=0.05, max_latency_ratio=1.5,
                max_json_violation_rate=0.05, max_degenerate_rate=0.05)  # fmt: skip
@@ -104,3 +105,22 @@ def test_the_degenerate_limit_is_a_flag(limit: float, degenerate: float, action:
 def test_min_requests_of_one_still_needs_a_request() -> None:
     t = Thresholds(min_requests=1)
     assert decide(t, GOOD, arm(requests=0, p95=NAN), weight=10, last_step=True).action == "hold"
+
+
+@pytest.mark.parametrize(
+    ("quarantine", "action", "reason"),
+    [
+        (None, None, None),
+        (
+            Quarantine(reason="it answers degenerately", who="gateway gw-1", at="2026-12-04T17:00"),
+            "rollback",
+            "canary support@2 is quarantined: it answers degenerately (by gateway gw-1 at "
+            "2026-12-04T17:00; `registry quarantine rm support@2` lifts it)",
+        ),
+    ],
+)
+def test_a_quarantined_canary_is_rolled_back(
+    quarantine: Quarantine | None, action: str | None, reason: str | None
+) -> None:
+    verdict = quarantined("support@2", quarantine)
+    assert (verdict and verdict.action, verdict and verdict.reason) == (action, reason)
