@@ -8,7 +8,12 @@ on loopback, with intervals of seconds; `deploy canary` runs as its own process.
 - a bad canary (a version whose declared schema cannot be met in the token budget, so
   every canary answer is a JSON-contract failure) is rolled back within two intervals of
   its first failures, and the stable arm serves every request without an error;
-- with no traffic the rollout holds at its first step and says why.
+- with no traffic the rollout holds at its first step and says why;
+- a canary that answers users degenerately (a loop) while it answers the gateways' probe
+  question normally, so no gateway quarantines it, is rolled back by its degenerate-answer
+  rate;
+- a canary that a gateway quarantines (it loops on the probe question too) is rolled back
+  at once with the quarantine's reason, and the stable arm serves every request.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -58,6 +64,27 @@ MESSAGES = [{"role": "user", "content": "Hello, my order #71033 has not arrived.
 DEGENERATE_ARMS = [ArmRef("support", 1, "stable"), ArmRef("support", 2, "canary")]
 
 
+#: lora_alpha (r 8; the demo adapters have 16) at which support-v1 answers every prompt
+#: with one word repeated (" fixed fixed ..."), the probe question included.
+LOOPS_EVERYWHERE = 800
+#: lora_alpha at which triage answers MESSAGES with one label repeated
+#: ("deliverydelivery...", 16 tokens) but the probe question with a mix of labels (not
+#: degenerate), so a gateway's check does not quarantine it. Both measured on vLLM CPU,
+#: float32, greedy (2026-12-04).
+LOOPS_ON_USERS = 128
+LOOP_TOKENS = 16
+
+
+def scaled(source: str, lora_alpha: int, tmp: Path) -> Path:
+    """A copy of a demo adapter with its lora_alpha raised (the same weights)."""
+    target = tmp / f"{source}-alpha{lora_alpha}"
+    shutil.copytree(adapter_dir(source), target)
+    config = json.loads((target / "adapter_config.json").read_text())
+    config["lora_alpha"] = lora_alpha
+    (target / "adapter_config.json").write_text(json.dumps(config))
+    return target
+
+
 @dataclass
 class Live:
     registry: Path
@@ -79,8 +106,12 @@ def live(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             ("support", "support-v2", None),
             ("faq", "support-v1", None),
             ("faq", "support-v1", IMPOSSIBLE),
+            ("support", scaled("support-v1", LOOPS_EVERYWHERE, tmp), None),
+            ("triage", "triage", None),
+            ("triage", scaled("triage", LOOPS_ON_USERS, tmp), None),
         ):
-            reg.push_adapter(adapter_dir(source), name=name, dataset=data, schema=schema)
+            path = source if isinstance(source, Path) else adapter_dir(source)
+            reg.push_adapter(path, name=name, dataset=data, schema=schema)
     with ExitStack() as stack:
         gateways = [
             stack.enter_context(running_gateway(vllm_server, location, tmp / f"cache{i}"))
@@ -132,8 +163,11 @@ class Traffic:
     """Requests for `model` from a rotating set of users, round-robin over the gateways,
     from a few threads, until stopped."""
 
-    def __init__(self, live: Live, model: str, users: int = 300, threads: int = 4) -> None:
-        self.live, self.model, self.threads = live, model, threads
+    def __init__(
+        self, live: Live, model: str, users: int = 300, threads: int = 4,
+        max_tokens: int = MAX_TOKENS,
+    ) -> None:  # fmt: skip
+        self.live, self.model, self.threads, self.max_tokens = live, model, threads, max_tokens
         self.users = itertools.cycle(range(users))
         self.answers: list[Answer] = []
         self._stop = threading.Event()
@@ -157,7 +191,7 @@ class Traffic:
                 with self._lock:
                     user = f"user-{next(self.users)}"
                 gw = hash(user) % len(clients) if index % 2 else index % len(clients)
-                self.answers.append(ask(clients, gw, self.model, user))
+                self.answers.append(ask(clients, gw, self.model, user, self.max_tokens))
         finally:
             for c in clients:
                 c.close()
@@ -173,9 +207,11 @@ def ask(
                   r.headers.get("x-loraport-adapter", ""))  # fmt: skip
 
 
-def deploy(live: Live, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+def deploy(
+    live: Live, *args: str, timeout_s: float = 120, interval_s: float = INTERVAL_S
+) -> subprocess.CompletedProcess[str]:
     cmd = [DEPLOY, "--registry", str(live.registry), "canary", *args,
-           "--prometheus", live.prometheus, "--interval", f"{INTERVAL_S}s"]  # fmt: skip
+           "--prometheus", live.prometheus, "--interval", f"{interval_s}s"]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
 
 
@@ -321,6 +357,56 @@ def test_a_killed_controller_resumes_on_the_gateways_own_metrics(live: Live) -> 
     assert final.state == "promoted"
     assert len({a.who for a in final.analyses}) == 2  # the first controller, then the second
     assert "/metrics of 2 gateway(s)" in final.analyses[-1].figures["source"]
+
+
+def test_a_canary_that_answers_users_degenerately_is_rolled_back(live: Live) -> None:
+    """triage@2 loops on the users' question but not on the probe's, so no gateway
+    quarantines it: only its degenerate-answer rate, read from Prometheus, rolls it back
+    (without the rule every canary answer is a 200 and it would be promoted)."""
+    reset(live, "triage")
+    with Traffic(live, "triage", max_tokens=LOOP_TOKENS) as traffic:
+        done = deploy(live, "triage", "--to", "2", "--steps", "25,50,100", "--min-requests", "5")
+    assert done.returncode == 1, done.stdout + done.stderr
+    final = final_rollout(live, "triage")
+    assert final.state == "rolled_back", final.reason
+    assert "degenerate-answer rate" in (final.reason or "") and "--max-degenerate-rate 0.05" in (
+        final.reason or ""
+    )
+    rolled_back_at = next(a for a in final.analyses if a.verdict == "rollback")
+    assert rolled_back_at.figures["canary"]["degenerate"] >= 1
+    print(f"rolled back: {final.reason}; analyses {[a.verdict for a in final.analyses]}")
+    canary = [a for a in traffic.answers if a.arm == "canary"]
+    assert canary and all(a.status == 200 for a in canary)  # no error: only quality shows it
+    with registry.open(live.registry, create=False) as reg:
+        assert reg.adapter("triage@2").quarantine is None  # the rate acted, not containment
+        assert reg.resolve("triage").version == 1
+
+
+def test_a_canary_a_gateway_quarantines_is_rolled_back_at_once(live: Live) -> None:
+    """support@3 (lora_alpha raised: it answers everything with one word repeated) is
+    quarantined by the gateway that sees its first degenerate answer (its answer to the
+    probe's question is degenerate too); the controller reads the quarantine at its next
+    poll and rolls back with its reason, well before the step's interval ends."""
+    reset(live, "support")
+    with Traffic(live, "support", max_tokens=LOOP_TOKENS) as traffic:
+        done = deploy(live, "support", "--to", "3", "--steps", "25,100", "--min-requests", "5",
+                      interval_s=60)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    final = final_rollout(live, "support")
+    assert final.state == "rolled_back", final.reason
+    with registry.open(live.registry, create=False) as reg:
+        quarantine = reg.adapter("support@3").quarantine
+    assert quarantine is not None and quarantine.who.startswith("gateway"), quarantine
+    assert f"canary support@3 is quarantined: {quarantine.reason}" in (final.reason or "")
+    assert final.ended_at is not None
+    took = epoch(final.ended_at) - epoch(final.started_at)
+    assert took < 30, took  # the step's interval is 60 s: this was not the figures
+    print(f"rolled back {took:.1f} s after the rollout started: {final.reason}")
+    stable = [a for a in traffic.answers if a.arm == "stable"]
+    statuses = Counter((a.arm, a.status) for a in traffic.answers)
+    assert stable and all(a.status == 200 for a in stable), statuses
+    with registry.open(live.registry, create=False) as reg:
+        assert reg.resolve("support").version == 1
 
 
 def _canary_set(path: Path, source: str, lines: int = 8) -> Path:
