@@ -38,6 +38,10 @@ FAST = ["--interval", "50ms", "--lease-ttl", "1s"]
         (["--to", "2", "--interval", "soon"], 2, "not a duration"),
         (["--to", "2", "--max-error-rate", "2"], 2, "--max-error-rate"),
         (["--to", "2", "--min-requests", "0"], 2, "--min-requests"),
+        (["--to", "2", "--max-degenerate-rate", "1.5"], 2, "--max-degenerate-rate"),
+        (["--to", "2", "--max-degenerate-rate", "-0.1"], 2, "--max-degenerate-rate"),
+        (["--to", "2", "--max-degenerate-rate", "nan"], 2, "--max-degenerate-rate"),
+        (["--to", "2", "--max-degenerate-rate", "often"], 2, "--max-degenerate-rate"),
     ],
 )
 def test_bad_rollouts_are_refused(
@@ -177,3 +181,20 @@ def test_an_eval_gateway_that_is_down_is_its_own_exit(
                          f"http://127.0.0.1:{free_port()}", *FAST)  # fmt: skip
     assert status == 42 and "could not be asked" in output
     assert support_registry.rollouts("support") == []
+
+
+def test_the_degenerate_limit_is_stored_in_the_plan(support_registry: LocalRegistry) -> None:
+    """The flag reaches the stored plan (a resumed controller judges by it); a person's
+    abort ends the rollout, which held on the dead Prometheus meanwhile."""
+
+    def abort_soon() -> None:
+        threading.Event().wait(1.0)
+        support_registry.end_rollout("support", None, "aborted", reason="test over")
+
+    threading.Thread(target=abort_soon).start()
+    status, output = run(support_registry, "canary", "support", "--to", "2",
+                         "--max-degenerate-rate", "0.2", "--prometheus",
+                         f"http://127.0.0.1:{free_port()}", *FAST)  # fmt: skip
+    assert status == 1 and "aborted: test over" in output, output
+    [done] = support_registry.rollouts("support")
+    assert done.plan["max_degenerate_rate"] == 0.2
