@@ -198,3 +198,14 @@ def test_the_degenerate_limit_is_stored_in_the_plan(support_registry: LocalRegis
     assert status == 1 and "aborted: test over" in output, output
     [done] = support_registry.rollouts("support")
     assert done.plan["max_degenerate_rate"] == 0.2
+
+
+def test_a_canary_already_quarantined_is_rolled_back_at_its_first_poll(
+    support_registry: LocalRegistry,
+) -> None:
+    support_registry.quarantine("support@2", reason="corrupted the engine", who="gw-1")
+    status, output = run(support_registry, "canary", "support", "--to", "2", "--interval", "1h",
+                         "--prometheus", f"http://127.0.0.1:{free_port()}")  # fmt: skip
+    assert status == 1, output
+    assert "rolled_back: canary support@2 is quarantined: corrupted the engine (by gw-1" in output
+    assert support_registry.resolve("support").version == 1
