@@ -105,7 +105,8 @@ def _data_problem(arm: str, figures: ArmFigures | None, min_requests: int) -> st
     unknown = figures.unknown()
     if unknown:
         hint = (
-            " (a gateway that does not count degenerate answers cannot judge a canary)"
+            " (every gateway must count them in loraport_degenerate_answers_total: "
+            "upgrade the ones that do not)"
             if "degenerate answers" in unknown
             else ""
         )

@@ -37,7 +37,7 @@ GOOD = arm()
         (arm(requests=NAN), GOOD, 10, False, "hold", "stable arm's figures are not numbers"),
         # degenerate answers not counted (a gateway without the counter): unknown, a hold
         (GOOD, arm(deg=NAN), 10, False, "hold", "degenerate answers unknown"),
-        (GOOD, arm(deg=NAN), 100, True, "hold", "cannot judge a canary"),
+        (GOOD, arm(deg=NAN), 100, True, "hold", "upgrade the ones that do not"),
         (GOOD, arm(deg=math.inf), 10, False, "hold", "degenerate answers unknown"),
         (arm(deg=NAN), GOOD, 10, False, "hold", "stable arm's figures are not numbers"),
         (GOOD, arm(errors=NAN, deg=NAN), 10, False, "hold", "errors, degenerate answers"),
