@@ -41,6 +41,7 @@ from deploy.controller import epoch
 from deploy.decision import ArmFigures
 from deploy.prometheus import PrometheusSource
 from deploy.source import ArmRef
+from server.probe import PROBE_MESSAGE
 from server.supervisor import free_port
 from tests.conftest import BASE_DIR, BASE_NAME, EXAMPLES, adapter_dir
 from tests.deploy.loopback import Canned
@@ -64,13 +65,13 @@ MESSAGES = [{"role": "user", "content": "Hello, my order #71033 has not arrived.
 DEGENERATE_ARMS = [ArmRef("support", 1, "stable"), ArmRef("support", 2, "canary")]
 
 
-#: lora_alpha (r 8; the demo adapters have 16) at which support-v1 answers every prompt
-#: with one word repeated (" fixed fixed ..."), the probe question included.
-LOOPS_EVERYWHERE = 800
+#: lora_alpha (r 8; the demo adapters have 16) at which support-v1 answers the gateways'
+#: probe question with "," repeated (scaling 8, update ratio 1.5: within push's bounds).
+LOOPS_ON_THE_PROBE = 64
 #: lora_alpha at which triage answers MESSAGES with one label repeated
 #: ("deliverydelivery...", 16 tokens) but the probe question with a mix of labels (not
-#: degenerate), so a gateway's check does not quarantine it. Both measured on vLLM CPU,
-#: float32, greedy (2026-12-04).
+#: degenerate), so a gateway's check does not quarantine it (scaling 16, update ratio
+#: 2.3). Both measured on vLLM CPU, float32, greedy (2026-12-04).
 LOOPS_ON_USERS = 128
 LOOP_TOKENS = 16
 
@@ -106,7 +107,7 @@ def live(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             ("support", "support-v2", None),
             ("faq", "support-v1", None),
             ("faq", "support-v1", IMPOSSIBLE),
-            ("support", scaled("support-v1", LOOPS_EVERYWHERE, tmp), None),
+            ("support", scaled("support-v1", LOOPS_ON_THE_PROBE, tmp), None),
             ("triage", "triage", None),
             ("triage", scaled("triage", LOOPS_ON_USERS, tmp), None),
         ):
@@ -165,9 +166,10 @@ class Traffic:
 
     def __init__(
         self, live: Live, model: str, users: int = 300, threads: int = 4,
-        max_tokens: int = MAX_TOKENS,
+        max_tokens: int = MAX_TOKENS, messages: list[dict[str, str]] = MESSAGES,
     ) -> None:  # fmt: skip
         self.live, self.model, self.threads, self.max_tokens = live, model, threads, max_tokens
+        self.messages = messages
         self.users = itertools.cycle(range(users))
         self.answers: list[Answer] = []
         self._stop = threading.Event()
@@ -191,16 +193,19 @@ class Traffic:
                 with self._lock:
                     user = f"user-{next(self.users)}"
                 gw = hash(user) % len(clients) if index % 2 else index % len(clients)
-                self.answers.append(ask(clients, gw, self.model, user, self.max_tokens))
+                self.answers.append(
+                    ask(clients, gw, self.model, user, self.max_tokens, self.messages)
+                )
         finally:
             for c in clients:
                 c.close()
 
 
 def ask(
-    clients: list[httpx.Client], gw: int, model: str, user: str, max_tokens: int = MAX_TOKENS
-) -> Answer:
-    body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "user": user,
+    clients: list[httpx.Client], gw: int, model: str, user: str, max_tokens: int = MAX_TOKENS,
+    messages: list[dict[str, str]] = MESSAGES,
+) -> Answer:  # fmt: skip
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "user": user,
             "temperature": 0}  # fmt: skip
     r = clients[gw].post("/v1/chat/completions", json=body)
     return Answer(time.time(), user, gw, r.status_code, r.headers.get("x-loraport-arm", ""),
@@ -383,12 +388,13 @@ def test_a_canary_that_answers_users_degenerately_is_rolled_back(live: Live) -> 
 
 
 def test_a_canary_a_gateway_quarantines_is_rolled_back_at_once(live: Live) -> None:
-    """support@3 (lora_alpha raised: it answers everything with one word repeated) is
-    quarantined by the gateway that sees its first degenerate answer (its answer to the
-    probe's question is degenerate too); the controller reads the quarantine at its next
-    poll and rolls back with its reason, well before the step's interval ends."""
+    """support@3 (lora_alpha raised: it answers the probe's question, which these users
+    ask too, with "," repeated) is quarantined by the gateway that sees its first
+    degenerate answer; the controller reads the quarantine at its next poll and rolls
+    back with its reason, well before the step's interval ends."""
     reset(live, "support")
-    with Traffic(live, "support", max_tokens=LOOP_TOKENS) as traffic:
+    asked = [{"role": "user", "content": PROBE_MESSAGE}]
+    with Traffic(live, "support", max_tokens=LOOP_TOKENS, messages=asked) as traffic:
         done = deploy(live, "support", "--to", "3", "--steps", "25,100", "--min-requests", "5",
                       interval_s=60)  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
