@@ -75,7 +75,14 @@ async def _start(rt: Runtime) -> None:
     rt.gateway = Gateway(s, rt.resolver, slots, rt.metrics, containment)
     rt.tasks.append(
         asyncio.create_task(
-            probe.watch(rt.backends, s.probe_interval_s, s.probe_timeout_s, rt.metrics, restart)
+            probe.watch(
+                rt.backends,
+                s.probe_interval_s,
+                s.probe_timeout_s,
+                rt.metrics,
+                restart,
+                on_clean=containment.clean,
+            )
         )
     )
     rt.tasks.append(asyncio.create_task(rt.resolver.refresh_forever(s.route_refresh_s)))

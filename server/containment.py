@@ -6,29 +6,39 @@ relaxed) or answer degenerately. An adapter filled with 3e38 was seen to answer 
 leave vLLM's base model answering "" for everyone until the engine was replaced; and
 restarting the engine alone is not enough: the next request would do it again.
 
-So every answer the gateway returns is looked at (`answer_problem`, pure). A degenerate
-one starts a check of its backend at once, without waiting for the next probe:
+Every answer the gateway returns is looked at (`response_problem`, pure). A degenerate
+one starts a check of its backend at once (one at a time per backend): the base model is
+asked the probe's question (:func:`server.probe.probe_once`).
 
-1. the base model is asked the probe's question (:func:`server.probe.probe_once`);
-2. if its answer is degenerate or changed, the engine is corrupted: the adapter whose
-   degenerate answer started the check is quarantined and the engine is replaced (an
-   embedded one is restarted; a remote one stays out of rotation until it answers as
-   before, as the probe does);
-3. otherwise the adapter itself is asked the same question, alone; a degenerate answer
-   there too quarantines it (a one-off empty answer to a user's prompt does not).
+- **The engine is corrupted** (the base answer changed, or is degenerate after a good
+  one). Whoever answered "" first is not necessarily to blame: every answer on a
+  corrupted engine is "", and a short request of a good adapter can finish before the
+  long one that did it. The suspects are every adapter that ran on the backend since the
+  start of its last clean base-model probe (`candidates`, pure): a user's answer cannot
+  clear the engine, since one that began before the corruption keeps its good start.
+  Each suspect is held (503 `adapter_under_check`), the engine is replaced (an embedded
+  one restarted; a remote one waits until it answers as before), and then each suspect
+  runs alone, followed by the base probe. One that corrupts the engine again (replaced
+  once more), or answers degenerately, is quarantined; the rest are released.
+- **The engine is fine.** Each adapter that answered degenerately is asked the probe's
+  question alone; a degenerate answer there too quarantines it (a one-off empty answer
+  to a user's prompt does not). A target found fine is not checked again for
+  `RECHECK_AFTER_S`, so a client cannot make the gateway probe on every answer.
 
-The verdict is :func:`verdict`, a pure function. A quarantine is written to the registry,
-so every gateway refuses the version (`adapter_quarantined`) until a person runs
-`registry quarantine rm`; this gateway also remembers it, in case the registry cannot
-be written. One check runs per backend at a time: while the engine is corrupted every
-answer is degenerate, and only the adapter whose answer started the check is blamed.
+The decision for one adapter is :func:`verdict` (pure). A quarantine is written to the
+registry, so every gateway refuses the version (`adapter_quarantined`) until a person
+runs `registry quarantine rm`; this gateway also remembers it, in case the registry
+cannot be written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from server import probe
@@ -38,13 +48,17 @@ from server.resolver import Target
 
 log = logging.getLogger("loraport.gateway")
 
+#: After a check that found nothing, the same target is not checked again for this long.
+RECHECK_AFTER_S = 30.0
+#: How long a corrupted backend may take to come back before its suspects are replayed.
+READY_WAIT_S = 600.0
 #: An answer shorter than this (in tokens) that ran out of budget is not judged: a client
 #: asking for one token gets one, and that is not a sign of anything.
 MIN_JUDGED_TOKENS = 4
 
 
 def answer_problem(text: str, finish_reason: str | None, completion_tokens: int) -> str | None:
-    """Why an answer returned to a client is degenerate, or None (pure)."""
+    """Why one answer returned to a client is degenerate, or None (pure)."""
     if finish_reason == "stop" and not text.strip():
         return "empty answer"
     if finish_reason != "stop" and completion_tokens < MIN_JUDGED_TOKENS:
@@ -52,15 +66,26 @@ def answer_problem(text: str, finish_reason: str | None, completion_tokens: int)
     return probe.degenerate(text)
 
 
-def verdict(base: probe.Verdict, adapter_answer: str | None, known_good: bool) -> str | None:
-    """The quarantine reason for the adapter under check, or None to let it be (pure).
+def response_problem(
+    answers: Sequence[tuple[str, str | None]], completion_tokens: int, forced: bool
+) -> str | None:
+    """Why a response (its choices' text and finish reason) is degenerate, or None (pure).
+    Text forced past the model's own end (``forced``: `ignore_eos`) is not judged:
+    repeating itself there is what a small model does."""
+    if forced or not answers:
+        return None
+    tokens = completion_tokens // len(answers)
+    return next((p for t, f in answers if (p := answer_problem(t, f, tokens))), None)
 
-    ``base``: the probe of the base model right after the adapter's degenerate answer;
-    ``adapter_answer``: the adapter's own answer to the probe (None: not asked);
-    ``known_good``: the base model answered this backend's probe well before (a base
-    that never did says nothing about an adapter)."""
+
+def verdict(base: probe.Verdict, adapter_answer: str | None, known_good: bool) -> str | None:
+    """The quarantine reason for an adapter that just ran alone, or None (pure).
+
+    ``base``: the probe of the base model right after it; ``adapter_answer``: its own
+    answer to the probe (None: not asked); ``known_good``: the base model answered this
+    backend's probe well before (a base that never did says nothing about an adapter)."""
     if probe.corrupted(base, known_good):
-        return f"the engine was corrupted right after it ran: {base.detail}"
+        return f"the engine was corrupted right after it ran alone: {base.detail}"
     if base.degraded:  # a timeout or an error says nothing about the adapter
         return None
     if adapter_answer is None:
@@ -71,29 +96,91 @@ def verdict(base: probe.Verdict, adapter_answer: str | None, known_good: bool) -
     return f"it answers degenerately ({problem}) while the base model answers normally"
 
 
-class Quarantiner(Protocol):
+def candidates(
+    running: Mapping[str, int], ended: Mapping[str, float], clean_at: float
+) -> list[str]:
+    """The adapters that may have corrupted an engine (pure): those running on it now,
+    and those whose last request there ended after its last healthy answer."""
+    return sorted(ref for ref in {*running, *ended} if running.get(ref, 0) > 0
+                  or ended.get(ref, -1.0) >= clean_at)  # fmt: skip
+
+
+@dataclass
+class _Seen:
+    """What one backend ran lately (adapter refs), and when it last answered well."""
+
+    running: Counter[str] = field(default_factory=Counter)
+    ended: dict[str, float] = field(default_factory=dict)
+    targets: dict[str, Target] = field(default_factory=dict)
+    suspects: dict[str, Target] = field(default_factory=dict)
+    clean_at: float = 0.0
+
+
+class Holder(Protocol):
+    """Where containment records its decisions (the resolver)."""
+
     async def quarantine(self, target: Target, reason: str) -> None: ...
+
+    def hold(self, target: Target, reason: str) -> None: ...
+
+    def release(self, target: Target) -> None: ...
 
 
 class Containment:
-    """Checks a backend after a degenerate answer; quarantines and replaces as judged."""
+    """Watches what each backend runs; checks, replays and quarantines as judged."""
 
     def __init__(
         self,
-        quarantiner: Quarantiner,
+        holder: Holder,
         metrics: Metrics,
         timeout_s: float,
         restart: Mapping[str, probe.Restart],
     ) -> None:
-        self._quarantiner = quarantiner
+        self._holder = holder
         self._metrics = metrics
         self._timeout_s = timeout_s
         self._restart = restart
+        self._seen: dict[str, _Seen] = {}
         self._checking: dict[str, asyncio.Task[None]] = {}
+        self._cleared: dict[tuple[str, str], float] = {}  # (backend, ref) -> found fine at
+
+    def _of(self, slots: AdapterSlots) -> _Seen:
+        return self._seen.setdefault(slots.backend.label, _Seen())
+
+    def started(self, slots: AdapterSlots, target: Target) -> None:
+        """A request of `target` is going to `slots`' backend."""
+        if target.adapter is not None:
+            seen = self._of(slots)
+            seen.running[target.ref] += 1
+            seen.targets[target.ref] = target
+
+    def ended(self, slots: AdapterSlots, target: Target) -> None:
+        """That request ended (answered, failed or abandoned)."""
+        if target.adapter is not None:
+            seen = self._of(slots)
+            seen.running[target.ref] -= 1
+            if seen.running[target.ref] <= 0:
+                del seen.running[target.ref]
+            seen.ended[target.ref] = time.monotonic()
+
+    def clean(self, label: str, started_at: float) -> None:
+        """The base model answered a probe of backend `label` that began at `started_at`
+        as it should: whatever ended before that did not corrupt it."""
+        seen = self._seen.setdefault(label, _Seen())
+        seen.clean_at = max(seen.clean_at, started_at)
+        seen.ended = {r: t for r, t in seen.ended.items() if t >= seen.clean_at}
+        seen.targets = {
+            r: t for r, t in seen.targets.items() if r in seen.running or r in seen.ended
+        }
 
     def suspect(self, slots: AdapterSlots, target: Target) -> None:
-        """`target` just answered degenerately on `slots`' backend: check it (once)."""
+        """`target` just answered degenerately on `slots`' backend: check it."""
         label = slots.backend.label
+        cleared = self._cleared.get((label, target.ref))
+        if cleared is not None and time.monotonic() - cleared < RECHECK_AFTER_S:
+            return
+        if target.adapter is not None:
+            self._of(slots).suspects[target.ref] = target
         if label in self._checking:
             return
         task = asyncio.create_task(self._check(slots, target))
@@ -104,47 +191,109 @@ class Containment:
         """Wait for the checks under way (tests, shutdown)."""
         await asyncio.gather(*self._checking.values(), return_exceptions=True)
 
-    async def _check(self, slots: AdapterSlots, target: Target) -> None:
+    async def _check(self, slots: AdapterSlots, first: Target) -> None:
         backend = slots.backend
         try:
-            run = await probe.probe_once(backend, self._timeout_s)
-            for _ in range(probe.CHANGED_RETRIES):
-                if run.verdict.reason != "changed":
-                    break
-                run = await probe.probe_once(backend, self._timeout_s)
-            answer = None
-            if not run.verdict.degraded and target.adapter is not None:
-                answer = await self._ask(slots, target)
-            known_good = backend.state.base_answer is not None
-            reason = verdict(run.verdict, answer, known_good)
-            corrupted = probe.corrupted(run.verdict, known_good)
-            if reason is None and not corrupted:
+            started = time.monotonic()
+            run = await self._probe_base(slots)
+            seen = self._of(slots)
+            if probe.corrupted(run.verdict, backend.state.base_answer is not None):
+                refs = candidates(seen.running, seen.ended, seen.clean_at)
+                suspects = [seen.targets[r] for r in refs if r in seen.targets]
+                seen.suspects.clear()
+                await self._contain(slots, suspects, run.verdict)
+                seen.suspects.clear()  # answers of the corrupted engine, judged above
                 return
-            if reason is not None and target.adapter is not None:
-                log.error("quarantining %s: %s", target.ref, reason)
-                await self._quarantiner.quarantine(target, reason)
-                self._metrics.quarantines.labels(*target.series.values()[:2]).inc()
-                if not corrupted and target.lora_name is not None:
-                    await slots.evict(target.lora_name)
-            if corrupted:
-                self._metrics.probe_failures.labels(backend.label, run.verdict.reason).inc()
-                backend.state.judged(True, run.verdict.detail)
-                restart = self._restart.get(backend.label)
-                if restart is not None:
-                    log.error("backend %s: %s; restarting it", backend.label, run.verdict.detail)
-                    restart(run.verdict.detail)
+            if run.verdict.degraded:  # a timeout or error: no evidence either way
+                seen.suspects.clear()
+                return
+            self.clean(backend.label, started)
+            while seen.suspects:
+                _, target = seen.suspects.popitem()
+                await self._judge_alone(slots, target)
         except Exception:  # a failed check must never take the gateway down
             log.exception("containment check of backend %s failed", backend.label)
 
+    async def _contain(
+        self, slots: AdapterSlots, suspects: list[Target], seen: probe.Verdict
+    ) -> None:
+        """The engine is corrupted: hold the suspects, replace it, replay each alone."""
+        backend = slots.backend
+        log.error(
+            "backend %s: the engine is corrupted (%s); holding %s and replacing it",
+            backend.label, seen.detail, [t.ref for t in suspects] or "no adapter",
+        )  # fmt: skip
+        reason = f"backend {backend.label} is being replaced after its engine was corrupted"
+        for target in suspects:
+            self._holder.hold(target, reason)
+        self._replace(slots, seen)
+        for target in suspects:
+            if not await self._judge_alone(slots, target):
+                log.error("backend %s did not come back; its suspects stay held", backend.label)
+                return
+            self._holder.release(target)
+        if not await self._wait_ready(slots):
+            return
+        self.clean(backend.label, time.monotonic())
+
+    async def _judge_alone(self, slots: AdapterSlots, target: Target) -> bool:
+        """Once the backend serves, run `target` alone, then the base probe; quarantine
+        it if judged so (and replace a backend it corrupted). False: it never came back."""
+        if not await self._wait_ready(slots):
+            return False
+        answer = await self._ask(slots, target)
+        run = await self._probe_base(slots)
+        reason = verdict(run.verdict, answer, slots.backend.state.base_answer is not None)
+        if reason is None:
+            self._cleared[(slots.backend.label, target.ref)] = time.monotonic()
+            if len(self._cleared) > 4096:  # keys are registry refs, but stay bounded
+                self._cleared.clear()
+            return True
+        log.error("quarantining %s: %s", target.ref, reason)
+        await self._holder.quarantine(target, reason)
+        self._metrics.quarantines.labels(*target.series.values()[:2]).inc()
+        if probe.corrupted(run.verdict, True):
+            self._replace(slots, run.verdict)
+        elif target.lora_name is not None:
+            await slots.evict(target.lora_name)
+        return True
+
+    def _replace(self, slots: AdapterSlots, seen: probe.Verdict) -> None:
+        """Take a corrupted backend out of rotation; restart it when it is ours."""
+        backend = slots.backend
+        self._metrics.probe_failures.labels(backend.label, seen.reason).inc()
+        backend.state.judged(True, seen.detail)
+        self._metrics.backend_degraded.labels(backend.label).set(1)
+        restart = self._restart.get(backend.label)
+        if restart is not None:
+            restart(seen.detail)
+
+    async def _wait_ready(self, slots: AdapterSlots) -> bool:
+        """Until the backend serves again (the probe brings it back), at most READY_WAIT_S."""
+        deadline = time.monotonic() + READY_WAIT_S
+        while not slots.backend.state.ready:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.5)
+        return True
+
+    async def _probe_base(self, slots: AdapterSlots) -> probe.ProbeRun:
+        run = await probe.probe_once(slots.backend, self._timeout_s)
+        for _ in range(probe.CHANGED_RETRIES):
+            if run.verdict.reason != "changed":
+                break
+            run = await probe.probe_once(slots.backend, self._timeout_s)
+        return run
+
     async def _ask(self, slots: AdapterSlots, target: Target) -> str | None:
-        """The adapter's own greedy answer to the probe's question (None: no answer)."""
+        """`target`'s own greedy answer to the probe's question (None: no answer)."""
         try:
             async with slots.use(target) as model_name:
                 data = await asyncio.wait_for(
                     slots.backend.generate("/v1/chat/completions", probe.probe_body(model_name)),
                     self._timeout_s,
                 )
-        except (TimeoutError, Exception):
+        except Exception:  # a timeout or a failure: no evidence
             log.warning("containment: %s did not answer the probe", target.ref)
             return None
         choices = data.get("choices") or [{}]

@@ -16,6 +16,7 @@
     ├── TooManyRequestsError          429 rate_limit_error        (Retry-After)
     ├── BackendError                  502 backend_error           code backend_failed | timeout
     └── BackendUnavailableError       503 service_unavailable     (Retry-After)
+        └── AdapterUnderCheckError    503 service_unavailable     code adapter_under_check
 
 Every failure leaves the gateway as `{"error": {"message", "type", "param", "code"}}`
 with the status above; nothing else chooses a status. `to_gateway_error` is the one
@@ -145,6 +146,11 @@ class BackendUnavailableError(_RetryAfter):
     type = "service_unavailable"
     code = "backend_unavailable"
     retry_after_s = 5
+
+
+class AdapterUnderCheckError(BackendUnavailableError):
+    code = "adapter_under_check"
+    retry_after_s = 30
 
 
 def to_gateway_error(e: Exception) -> GatewayError:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -188,11 +189,14 @@ async def watch(
     timeout_s: float,
     metrics: Metrics,
     restart: dict[str, Restart] | None = None,
+    on_clean: Callable[[str, float], None] | None = None,
 ) -> None:
     """Probe forever: every second while any backend is not ready, else every interval.
-    A corrupted backend (see `corrupted`) is restarted when its supervisor is known."""
+    A corrupted backend (see `corrupted`) is restarted when its supervisor is known;
+    `on_clean(label, started)` hears of each probe the base model answered well."""
     restart = restart or {}
     while True:
+        started = time.monotonic()
         results = await asyncio.gather(
             *(check(b, timeout_s, metrics) for b in backends), return_exceptions=True
         )
@@ -208,5 +212,7 @@ async def watch(
                 restart[backend.label](result.detail)
             elif result.degraded:
                 log.warning("backend %s degraded: %s", backend.label, result.detail)
+            elif result.reason == "ok" and on_clean is not None:
+                on_clean(backend.label, started)
         all_ready = all(b.state.ready for b in backends)
         await asyncio.sleep(interval_s if all_ready else 1.0)

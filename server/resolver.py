@@ -27,6 +27,7 @@ import registry
 from server.canary import CANARY, STABLE, Split
 from server.errors import (
     AdapterQuarantinedError,
+    AdapterUnderCheckError,
     GatewayError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -146,8 +147,10 @@ class Resolver:
         self._token: int | None = None
         self.base: registry.BaseModel | None = None
         self._parent_digest: str | None = None
-        # Versions this gateway quarantined: refused even if the registry write failed.
+        # Versions this gateway quarantined: refused even if the registry write failed;
+        # and versions held while containment replays them (server/containment.py).
         self._quarantined: dict[str, str] = {}
+        self._held: dict[str, str] = {}
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -213,7 +216,7 @@ class Resolver:
             return Route(stable)
         try:
             canary = replace(self._resolve(f"{adapter.name}@{rollout.canary}"), arm=CANARY)
-        except AdapterQuarantinedError:  # the stable arm takes all traffic until rollback
+        except (AdapterQuarantinedError, AdapterUnderCheckError):  # stable takes it all
             return Route(stable)
         return Route(stable, canary, Split(rollout.weight, f"{adapter.name}#{rollout.id}"))
 
@@ -254,6 +257,22 @@ class Resolver:
                 f"lifts it with `registry quarantine rm {adapter.ref}`",
                 param="model",
             )
+        held = self._held.get(adapter.ref)
+        if held is not None:
+            raise AdapterUnderCheckError(
+                f"{adapter.ref} is held while it is checked ({held}); retry shortly",
+                param="model",
+            )
+
+    def hold(self, target: Target, reason: str) -> None:
+        """Refuse `target`'s adapter version here until :meth:`release` (a check runs)."""
+        if target.adapter is not None:
+            self._held[target.adapter.ref] = reason
+            self._cache.clear()
+
+    def release(self, target: Target) -> None:
+        if target.adapter is not None and self._held.pop(target.adapter.ref, None) is not None:
+            self._cache.clear()
 
     async def quarantine(self, target: Target, reason: str) -> None:
         """Quarantine `target`'s adapter version here at once and in the registry (so

@@ -25,7 +25,7 @@ from server.adapters import AdapterSlots
 from server.admission import InFlight, Limits, estimate
 from server.auth import authenticate, authorize
 from server.canary import SESSION_HEADER, sticky_key
-from server.containment import Containment, answer_problem
+from server.containment import Containment, response_problem
 from server.errors import (
     BackendError,
     BackendUnavailableError,
@@ -257,10 +257,12 @@ class Gateway:
                 async with slots.use(target) as model_name:
                     forward["model"] = model_name
                     slots.backend.state.in_flight += 1
+                    self.containment.started(slots, target)
                     try:
                         data = await slots.backend.generate(PATHS[endpoint], forward)
                     finally:
                         slots.backend.state.in_flight -= 1
+                        self.containment.ended(slots, target)
                 break
             except LoraNotLoadedError:
                 if attempt or target.lora_name is None:
@@ -271,7 +273,7 @@ class Gateway:
         outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
         choices = data.get("choices", [])
         answers = {i: (text_of(endpoint, c), c.get("finish_reason")) for i, c in enumerate(choices)}
-        self._look_at(answers, outcome, slots, target)
+        self._look_at(answers, forward, outcome, slots, target)
         if constraint is not None:
             for text, finish_reason in answers.values():
                 check_result(constraint, text, finish_reason)
@@ -307,6 +309,7 @@ class Gateway:
             await stack.aclose()
             raise
         slots.backend.state.in_flight += 1
+        self.containment.started(slots, target)
         closed = False
 
         async def finish() -> None:
@@ -317,6 +320,7 @@ class Gateway:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
                 slots.backend.state.in_flight -= 1
+                self.containment.ended(slots, target)
                 self.in_flight.leave(outcome.work, outcome.series)
                 self._record(endpoint, outcome, started)
 
@@ -358,7 +362,7 @@ class Gateway:
                     chunk["model"] = target.ref
                     yield f"data: {json.dumps(chunk)}\n\n"
                 answers = {i: (t, finish_reasons.get(i)) for i, t in texts.items()}
-                self._look_at(answers, outcome, slots, target)
+                self._look_at(answers, forward, outcome, slots, target)
                 if constraint is not None:
                     for i, text in sorted(texts.items()):
                         check_result(constraint, text, finish_reasons.get(i))
@@ -378,13 +382,14 @@ class Gateway:
     def _look_at(
         self,
         answers: dict[int, tuple[str, str | None]],
+        forward: dict[str, Any],
         outcome: Outcome,
         slots: AdapterSlots,
         target: Target,
     ) -> None:
         """Count a degenerate answer, and have containment check its backend at once."""
-        tokens = outcome.completion_tokens // max(1, len(answers))
-        if any(answer_problem(t, f, tokens) for t, f in answers.values()):
+        forced = forward.get("ignore_eos") is True
+        if response_problem(list(answers.values()), outcome.completion_tokens, forced):
             outcome.degenerate = True
             self.containment.suspect(slots, target)
 

@@ -3,10 +3,22 @@ adapter is quarantined (the live test is in test_supervisor.py, on real vLLM).""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import pytest
 
-from server.containment import MIN_JUDGED_TOKENS, answer_problem, verdict
-from server.probe import Verdict, corrupted
+from server import containment
+from server.containment import (
+    MIN_JUDGED_TOKENS,
+    Containment,
+    answer_problem,
+    candidates,
+    response_problem,
+    verdict,
+)
+from server.metrics import Metrics
+from server.probe import ProbeRun, Verdict, corrupted
 
 OK = Verdict("ok", "ready")
 CHANGED = Verdict("changed", "the base model's greedy answer to the probe changed")
@@ -63,3 +75,79 @@ def test_verdict(
     else:
         assert reason is not None and quarantined in reason
     assert corrupted(base, known_good) is engine_corrupted
+
+
+@pytest.mark.parametrize(
+    ("answers", "tokens", "forced", "problem"),
+    [
+        ([("Hello Ruby.", "stop"), ("", "stop")], 6, False, "empty answer"),  # any choice
+        ([("Hello Ruby.", "stop"), ("Hi there.", "stop")], 8, False, None),
+        ([("ok ok ok ok ok ok ok ok", "length")], 8, True, None),  # ignore_eos: asked for
+        ([("ok ok ok ok ok ok ok ok", "length")], 8, False, "one word repeated"),
+        ([("", "length"), ("", "length")], 6, False, None),  # 3 tokens each: too few
+        ([], 0, False, None),
+    ],
+)
+def test_response_problem(
+    answers: list[tuple[str, str | None]], tokens: int, forced: bool, problem: str | None
+) -> None:
+    assert response_problem(answers, tokens, forced) == problem
+
+
+def test_one_check_per_backend_and_none_again_soon_after_a_clean_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bookkeeping only (the checks themselves run on real vLLM in test_supervisor.py):
+    degenerate answers arriving while a check runs start no second one, and a target
+    found fine is not checked again within RECHECK_AFTER_S, so a client cannot make
+    the gateway probe on every answer it provokes."""
+    probes: list[str] = []
+
+    async def probe_once(backend: object, timeout_s: float) -> ProbeRun:
+        probes.append("base")
+        await asyncio.sleep(0.01)
+        return ProbeRun(OK, "Hello Ruby.", True)
+
+    async def ask(self: Containment, slots: object, target: object) -> str:
+        probes.append("adapter")
+        return "Hello, how can I help?"
+
+    monkeypatch.setattr(containment.probe, "probe_once", probe_once)
+    monkeypatch.setattr(Containment, "_ask", ask)
+    state = SimpleNamespace(base_answer="Hello Ruby.", ready=True)
+    backend = SimpleNamespace(label="0", state=state)
+    slots = SimpleNamespace(backend=backend)
+    target = SimpleNamespace(ref="support@1", adapter=object())
+
+    async def run() -> None:
+        c = Containment(SimpleNamespace(), Metrics(), 1.0, {})
+        for _ in range(5):  # five degenerate answers at once: one check
+            c.suspect(slots, target)  # type: ignore[arg-type]
+        await c.idle()
+        one_check = ["base", "adapter", "base"]  # the engine, the adapter alone, the engine
+        assert probes == one_check
+        c.suspect(slots, target)  # type: ignore[arg-type]
+        await c.idle()
+        assert probes == one_check  # found fine a moment ago
+        monkeypatch.setattr(containment, "RECHECK_AFTER_S", 0.0)
+        c.suspect(slots, target)  # type: ignore[arg-type]
+        await c.idle()
+        assert probes == one_check * 2
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("running", "ended", "clean_at", "suspects"),
+    [
+        ({}, {}, 0.0, []),
+        ({"b@1": 1}, {}, 10.0, ["b@1"]),  # still running: always a suspect
+        ({}, {"a@1": 5.0, "b@1": 12.0}, 10.0, ["b@1"]),  # a@1 ended before a clean probe
+        ({}, {"a@1": 10.0}, 10.0, ["a@1"]),  # ended as the clean probe began: not cleared
+        ({"c@2": 2}, {"a@1": 11.0, "c@2": 1.0}, 10.0, ["a@1", "c@2"]),
+    ],
+)
+def test_candidates(
+    running: dict[str, int], ended: dict[str, float], clean_at: float, suspects: list[str]
+) -> None:
+    assert candidates(running, ended, clean_at) == suspects

@@ -8,8 +8,11 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -17,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import registry
 from server.supervisor import free_port
 from tests.conftest import TEST_DTYPE, VLLM_START_TIMEOUT_S, adapter_dir, fill_registry, wait_for
 from tests.server.conftest import wait_until
@@ -28,9 +32,16 @@ MSGS = [{"role": "user", "content": "Hello, my parcel is late."}]
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, psutil.Process]]:
+def embedded_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded gateway's directory: its registry (``registry/``) and its cache."""
     root = tmp_path_factory.mktemp("embedded")
     fill_registry(root / "registry")
+    return root
+
+
+@pytest.fixture(scope="module")
+def embedded(embedded_root: Path) -> Iterator[tuple[str, psutil.Process]]:
+    root = embedded_root
     env = {
         "GATEWAY_LOCAL__DTYPE": TEST_DTYPE,
         "GATEWAY_LOCAL__RESTART_BACKOFF_S": "0.5",
@@ -48,11 +59,11 @@ def vllm_of(gateway: psutil.Process) -> psutil.Process:
     raise AssertionError("no vLLM child process")
 
 
-def chat(url: str, model: str = "support-v1") -> httpx.Response:
+def chat(url: str, model: str = "support-v1", **extra: Any) -> httpx.Response:
     return httpx.post(
         f"{url}/v1/chat/completions",
         timeout=60,
-        json={"model": model, "messages": MSGS, "max_tokens": 16},
+        json={"model": model, "messages": MSGS, "max_tokens": 16, **extra},
     )
 
 
@@ -151,6 +162,114 @@ def _sample(text: str, name: str, having: str = "") -> float:
         for line in text.splitlines()
         if line.startswith(name) and having in line
     )
+
+
+def harmful_adapter(
+    path: Path, src: str, *, fill_a: float | None = None, fill_b: float | None = None
+) -> Path:
+    """A copy of a demo adapter with every lora_A / lora_B filled with one value."""
+    shutil.copytree(adapter_dir(src), path)
+    weights = load_file(path / "adapter_model.safetensors")
+    fill = {"lora_A": fill_a, "lora_B": fill_b}
+    for key, tensor in weights.items():
+        value = next((v for part, v in fill.items() if part in key), None)
+        if value is not None:
+            weights[key] = torch.full_like(tensor, value)
+    save_file(weights, path / "adapter_model.safetensors")
+    return path
+
+
+def push_unchecked(location: Path, adapter: Path, name: str) -> str:
+    """Push ``adapter`` as an older loraport would have, before push bounded weights and
+    updates (a registry keeps what it holds across upgrades)."""
+    with registry.open(location, create=False) as reg:
+        return reg.push_adapter(adapter, name=name, allow_unknown_dataset=True).adapter.ref
+
+
+def quarantine_of(location: Path, ref: str) -> registry.Quarantine | None:
+    with registry.open(location, create=False) as reg:
+        return reg.adapter(ref).quarantine
+
+
+def test_an_adapter_that_answers_degenerately_is_quarantined_and_unloaded(
+    embedded: tuple[str, psutil.Process], embedded_root: Path, tmp_path: Path
+) -> None:
+    """support-v1 with every weight 6e4 (finite in float16) answers "" while the engine
+    stays healthy: quarantined on its first answer (its answer to the probe is empty
+    too), unloaded, refused after; the engine is not restarted, the others keep serving."""
+    url, _ = embedded
+    location = embedded_root / "registry"
+    ref = push_unchecked(location, harmful_adapter(tmp_path / "looper", "support-v1",
+                                                   fill_a=6e4, fill_b=6e4), "looper")  # fmt: skip
+    restarts = _sample(httpx.get(f"{url}/metrics").text, "loraport_backend_restarts_total")
+    r = chat(url, ref, temperature=0)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == ""
+    assert wait_until(lambda: quarantine_of(location, ref) is not None, 60)
+    quarantine = quarantine_of(location, ref)
+    assert quarantine is not None and "answers degenerately" in quarantine.reason
+    r = chat(url, ref)
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["code"] == "adapter_quarantined"
+    assert "registry quarantine rm looper@1" in r.json()["error"]["message"]
+    text = httpx.get(f"{url}/metrics").text
+    assert _sample(text, "loraport_degenerate_answers_total", 'adapter="looper"') == 1
+    assert _sample(text, "loraport_quarantines_total", 'adapter="looper"') == 1
+    assert _sample(text, "loraport_degenerate_answers_total", 'adapter="support-v1"') == 0
+    assert _sample(text, "loraport_backend_restarts_total") == restarts
+    ids = [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]]
+    assert "looper" not in ids and "support-v1" in ids
+    r = chat(url, "support-v1")
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].strip()
+
+
+def test_an_engine_corrupting_adapter_is_quarantined_for_every_gateway(
+    embedded: tuple[str, psutil.Process], embedded_root: Path, tmp_path: Path
+) -> None:
+    """Issue 17's adapter: lora_B filled with 3e38 answered "" and left the base model and
+    every other adapter answering "" (200) until the engine was replaced, and did it again
+    on its next request. Here it runs next to a good adapter: a long request of it, then a
+    short one of triage that may finish first with "" on the corrupted engine. Only the
+    bad one is quarantined (each suspect is replayed alone after the engine is replaced),
+    and no gateway serves it again, including one that never saw it run."""
+    url, gateway = embedded
+    location = embedded_root / "registry"
+    ref = push_unchecked(location, harmful_adapter(tmp_path / "blaster", "triage",
+                                                   fill_b=3e38), "blaster")  # fmt: skip
+    wait_for(f"{url}/ready", VLLM_START_TIMEOUT_S)
+    restarts = _sample(httpx.get(f"{url}/metrics").text, "loraport_backend_restarts_total")
+    with ThreadPoolExecutor(2) as pool:
+        bad = pool.submit(chat, url, ref, temperature=0, max_tokens=120)
+        time.sleep(0.3)
+        good = pool.submit(chat, url, "triage", temperature=0, max_tokens=8)
+        answers = {"bad": bad.result(), "good": good.result()}
+    print({k: (r.status_code, r.text[:200]) for k, r in answers.items()})
+    assert answers["bad"].status_code == 200
+    assert answers["bad"].json()["choices"][0]["message"]["content"] == ""
+    assert wait_until(lambda: quarantine_of(location, ref) is not None, 2 * VLLM_START_TIMEOUT_S)
+    quarantine = quarantine_of(location, ref)
+    assert quarantine is not None and "engine was corrupted" in quarantine.reason
+    assert quarantine.who.startswith("gateway@")
+    r = chat(url, ref)  # refused before any backend is asked, restarting or not
+    assert r.status_code == 403 and r.json()["error"]["code"] == "adapter_quarantined"
+    wait_for(f"{url}/ready", VLLM_START_TIMEOUT_S)
+    assert _sample(httpx.get(f"{url}/metrics").text, "loraport_backend_restarts_total") > restarts
+
+    def triage_served() -> bool:  # held (503 adapter_under_check) until its replay passed
+        return chat(url, "triage").status_code == 200
+
+    assert wait_until(triage_served, VLLM_START_TIMEOUT_S)
+    assert quarantine_of(location, "triage@1") is None
+    for model in ("tiny-llama", "support-v1", "triage"):
+        r = chat(url, model)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].strip()
+    # a second gateway on the same registry, in front of the same engine, never ran it
+    server = vllm_of(gateway)
+    vllm = f"http://127.0.0.1:{server.cmdline()[server.cmdline().index('--port') + 1]}"
+    env = {"GATEWAY_LOCAL__DTYPE": TEST_DTYPE}
+    with launch.gateway(location, tmp_path / "gw2", backend=vllm, env=env) as other:
+        r = chat(other.url, ref)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "adapter_quarantined"
+        assert "engine was corrupted" in r.json()["error"]["message"]
 
 
 def test_stopping_the_gateway_stops_its_vllm(tmp_path: Path) -> None:
