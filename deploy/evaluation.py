@@ -37,6 +37,7 @@ from deploy.errors import (
 )
 
 MAX_EXAMPLES = 1000
+MAX_SET_BYTES = 16 << 20
 MAX_ANSWER_BYTES = 1 << 20
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -54,7 +55,14 @@ def load(path: Path) -> list[Example]:
     it cannot be read or is not an eval set; :class:`EvalSetUnusableError` when an
     expected answer has no word."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open("rb") as f:
+            raw = f.read(MAX_SET_BYTES + 1)
+        if len(raw) > MAX_SET_BYTES:
+            raise EvalSetError(
+                f"the eval set {path} is larger than {MAX_SET_BYTES >> 20} MiB; an eval set "
+                f"holds at most {MAX_EXAMPLES} examples"
+            )
+        lines = raw.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise EvalSetError(f"cannot read the eval set {path}: {e}") from None
     out: list[Example] = []
@@ -72,7 +80,7 @@ def load(path: Path) -> list[Example]:
                 raise ValueError("no expected answer")
             if not all(isinstance(m, dict) for m in messages):
                 raise ValueError("messages must be objects")
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise EvalSetError(f"{path}:{number} is not an eval example: {e}") from None
         if not _WORD.search(expected):
             wordless.append(number)

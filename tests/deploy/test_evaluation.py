@@ -74,6 +74,8 @@ def test_load_both_shapes(tmp_path: Path) -> None:
         ([{"messages": ["hi"], "expected": "x"}], "messages must be objects"),
         ([{"messages": USER, "expected": 7}], "no expected answer"),
         (["", ""], "holds 0 examples"),
+        (["[" * 100_000], ":1 is not an eval example"),  # nesting past the parser's depth
+        ([{"messages": USER, "expected": "x"}] * 1001, "holds 1001 examples"),
     ],
 )
 def test_bad_sets_are_a_usage_error(tmp_path: Path, rows: list[object], match: str) -> None:
@@ -90,6 +92,14 @@ def test_missing_or_unreadable_set(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(EvalSetError, match="cannot read"):
         load(binary)
+
+
+def test_a_huge_set_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "huge.jsonl"
+    with path.open("wb") as f:
+        f.truncate(1 << 40)  # 1 TiB, sparse
+    with pytest.raises(EvalSetError, match="larger than 16 MiB"):
+        load(path)
 
 
 @pytest.mark.parametrize(
