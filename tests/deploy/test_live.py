@@ -12,8 +12,8 @@ on loopback, with intervals of seconds; `deploy canary` runs as its own process.
 - a canary that answers users degenerately (a loop) while it answers the gateways' probe
   question normally, so no gateway quarantines it, is rolled back by its degenerate-answer
   rate;
-- a canary that a gateway quarantines (it loops on the probe question too) is rolled back
-  at once with the quarantine's reason, and the stable arm serves every request.
+- a canary quarantined in the registry mid-step is rolled back at once with the
+  quarantine's reason, and the stable arm serves every request.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from deploy.controller import epoch
 from deploy.decision import ArmFigures
 from deploy.prometheus import PrometheusSource
 from deploy.source import ArmRef
-from server.probe import PROBE_MESSAGE
 from server.supervisor import free_port
 from tests.conftest import BASE_DIR, BASE_NAME, EXAMPLES, adapter_dir
 from tests.deploy.loopback import Canned
@@ -65,9 +64,6 @@ MESSAGES = [{"role": "user", "content": "Hello, my order #71033 has not arrived.
 DEGENERATE_ARMS = [ArmRef("support", 1, "stable"), ArmRef("support", 2, "canary")]
 
 
-#: lora_alpha (r 8; the demo adapters have 16) at which support-v1 answers the gateways'
-#: probe question with "," repeated (scaling 8, update ratio 1.5: within push's bounds).
-LOOPS_ON_THE_PROBE = 64
 #: lora_alpha at which triage answers MESSAGES with one label repeated
 #: ("deliverydelivery...", 16 tokens) but the probe question with a mix of labels (not
 #: degenerate), so a gateway's check does not quarantine it (scaling 16, update ratio
@@ -107,7 +103,8 @@ def live(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             ("support", "support-v2", None),
             ("faq", "support-v1", None),
             ("faq", "support-v1", IMPOSSIBLE),
-            ("support", scaled("support-v1", LOOPS_ON_THE_PROBE, tmp), None),
+            ("held", "support-v1", None),
+            ("held", "support-v2", None),
             ("triage", "triage", None),
             ("triage", scaled("triage", LOOPS_ON_USERS, tmp), None),
         ):
@@ -166,10 +163,9 @@ class Traffic:
 
     def __init__(
         self, live: Live, model: str, users: int = 300, threads: int = 4,
-        max_tokens: int = MAX_TOKENS, messages: list[dict[str, str]] = MESSAGES,
+        max_tokens: int = MAX_TOKENS,
     ) -> None:  # fmt: skip
         self.live, self.model, self.threads, self.max_tokens = live, model, threads, max_tokens
-        self.messages = messages
         self.users = itertools.cycle(range(users))
         self.answers: list[Answer] = []
         self._stop = threading.Event()
@@ -193,19 +189,16 @@ class Traffic:
                 with self._lock:
                     user = f"user-{next(self.users)}"
                 gw = hash(user) % len(clients) if index % 2 else index % len(clients)
-                self.answers.append(
-                    ask(clients, gw, self.model, user, self.max_tokens, self.messages)
-                )
+                self.answers.append(ask(clients, gw, self.model, user, self.max_tokens))
         finally:
             for c in clients:
                 c.close()
 
 
 def ask(
-    clients: list[httpx.Client], gw: int, model: str, user: str, max_tokens: int = MAX_TOKENS,
-    messages: list[dict[str, str]] = MESSAGES,
-) -> Answer:  # fmt: skip
-    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "user": user,
+    clients: list[httpx.Client], gw: int, model: str, user: str, max_tokens: int = MAX_TOKENS
+) -> Answer:
+    body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "user": user,
             "temperature": 0}  # fmt: skip
     r = clients[gw].post("/v1/chat/completions", json=body)
     return Answer(time.time(), user, gw, r.status_code, r.headers.get("x-loraport-arm", ""),
@@ -387,32 +380,48 @@ def test_a_canary_that_answers_users_degenerately_is_rolled_back(live: Live) -> 
         assert reg.resolve("triage").version == 1
 
 
-def test_a_canary_a_gateway_quarantines_is_rolled_back_at_once(live: Live) -> None:
-    """support@3 (lora_alpha raised: it answers the probe's question, which these users
-    ask too, with "," repeated) is quarantined by the gateway that sees its first
-    degenerate answer; the controller reads the quarantine at its next poll and rolls
-    back with its reason, well before the step's interval ends."""
-    reset(live, "support")
-    asked = [{"role": "user", "content": PROBE_MESSAGE}]
-    with Traffic(live, "support", max_tokens=LOOP_TOKENS, messages=asked) as traffic:
-        done = deploy(live, "support", "--to", "3", "--steps", "25,100", "--min-requests", "5",
-                      interval_s=60)  # fmt: skip
-    assert done.returncode == 1, done.stdout + done.stderr
-    final = final_rollout(live, "support")
+def test_a_canary_quarantined_in_the_registry_is_rolled_back_at_once(live: Live) -> None:
+    """A healthy canary is quarantined through the registry (as a gateway's containment or
+    a person does) mid-step: the controller, polling every lease-ttl/3, rolls it back with
+    the quarantine's reason well before the step's 60 s interval ends, and every gateway
+    then serves the stable arm, error-free."""
+    reset(live, "held")
+    cmd = [DEPLOY, "--registry", str(live.registry), "canary", "held", "--to", "2",
+           "--steps", "25,100", "--min-requests", "5", "--interval", "60s",
+           "--lease-ttl", "3s", "--prometheus", live.prometheus]  # fmt: skip
+    with Traffic(live, "held") as traffic:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                a.arm == "canary" for a in traffic.answers
+            ):
+                time.sleep(0.2)
+            with registry.open(live.registry, create=False) as reg:
+                reg.quarantine("held@2", reason="a person saw it answer nonsense", who="ann")
+            quarantined_at = time.time()
+            output = proc.communicate(timeout=60)[0]
+        finally:
+            proc.kill()
+        time.sleep(3)  # after the rollback: every gateway serves the stable arm only
+    assert proc.returncode == 1, output
+    final = final_rollout(live, "held")
     assert final.state == "rolled_back", final.reason
-    with registry.open(live.registry, create=False) as reg:
-        quarantine = reg.adapter("support@3").quarantine
-    assert quarantine is not None and quarantine.who.startswith("gateway"), quarantine
-    assert f"canary support@3 is quarantined: {quarantine.reason}" in (final.reason or "")
+    assert final.reason is not None and final.reason.startswith(
+        "canary held@2 is quarantined: a person saw it answer nonsense (by ann at "
+    )
     assert final.ended_at is not None
-    took = epoch(final.ended_at) - epoch(final.started_at)
-    assert took < 30, took  # the step's interval is 60 s: this was not the figures
-    print(f"rolled back {took:.1f} s after the rollout started: {final.reason}")
+    took = epoch(final.ended_at) - quarantined_at
+    assert took < 3, took  # one poll (lease-ttl 3 s / 3), not the 60 s interval
+    print(f"rolled back {took:.2f} s after the quarantine: {final.reason}")
+    canary = [a for a in traffic.answers if a.arm == "canary"]
+    assert canary and all(a.status == 200 for a in canary if a.at < quarantined_at)
     stable = [a for a in traffic.answers if a.arm == "stable"]
-    statuses = Counter((a.arm, a.status) for a in traffic.answers)
-    assert stable and all(a.status == 200 for a in stable), statuses
+    assert stable and all(a.status == 200 for a in stable), Counter(a.status for a in stable)
+    late = [a for a in traffic.answers if a.at > epoch(final.ended_at) + 2.0]
+    assert late and all((a.arm, a.status) == ("stable", 200) for a in late)
     with registry.open(live.registry, create=False) as reg:
-        assert reg.resolve("support").version == 1
+        assert reg.resolve("held").version == 1
 
 
 def _canary_set(path: Path, source: str, lines: int = 8) -> Path:
