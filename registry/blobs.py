@@ -35,8 +35,6 @@ class BlobStore(Protocol):
         self, src: Path, on_bytes: ByteCallback | None = None, before_rename: Hook | None = None
     ) -> tuple[str, int]: ...
 
-    def put_bytes(self, data: bytes) -> str: ...
-
     def has(self, hexdigest: str) -> bool: ...
 
     def read_bytes(self, hexdigest: str) -> bytes: ...
@@ -149,24 +147,6 @@ class FileBlobStore:
                 before_rename()
             self._publish(temp, hexdigest)
         return hexdigest, size
-
-    def put_bytes(self, data: bytes) -> str:
-        """Store a small byte string; return its hex digest."""
-        hexdigest = hashlib.sha256(data).hexdigest()
-        if self.has(hexdigest):
-            return hexdigest
-        with self._full_is_typed():
-            fd, temp = self._temp()
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except BaseException:
-                temp.unlink(missing_ok=True)
-                raise
-            self._publish(temp, hexdigest)
-        return hexdigest
 
     def has(self, hexdigest: str) -> bool:
         return self.path(hexdigest).is_file()

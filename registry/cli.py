@@ -25,9 +25,6 @@ from registry.refs import parse_version
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Exit status for each registry error, read from the classes (1 = generic, 2 = usage).
-EXIT_CODES: dict[type[e.RegistryError], int] = {c: c.exit_code for c in e.error_classes()}
-
 
 def exit_code(exc: e.RegistryError) -> int:
     """The exit status of ``exc``: its class's own ``exit_code``."""
@@ -166,7 +163,14 @@ def _parse_meta(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Adapter name (default: the directory's name).")
 @click.option("--base", "base_ref", default=None, help="Base model ref (default: the only one).")
-@click.option("--dataset", "dataset_ref", default=None, help="Dataset ref, or a file to add.")
+@click.option(
+    "--dataset",
+    "dataset_ref",
+    default=None,
+    metavar="REF|PATH",
+    help="A registered dataset's name, or a file to record, written as a path with a '/' "
+    "or a leading '.' (./data.jsonl): a bare name is never taken for a file.",
+)
 @click.option("--allow-unknown-dataset", is_flag=True, help="Record the dataset as unknown.")
 @click.option("--alias", default=None, help="Point this alias at the pushed version.")
 @click.option("--schema", type=click.Path(path_type=Path), default=None, help="Output schema.")

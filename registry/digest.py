@@ -12,7 +12,6 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from registry.errors import InvalidRefError
@@ -73,19 +72,6 @@ def canonical_json(value: Any) -> bytes:
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    """Hex sha256 and size of a file, read once in large chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    buf = bytearray(CHUNK_BYTES)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-            size += n
-    return digest.hexdigest(), size
 
 
 def sort_manifest(entries: Iterable[ManifestEntry]) -> tuple[ManifestEntry, ...]:

@@ -33,7 +33,8 @@ and unambiguous. Raise the most specific class; never a bare :class:`RegistryErr
     ├── InvalidRolloutError            31   422  invalid_rollout
     ├── LeaseHeldError                 32   409  lease_held
     ├── StorageFullError               33   507  storage_full
-    └── NotQuarantinedError            34   409  not_quarantined
+    ├── NotQuarantinedError            34   409  not_quarantined
+    └── BaseMismatchError              35   409  base_mismatch
 
 Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
@@ -245,12 +246,21 @@ class RolloutConflictError(RegistryError):
 
 
 class InvalidRolloutError(RegistryError):
-    """A rollout plan is refused: weights outside 0-100, steps not increasing, a canary on
-    another base model or the version already in production; nothing was written."""
+    """A rollout plan is refused: weights outside 0-100, steps not increasing, or the
+    version already in production; nothing was written."""
 
     exit_code = 31
     http_status = 422
     code = "invalid_rollout"
+
+
+class BaseMismatchError(RegistryError):
+    """``production`` would move to (or a canary split with) a version trained on another
+    base model than the one production serves now (:func:`registry.bases.check_same_base`)."""
+
+    exit_code = 35
+    http_status = 409
+    code = "base_mismatch"
 
 
 class LeaseHeldError(RegistryError):
@@ -292,6 +302,7 @@ __all__ = [
     "AdapterProblem",
     "AliasInUseError",
     "AmbiguousRefError",
+    "BaseMismatchError",
     "DestinationExistsError",
     "DestinationUnwritableError",
     "InUseError",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from registry import catalog, push, quarantine, rollouts, transfer, variants
+from registry import aliases, catalog, push, quarantine, rollouts, transfer, variants
 from registry.bases import pick_base
 from registry.blobs import FileBlobStore
 from registry.deps import Deps, StepHook
@@ -42,6 +42,7 @@ from registry.records import (
     Rollout,
     VariantInfo,
     VerifyReport,
+    a_kind,
 )
 from registry.refs import (
     PRODUCTION,
@@ -50,7 +51,6 @@ from registry.refs import (
     VersionRef,
     check_alias,
     check_name,
-    check_version,
     parse_ref,
 )
 from registry.rollouts import Outcome as RolloutOutcome
@@ -107,7 +107,7 @@ class LocalRegistry:
         if kind != "adapter":
             if isinstance(parsed, VersionRef | AliasRef):
                 raise InvalidRefError(
-                    f"{name} is a {kind}: it has no versions or aliases; name it as {name}"
+                    f"{name} is {a_kind(kind)}: it has no versions or aliases; name it as {name}"
                 )
             found = self.store.record_digest(kind, name)
             if found is None or not found[1]:
@@ -167,7 +167,7 @@ class LocalRegistry:
         if resolved.kind == "adapter" and resolved.version is not None:
             record = self.store.adapter(resolved.name, resolved.version)
         if record is None:
-            raise RefNotFoundError(f"{ref} is a {resolved.kind}, not an adapter")
+            raise RefNotFoundError(f"{ref} is {a_kind(resolved.kind)}, not an adapter")
         return record
 
     def base(self, ref: str) -> BaseModel:
@@ -175,7 +175,7 @@ class LocalRegistry:
         resolved = self.resolve(ref)
         record = self.store.base(resolved.name) if resolved.kind == "base" else None
         if record is None:
-            raise RefNotFoundError(f"{ref} is a {resolved.kind}, not a base model")
+            raise RefNotFoundError(f"{ref} is {a_kind(resolved.kind)}, not a base model")
         return record
 
     def dataset(self, ref: str) -> Dataset:
@@ -183,7 +183,7 @@ class LocalRegistry:
         resolved = self.resolve(ref)
         record = self.store.dataset(resolved.name) if resolved.kind == "dataset" else None
         if record is None:
-            raise RefNotFoundError(f"{ref} is a {resolved.kind}, not a dataset")
+            raise RefNotFoundError(f"{ref} is {a_kind(resolved.kind)}, not a dataset")
         return record
 
     def list_adapters(self, name: str | None = None) -> list[AdapterVersion]:
@@ -272,23 +272,33 @@ class LocalRegistry:
             if not allow_unknown:
                 raise InvalidAdapterError(
                     AdapterProblem.DATASET_REQUIRED,
-                    "lineage needs the training dataset: pass --dataset REF|FILE, or "
-                    "--allow-unknown-dataset to record it as unknown",
+                    "lineage needs the training dataset: pass --dataset NAME (registered) or "
+                    "--dataset ./FILE, or --allow-unknown-dataset to record it as unknown",
                 )
             return None
-        if Path(dataset).is_file():
-            return push.DatasetFile(Path(dataset))
+        chosen = push.dataset_argument(dataset)
+        if isinstance(chosen, push.DatasetFile):
+            if not chosen.path.is_file():
+                raise InvalidAdapterError(
+                    AdapterProblem.DATASET_REQUIRED,
+                    f"dataset file {os.fspath(dataset)} does not exist or is not a file "
+                    f"({push.DATASET_ARGUMENT_RULE})",
+                )
+            return chosen
         try:
-            found = self.resolve(os.fspath(dataset))
+            found = self.resolve(chosen)
         except RegistryError as exc:
+            exists = Path(chosen).exists()
+            here = f"; to record the file {chosen} here, write ./{chosen}" if exists else ""
             raise InvalidAdapterError(
                 AdapterProblem.DATASET_REQUIRED,
-                f"dataset {os.fspath(dataset)!r} is neither a file nor in the registry: {exc}",
+                f"no dataset {chosen!r} in the registry ({exc}){here}; "
+                f"{push.DATASET_ARGUMENT_RULE}",
             ) from None
         if found.kind != "dataset":
             raise InvalidAdapterError(
                 AdapterProblem.DATASET_REQUIRED,
-                f"{os.fspath(dataset)} is a {found.kind}, not a dataset",
+                f"{chosen} is {a_kind(found.kind)}, not a dataset; {push.DATASET_ARGUMENT_RULE}",
             )
         return found.name
 
@@ -313,26 +323,12 @@ class LocalRegistry:
         return catalog.add_dataset(self.deps, Path(path), name=name, license=license, who=who)
 
     def set_alias(self, name: str, alias: str, version: int, *, who: str | None = None) -> None:
-        """Point ``name@alias`` at ``version`` (a live version)."""
-        check_alias(alias)
-        check_version(version)
-        if self.store.kind_of(name) != "adapter":
-            raise RefNotFoundError(f"no adapter named {name!r}; see `registry ls`")
-        with self.store.write() as tx:
-            found = self.store.version_digest(name, version)
-            if found is None or not found[1]:
-                state = "has no version" if found is None else "has removed version"
-                raise RefNotFoundError(f"{name} {state} {version}; see `registry ls`")
-            by = self.deps.who(who)
-            tx.move_alias(name=name, alias=alias, version=version, who=by, at=now_iso())
+        """Point ``name@alias`` at ``version`` (a live version; rules in registry.aliases)."""
+        aliases.set_alias(self.deps, name, alias, version, who=who)
 
     def remove_alias(self, name: str, alias: str, *, who: str | None = None) -> None:
-        """Delete ``name@alias``."""
-        with self.store.write() as tx:
-            old = self.store.alias_target(name, alias)
-            if old is None:
-                raise RefNotFoundError(f"{name} has no alias {alias!r}")
-            tx.delete_alias(name=name, alias=alias, old=old, who=self.deps.who(who), at=now_iso())
+        """Delete ``name@alias`` (rules in registry.aliases)."""
+        aliases.remove_alias(self.deps, name, alias, who=who)
 
     def remove(self, ref: str, *, who: str | None = None) -> Resolved:
         """Soft-delete what ``ref`` resolves to; refused while something points at it."""

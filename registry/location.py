@@ -23,10 +23,25 @@ DB_NAME = "registry.db"
 
 
 def location_path(location: str | os.PathLike[str] | None, settings: RegistrySettings) -> Path:
-    """The directory a location names; raise UnsupportedLocationError for URLs."""
+    """The directory a location names; raise UnsupportedLocationError for URLs.
+
+    No location (None, and an empty ``REGISTRY_URL``, which settings read as unset) is
+    the per-user default; an empty or blank location *given* (``--registry ""``) is an
+    error, since it is almost always an unset shell variable.
+    """
     text = os.fspath(location) if location is not None else settings.url
-    if text is None or text == "":
+    if text is None:
         return settings.default_location()
+    if not text.strip() or text != text.strip():
+        if location is None:
+            raise UnsupportedLocationError(
+                f"REGISTRY_URL={text!r} is blank or has spaces around it: set it to a "
+                "directory, or unset it (or set it empty) for the per-user default"
+            )
+        raise UnsupportedLocationError(
+            f"registry location {text!r} is empty or has spaces around it: give a directory "
+            "(`--registry DIR`), or leave out --registry for $REGISTRY_URL / the per-user default"
+        )
     lowered = text.lower()
     if lowered.startswith(("http://", "https://")):
         raise UnsupportedLocationError(
@@ -69,19 +84,15 @@ def open_registry(
     settings: RegistrySettings | None = None,
     create: bool = True,
     read_only: bool | None = None,
-    on_step: StepHook | None = None,
 ) -> Registry:
     """Open the registry at ``location`` (default ``REGISTRY_URL``, then the per-user dir).
 
     ``create``: make a new registry if the location is missing or an empty directory
     (the library's default; every ``registry`` verb but ``init`` passes False, and so
     should a gateway). ``read_only``: None opens read-only exactly when this process
-    cannot write the registry; True never writes. ``on_step`` observes each step a push
-    reaches (see :data:`registry.push.PUSH_STEPS`).
+    cannot write the registry; True never writes.
     """
-    return open_local(
-        location, settings=settings, create=create, read_only=read_only, on_step=on_step
-    )
+    return open_local(location, settings=settings, create=create, read_only=read_only)
 
 
 def open_local(
@@ -92,7 +103,12 @@ def open_local(
     read_only: bool | None = None,
     on_step: StepHook | None = None,
 ) -> LocalRegistry:
-    """:func:`open_registry` for a directory, typed as the local implementation."""
+    """:func:`open_registry` for a directory, typed as the local implementation.
+
+    ``on_step`` observes each step a write reaches (see :data:`registry.push.PUSH_STEPS`):
+    the crash tests kill the process there. Only this internal opener takes it; the
+    public :func:`registry.open` does not.
+    """
     settings = settings if settings is not None else RegistrySettings()
     path = location_path(location, settings)
     _check_directory(path, create=create and read_only is not True)

@@ -14,10 +14,12 @@ someone (or a rollout) moves the alias.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry.aliases import check_production_move
 from registry.catalog import (
     StagedDataset,
     content_dataset_name,
@@ -68,6 +70,26 @@ class DatasetFile:
 
 #: A recorded dataset's name, a file to record, or None for an explicitly unknown one.
 DatasetChoice = str | DatasetFile | None
+
+#: How ``--dataset`` is read, for messages and ``--help``.
+DATASET_ARGUMENT_RULE = (
+    "a file is taken only as a path (with a '/', or starting with '.' or '~': "
+    "./data.jsonl); anything else is a registered dataset's name"
+)
+
+
+def dataset_argument(value: str | os.PathLike[str]) -> str | DatasetFile:
+    """What a ``--dataset`` value means, from its spelling alone: never guessed from the
+    disk or the registry (a dataset's name and a file of that name in the current
+    directory would otherwise both fit). A path object, or a string with a path
+    separator or a leading ``.`` or ``~``, is a file (no record name can be spelt so);
+    any other string is a ref."""
+    if not isinstance(value, str):
+        return DatasetFile(Path(value))
+    separators = {os.sep, os.altsep or os.sep}
+    if any(sep in value for sep in separators) or value.startswith((".", "~")):
+        return DatasetFile(Path(value).expanduser())
+    return value
 
 
 def _schema(adapter: AdapterDir, schema: dict[str, Any] | Path | None) -> dict[str, Any] | None:
@@ -191,6 +213,8 @@ def record(
             )
             if version == 1:
                 tx.move_alias(name=name, alias=PRODUCTION, version=version, who=by, at=at)
+        if alias == PRODUCTION:
+            check_production_move(deps.store, name, version)
         if alias is not None:
             tx.move_alias(name=name, alias=alias, version=version, who=by, at=at)
         deps.reached("in_transaction")

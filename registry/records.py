@@ -9,6 +9,13 @@ from registry.digest import Digest
 
 Kind = Literal["base", "dataset", "adapter"]
 
+_A_KIND: dict[str, str] = {"base": "a base model", "dataset": "a dataset", "adapter": "an adapter"}
+
+
+def a_kind(kind: str) -> str:
+    """The kind with its article, for messages: ``an adapter``, ``a base model``."""
+    return _A_KIND.get(kind, f"a {kind}")
+
 
 @dataclass(frozen=True, slots=True)
 class Resolved:

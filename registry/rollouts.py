@@ -14,6 +14,11 @@ At most one rollout per name is active (a partial unique index, and a check insi
 with its ``holder`` id, and every write checks, inside its transaction, that this holder
 owns the rollout's lease (:func:`claim` takes it when free or expired). A person's
 promote or abort (``holder=None``) always wins; the controller then sees the rollout end.
+
+While a rollout is active, ``production`` moves only through it: a hand move (``registry
+alias set/rm NAME production``, ``registry push --alias production``) would leave the
+rollout splitting from a stable arm that no longer serves, so it is refused
+(:func:`refuse_hand_move`); :func:`end` moves it on promotion.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from registry.bases import check_same_base
 from registry.deps import Deps
 from registry.errors import (
     InvalidRolloutError,
@@ -33,7 +39,7 @@ from registry.errors import (
 )
 from registry.records import Rollout
 from registry.refs import PRODUCTION, check_name, check_version
-from registry.sqlite_store import Tx, now_iso
+from registry.sqlite_store import SqliteStore, Tx, now_iso
 
 Outcome = Literal["promoted", "rolled_back", "aborted"]
 MAX_STEPS = 100
@@ -109,16 +115,25 @@ def start(
             raise InvalidRolloutError(f"{name}@{canary} is already production; nothing to roll out")
         old = store.adapter(name, stable)
         assert old is not None
-        if new.base_model.digest != old.base_model.digest:
-            raise InvalidRolloutError(
-                f"{name}@{canary} was trained on base {new.base_model.name!r} and production "
-                f"{name}@{stable} on {old.base_model.name!r}: one gateway serves one base, so "
-                "the two arms cannot share traffic"
-            )
+        check_same_base(old, new, as_="canary")
         rollout_id = tx.insert_rollout(
             name=name, stable=stable, canary=canary, steps=weights, plan=plan, who=by, at=at
         )
     return _get(deps, rollout_id)
+
+
+def refuse_hand_move(store: SqliteStore, name: str) -> None:
+    """Refuse a move of ``name@production`` other than the rollout's own while one is
+    active (call inside the write transaction that would move it)."""
+    found = store.active_rollout(name)
+    if found is None:
+        return
+    raise RolloutConflictError(
+        f"{name} has an active rollout (#{found.id}, {name}@{found.stable} -> "
+        f"{name}@{found.canary} at {found.weight:g}%): production moves only through it. End "
+        f"it first: `deploy promote {name}` (production -> {found.canary}) or `deploy abort "
+        f"{name}` (production stays {found.stable})"
+    )
 
 
 def active(deps: Deps, name: str) -> Rollout | None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: vLLM's default ``--max-lora-rank``; adapters above the serving limit are refused at push.
@@ -15,7 +16,10 @@ class RegistrySettings(BaseSettings):
     """Settings for opening and writing a registry.
 
     ``REGISTRY_URL`` is the location (a directory; ``http(s)://`` is reserved for the
-    registry service). ``REGISTRY_MAX_LORA_RANK`` and ``REGISTRY_MAX_FILE_BYTES`` bound
+    registry service). Set but empty, it counts as unset (the per-user default), as the
+    XDG base-directory spec has it for ``XDG_DATA_HOME`` and as ``${VAR:-default}`` reads
+    in a shell; an empty or relative ``XDG_DATA_HOME`` is ignored, as that spec says.
+    ``REGISTRY_MAX_LORA_RANK`` and ``REGISTRY_MAX_FILE_BYTES`` bound
     what a push accepts.
     """
 
@@ -30,6 +34,20 @@ class RegistrySettings(BaseSettings):
     xdg_data_home: Path | None = Field(
         default=None, validation_alias=AliasChoices("XDG_DATA_HOME", "xdg_data_home")
     )
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("xdg_data_home", mode="before")
+    @classmethod
+    def _xdg_must_be_absolute(cls, value: Any) -> Any:
+        """The XDG spec: an empty or relative XDG_DATA_HOME is invalid and ignored (a
+        relative one would put the registry under whatever directory the CLI ran in)."""
+        if isinstance(value, str | Path) and not Path(value).is_absolute():
+            return None
+        return value
 
     def default_location(self) -> Path:
         """The per-user data directory used when no location is given."""

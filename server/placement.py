@@ -3,7 +3,7 @@
 vLLM's CPU worker binds its OpenMP threads to some cores and spins on them while it
 generates (its log: `OpenMP thread binding info ... core ids=[0]`, `reserved_cpus=[1]`).
 Any process the scheduler puts on a worker core starves: the gateway on the worker's core
-served 0.09x of vLLM's direct throughput (ENVIRONMENT.md). The rule, measured in
+served 0.09x of vLLM's direct throughput (docs/vllm.md, "CPU placement"). The rule, measured in
 `bench/gateway_overhead.py` (figures in bench/README.md):
 
 - the worker's cores are the ones its threads are bound to (affinity narrower than the

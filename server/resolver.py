@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import registry
+from registry.records import a_kind
 from server.canary import CANARY, STABLE, Split
 from server.errors import (
     AdapterQuarantinedError,
@@ -232,7 +233,7 @@ class Resolver:
             raise from_registry(e) from e
         if adapter is None:
             raise ModelNotFoundError(
-                f"{model!r} is a {found.kind}, not a servable model; this gateway serves "
+                f"{model!r} is {a_kind(found.kind)}, not a servable model; this gateway serves "
                 f"{base.name!r} and its adapters",
                 param="model",
             )

@@ -63,6 +63,14 @@ class GatewaySettings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+
+    @field_validator("registry", mode="before")
+    @classmethod
+    def _empty_registry_is_unset(cls, value: object) -> object:
+        """An empty `GATEWAY_REGISTRY` / `REGISTRY_URL` counts as unset, as the registry's
+        own settings read it (docs/registry.md, "Registry location")."""
+        return None if value == "" else value
+
     backends: tuple[str, ...] = ()
     """URLs of running vLLM OpenAI servers; empty: launch one locally."""
     base: str | None = None

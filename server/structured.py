@@ -1,6 +1,7 @@
 """Structured output: which constraint a request carries, and whether a result meets it.
 
-Enforced twice (DESIGN.md): vLLM constrains decoding with the schema, and the gateway
+Enforced twice (docs/vllm.md says why: vLLM's constrained decoding alone let invalid
+JSON through as success): vLLM constrains decoding with the schema, and the gateway
 validates every result here before it may leave as a success. All pure functions.
 """
 
@@ -14,7 +15,13 @@ from typing import Any, Literal
 from jsonschema import exceptions as js_exceptions
 from jsonschema import validators
 
-from server.errors import InvalidRequestError, InvalidSchemaError, StructuredOutputError
+from server.errors import (
+    InvalidRequestError,
+    InvalidSchemaError,
+    StructuredOutputError,
+    UnsupportedSchemaError,
+)
+from server.schema_refs import reference_problem
 
 JSON_OBJECT: dict[str, Any] = {"type": "object"}
 MAX_SCHEMA_DEPTH = 32
@@ -69,8 +76,9 @@ def constraint_for(
 
 
 def check_schema(schema: dict[str, Any]) -> None:
-    """Refuse a schema that is not a valid JSON Schema (before vLLM is touched), or one
-    nested deeper than MAX_SCHEMA_DEPTH (grammar compilers and validators recurse)."""
+    """Refuse a schema that is not a valid JSON Schema (before vLLM is touched), one
+    nested deeper than MAX_SCHEMA_DEPTH (grammar compilers and validators recurse), or
+    one whose `$ref`s the gateway cannot enforce (server/schema_refs.py)."""
     depth = nesting_depth(schema, MAX_SCHEMA_DEPTH)
     if depth > MAX_SCHEMA_DEPTH:
         raise InvalidSchemaError(
@@ -85,6 +93,12 @@ def check_schema(schema: dict[str, Any]) -> None:
             f"invalid JSON Schema at {path}: {e.message}",
             param="response_format.json_schema.schema",
         ) from None
+    problem = reference_problem(schema)
+    if problem is not None:
+        raise UnsupportedSchemaError(
+            f"unsupported JSON schema: {problem}",
+            param="response_format.json_schema.schema",
+        )
 
 
 def check_result(constraint: Constraint, text: str, finish_reason: str | None) -> Any:
@@ -110,7 +124,13 @@ def check_result(constraint: Constraint, text: str, finish_reason: str | None) -
         raise StructuredOutputError(
             f"the backend produced text that is not valid JSON: {e}", truncated=False
         ) from None
-    error = js_exceptions.best_match(_validator(_key(constraint.schema)).iter_errors(value))
+    try:
+        errors = _validator(_key(constraint.schema)).iter_errors(value)
+        error = js_exceptions.best_match(errors)
+    except RecursionError:  # a deep value under a recursive schema
+        raise StructuredOutputError(
+            "the backend produced JSON nested too deeply to check", truncated=False
+        ) from None
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         raise StructuredOutputError(

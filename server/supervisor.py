@@ -46,7 +46,7 @@ def structured_config(settings: GatewaySettings) -> dict[str, object]:
 def vllm_command(
     settings: GatewaySettings, model_dir: Path, served_name: str, port: int
 ) -> list[str]:
-    """The exact command line of the local vLLM server (see ENVIRONMENT.md for the flags)."""
+    """The exact command line of the local vLLM server (docs/vllm.md says why these flags)."""
     local = settings.local
     return [
         local.python, "-m", "vllm.entrypoints.openai.api_server",

@@ -20,7 +20,7 @@ from server.errors import (
     BackendUnavailableError,
     GatewayError,
     InvalidRequestError,
-    InvalidSchemaError,
+    UnsupportedSchemaError,
 )
 
 _GRAMMAR_HINTS = ("grammar", "not supported", "unsupported", "schema")
@@ -279,17 +279,15 @@ def _error_from(r: Answer, body: Any) -> GatewayError:
         return LoraNotLoadedError(message)
     if r.status_code in (400, 422):
         if structured and any(h in message.lower() for h in _GRAMMAR_HINTS):
-            return InvalidSchemaError(
+            return UnsupportedSchemaError(
                 f"the JSON schema uses features the grammar backend cannot enforce: {message}",
                 param="response_format",
-                code="unsupported_json_schema",
             )
         return InvalidRequestError(message, param=param if isinstance(param, str) else None)
     if r.status_code == 500 and structured and any(h in message.lower() for h in _GRAMMAR_HINTS):
-        return InvalidSchemaError(
+        return UnsupportedSchemaError(
             f"vLLM could not compile a grammar for the JSON schema: {message}",
             param="response_format",
-            code="unsupported_json_schema",
         )
     if r.status_code == 503:
         return BackendUnavailableError(f"vLLM backend unavailable: {message}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import registry
 from deploy.cli import main
 from registry.local import LocalRegistry
 from server.supervisor import free_port
@@ -72,7 +73,7 @@ def test_a_canary_on_another_base_is_refused(
         allow_unknown_dataset=True,
     )  # fmt: skip
     status, output = run(support_registry, "canary", "support", "--to", "4", "--gateway", "x")
-    assert status == 31 and "other-base" in output
+    assert status == registry.BaseMismatchError.exit_code == 35 and "other-base" in output
 
 
 def test_a_second_rollout_while_one_is_active(support_registry: LocalRegistry) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from registry.blobs import FileBlobStore
 from registry.errors import IntegrityError
+from tests.support.blobs import put_bytes
 
 
 def test_put_file_is_content_addressed(tmp_path: Path) -> None:
@@ -26,7 +27,7 @@ def test_put_file_is_content_addressed(tmp_path: Path) -> None:
 
 def test_copy_out_verifies(tmp_path: Path) -> None:
     store = FileBlobStore(tmp_path / "blobs")
-    hexdigest = store.put_bytes(b"payload")
+    hexdigest = put_bytes(store, b"payload")
     store.copy_out(hexdigest, tmp_path / "ok")
     assert (tmp_path / "ok").read_bytes() == b"payload"
     blob = store.path(hexdigest)
@@ -41,8 +42,8 @@ def test_copy_out_verifies(tmp_path: Path) -> None:
 
 def test_collect_removes_orphans_and_temps(tmp_path: Path) -> None:
     store = FileBlobStore(tmp_path / "blobs")
-    keep = store.put_bytes(b"keep")
-    orphan = store.put_bytes(b"orphan")
+    keep = put_bytes(store, b"keep")
+    orphan = put_bytes(store, b"orphan")
     (store.tmp / "blob-leftover").write_bytes(b"half")
     assert store.collect({keep}, grace_s=3600) == []
     removed = store.collect({keep}, grace_s=0)

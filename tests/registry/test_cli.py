@@ -10,13 +10,14 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from registry.cli import EXIT_CODES, main
+from registry.cli import main
 from registry.errors import (
     AliasInUseError,
     IntegrityError,
     InvalidAdapterError,
     InvalidRefError,
     NotARegistryError,
+    UnsupportedLocationError,
 )
 
 
@@ -87,7 +88,7 @@ def test_workflow(
     assert code == 0 and out.startswith("support@2 ")
     assert cli("alias", "set", "support", "production", "1")[0] == 0  # already there: no-op
     code, out = cli("alias", "set", "support", "production", "01")
-    assert code == EXIT_CODES[InvalidRefError] and "leading zeros" in out
+    assert code == InvalidRefError.exit_code and "leading zeros" in out
 
     code, out = cli("show", "support", "--json")
     shown = json.loads(out)
@@ -134,7 +135,7 @@ def test_workflow(
     assert code == 0 and (tmp_path / "pulled" / "adapter_model.safetensors").exists()
     code, out = cli("verify")
     assert code == 0 and "ok" in out
-    assert cli("rm", "support@1")[0] == EXIT_CODES[AliasInUseError]
+    assert cli("rm", "support@1")[0] == AliasInUseError.exit_code
     code, out = cli("rm", "support@2")
     assert code == 0 and "removed adapter support@2" in out
     code, out = cli("log", "support")
@@ -149,7 +150,7 @@ def test_errors_have_mapped_exit_codes(
 ) -> None:
     assert cli("init")[0] == 0
     code, out = cli("push", str(make_adapter()), "--allow-unknown-dataset")
-    assert code == EXIT_CODES[InvalidAdapterError] and "registry base add" in out
+    assert code == InvalidAdapterError.exit_code and "registry base add" in out
     code, out = cli("show", "nothing")
     assert code == 3 and "Error:" in out
     code, out = cli("show", "bad ref!")
@@ -170,7 +171,7 @@ def test_verify_exit_code_on_damage(
     victim.chmod(0o644)
     victim.write_bytes(b"changed")
     code, out = cli("verify")
-    assert code == EXIT_CODES[IntegrityError] and "ERROR" in out
+    assert code == IntegrityError.exit_code and "ERROR" in out
 
 
 def test_only_init_creates_a_registry(cli: Callable[..., tuple[int, str]], tmp_path: Path) -> None:
@@ -178,16 +179,16 @@ def test_only_init_creates_a_registry(cli: Callable[..., tuple[int, str]], tmp_p
     typo = tmp_path / "regsitry"
     for verb in (("ls",), ("show", "x"), ("log",), ("verify",), ("pull", "x", str(tmp_path / "d"))):
         code, out = cli(*verb, "--registry", str(typo))
-        assert code == EXIT_CODES[NotARegistryError], (verb, out)
+        assert code == NotARegistryError.exit_code, (verb, out)
         assert "registry init" in out and "Traceback" not in out
     assert not typo.exists()
     elsewhere = tmp_path / "project"
     elsewhere.mkdir()
     (elsewhere / "notes.txt").write_text("mine")
     code, out = cli("ls", "--registry", str(elsewhere))
-    assert code == EXIT_CODES[NotARegistryError] and "no registry" in out
+    assert code == NotARegistryError.exit_code and "no registry" in out
     code, out = cli("init", "--registry", str(elsewhere))
-    assert code == EXIT_CODES[NotARegistryError] and "non-empty" in out
+    assert code == NotARegistryError.exit_code and "non-empty" in out
     assert sorted(p.name for p in elsewhere.iterdir()) == ["notes.txt"]
     assert cli("init", "--registry", str(tmp_path / "new"))[0] == 0
     assert cli("ls", "--registry", str(tmp_path / "new"))[0] == 0
@@ -202,7 +203,7 @@ def test_garbage_database_is_a_clear_error(
     (broken / "registry.db").write_bytes(b"this is not a database at all" * 100)
     for verb in (("ls",), ("init",)):
         code, out = cli(*verb, "--registry", str(broken))
-        assert code == EXIT_CODES[NotARegistryError], out
+        assert code == NotARegistryError.exit_code, out
         assert "not a SQLite database" in out and "Traceback" not in out
 
 
@@ -224,4 +225,22 @@ def test_push_records_code_commit_and_shows_it(
     code, out = cli(
         "push", str(make_adapter(seed=3)), "--allow-unknown-dataset", "--git-sha", "abc"
     )
-    assert code == EXIT_CODES[InvalidAdapterError] and "full commit id" in out
+    assert code == InvalidAdapterError.exit_code and "full commit id" in out
+
+
+def test_an_empty_registry_flag_is_refused_and_an_empty_variable_is_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGISTRY_URL", "")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    result = CliRunner().invoke(main, ["ls", "--registry", ""])
+    assert result.exit_code == UnsupportedLocationError.exit_code
+    assert "empty" in result.output and "leave out --registry" in result.output
+    result = CliRunner().invoke(main, ["ls"])  # REGISTRY_URL= is unset: the per-user default
+    assert result.exit_code == NotARegistryError.exit_code
+    assert str(tmp_path / "data" / "loraport" / "registry") in result.output
+
+
+def test_push_help_says_how_a_dataset_file_is_written() -> None:
+    result = CliRunner().invoke(main, ["push", "--help"])
+    assert "a bare name is never taken for a file" in " ".join(result.output.split())

@@ -17,13 +17,14 @@ from registry.push import PUSH_STEPS
 
 # The kill is the test's own: the library only reports steps to a hook it is given.
 PUSHER = """
-import os, signal, sys, registry
+import os, signal, sys
+from registry.location import open_local
 
 def die_at(step):
     if step == sys.argv[3]:
         os.kill(os.getpid(), signal.SIGKILL)
 
-reg = registry.open(sys.argv[1], create=False, on_step=die_at)
+reg = open_local(sys.argv[1], create=False, on_step=die_at)
 reg.push_adapter(sys.argv[2], dataset="support-data", alias="production")
 """
 

@@ -2,11 +2,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 from registry.digest import (
     ManifestEntry,
-    hash_file,
     manifest_digest,
     manifest_json,
     parse_manifest,
@@ -28,10 +26,3 @@ def test_digest_changes_with_any_field() -> None:
     assert manifest_digest(base) != manifest_digest([ManifestEntry("b", 1, "aa")])
     assert manifest_digest(base) != manifest_digest([ManifestEntry("a", 2, "aa")])
     assert manifest_digest(base) != manifest_digest([ManifestEntry("a", 1, "ab")])
-
-
-def test_hash_file(tmp_path: Path) -> None:
-    data = b"x" * (5 * 2**20 + 3)
-    path = tmp_path / "f"
-    path.write_bytes(data)
-    assert hash_file(path) == (hashlib.sha256(data).hexdigest(), len(data))

@@ -34,3 +34,37 @@ def test_open_creates_and_migrates(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(registry.NotARegistryError, match="is a file"):
         registry.open(tmp_path / "file")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"REGISTRY_URL": "", "XDG_DATA_HOME": "/data"}, "/data/loraport/registry"),
+        ({"REGISTRY_URL": "/srv/reg", "XDG_DATA_HOME": "/data"}, "/srv/reg"),
+        ({"XDG_DATA_HOME": ""}, "~/.local/share/loraport/registry"),
+        ({"XDG_DATA_HOME": "data"}, "~/.local/share/loraport/registry"),  # relative: ignored
+        ({"REGISTRY_URL": "", "XDG_DATA_HOME": ""}, "~/.local/share/loraport/registry"),
+    ],
+)
+def test_empty_location_variables_count_as_unset(
+    env: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty REGISTRY_URL (or XDG_DATA_HOME) is unset, as in the XDG spec: never the
+    current directory, never an error."""
+    for name in ("REGISTRY_URL", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert location_path(None, registry.RegistrySettings()) == Path(expected).expanduser()
+
+
+@pytest.mark.parametrize("given", ["", " ", "\t", " /srv/reg", "/srv/reg "])
+def test_an_empty_or_padded_location_given_is_refused(given: str) -> None:
+    with pytest.raises(registry.UnsupportedLocationError, match="empty or has spaces"):
+        location_path(given, registry.RegistrySettings(url="/srv/reg"))
+
+
+def test_a_blank_registry_url_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGISTRY_URL", "  ")
+    with pytest.raises(registry.UnsupportedLocationError, match="REGISTRY_URL='  ' is blank"):
+        location_path(None, registry.RegistrySettings())

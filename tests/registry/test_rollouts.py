@@ -89,7 +89,7 @@ def test_bad_targets(two: LocalRegistry, tmp_path: Path, make_adapter: Callable[
         two.start_rollout("support", 1, steps=[10])
     two.add_base(write_base(tmp_path / "other", random=True), name="other-base")
     two.push_adapter(make_adapter("support", seed=5), base="other-base", dataset="support-data")
-    with pytest.raises(registry.InvalidRolloutError, match="other-base"):
+    with pytest.raises(registry.BaseMismatchError, match="other-base"):
         two.start_rollout("support", 3, steps=[10])
     with pytest.raises(registry.InvalidRolloutError, match="finite JSON"):
         two.start_rollout("support", 2, steps=[10], plan={"x": math.nan})

@@ -10,6 +10,7 @@ import pytest
 
 import registry
 from registry.local import LocalRegistry
+from registry.push import DatasetFile, dataset_argument
 
 MakeAdapter = Callable[..., Path]
 
@@ -205,3 +206,65 @@ def test_a_push_never_changes_what_the_name_serves(
     assert canary.adapter.aliases == ("canary",) and reg.resolve("mine").version == 1
     reg.set_alias("mine", "production", 3)
     assert reg.resolve("mine").version == 3
+
+
+def test_kind_messages_have_the_right_article(
+    reg: LocalRegistry, make_adapter: MakeAdapter
+) -> None:
+    """Was "extract is a adapter, not a dataset"."""
+    reg.push_adapter(make_adapter("support"), dataset="support-data")
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: reg.push_adapter(make_adapter("x"), dataset="support"), "is an adapter, not"),
+        (lambda: reg.dataset("tiny-base"), "tiny-base is a base model, not a dataset"),
+        (lambda: reg.adapter("support-data"), "support-data is a dataset, not an adapter"),
+        (lambda: reg.base("support"), "support is an adapter, not a base model"),
+        (lambda: reg.resolve("tiny-base@1"), "tiny-base is a base model: it has no versions"),
+    ]
+    for call, message in cases:
+        with pytest.raises(registry.RegistryError, match=message):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("support-data", "support-data"),
+        ("support-v1-data", "support-v1-data"),
+        ("data.jsonl", "data.jsonl"),  # a bare name is a ref, even with a suffix
+        ("sha256:" + "a" * 64, "sha256:" + "a" * 64),
+        ("./support-data", DatasetFile(Path("support-data"))),
+        ("../data/x.jsonl", DatasetFile(Path("../data/x.jsonl"))),
+        ("data/x.jsonl", DatasetFile(Path("data/x.jsonl"))),
+        ("/srv/data/x.jsonl", DatasetFile(Path("/srv/data/x.jsonl"))),
+        (".hidden", DatasetFile(Path(".hidden"))),
+        ("~/x.jsonl", DatasetFile(Path("~/x.jsonl").expanduser())),
+        (Path("support-data"), DatasetFile(Path("support-data"))),  # a path object: a file
+    ],
+)
+def test_dataset_argument_is_decided_by_its_spelling(
+    value: str | Path, expected: str | DatasetFile
+) -> None:
+    assert dataset_argument(value) == expected
+
+
+def test_a_bare_dataset_name_is_never_taken_for_a_file(
+    reg: LocalRegistry, make_adapter: MakeAdapter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: `--dataset support-data` recorded a file of that name in the current directory
+    instead of the registered dataset."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (work / "support-data").write_text('{"text": "not the registered one"}\n')
+    registered = reg.dataset("support-data")
+    by_name = reg.push_adapter(make_adapter(seed=1), dataset="support-data").adapter
+    assert by_name.dataset == registry.Lineage("support-data", registered.digest)
+    by_path = reg.push_adapter(make_adapter(seed=2), dataset="./support-data").adapter
+    assert by_path.dataset.digest not in (None, registered.digest)
+    (work / "only-a-file.jsonl").write_text('{"text": "x"}\n')
+    with pytest.raises(registry.InvalidAdapterError, match=r"write \./only-a-file\.jsonl"):
+        reg.push_adapter(make_adapter(seed=3), dataset="only-a-file.jsonl")
+    with pytest.raises(registry.InvalidAdapterError, match="does not exist or is not a file"):
+        reg.push_adapter(make_adapter(seed=4), dataset="./missing.jsonl")
+    with pytest.raises(registry.InvalidAdapterError, match="is not a file"):
+        reg.push_adapter(make_adapter(seed=5), dataset=str(work))

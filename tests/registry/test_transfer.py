@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 import registry
-from registry.digest import ManifestEntry, hash_file, manifest_digest
+from registry.digest import ManifestEntry, manifest_digest
 from registry.local import LocalRegistry
+from tests.support.blobs import hash_file, put_bytes
 
 
 def _digest_of(directory: Path) -> str:
@@ -74,7 +75,7 @@ def test_corrupt_blob_is_reported_and_refused(
 def test_missing_blob_and_orphans(reg: LocalRegistry, make_adapter: Callable[..., Path]) -> None:
     src = make_adapter()
     reg.push_adapter(src, dataset="support-data")
-    orphan = reg.blobs.put_bytes(b"left by a killed push")
+    orphan = put_bytes(reg.blobs, b"left by a killed push")
     report = reg.verify()
     assert report.ok and report.orphans == (f"sha256:{orphan}",)
     assert reg.verify(gc=True, gc_grace_s=0).collected == (f"sha256:{orphan}",)

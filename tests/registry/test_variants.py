@@ -80,13 +80,14 @@ def test_a_taken_name_is_refused_before_any_work(reg: LocalRegistry, base_dir: P
 
 
 KILLER = """
-import os, signal, sys, registry
+import os, signal, sys
+from registry.location import open_local
 
 def die_at(step):
     if step == sys.argv[3]:
         os.kill(os.getpid(), signal.SIGKILL)
 
-reg = registry.open(sys.argv[1], create=False, on_step=die_at)
+reg = open_local(sys.argv[1], create=False, on_step=die_at)
 reg.add_variant(sys.argv[2], name="tiny-base-fp8", parent="tiny-base",
                 quantization={"method": "fp8"}, fidelity={}, passed=True, forced=False, pairs=[])
 """

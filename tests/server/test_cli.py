@@ -69,3 +69,14 @@ def test_serve_on_a_missing_registry_exits_with_the_registrys_code(tmp_path: Pat
     assert result.exit_code == registry.errors.NotARegistryError.exit_code
     assert "no registry at" in result.output
     assert not (tmp_path / "typo").exists()
+
+
+def test_an_empty_registry_flag_is_a_usage_error_and_an_empty_variable_is_unset(
+    tmp_path: Path,
+) -> None:
+    result = CliRunner().invoke(cli, ["serve", "--registry", ""])
+    assert result.exit_code == 2 and "--registry" in result.output and "empty" in result.output
+    env = {"REGISTRY_URL": "", "GATEWAY_REGISTRY": "", "XDG_DATA_HOME": str(tmp_path / "d")}
+    result = CliRunner().invoke(cli, ["serve"], env=env)
+    assert result.exit_code == registry.errors.NotARegistryError.exit_code
+    assert str(tmp_path / "d" / "loraport" / "registry") in result.output

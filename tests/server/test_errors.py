@@ -19,6 +19,7 @@ EXPECTED = {
     "GatewayError": 500,
     "InvalidRequestError": 400,
     "InvalidSchemaError": 400,
+    "UnsupportedSchemaError": 400,
     "AuthenticationError": 401,
     "PermissionDeniedError": 403,
     "AdapterQuarantinedError": 403,
@@ -29,6 +30,7 @@ EXPECTED = {
     "TooManyRequestsError": 429,
     "BackendError": 502,
     "BackendUnavailableError": 503,
+    "AdapterUnderCheckError": 503,
 }
 
 

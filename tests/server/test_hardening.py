@@ -268,3 +268,28 @@ def test_probe_failure_counter_by_reason(
         assert wait_until(
             lambda: scrape(gw.url, "loraport_probe_failures_total", reason="timeout") >= 2
         )
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$ref": "#"},
+        {"$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}},
+                            "required": ["next"]}}, "$ref": "#/$defs/node"},
+        {"$ref": "http://127.0.0.1:9/schema.json"},
+    ],
+    ids=["self", "no-way-out", "remote"],
+)  # fmt: skip
+def test_an_unenforceable_ref_is_400_before_vllm_is_touched(
+    gateway: RunningGateway, schema: dict[str, object]
+) -> None:
+    """Was: 502 json_schema_violation after a whole generation."""
+    before = scrape(gateway.vllm_url, "vllm:request_success_total")
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    for model in (BASE_NAME, "extract"):
+        r = post(gateway, {"model": model, "messages": MSGS, "max_tokens": 16,
+                           "response_format": rf})  # fmt: skip
+        err = envelope(r, 400)
+        assert err["code"] == "unsupported_json_schema", err
+        assert err["param"] == "response_format.json_schema.schema"
+    assert scrape(gateway.vllm_url, "vllm:request_success_total") == before

@@ -25,6 +25,7 @@ from server.supervisor import free_port
 from tests.conftest import TEST_DTYPE, VLLM_START_TIMEOUT_S, adapter_dir, fill_registry, wait_for
 from tests.server.conftest import wait_until
 from tests.support import launch
+from tests.support.harmful import harmful_adapter, push_as_older_loraport
 
 pytestmark = pytest.mark.vllm
 
@@ -164,28 +165,6 @@ def _sample(text: str, name: str, having: str = "") -> float:
     )
 
 
-def harmful_adapter(
-    path: Path, src: str, *, fill_a: float | None = None, fill_b: float | None = None
-) -> Path:
-    """A copy of a demo adapter with every lora_A / lora_B filled with one value."""
-    shutil.copytree(adapter_dir(src), path)
-    weights = load_file(path / "adapter_model.safetensors")
-    fill = {"lora_A": fill_a, "lora_B": fill_b}
-    for key, tensor in weights.items():
-        value = next((v for part, v in fill.items() if part in key), None)
-        if value is not None:
-            weights[key] = torch.full_like(tensor, value)
-    save_file(weights, path / "adapter_model.safetensors")
-    return path
-
-
-def push_unchecked(location: Path, adapter: Path, name: str) -> str:
-    """Push ``adapter`` as an older loraport would have, before push bounded weights and
-    updates (a registry keeps what it holds across upgrades)."""
-    with registry.open(location, create=False) as reg:
-        return reg.push_adapter(adapter, name=name, allow_unknown_dataset=True).adapter.ref
-
-
 def quarantine_of(location: Path, ref: str) -> registry.Quarantine | None:
     with registry.open(location, create=False) as reg:
         return reg.adapter(ref).quarantine
@@ -199,7 +178,7 @@ def test_an_adapter_that_answers_degenerately_is_quarantined_and_unloaded(
     too), unloaded, refused after; the engine is not restarted, the others keep serving."""
     url, _ = embedded
     location = embedded_root / "registry"
-    ref = push_unchecked(location, harmful_adapter(tmp_path / "looper", "support-v1",
+    ref = push_as_older_loraport(location, harmful_adapter(tmp_path / "looper", "support-v1",
                                                    fill_a=6e4, fill_b=6e4), "looper")  # fmt: skip
     restarts = _sample(httpx.get(f"{url}/metrics").text, "loraport_backend_restarts_total")
     r = chat(url, ref, temperature=0)
@@ -233,7 +212,7 @@ def test_an_engine_corrupting_adapter_is_quarantined_for_every_gateway(
     and no gateway serves it again, including one that never saw it run."""
     url, gateway = embedded
     location = embedded_root / "registry"
-    ref = push_unchecked(location, harmful_adapter(tmp_path / "blaster", "triage",
+    ref = push_as_older_loraport(location, harmful_adapter(tmp_path / "blaster", "triage",
                                                    fill_b=3e38), "blaster")  # fmt: skip
     wait_for(f"{url}/ready", VLLM_START_TIMEOUT_S)
     restarts = _sample(httpx.get(f"{url}/metrics").text, "loraport_backend_restarts_total")
