@@ -14,6 +14,12 @@
    the registry recorded the rollback, and when the last gateway stopped sending a canary
    user to the canary (a probe per gateway asks as that user every 100 ms). Reported in
    seconds and in intervals (target: within two; Flagger's defaults take about five).
+4. **degenerate answers of healthy adapters** (what ``--max-degenerate-rate`` must let
+   pass): each demo adapter, through a gateway on its pinned ref, greedy, answers the
+   probe's question, the live tests' question and the first five user prompts of each
+   demo data set, at 16 and at 64 tokens; the gateway's own
+   ``loraport_degenerate_answers_total`` over its ``loraport_requests_total``, per
+   adapter. ``--only degenerate`` runs this part alone.
 
 Prints one JSON line. Machine notes in bench/README.md.
 """
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,6 +50,7 @@ import registry  # noqa: E402
 from bench.harness import machine  # noqa: E402
 from deploy.controller import epoch  # noqa: E402
 from server.canary import CANARY, Split, position, sticky_key  # noqa: E402
+from server.probe import PROBE_MESSAGE, degenerate  # noqa: E402
 from server.settings import GatewaySettings, LocalVllm  # noqa: E402
 from server.supervisor import free_port  # noqa: E402
 from tests.support import launch  # noqa: E402
@@ -55,6 +63,7 @@ IMPOSSIBLE = {
     "required": ["reply"],
 }
 MESSAGES = [{"role": "user", "content": "Hello, my order #71033 has not arrived."}]
+DEMO = ("support-v1", "support-v2", "triage", "extract")
 
 
 def split_pure(users: int) -> dict[str, float]:
@@ -182,9 +191,58 @@ def rollback_once(
     }
 
 
+def prompts() -> list[str]:
+    """The probe's question, the live tests' question, and five user prompts of each demo
+    data set."""
+    out = [PROBE_MESSAGE, MESSAGES[0]["content"]]
+    for data in sorted((EXAMPLES / "data").glob("*.jsonl")):
+        rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+        chats = [r["messages"] for r in rows if "messages" in r]
+        out += [next(m["content"] for m in c if m["role"] == "user") for c in chats[:5]]
+    return out
+
+
+def scrape_sum(gateway: str, name: str, adapter: str) -> float:
+    text = httpx.get(f"{gateway}/metrics", timeout=30).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and s.labels.get("adapter") == adapter
+    )
+
+
+def degenerate_baseline(gateway: str) -> dict[str, Any]:
+    """Degenerate answers of the healthy demo adapters, as the gateway counts them."""
+    asked = prompts()
+    out: dict[str, Any] = {"prompts": len(asked), "max_tokens": [16, 64]}
+    with httpx.Client(base_url=gateway, timeout=300) as c:
+        for adapter in DEMO:
+            examples: list[str] = []
+            statuses: dict[int, int] = {}
+            for max_tokens in (16, 64):
+                for prompt in asked:
+                    body = {"model": f"demo-{adapter}@1", "max_tokens": max_tokens,
+                            "temperature": 0,
+                            "messages": [{"role": "user", "content": prompt}]}  # fmt: skip
+                    r = c.post("/v1/chat/completions", json=body)
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    if r.status_code != 200:  # extract's schema cut off at 16 tokens: a 422
+                        continue
+                    text = r.json()["choices"][0]["message"]["content"] or ""
+                    if degenerate(text) is not None and len(examples) < 3:
+                        examples.append(text)
+            requests = scrape_sum(gateway, "loraport_requests_total", f"demo-{adapter}")
+            bad = scrape_sum(gateway, "loraport_degenerate_answers_total", f"demo-{adapter}")
+            out[adapter] = {"requests": requests, "statuses": statuses, "degenerate": bad,
+                            "examples": examples}  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer users, one interval")
+    parser.add_argument("--only", choices=["degenerate"], help="run one part alone")
     args = parser.parse_args()
     if shutil.which("prometheus") is None:
         sys.exit("prometheus is not installed: apt-get install -y prometheus")
@@ -200,6 +258,9 @@ def main() -> None:
                                      ("faq", "support-v1", None),
                                      ("faq", "support-v1", IMPOSSIBLE)):  # fmt: skip
             reg.push_adapter(adapter_dir(source), name=name, dataset=data, schema=schema)
+        for name in DEMO:  # "demo-": the data sets take the adapters' own names
+            reg.push_adapter(adapter_dir(name), name=f"demo-{name}",
+                             dataset=EXAMPLES / "data" / f"{name}.jsonl")  # fmt: skip
     settings = GatewaySettings(local=LocalVllm(max_loras=4, max_lora_rank=8))
     with ExitStack() as stack:
         vllm = stack.enter_context(launch.vllm_server(settings, tmp / "vllm.log"))
@@ -220,6 +281,12 @@ def main() -> None:
         prom = stack.enter_context(
             launch.serving(cmd, port, tmp / "prometheus.log", "/-/ready", {}, 60)
         )
+        if args.only == "degenerate":
+            result = {"bench": "canary", "machine": machine(),
+                      "degenerate_baseline": degenerate_baseline(gateways[0])}  # fmt: skip
+            print(json.dumps(result))
+            return
+        result["degenerate_baseline"] = degenerate_baseline(gateways[0])
         result["split_live"] = split_live(reg_dir, gateways, 500 if args.quick else 2000)
         intervals = (2.0,) if args.quick else (2.0, 5.0)
         result["rollback"] = [rollback_once(reg_dir, gateways, prom.url, i) for i in intervals]

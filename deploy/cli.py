@@ -4,8 +4,9 @@
 runs its controller in the foreground until the rollout is promoted or rolled back;
 ``status``, ``history``, ``promote`` and ``abort`` read or end it. Every verb takes
 ``--registry LOCATION`` (else ``REGISTRY_URL``). Registry errors exit with the registry's
-own codes (``docs/registry.md``); a refused option is click's usage error (2); a rollout
-that ends rolled back or aborted exits 1.
+own codes (``docs/registry.md``), deploy's own with theirs (:mod:`deploy.errors`); a
+refused option is click's usage error (2); a rollout that ends rolled back or aborted
+exits 1.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import click
 
 from deploy import evaluation
 from deploy.controller import Controller
+from deploy.errors import DeployError, EvalSetError, EvalSetUnusableError
 from deploy.gateway_scrape import GatewayScrapeSource
 from deploy.plan import Plan, PlanError, parse_duration, parse_steps
 from deploy.prometheus import PrometheusSource
 from deploy.source import MetricsSource
-from registry import Registry, Rollout, RolloutConflictError
+from registry import Registry, RegistryError, Rollout, RolloutConflictError
 from registry import open as open_registry
-from registry.cli import RegistryGroup, location_option, who_option
+from registry.cli import location_option, who_option
 
 _GROUP_LOCATION = "loraport.deploy.registry"
 
@@ -39,7 +41,19 @@ def _open(location: str | None) -> Registry:
     return open_registry(location, create=False)
 
 
-@click.group(cls=RegistryGroup)
+class DeployGroup(click.Group):
+    """Turns deploy's and the registry's errors into exits with their own codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (DeployError, RegistryError) as exc:
+            error = click.ClickException(str(exc))
+            setattr(error, "exit_code", exc.exit_code)  # noqa: B010 (a ClassVar in stubs)
+            raise error from exc
+
+
+@click.group(cls=DeployGroup)
 @click.version_option(package_name="loraport")
 @click.option("--registry", "location", metavar="LOCATION", default=None,
               help="Registry for every verb (default: $REGISTRY_URL, else per-user).")  # fmt: skip
@@ -113,6 +127,14 @@ def _source(prometheus: str | None, gateways: tuple[str, ...]) -> MetricsSource:
     type=float,
     help="Canary JSON-contract failures share above this: roll back.",
 )
+@click.option(
+    "--max-degenerate-rate",
+    default=0.05,
+    show_default=True,
+    type=float,
+    help="Canary share of answers that are empty or one piece repeated above this: roll "
+    "back (1 turns the rule off).",
+)
 @click.option("--prometheus", default=None, metavar="URL", help="Read figures with PromQL.")
 @click.option(
     "--gateway",
@@ -158,6 +180,7 @@ def canary(
     max_error_rate: float,
     max_latency_ratio: float,
     max_json_violation_rate: float,
+    max_degenerate_rate: float,
     prometheus: str | None,
     gateways: tuple[str, ...],
     eval_file: Path | None,
@@ -183,6 +206,7 @@ def canary(
             max_error_rate=max_error_rate,
             max_latency_ratio=max_latency_ratio,
             max_json_violation_rate=max_json_violation_rate,
+            max_degenerate_rate=max_degenerate_rate,
         )
     except PlanError as e:
         raise click.BadParameter(str(e)) from None
@@ -224,27 +248,31 @@ def _eval_gate(
     max_regression: float,
     gateway: str | None,
 ) -> dict[str, float | int | str]:
-    """Score both versions on the canary set through ``gateway``; refuse on a regression."""
+    """Score both versions on the canary set through ``gateway``; refuse an unusable set
+    or a regression (see :mod:`deploy.evaluation`). Nothing is written before it passes."""
     if gateway is None:
         raise click.UsageError("--eval needs a gateway to ask: --eval-gateway URL or --gateway")
     if not 0 <= max_regression < 1:
         raise click.BadParameter("must be at least 0 and below 1", param_hint="--max-regression")
+    try:
+        examples = evaluation.load(path)
+    except EvalSetError as e:
+        raise click.BadParameter(str(e), param_hint="--eval") from None
     stable = reg.aliases(name).get("production")
     reg.adapter(f"{name}@{version}")  # RefNotFoundError before any request is sent
     if stable is None:
         return {}  # start_rollout refuses it, with its own message
-    try:
-        examples = evaluation.load(path)
-        result = evaluation.GateResult(
-            stable=evaluation.score(gateway, f"{name}@{stable}", examples),
-            canary=evaluation.score(gateway, f"{name}@{version}", examples),
-            max_regression=max_regression,
-        )
-    except evaluation.EvalError as e:
-        raise click.ClickException(f"eval gate: {e}") from None
+    stable_score = evaluation.score(gateway, f"{name}@{stable}", examples)
+    problem = evaluation.stable_problem(stable_score)
+    if problem is not None:  # before the canary is asked: the set cannot judge it
+        raise EvalSetUnusableError(f"eval set unusable: {problem}; nothing was rolled out")
+    result = evaluation.GateResult(
+        stable=stable_score,
+        canary=evaluation.score(gateway, f"{name}@{version}", examples),
+        max_regression=max_regression,
+    )
     click.echo(result.reason())
-    if not result.passed:
-        raise click.ClickException(f"{result.reason()}; nothing was rolled out")
+    result.check()
     return {"file": path.name, "examples": len(examples), "stable": round(result.stable, 4),
             "canary": round(result.canary, 4), "max_regression": max_regression}  # fmt: skip
 

@@ -7,6 +7,10 @@ interval that was running and goes on. Only the holder of the rollout's lease ac
 both act; a live one renews its lease every poll, a dead one's expires after
 ``lease_ttl_s``. A person's ``deploy promote`` or ``abort`` ends the rollout under a
 running controller, which then stops.
+
+The canary version's quarantine is read from the registry at every poll (at least three
+times per lease ttl), not only when a step is due: a quarantined canary is rolled back
+at once, with the quarantine's reason (:func:`deploy.decision.quarantined`).
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from deploy.decision import ArmFigures, Verdict, decide
+from deploy.decision import ArmFigures, Verdict, decide, quarantined
 from deploy.plan import Plan
 from deploy.source import ArmRef, MetricsSource, MetricsUnavailable
 from registry import (
     LeaseHeldError,
+    Quarantine,
     RefNotFoundError,
     Registry,
     RegistryError,
@@ -128,14 +133,14 @@ class Controller:
             while rollout is not None:
                 plan = Plan.model_validate(rollout.plan)
                 wait = self.due(rollout, plan) - self.clock()
-                if wait > 0:
-                    self.sleep(min(wait, self.lease_ttl_s / 3))
-                else:
-                    try:
+                try:
+                    if wait > 0 and self.quarantine(rollout) is None:
+                        self.sleep(min(wait, self.lease_ttl_s / 3))
+                    else:
                         self.judge(rollout, plan)
-                    except (RolloutConflictError, RefNotFoundError) as e:
-                        # ended or moved under us (a person's promote/abort): re-read it
-                        self.say(f"{self.name}: {e}")
+                except (RolloutConflictError, RefNotFoundError) as e:
+                    # ended or moved under us (a person's promote/abort): re-read it
+                    self.say(f"{self.name}: {e}")
                 rollout = self._claim(rollout_id)
         finally:
             self.reg.release_rollout(self.name, rollout_id, self.holder)
@@ -147,23 +152,35 @@ class Controller:
                 return r
         raise RuntimeError(f"rollout #{rollout_id} of {self.name} vanished")
 
+    def quarantine(self, rollout: Rollout) -> Quarantine | None:
+        """The canary version's quarantine, read from the registry now."""
+        return self.reg.adapter(f"{self.name}@{rollout.canary}").quarantine
+
     def judge(self, rollout: Rollout, plan: Plan) -> Verdict:
-        """One analysis of the current step, recorded, then acted on."""
+        """One analysis of the current step, recorded, then acted on. A quarantined canary
+        is rolled back without reading figures (the source may be down; it does not
+        matter)."""
         last_step = rollout.step == len(rollout.steps) - 1
-        try:
-            stable, canary = self.source.figures(self.arms(rollout), plan.interval_s)
-            verdict = decide(
-                plan.thresholds(), stable, canary, weight=rollout.weight, last_step=last_step
-            )
-        except MetricsUnavailable as e:
-            stable = canary = None
-            verdict = Verdict("hold", f"no figures: {e}")
+        stable = canary = None
+        quarantine = self.quarantine(rollout)
+        verdict = quarantined(f"{self.name}@{rollout.canary}", quarantine)
+        if verdict is None:
+            try:
+                stable, canary = self.source.figures(self.arms(rollout), plan.interval_s)
+                verdict = decide(
+                    plan.thresholds(), stable, canary, weight=rollout.weight, last_step=last_step
+                )
+            except MetricsUnavailable as e:
+                stable = canary = None
+                verdict = Verdict("hold", f"no figures: {e}")
         figures = {
             "stable": _plain(stable),
             "canary": _plain(canary),
             "source": self.source.describe(),
             "window_s": plan.interval_s,
         }
+        if quarantine is not None:
+            figures["quarantine"] = asdict(quarantine)
         kw: dict[str, Any] = {"holder": self.holder, "who": self.holder}
         self.reg.record_analysis(
             self.name,

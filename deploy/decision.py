@@ -2,9 +2,15 @@
 
 Order of the rules (the first that applies decides):
 
-1. no figures for the canary, or any that is NaN/infinite, or fewer than
-   ``min_requests`` canary requests: **hold** (never judge on no data; a NaN is not 0);
-2. the canary's error rate (5xx) or JSON-contract violation rate above its limit:
+0. the canary version is quarantined in the registry (a gateway found it corrupting the
+   engine or answering degenerately, or a person said so): **rollback** at once, with the
+   quarantine's reason, whatever the figures say (:func:`quarantined`; gateways refuse a
+   quarantined version, so its arm would have no traffic to judge);
+1. no figures for the canary, or any that is NaN/infinite (an unknown count of
+   degenerate answers included), or fewer than ``min_requests`` canary requests: **hold**
+   (never judge on no data; a NaN is not 0);
+2. the canary's error rate (5xx), JSON-contract violation rate or degenerate-answer rate
+   (answers that came back empty or one short piece repeated) above its limit:
    **rollback**;
 3. below 100 %: the same data rules for the stable arm (**hold**), then the canary's p95
    latency over the stable arm's above ``max_latency_ratio``: **rollback** (an unknown
@@ -23,21 +29,36 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from registry import Quarantine
+
 Action = Literal["advance", "hold", "promote", "rollback"]
 
 
 @dataclass(frozen=True)
 class ArmFigures:
     """One arm over the judged window: requests answered, those that failed (5xx), JSON
-    contract failures (the gateway refused a constrained answer), p95 latency (s)."""
+    contract failures (the gateway refused a constrained answer), degenerate answers (a
+    200 whose text is empty or one short piece repeated; NaN when the gateways do not
+    count them), p95 latency (s)."""
 
     requests: float
     errors: float
     json_violations: float
+    degenerate: float
     p95_s: float
 
+    def unknown(self) -> list[str]:
+        """The counts that are not numbers (NaN or infinite), by name."""
+        counts = {
+            "requests": self.requests,
+            "errors": self.errors,
+            "JSON violations": self.json_violations,
+            "degenerate answers": self.degenerate,
+        }
+        return [name for name, value in counts.items() if not math.isfinite(value)]
+
     def finite(self) -> bool:
-        return all(math.isfinite(x) for x in (self.requests, self.errors, self.json_violations))
+        return not self.unknown()
 
     @property
     def error_rate(self) -> float:
@@ -47,6 +68,10 @@ class ArmFigures:
     def json_violation_rate(self) -> float:
         return self.json_violations / self.requests if self.requests > 0 else math.nan
 
+    @property
+    def degenerate_rate(self) -> float:
+        return self.degenerate / self.requests if self.requests > 0 else math.nan
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -54,6 +79,7 @@ class Thresholds:
     max_error_rate: float = 0.05
     max_latency_ratio: float = 1.5
     max_json_violation_rate: float = 0.05
+    max_degenerate_rate: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,11 +88,29 @@ class Verdict:
     reason: str
 
 
+def quarantined(canary_ref: str, quarantine: Quarantine | None) -> Verdict | None:
+    """Rule 0: a quarantined canary is rolled back with the quarantine's reason."""
+    if quarantine is None:
+        return None
+    return Verdict(
+        "rollback",
+        f"canary {canary_ref} is quarantined: {quarantine.reason} (by {quarantine.who} at "
+        f"{quarantine.at}; `registry quarantine rm {canary_ref}` lifts it)",
+    )
+
+
 def _data_problem(arm: str, figures: ArmFigures | None, min_requests: int) -> str | None:
     if figures is None:
         return f"no figures for the {arm} arm"
-    if not figures.finite():
-        return f"the {arm} arm's figures are not numbers ({figures})"
+    unknown = figures.unknown()
+    if unknown:
+        hint = (
+            " (every gateway must count them in loraport_degenerate_answers_total: "
+            "upgrade the ones that do not)"
+            if "degenerate answers" in unknown
+            else ""
+        )
+        return f"the {arm} arm's figures are not numbers: {', '.join(unknown)} unknown{hint}"
     if figures.requests < min_requests:
         return (
             f"the {arm} arm served {figures.requests:.0f} requests in the window, fewer than "
@@ -100,6 +144,13 @@ def decide(
             f"({canary.json_violations:.0f} of {canary.requests:.0f}) is above "
             f"--max-json-violation-rate {t.max_json_violation_rate:g}",
         )
+    if canary.degenerate_rate > t.max_degenerate_rate:
+        return Verdict(
+            "rollback",
+            f"canary degenerate-answer rate {canary.degenerate_rate:.3f} "
+            f"({canary.degenerate:.0f} of {canary.requests:.0f} answers empty or one piece "
+            f"repeated) is above --max-degenerate-rate {t.max_degenerate_rate:g}",
+        )
     compared = ""
     if weight < 100:
         problem = _data_problem("stable", stable, t.min_requests)
@@ -120,7 +171,8 @@ def decide(
         compared = f", p95 {ratio:.2f}x stable"
     summary = (
         f"canary served {canary.requests:.0f} requests at {weight:g}%: error rate "
-        f"{canary.error_rate:.3f}, JSON violations {canary.json_violation_rate:.3f}{compared}"
+        f"{canary.error_rate:.3f}, JSON violations {canary.json_violation_rate:.3f}, "
+        f"degenerate {canary.degenerate_rate:.3f}{compared}"
     )
     if last_step:
         return Verdict("promote", f"last step passed ({summary})")

@@ -7,6 +7,10 @@ the baseline and answers None for every arm (no data: the controller holds). A c
 that went down (a gateway restarted) counts from zero, as Prometheus's ``increase``
 does. A gateway that is down or answers something that is not the text format is
 :class:`MetricsUnavailable`: figures from some replicas only would be a biased sample.
+For the same reason an arm's degenerate-answer figure is unknown (NaN) when any gateway
+has requests for it but no ``loraport_degenerate_answers_total`` count (a gateway
+creates that count at 0 with the arm's first request, so its absence means the gateway
+does not count degenerate answers, not that there were none).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ class Snapshot:
     requests: dict[Key, float] = field(default_factory=lambda: defaultdict(float))
     errors: dict[Key, float] = field(default_factory=lambda: defaultdict(float))
     json_violations: dict[Key, float] = field(default_factory=lambda: defaultdict(float))
+    degenerate: dict[Key, float] = field(default_factory=lambda: defaultdict(float))
+    uncounted: set[Key] = field(default_factory=set)
+    """Arms some gateway has requests for but no degenerate-answer count."""
     buckets: dict[Key, dict[float, float]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(float))
     )
@@ -39,18 +46,25 @@ class Snapshot:
 
 def parse(text: str, into: Snapshot) -> None:
     """Add one gateway's exposition to ``into``; ValueError if it is not the text format."""
+    requested: set[Key] = set()
+    counted: set[Key] = set()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
             key = (labels.get("adapter", ""), labels.get("version", ""), labels.get("arm", ""))
             if sample.name == "loraport_requests_total":
+                requested.add(key)
                 into.requests[key] += sample.value
                 if labels.get("status", "").startswith("5"):
                     into.errors[key] += sample.value
             elif sample.name == "loraport_structured_output_failures_total":
                 into.json_violations[key] += sample.value
+            elif sample.name == "loraport_degenerate_answers_total":
+                counted.add(key)
+                into.degenerate[key] += sample.value
             elif sample.name == "loraport_request_duration_seconds_bucket":
                 into.buckets[key][float(labels["le"])] += sample.value
+    into.uncounted |= requested - counted
 
 
 def _delta(now: float, before: float) -> float:
@@ -116,6 +130,9 @@ class GatewayScrapeSource:
             key = (arm.name, str(arm.version), arm.arm)
             b_now, b_before = now.buckets.get(key, {}), before.buckets.get(key, {})
             buckets = {le: _delta(c, b_before.get(le, 0.0)) for le, c in b_now.items()}
+            degenerate = math.nan
+            if key in now.degenerate and key not in now.uncounted:
+                degenerate = _delta(now.degenerate[key], before.degenerate.get(key, 0.0))
             out.append(
                 ArmFigures(
                     requests=_delta(now.requests.get(key, 0.0), before.requests.get(key, 0.0)),
@@ -123,6 +140,7 @@ class GatewayScrapeSource:
                     json_violations=_delta(
                         now.json_violations.get(key, 0.0), before.json_violations.get(key, 0.0)
                     ),
+                    degenerate=degenerate,
                     p95_s=quantile(0.95, buckets),
                 )
             )

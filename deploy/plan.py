@@ -51,6 +51,8 @@ class Plan(BaseModel):
     max_error_rate: Rate = 0.05
     max_latency_ratio: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.5
     max_json_violation_rate: Rate = 0.05
+    max_degenerate_rate: Rate = 0.05
+    """Absent from a plan stored before the rule existed: a resumed rollout gets it too."""
     eval_gate: dict[str, float | int | str] | None = None
     """The eval gate's result when one ran before the first step (kept for the record)."""
 
@@ -77,4 +79,5 @@ class Plan(BaseModel):
             max_error_rate=self.max_error_rate,
             max_latency_ratio=self.max_latency_ratio,
             max_json_violation_rate=self.max_json_violation_rate,
+            max_degenerate_rate=self.max_degenerate_rate,
         )

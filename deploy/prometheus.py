@@ -2,12 +2,16 @@
 
 For each arm, over a window of the rollout's interval: requests and 5xx answers (the
 growth of ``loraport_requests_total``), JSON-contract failures (of
-``loraport_structured_output_failures_total``) and the p95 latency
-(``histogram_quantile`` over the growth of ``loraport_request_duration_seconds_bucket``),
-summed over every gateway Prometheus scrapes. An empty
-vector means no such requests (0), except for p95 where it means unknown (NaN). An
-unreachable server, an error status or a body that is not Prometheus's JSON is
-:class:`MetricsUnavailable`, never a figure.
+``loraport_structured_output_failures_total``), degenerate answers (of
+``loraport_degenerate_answers_total``) and the p95 latency (``histogram_quantile`` over
+the growth of ``loraport_request_duration_seconds_bucket``), summed over every gateway
+Prometheus scrapes. An empty vector means no such requests (0), except for p95 and for
+degenerate answers, where it means unknown (NaN): a gateway counts degenerate answers
+from 0 for every series it has requests for, so a missing count is a gateway that does
+not count them. For the same reason the degenerate figure is unknown when any scraped
+instance has the arm's requests but not its degenerate count (a sum over some replicas
+only would undercount). An unreachable server, an error status or a body that is not
+Prometheus's JSON is :class:`MetricsUnavailable`, never a figure.
 """
 
 from __future__ import annotations
@@ -43,10 +47,18 @@ def queries(arm: ArmRef, window_s: float) -> dict[str, str]:
     sel = _selector(arm)
     failed = _selector(arm, ',status=~"5.."')
     buckets = _delta(f"loraport_request_duration_seconds_bucket{sel}", w, " by (le)")
+    requests, degenerate = (
+        f"loraport_requests_total{sel}",
+        f"loraport_degenerate_answers_total{sel}",
+    )
     return {
-        "requests": _delta(f"loraport_requests_total{sel}", w),
+        "requests": _delta(requests, w),
         "errors": _delta(f"loraport_requests_total{failed}", w),
         "json_violations": _delta(f"loraport_structured_output_failures_total{sel}", w),
+        "degenerate": _delta(degenerate, w),
+        # instances with the arm's requests but no degenerate count (empty: none)
+        "uncounted": f"count(count by (instance) ({requests}) "
+        f"unless count by (instance) ({degenerate}))",
         "p95_s": f"histogram_quantile(0.95, {buckets})",
     }
 
@@ -75,11 +87,15 @@ class PrometheusSource:
         out: list[ArmFigures | None] = []
         for arm in arms:
             got = {k: self.query(q) for k, q in queries(arm, window_s).items()}
+            degenerate = got["degenerate"]
+            if degenerate is None or got["uncounted"]:
+                degenerate = math.nan
             out.append(
                 ArmFigures(
                     requests=got["requests"] or 0.0,
                     errors=got["errors"] or 0.0,
                     json_violations=got["json_violations"] or 0.0,
+                    degenerate=degenerate,
                     p95_s=math.nan if got["p95_s"] is None else got["p95_s"],
                 )
             )

@@ -4,9 +4,12 @@ Two implementations: :class:`deploy.prometheus.PrometheusSource` (PromQL over HT
 :class:`deploy.gateway_scrape.GatewayScrapeSource` (the gateways' own ``/metrics``, for
 a setup without a Prometheus). Both read the gateway's series, labelled by adapter,
 version and arm: ``loraport_requests_total`` (status 5xx = an error),
-``loraport_structured_output_failures_total`` and ``loraport_request_duration_seconds``.
-A source that cannot answer (down, garbage) raises :class:`MetricsUnavailable`; the
-controller then holds and says why.
+``loraport_structured_output_failures_total``, ``loraport_degenerate_answers_total`` and
+``loraport_request_duration_seconds``. A gateway creates its degenerate-answer count at 0
+for every series it records a request for, so where a gateway has requests but no such
+count (a gateway older than the rule) the arm's degenerate figure is unknown (NaN: a
+hold), never 0. A source that cannot answer (down, garbage) raises
+:class:`MetricsUnavailable`; the controller then holds and says why.
 """
 
 from __future__ import annotations

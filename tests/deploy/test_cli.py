@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import registry
 from deploy.cli import main
 from registry.local import LocalRegistry
 from server.supervisor import free_port
+from tests.deploy.loopback import Chat
 from tests.support.synthetic import write_adapter, write_base
 
 
@@ -37,6 +39,10 @@ FAST = ["--interval", "50ms", "--lease-ttl", "1s"]
         (["--to", "2", "--interval", "soon"], 2, "not a duration"),
         (["--to", "2", "--max-error-rate", "2"], 2, "--max-error-rate"),
         (["--to", "2", "--min-requests", "0"], 2, "--min-requests"),
+        (["--to", "2", "--max-degenerate-rate", "1.5"], 2, "--max-degenerate-rate"),
+        (["--to", "2", "--max-degenerate-rate", "-0.1"], 2, "--max-degenerate-rate"),
+        (["--to", "2", "--max-degenerate-rate", "nan"], 2, "--max-degenerate-rate"),
+        (["--to", "2", "--max-degenerate-rate", "often"], 2, "--max-degenerate-rate"),
     ],
 )
 def test_bad_rollouts_are_refused(
@@ -124,3 +130,88 @@ def test_status_history_promote_abort(support_registry: LocalRegistry) -> None:
 def test_every_command_has_help_with_an_example() -> None:
     for name, command in main.commands.items():
         assert command.help and "Example:" in command.help, name
+
+
+def _eval_set(tmp_path: Path, *expected: str) -> Path:
+    path = tmp_path / "canary-set.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}], "expected": e}
+            for i, e in enumerate(expected)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "answers", "code", "message", "asked"),
+    [
+        # the file: a usage error (2), not 1 ("rolled back"); nobody is asked
+        (lambda p: p / "missing.jsonl", {}, 2, "cannot read the eval set", set()),
+        (lambda p: p, {}, 2, "cannot read the eval set", set()),  # a directory
+        (lambda p: _eval_set(p, "", " "), {}, 40, "have no word", set()),
+        # unusable: stable scores 0, so no canary could fail (the canary is not asked)
+        (lambda p: _eval_set(p, "dear tomas", "dear ann"), {"support@1": "zzz"}, 40,
+         "stable version scores 0", {"support@1"}),
+        # a regression: its own code, both asked
+        (lambda p: _eval_set(p, "dear tomas", "dear ann"),
+         {"support@1": "dear tomas ann", "support@2": "hello"}, 41, "eval gate failed",
+         {"support@1", "support@2"}),
+    ],
+)  # fmt: skip
+def test_the_eval_gate_refuses_before_anything_is_written(
+    support_registry: LocalRegistry, tmp_path: Path, make: Callable[[Path], Path],
+    answers: dict[str, str], code: int, message: str, asked: set[str],
+) -> None:  # fmt: skip
+    chat = Chat()
+    chat.answers = answers
+    try:
+        status, output = run(support_registry, "canary", "support", "--to", "2", "--eval",
+                             str(make(tmp_path)), "--gateway", chat.url, *FAST)  # fmt: skip
+    finally:
+        chat.server.shutdown()
+        chat.server.server_close()
+    assert status == code, output
+    assert message in output
+    assert {a["model"] for a in chat.asked} == asked
+    assert support_registry.rollouts("support") == []
+
+
+def test_an_eval_gateway_that_is_down_is_its_own_exit(
+    support_registry: LocalRegistry, tmp_path: Path
+) -> None:
+    status, output = run(support_registry, "canary", "support", "--to", "2", "--eval",
+                         str(_eval_set(tmp_path, "dear tomas")), "--gateway",
+                         f"http://127.0.0.1:{free_port()}", *FAST)  # fmt: skip
+    assert status == 42 and "could not be asked" in output
+    assert support_registry.rollouts("support") == []
+
+
+def test_the_degenerate_limit_is_stored_in_the_plan(support_registry: LocalRegistry) -> None:
+    """The flag reaches the stored plan (a resumed controller judges by it); a person's
+    abort ends the rollout, which held on the dead Prometheus meanwhile."""
+
+    def abort_soon() -> None:
+        threading.Event().wait(1.0)
+        support_registry.end_rollout("support", None, "aborted", reason="test over")
+
+    threading.Thread(target=abort_soon).start()
+    status, output = run(support_registry, "canary", "support", "--to", "2",
+                         "--max-degenerate-rate", "0.2", "--prometheus",
+                         f"http://127.0.0.1:{free_port()}", *FAST)  # fmt: skip
+    assert status == 1 and "aborted: test over" in output, output
+    [done] = support_registry.rollouts("support")
+    assert done.plan["max_degenerate_rate"] == 0.2
+
+
+def test_a_canary_already_quarantined_is_refused_at_start(
+    support_registry: LocalRegistry,
+) -> None:
+    """A rollout onto a quarantined version is refused before it starts (one rule with
+    `registry alias set NAME production N`, registry.quarantine.refuse_quarantined); a
+    canary quarantined once its rollout runs is rolled back at the next poll."""
+    support_registry.quarantine("support@2", reason="corrupted the engine", who="gw-1")
+    status, output = run(support_registry, "canary", "support", "--to", "2", "--interval", "1h",
+                         "--prometheus", f"http://127.0.0.1:{free_port()}")  # fmt: skip
+    assert status == registry.QuarantinedError.exit_code == 36, output
+    assert "support@2 is quarantined (corrupted the engine" in output
+    assert "registry quarantine rm support@2" in output
+    assert support_registry.rollouts("support") == []
+    assert support_registry.resolve("support").version == 1

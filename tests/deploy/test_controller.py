@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import pytest
 
@@ -16,9 +17,9 @@ from deploy.plan import Plan
 from deploy.source import ArmRef, MetricsUnavailable
 from registry.local import LocalRegistry
 
-GOOD = ArmFigures(requests=100, errors=0, json_violations=0, p95_s=0.1)
-BAD_JSON = ArmFigures(requests=100, errors=0, json_violations=60, p95_s=0.1)
-THIN = ArmFigures(requests=2, errors=0, json_violations=0, p95_s=0.1)
+GOOD = ArmFigures(requests=100, errors=0, json_violations=0, degenerate=0, p95_s=0.1)
+BAD_JSON = ArmFigures(requests=100, errors=0, json_violations=60, degenerate=0, p95_s=0.1)
+THIN = ArmFigures(requests=2, errors=0, json_violations=0, degenerate=0, p95_s=0.1)
 PLAN = Plan.checked(interval_s=0.05, min_requests=10).model_dump()
 
 
@@ -68,7 +69,7 @@ def test_a_bad_canary_is_rolled_back_with_its_reason(support_registry: LocalRegi
 
 def test_no_data_nan_and_a_dead_source_hold(support_registry: LocalRegistry) -> None:
     r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=PLAN)
-    nan = ArmFigures(requests=math.nan, errors=0, json_violations=0, p95_s=math.nan)
+    nan = ArmFigures(requests=math.nan, errors=0, json_violations=0, degenerate=0, p95_s=math.nan)
     source = Scripted([
         (GOOD, None),
         (GOOD, THIN),
@@ -144,3 +145,49 @@ def test_a_rollout_ended_mid_judgement_stops_the_controller_quietly(
 
     final = controller(support_registry, EndsItWhileAsked([(GOOD, GOOD)])).run(r.id)
     assert final.state == "aborted" and final.analyses == ()
+
+
+def test_a_quarantined_canary_is_rolled_back_at_once(support_registry: LocalRegistry) -> None:
+    """Quarantined through the registry while its step has most of a 10-minute interval
+    to go, and with figures that would pass: rolled back within a poll, with the
+    quarantine's reason, and no figures read for it."""
+    plan = Plan.checked(interval_s=600, min_requests=10).model_dump()
+    r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=plan)
+    source = Scripted([(GOOD, GOOD)])
+    timer = threading.Timer(
+        0.3, lambda: support_registry.quarantine("support@2", reason='it answers "" to all')
+    )
+    timer.start()
+    started = time.monotonic()
+    final = controller(support_registry, source).run(r.id)  # lease 1 s: polls every 1/3 s
+    took = time.monotonic() - started
+    timer.join()
+    assert final.state == "rolled_back" and took < 2, took
+    assert final.reason is not None and final.reason.startswith(
+        'canary support@2 is quarantined: it answers "" to all (by '
+    )
+    [analysis] = final.analyses
+    assert analysis.verdict == "rollback" and analysis.step == 0
+    assert analysis.figures["quarantine"]["reason"] == 'it answers "" to all'
+    assert analysis.figures["canary"] is None and source.calls == []
+    assert support_registry.resolve("support").version == 1
+
+
+def test_a_canary_quarantined_before_the_controller_starts(
+    support_registry: LocalRegistry,
+) -> None:
+    r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=PLAN)
+    support_registry.quarantine("support@2", reason="corrupted the engine", who="gw")
+    dead = Scripted([MetricsUnavailable("prometheus http://x is unreachable")])
+    final = controller(support_registry, dead).run(r.id)
+    assert final.state == "rolled_back" and "corrupted the engine (by gw at " in (
+        final.reason or ""
+    )
+
+
+def test_a_lifted_quarantine_is_judged_by_figures_again(support_registry: LocalRegistry) -> None:
+    support_registry.quarantine("support@2", reason="suspected", who="gw")
+    support_registry.lift_quarantine("support@2", who="ann")
+    r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=PLAN)
+    final = controller(support_registry, Scripted([(GOOD, GOOD)])).run(r.id)
+    assert final.state == "promoted"

@@ -4,11 +4,8 @@ scrape source's arithmetic (deltas, counter resets, histogram_quantile)."""
 
 from __future__ import annotations
 
-import json
 import math
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,35 +13,9 @@ from deploy.gateway_scrape import GatewayScrapeSource, quantile
 from deploy.prometheus import PrometheusSource, queries
 from deploy.source import ArmRef, MetricsUnavailable
 from server.supervisor import free_port
+from tests.deploy.loopback import Canned
 
 ARMS = [ArmRef("support", 1, "stable"), ArmRef("support", 2, "canary")]
-
-
-class Canned:
-    """A loopback HTTP server whose answer (status, body) the test sets."""
-
-    def __init__(self) -> None:
-        self.status, self.body = 200, b""
-        self.paths: list[str] = []
-        canned = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                canned.paths.append(self.path)
-                self.send_response(canned.status)
-                self.end_headers()
-                self.wfile.write(canned.body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def answer(self, body: object, status: int = 200) -> None:
-        self.status = status
-        self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
 
 
 @pytest.fixture
@@ -94,6 +65,33 @@ def test_prometheus_empty_vectors_are_zero_counts_and_unknown_latency(canned: Ca
     canned.answer(vector(None))
     _, canary = PrometheusSource(canned.url).figures(ARMS, 10)
     assert canary is not None and canary.requests == 0 and math.isnan(canary.p95_s)
+    assert math.isnan(canary.degenerate)  # no count is unknown, not 0
+
+
+@pytest.mark.parametrize(
+    ("degenerate", "uncounted", "expected"),
+    [
+        ("3", None, 3.0),
+        ("0", None, 0.0),
+        (None, None, math.nan),  # no gateway counts them
+        ("3", "1", math.nan),  # one scraped instance has requests but no count
+        ("NaN", None, math.nan),
+    ],
+)
+def test_prometheus_degenerate_answers(
+    canned: Canned, degenerate: str | None, uncounted: str | None, expected: float
+) -> None:
+    def answer(query: str) -> object:
+        if query.startswith("count(count by (instance)"):
+            return vector(uncounted)
+        if "loraport_degenerate_answers_total" in query:
+            return vector(degenerate)
+        return vector("40")
+
+    canned.by_query = answer
+    _, canary = PrometheusSource(canned.url).figures(ARMS, 10)
+    assert canary is not None and canary.requests == 40
+    assert canary.degenerate == expected or (math.isnan(expected) and math.isnan(canary.degenerate))
 
 
 def test_prometheus_nan_stays_nan(canned: Canned) -> None:
@@ -117,8 +115,9 @@ def _line(name: str, version: int, arm: str, extra: str, value: float) -> str:
     return f"{name}{{{labels}}} {value}"
 
 
-def expose(**v: float) -> bytes:
-    """A gateway's exposition of the series the sources read, with these values."""
+def expose(degenerate: bool = True, **v: float) -> bytes:
+    """A gateway's exposition of the series the sources read, with these values (without
+    the degenerate-answer counts: a gateway older than them)."""
     req, dur = "loraport_requests_total", "loraport_request_duration_seconds"
     chat = ',endpoint="chat"'
     lines = [
@@ -128,6 +127,15 @@ def expose(**v: float) -> bytes:
         _line(req, 2, "canary", chat + ',status="502"', v["c_bad"]),
         "# TYPE loraport_structured_output_failures_total counter",
         _line("loraport_structured_output_failures_total", 2, "canary", ',reason="x"', v["c_json"]),
+        "# TYPE loraport_degenerate_answers_total counter",
+        *(
+            [
+                _line("loraport_degenerate_answers_total", 1, "stable", "", v.get("s_deg", 0)),
+                _line("loraport_degenerate_answers_total", 2, "canary", "", v.get("c_deg", 0)),
+            ]
+            if degenerate
+            else []
+        ),
         f"# TYPE {dur} histogram",
         _line(dur + "_bucket", 2, "canary", chat + ',le="0.1"', v["c_fast"]),
         _line(dur + "_bucket", 2, "canary", chat + ',le="1.0"', v["c_all"]),
@@ -140,13 +148,14 @@ def expose(**v: float) -> bytes:
 
 def test_scrape_answers_deltas_between_calls(canned: Canned) -> None:
     source = GatewayScrapeSource([canned.url, canned.url])  # two replicas, summed
-    canned.answer(expose(s_ok=10, c_ok=5, c_bad=1, c_json=0, c_fast=6, c_all=6))
+    canned.answer(expose(s_ok=10, c_ok=5, c_bad=1, c_json=0, c_deg=1, c_fast=6, c_all=6))
     assert source.figures(ARMS, 0) == [None, None]  # the baseline
-    canned.answer(expose(s_ok=60, c_ok=25, c_bad=3, c_json=4, c_fast=6, c_all=28))
+    canned.answer(expose(s_ok=60, c_ok=25, c_bad=3, c_json=4, c_deg=4, c_fast=6, c_all=28))
     stable, canary = source.figures(ARMS, 10)
     assert stable is not None and canary is not None
-    assert stable.requests == 100 and math.isnan(stable.p95_s)
+    assert stable.requests == 100 and math.isnan(stable.p95_s) and stable.degenerate == 0
     assert (canary.requests, canary.errors, canary.json_violations) == (44, 4, 8)
+    assert canary.degenerate == 6
     # 44 new observations, all between 0.1 and 1.0 s: p95 interpolated in that bucket
     assert canary.p95_s == pytest.approx(0.1 + 0.9 * 0.95)
 
@@ -159,6 +168,39 @@ def test_scrape_counts_a_restarted_gateway_from_zero(canned: Canned) -> None:
     stable, canary = source.figures(ARMS, 10)
     assert stable is not None and canary is not None
     assert (stable.requests, canary.requests) == (7, 3)
+
+
+def test_scrape_degenerate_answers_uncounted_are_unknown(canned: Canned) -> None:
+    """A gateway with requests but no degenerate count does not count them: unknown, even
+    when the other gateway does (a sum over some replicas only would undercount)."""
+    counts = dict(s_ok=10, c_ok=10, c_bad=0, c_json=0, c_fast=10, c_all=10)
+    old = Canned()
+    try:
+        for urls, with_counts in (([canned.url], False), ([canned.url, old.url], True)):
+            source = GatewayScrapeSource(urls)
+            canned.answer(expose(degenerate=with_counts, **counts))
+            old.answer(expose(degenerate=False, **counts))
+            source.figures(ARMS, 0)
+            counts = {k: v + 10 for k, v in counts.items()}
+            canned.answer(expose(degenerate=with_counts, c_deg=5, **counts))
+            old.answer(expose(degenerate=False, **counts))
+            stable, canary = source.figures(ARMS, 10)
+            assert stable is not None and canary is not None
+            assert canary.requests > 0 and math.isnan(canary.degenerate), urls
+            assert math.isnan(stable.degenerate) and not canary.finite()
+    finally:
+        old.server.shutdown()
+        old.server.server_close()
+
+
+def test_scrape_a_count_born_inside_the_window_counts_from_zero(canned: Canned) -> None:
+    source = GatewayScrapeSource([canned.url])
+    counts = dict(s_ok=0, c_ok=0, c_bad=0, c_json=0, c_fast=0, c_all=0)
+    canned.answer(expose(degenerate=False, **counts))
+    source.figures(ARMS, 0)
+    canned.answer(expose(**{**counts, "c_ok": 9, "c_deg": 3}))
+    _, canary = source.figures(ARMS, 10)
+    assert canary is not None and (canary.requests, canary.degenerate) == (9, 3)
 
 
 @pytest.mark.parametrize(
