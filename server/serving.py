@@ -319,11 +319,13 @@ class Gateway:
                 return
             closed = True
             with anyio.CancelScope(shield=True):
-                await stack.aclose()
-                slots.backend.state.in_flight -= 1
-                self.containment.ended(slots, target)
-                self.in_flight.leave(outcome.work, outcome.series)
-                self._record(endpoint, outcome, started)
+                try:
+                    await stack.aclose()  # closing upstream may fail; the counts must not leak
+                finally:
+                    slots.backend.state.in_flight -= 1
+                    self.containment.ended(slots, target)
+                    self.in_flight.leave(outcome.work, outcome.series)
+                    self._record(endpoint, outcome, started)
 
         async def events() -> AsyncIterator[str]:
             texts: dict[int, str] = {}
