@@ -60,6 +60,9 @@ RECHECK_AFTER_S = 30.0
 READY_WAIT_S = 600.0
 #: How long a check waits for a drained backend's requests in flight to finish.
 DRAIN_WAIT_S = 30.0
+#: How long a request waits for a drained backend before it is a 503 (a check takes
+#: about a second once the requests in flight are done).
+QUEUE_WHILE_DRAINED_S = 60.0
 #: An answer shorter than this (in tokens) that ran out of budget is not judged: a client
 #: asking for one token gets one, and that is not a sign of anything.
 MIN_JUDGED_TOKENS = 4
@@ -245,6 +248,8 @@ class Containment:
         backend = slots.backend
         try:
             seen = self._of(slots)
+            if await self._looks_fine(slots, seen):
+                return
             async with self._drained(slots):
                 started = time.monotonic()
                 run = await self._probe_base(slots)
@@ -270,6 +275,25 @@ class Containment:
                 await self._judge_alone(slots, target)
         except Exception:  # a failed check must never take the gateway down
             log.exception("containment check of backend %s failed", backend.label)
+
+    async def _looks_fine(self, slots: AdapterSlots, seen: _Seen) -> bool:
+        """A first look without draining (most checks end here): the base model answers
+        well under load, and each suspect answers the probe well. Anything else is looked
+        at again alone, on a drained engine. True: nothing more to do."""
+        started = time.monotonic()
+        run = await self._probe_base(slots)
+        if run.verdict.reason != "ok":
+            return False
+        self.clean(slots.backend.label, started)
+        self._mark_cleared(slots.backend.label, BASE)
+        while seen.suspects:
+            _, target = seen.suspects.popitem()
+            answer = await self._ask(slots, target)
+            if answer is not None and probe.degenerate(answer) is None:
+                self._mark_cleared(slots.backend.label, target.ref)
+                continue
+            await self._judge_alone(slots, target)
+        return True
 
     @asynccontextmanager
     async def _drained(self, slots: AdapterSlots) -> AsyncIterator[None]:

@@ -25,7 +25,12 @@ from server.adapters import AdapterSlots
 from server.admission import InFlight, Limits, estimate
 from server.auth import authenticate, authorize
 from server.canary import SESSION_HEADER, sticky_key
-from server.containment import Containment, client_shaped, response_problem
+from server.containment import (
+    QUEUE_WHILE_DRAINED_S,
+    Containment,
+    client_shaped,
+    response_problem,
+)
 from server.errors import (
     BackendError,
     BackendUnavailableError,
@@ -234,15 +239,26 @@ class Gateway:
         known = [n for n in lengths if n]
         return min([self.settings.max_tokens_limit, *known])
 
-    def _pick(self, target: Target) -> AdapterSlots:
-        ready = [s for s in self.slots if s.backend.state.ready and not s.backend.state.draining]
-        if not ready:
-            raise BackendUnavailableError(
-                "no vLLM backend is ready (starting, restarting, degraded, or drained for a "
-                "check of its engine); retry shortly"
-            )
-        name = target.lora_name
-        return min(ready, key=lambda s: (name not in s.loaded, s.backend.state.in_flight))
+    async def _pick(self, target: Target) -> AdapterSlots:
+        """A ready backend, preferring one that holds the adapter, then the least busy. A
+        backend drained for a check of its engine (server/containment.py, about a second)
+        is waited for, not failed: its requests queue here until the check ends."""
+        deadline = time.monotonic() + QUEUE_WHILE_DRAINED_S
+        while True:
+            ready = [s for s in self.slots if s.backend.state.ready]
+            if not ready:
+                raise BackendUnavailableError(
+                    "no vLLM backend is ready (starting, restarting or degraded); retry shortly"
+                )
+            open_ = [s for s in ready if not s.backend.state.draining]
+            if open_:
+                name = target.lora_name
+                return min(open_, key=lambda s: (name not in s.loaded, s.backend.state.in_flight))
+            if time.monotonic() > deadline:
+                raise BackendUnavailableError(
+                    "every ready vLLM backend is drained for a check of its engine; retry shortly"
+                )
+            await asyncio.sleep(0.05)
 
     async def _unary(
         self,
@@ -252,7 +268,7 @@ class Gateway:
         constraint: Constraint | None,
         outcome: Outcome,
     ) -> dict[str, Any]:
-        slots = self._pick(target)
+        slots = await self._pick(target)
         for attempt in (0, 1):
             try:
                 async with slots.use(target) as model_name:
@@ -291,7 +307,7 @@ class Gateway:
         outcome: Outcome,
         started: float,
     ) -> Response:
-        slots = self._pick(target)
+        slots = await self._pick(target)
         stack = AsyncExitStack()
         try:
             for attempt in (0, 1):

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from server.cli import cli
 from server.listen import EXIT_CANNOT_LISTEN, CannotListenError, bind
+from tests.conftest import BASE_NAME
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_serve_on_a_port_in_use_exits_with_its_own_code(
     """Was uvicorn's exit 3 (the registry's "not found"), after the app had started."""
     result = CliRunner().invoke(
         cli,
-        ["serve", "--registry", str(zoo_registry), "--port", str(taken_port),
+        ["serve", "--registry", str(zoo_registry), "--base", BASE_NAME, "--port", str(taken_port),
          "--backend", "http://127.0.0.1:9"],
     )  # fmt: skip
     assert result.exit_code == EXIT_CANNOT_LISTEN == 41
@@ -79,7 +80,7 @@ def test_an_app_that_fails_to_start_exits_1_not_uvicorns_3(
     monkeypatch.setattr(server.app, "create_app", lambda settings: FastAPI(lifespan=failing))
     result = CliRunner().invoke(
         cli,
-        ["serve", "--registry", str(zoo_registry), "--port", "0",
+        ["serve", "--registry", str(zoo_registry), "--base", BASE_NAME, "--port", "0",
          "--backend", "http://127.0.0.1:9"],
     )  # fmt: skip
     assert result.exit_code == 1
