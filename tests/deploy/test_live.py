@@ -60,6 +60,11 @@ IMPOSSIBLE = {
     "required": ["reply"],
 }
 MAX_TOKENS = 4
+# The p95 of a few 4-token answers over a 3-4 s window is one stall away from 1.5x on 2
+# cores shared with vLLM (a fresh-clone run rolled a good canary back at 1.74x, p95 0.207
+# s against 0.119 s). Tests whose subject is not latency allow 3x; decide()'s latency
+# rule has its own table tests.
+NOT_ABOUT_LATENCY = ("--max-latency-ratio", "3")
 MESSAGES = [{"role": "user", "content": "Hello, my order #71033 has not arrived."}]
 DEGENERATE_ARMS = [ArmRef("support", 1, "stable"), ArmRef("support", 2, "canary")]
 
@@ -290,7 +295,8 @@ def test_no_traffic_holds_at_the_first_step_and_says_why(live: Live) -> None:
 def test_a_good_canary_is_promoted(live: Live) -> None:
     reset(live, "support")
     with Traffic(live, "support"):
-        done = deploy(live, "support", "--to", "2", "--steps", "50,100", "--min-requests", "5")
+        done = deploy(live, "support", "--to", "2", "--steps", "50,100", "--min-requests", "5",
+                      *NOT_ABOUT_LATENCY)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     final = final_rollout(live, "support")
     assert final.state == "promoted"
@@ -331,7 +337,7 @@ def test_a_killed_controller_resumes_on_the_gateways_own_metrics(live: Live) -> 
     from the registry once the dead one's lease expires, and promotes it."""
     reset(live, "support")
     cmd = [DEPLOY, "--registry", str(live.registry), "canary", "support", "--to", "2",
-           "--steps", "50,100", "--min-requests", "5", "--interval", "3s",
+           "--steps", "50,100", "--min-requests", "5", "--interval", "3s", *NOT_ABOUT_LATENCY,
            "--lease-ttl", "2s"]  # fmt: skip
     for g in live.gateways:
         cmd += ["--gateway", g.url]
