@@ -10,7 +10,10 @@ Every answer the gateway returns is looked at (`response_problem`, pure), but fo
 whose output the client shaped itself (`client_shaped`: stop strings, token bans or
 biases, penalties that reward repeats, `ignore_eos`). A degenerate
 one starts a check of its backend at once (one at a time per backend): the base model is
-asked the probe's question (:func:`server.probe.probe_once`).
+asked the probe's question (:func:`server.probe.probe_once`), then the suspect adapter.
+Where both answer well under load the check ends there; anything else is asked again on
+a drained backend (`_drained`), where the probes run alone, and only those answers
+decide what follows.
 
 - **The engine is corrupted** (the base answer changed, or is degenerate after a good
   one). Whoever answered "" first is not necessarily to blame: every answer on a
@@ -188,7 +191,7 @@ class Containment:
         self._slots = {s.backend.label: s for s in slots}
 
     def check(self, label: str) -> None:
-        """Look at backend `label` again on a drained engine (the probe was unsure)."""
+        """Check backend `label` now (the readiness probe was unsure under load)."""
         slots = self._slots.get(label)
         if slots is not None and label not in self._checking:
             self._start(slots)
@@ -297,8 +300,9 @@ class Containment:
 
     @asynccontextmanager
     async def _drained(self, slots: AdapterSlots) -> AsyncIterator[None]:
-        """No new request goes to the backend (503, or another backend), and those in
-        flight there get up to DRAIN_WAIT_S to finish: what is probed then runs alone."""
+        """No new request goes to the backend (they queue in the gateway, up to
+        QUEUE_WHILE_DRAINED_S, or go to another backend), and those in flight there get
+        up to DRAIN_WAIT_S to finish: what is probed then runs alone."""
         state = slots.backend.state
         state.draining = True
         try:
