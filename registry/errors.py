@@ -35,7 +35,11 @@ and unambiguous. Raise the most specific class; never a bare :class:`RegistryErr
     ├── StorageFullError               33   507  storage_full
     ├── NotQuarantinedError            34   409  not_quarantined
     ├── BaseMismatchError              35   409  base_mismatch
-    └── QuarantinedError               36   409  quarantined
+    ├── QuarantinedError               36   409  quarantined
+    ├── RegistryUnavailableError       37   503  registry_unavailable
+    ├── UnauthorizedError              38   401  unauthorized
+    ├── ForbiddenError                 39   403  forbidden
+    └── RequestTooLargeError           43   413  request_too_large
 
 Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
@@ -295,6 +299,40 @@ class QuarantinedError(RegistryError):
     code = "quarantined"
 
 
+class RegistryUnavailableError(RegistryError):
+    """A remote registry did not answer (connection refused, timed out, 5xx from a proxy):
+    transient, so callers may retry with back-off and a gateway serves what it cached."""
+
+    exit_code = 37
+    http_status = 503
+    code = "registry_unavailable"
+
+
+class UnauthorizedError(RegistryError):
+    """A registry service was called without a token, or with one it does not know: set
+    ``REGISTRY_TOKEN``."""
+
+    exit_code = 38
+    http_status = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(RegistryError):
+    """The caller's token may not do this (a ``read`` token asked for a write)."""
+
+    exit_code = 39
+    http_status = 403
+    code = "forbidden"
+
+
+class RequestTooLargeError(RegistryError):
+    """A request to the registry service is over its size limit (a body, an upload)."""
+
+    exit_code = 43
+    http_status = 413
+    code = "request_too_large"
+
+
 def error_classes() -> tuple[type[RegistryError], ...]:
     """Every class of the tree, root first (the table, in code)."""
     found: list[type[RegistryError]] = []
@@ -321,6 +359,7 @@ __all__ = [
     "BaseMismatchError",
     "DestinationExistsError",
     "DestinationUnwritableError",
+    "ForbiddenError",
     "InUseError",
     "IntegrityError",
     "InvalidAdapterError",
@@ -336,10 +375,13 @@ __all__ = [
     "ReadOnlyRegistryError",
     "RefNotFoundError",
     "RegistryError",
+    "RegistryUnavailableError",
+    "RequestTooLargeError",
     "RolloutConflictError",
     "SchemaVersionError",
     "SourceChangedError",
     "StorageFullError",
+    "UnauthorizedError",
     "UnsupportedLocationError",
     "VersionConflictError",
     "error_class",

@@ -10,6 +10,7 @@ turns arguments into what those use cases take; it holds no SQL.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,9 @@ from registry.settings import RegistrySettings
 from registry.sqlite_store import SqliteStore, now_iso
 from registry.staging import check_kind
 from registry.validation import inspect_adapter_dir
+
+#: How often :meth:`LocalRegistry.wait_for_change` reads the token.
+WATCH_POLL_S = 0.05
 
 
 class LocalRegistry:
@@ -207,6 +211,15 @@ class LocalRegistry:
     def change_token(self) -> int:
         """Grows whenever a push, alias move or removal is committed (the last event id)."""
         return self.store.change_token()
+
+    def wait_for_change(self, since: int, *, timeout_s: float) -> int:
+        """Poll the token (every 50 ms: SQLite has no notification) until it moves."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            token = self.store.change_token()
+            if token != since or time.monotonic() >= deadline:
+                return token
+            time.sleep(min(WATCH_POLL_S, max(0.0, deadline - time.monotonic())))
 
     # -- writes -----------------------------------------------------------------------
     def push_adapter(

@@ -74,6 +74,11 @@ class Registry(Protocol):
         """Grows whenever a write is committed; cheap to poll."""
         ...
 
+    def wait_for_change(self, since: int, *, timeout_s: float) -> int:
+        """The change token once it differs from ``since``, or ``since`` after
+        ``timeout_s`` (a long poll: a gateway learns of a write without asking per request)."""
+        ...
+
     def pull(self, ref: str, dest: PathLike, *, progress: bool | None = False) -> Path: ...
 
     def verify(
