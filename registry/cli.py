@@ -18,10 +18,11 @@ import click
 from registry import errors as e
 from registry import render
 from registry.hooks import after_push_hooks
-from registry.location import open_registry
+from registry.location import open_registry, scheme
 from registry.protocol import Registry
 from registry.records import AdapterVersion, BaseModel
 from registry.refs import parse_version
+from registry.service.commands import hash_token_cmd, serve_cmd
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,6 +94,12 @@ def init(location: str | None) -> None:
 
     Example: registry init --registry ./reg
     """
+    given = location or click.get_current_context().meta.get(_GROUP_LOCATION)
+    if given and scheme(given) == "http":
+        raise e.UnsupportedLocationError(
+            f"{given} is a registry service: its registry is created where it runs "
+            "(`registry init --registry DIR`, then `registry serve --registry DIR` there)"
+        )
     with _open(location, create=True) as reg:
         click.echo(f"registry ready at {reg.location}")
 
@@ -477,3 +484,7 @@ def log(name: str | None, as_json: bool, location: str | None) -> None:
                 click.echo(json.dumps(render.event_json(event), sort_keys=True))
             else:
                 click.echo(render.event_line(event))
+
+
+main.add_command(serve_cmd)
+main.add_command(hash_token_cmd)

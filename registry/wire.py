@@ -9,6 +9,7 @@ gets one from a server has met a server of another version).
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import functools
 import types
@@ -62,7 +63,7 @@ def from_wire(tp: Any, data: Any, where: str = "value") -> Any:
         if data not in typing.get_args(tp):
             raise WireError(f"{where}: {data!r} is not one of {typing.get_args(tp)}")
         return data
-    if origin in (tuple, list):
+    if origin in (tuple, list, collections.abc.Sequence):
         if not isinstance(data, list):
             raise WireError(f"{where}: expected a list, got {type(data).__name__}")
         args = typing.get_args(tp)
