@@ -1,12 +1,16 @@
-"""Registry benchmark: push/pull throughput against sha256sum + cp, and resolve latency.
+"""Registry benchmark: push/pull throughput against sha256sum + cp, and resolve latency;
+push and pull over HTTP (a real `registry serve` on loopback) against the directory.
 
-    .venv/bin/python bench/registry.py [--quick] [--workdir DIR]
+    .venv/bin/python bench/registry.py [--quick] [--workdir DIR] [--rounds N]
 
 Builds a valid synthetic Llama-shaped base (hidden 16, wide MLP) and a rank-16 PEFT
 LoRA on its MLP (~200 MB; ~25 MB with --quick), times ``push`` and ``pull`` against
 ``sha256sum`` + ``cp`` of the same bytes in the same run, then fills a registry with
 10,000 adapter versions (rows inserted directly, in one transaction) and times
-``resolve`` in-process. Prints one JSON line.
+``resolve`` in-process. Then ``--rounds`` interleaved rounds of push and pull on the
+directory and through ``registry serve`` (its own process, the same disk), each push
+under a new name so every round does the whole work; medians and every round's figures.
+Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.suppor
 import registry
 from registry.local import LocalRegistry
 from registry.location import open_local
+from tests.support.registry_service import registry_service
 from tests.support.synthetic import Shape, write_adapter, write_base
 
 RANK = 16
@@ -116,11 +121,52 @@ def resolve_latency(reg: LocalRegistry, refs: list[str], calls: int) -> dict[str
     }
 
 
+def over_http(root: Path, base: Path, adapter: Path, rounds: int) -> dict[str, Any]:
+    """Interleaved rounds: push then pull on a directory, then the same through HTTP."""
+    settings = registry.RegistrySettings(user="bench")
+    local_dir, served_dir = root / "local", root / "served"
+    for location in (local_dir, served_dir):
+        with open_local(location, settings=settings) as reg:
+            reg.add_base(base, name="base")
+    times: dict[str, list[float]] = {"push_local": [], "push_http": [], "pull_local": [],
+                                     "pull_http": []}  # fmt: skip
+    with registry_service(served_dir, root / "serve.log") as proc:
+        local = open_local(local_dir, settings=settings)
+        remote = registry.open(proc.url, settings=settings)
+        try:
+            for i in range(rounds):
+                for kind, reg in (("local", local), ("http", remote)):
+                    name, dest = f"adapter-{i}", root / f"pull-{kind}-{i}"
+                    started = time.perf_counter()
+                    reg.push_adapter(adapter, name=name, allow_unknown_dataset=True)
+                    pushed = time.perf_counter()
+                    reg.pull(f"{name}@1", dest)
+                    times[f"push_{kind}"].append(pushed - started)
+                    times[f"pull_{kind}"].append(time.perf_counter() - pushed)
+                    shutil.rmtree(dest)
+        finally:
+            local.close()
+            remote.close()
+    mib = sum(p.stat().st_size for p in adapter.iterdir()) / 2**20
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "http_rounds": rounds,
+        "push_local_mib_s": round(mib / med["push_local"], 1),
+        "push_http_mib_s": round(mib / med["push_http"], 1),
+        "push_http_vs_local": round(med["push_local"] / med["push_http"], 2),
+        "pull_local_mib_s": round(mib / med["pull_local"], 1),
+        "pull_http_mib_s": round(mib / med["pull_http"], 1),
+        "pull_http_vs_local": round(med["pull_local"] / med["pull_http"], 2),
+        "rounds_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="~25 MB adapter, 2,000 calls")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: /tmp)")
     parser.add_argument("--versions", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved HTTP rounds")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="registry-bench-", dir=args.workdir))
     try:
@@ -134,6 +180,7 @@ def main() -> None:
         refs = fill(reg, args.versions)
         latency = resolve_latency(reg, refs, 2_000 if args.quick else 20_000)
         reg.close()
+        http = over_http(root, base, adapter, args.rounds)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     mib = size / 2**20
@@ -148,6 +195,7 @@ def main() -> None:
         "pull_vs_raw": round(raw_s / pull_s, 2),
         "versions": args.versions,
         **{k: round(v, 1) for k, v in latency.items()},
+        **http,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
     }
     print(json.dumps(result))

@@ -86,6 +86,10 @@ class FileBlobStore:
         self.root = root
         self.objects = root / "sha256"
         self.tmp = root / "tmp"
+        # (st_dev, st_ino) -> hex digest of blobs linked into a write's scratch directory
+        # (the registry service's uploads, hashed as they arrived): put_file of such a
+        # link stores nothing new and reads nothing (see `linked`).
+        self._linked: dict[tuple[int, int], str] = {}
 
     def path(self, hexdigest: str) -> Path:
         """Where the blob with this hex digest lives."""
@@ -125,10 +129,45 @@ class FileBlobStore:
         os.replace(temp, final)
         fsync_dir(shard)
 
+    @contextlib.contextmanager
+    def linked(self, links: dict[Path, str]) -> Iterator[None]:
+        """While the block runs, ``put_file`` of a path in ``links`` (a hard link to the
+        blob of the given hex digest, made by the caller) is the blob itself: already
+        stored and hashed, so nothing is read or copied again."""
+        keys = []
+        for path, hexdigest in links.items():
+            info = path.stat()
+            keys.append((info.st_dev, info.st_ino))
+            self._linked[keys[-1]] = hexdigest
+        try:
+            yield
+        finally:
+            for key in keys:
+                self._linked.pop(key, None)
+
+    def _already_stored(self, src: Path) -> tuple[str, int] | None:
+        if not self._linked:
+            return None
+        info = src.stat()
+        hexdigest = self._linked.get((info.st_dev, info.st_ino))
+        if hexdigest is None:
+            return None
+        blob = self.path(hexdigest).stat()
+        if (blob.st_dev, blob.st_ino) != (info.st_dev, info.st_ino):
+            return None
+        return hexdigest, info.st_size
+
     def put_file(
         self, src: Path, on_bytes: ByteCallback | None = None, before_rename: Hook | None = None
     ) -> tuple[str, int]:
         """Store a file's bytes; return (hex digest, size)."""
+        stored = self._already_stored(src)
+        if stored is not None:
+            if on_bytes is not None:
+                on_bytes(stored[1])
+            if before_rename is not None:
+                before_rename()
+            return stored
         with self._full_is_typed():
             fd, temp = self._temp()
             try:
@@ -247,7 +286,7 @@ class BlobWriter:
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         with self._store._full_is_typed():
             view = memoryview(data)
             written = 0

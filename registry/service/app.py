@@ -24,14 +24,15 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from registry import errors as e
 from registry.digest import Digest, ManifestEntry
@@ -138,8 +139,10 @@ class Service:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def place(self, files: tuple[FileRef, ...], into: Path) -> None:
-        """Lay uploaded blobs out as ``into/<path>`` (hard links; copies where links fail)."""
+    def place(self, files: tuple[FileRef, ...], into: Path) -> dict[Path, str]:
+        """Lay uploaded blobs out as ``into/<path>`` (hard links; copies where links fail);
+        the links made, for :meth:`FileBlobStore.linked`."""
+        links: dict[Path, str] = {}
         if not files:
             raise e.BadRequestError("a write needs at least one file")
         for ref in files:
@@ -160,8 +163,10 @@ class Service:
             out.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(blob, out)
+                links[out] = Digest(ref.digest).hex
             except OSError:
                 shutil.copyfile(blob, out)
+        return links
 
 
 def _files(raw: Any) -> tuple[FileRef, ...]:
@@ -187,7 +192,7 @@ def _field(body: dict[str, Any], name: str, tp: Any, default: Any = ...) -> Any:
 
 def create_app(
     reg: LocalRegistry, settings: RegistrySettings, tokens: tuple[Token, ...]
-) -> FastAPI:
+) -> MeasuredApp:
     """The service over ``reg`` (open, writable unless the registry is read-only)."""
     svc = Service(reg, settings, tokens)
     app = FastAPI(title="loraport registry", docs_url=None, redoc_url=None, openapi_url=None)
@@ -197,20 +202,6 @@ def create_app(
     @app.exception_handler(e.RegistryError)
     async def _registry_error(request: Request, exc: e.RegistryError) -> JSONResponse:
         return error_response(exc)
-
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Callable[..., Awaitable[Any]]) -> Any:
-        started = time.perf_counter()
-        op = request.url.path.removeprefix("/v1/").split("/")[0] or "root"
-        op = op if op in ops or op in _ROUTES else "other"
-        try:
-            response = await call_next(request)
-        except ClientDisconnect:
-            svc.metrics.observe(op, "499", time.perf_counter() - started)
-            raise
-        code = response.headers.get("x-loraport-error", str(response.status_code))
-        svc.metrics.observe(op, code, time.perf_counter() - started)
-        return response
 
     def result(value: Any, token: int | None = None) -> JSONResponse:
         headers = {"ETag": f'"{token}"'} if token is not None else None
@@ -274,10 +265,10 @@ def create_app(
                 if writer.size + len(buffer) > limit:
                     raise e.RequestTooLargeError(f"an upload is over the limit of {limit} bytes")
                 if len(buffer) >= UPLOAD_CHUNK:
-                    await run_in_threadpool(writer.write, bytes(buffer))
-                    buffer.clear()
+                    full, buffer = buffer, bytearray()
+                    await run_in_threadpool(writer.write, full)
             if buffer:
-                await run_in_threadpool(writer.write, bytes(buffer))
+                await run_in_threadpool(writer.write, buffer)
             if declared is not None and declared.isdigit() and writer.size != int(declared):
                 raise e.BadRequestError(
                     f"the upload ended after {writer.size} of {declared} bytes; nothing was "
@@ -297,7 +288,9 @@ def create_app(
         if not path.is_file():
             raise e.RefNotFoundError(f"no blob {digest} in the registry")
         svc.metrics.bytes_out.inc(path.stat().st_size)
-        return FileResponse(path, media_type="application/octet-stream")
+        response = FileResponse(path, media_type="application/octet-stream")
+        response.chunk_size = UPLOAD_CHUNK  # 64 KiB pieces cost a thread hop each
+        return response
 
     @app.get("/v1/manifest")
     async def manifest(request: Request, ref: str) -> JSONResponse:
@@ -333,12 +326,13 @@ def create_app(
         def work() -> Any:
             reg.store.check_writable()
             with svc.scratch() as scratch:
-                svc.place(files, scratch / "adapter")
+                links = svc.place(files, scratch / "adapter")
                 data = None
                 if dataset_file is not None:
-                    svc.place((dataset_file,), scratch / "dataset")
+                    links.update(svc.place((dataset_file,), scratch / "dataset"))
                     data = scratch / "dataset" / dataset_file.path
-                return reg.push_request(req, scratch / "adapter", data, who=who)
+                with reg.blobs.linked(links):
+                    return reg.push_request(req, scratch / "adapter", data, who=who)
 
         return result(await run_in_threadpool(work))
 
@@ -353,8 +347,7 @@ def create_app(
 
         def work() -> Any:
             reg.store.check_writable()
-            with svc.scratch() as scratch:
-                svc.place(files, scratch / name)
+            with svc.scratch() as scratch, reg.blobs.linked(svc.place(files, scratch / name)):
                 return reg.add_base(scratch / name, name=name, license=license_, who=who)
 
         return result(await run_in_threadpool(work))
@@ -370,8 +363,7 @@ def create_app(
 
         def work() -> Any:
             reg.store.check_writable()
-            with svc.scratch() as scratch:
-                svc.place((file,), scratch)
+            with svc.scratch() as scratch, reg.blobs.linked(svc.place((file,), scratch)):
                 path = scratch / file.path
                 return reg.add_dataset(path, name=name, license=license_, who=who)
 
@@ -395,8 +387,7 @@ def create_app(
 
         def work() -> Any:
             reg.check_name_free(name)
-            with svc.scratch() as scratch:
-                svc.place(files, scratch / name)
+            with svc.scratch() as scratch, reg.blobs.linked(svc.place(files, scratch / name)):
                 return reg.add_variant(scratch / name, name=name, who=who, **args)
 
         return result(await run_in_threadpool(work))
@@ -443,7 +434,36 @@ def create_app(
             args["who"] = who  # the token's name, never what the client says
         return await call(op, args)
 
-    return app
+    return MeasuredApp(app, svc.metrics, frozenset(ops) | _ROUTES)
+
+
+class MeasuredApp:
+    """Counts and times every request by operation and status (plain ASGI: Starlette's
+    BaseHTTPMiddleware would put a queue between every upload chunk and the handler)."""
+
+    def __init__(self, app: FastAPI, metrics: ServiceMetrics, known: frozenset[str]) -> None:
+        self.app, self.metrics, self.known = app, metrics, known
+        self.state = app.state
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        op = str(scope["path"]).removeprefix("/v1/").split("/")[0]
+        op = op if op in self.known else "other"
+        status = 499
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            self.metrics.observe(op, str(status), time.perf_counter() - started)
 
 
 #: Routes with their own handlers (for the metrics' ``op`` label).
