@@ -58,6 +58,7 @@ from registry.rollouts import Outcome as RolloutOutcome
 from registry.settings import RegistrySettings
 from registry.sqlite_store import SqliteStore, now_iso
 from registry.staging import check_kind
+from registry.targets import dead_version
 from registry.validation import inspect_adapter_dir
 
 #: How often :meth:`LocalRegistry.wait_for_change` reads the token.
@@ -127,10 +128,10 @@ class LocalRegistry:
                 raise RefNotFoundError(self._no_alias(name, alias, plain=plain))
             version = target
         found_version = self.store.version_digest(name, version)
-        if found_version is None:
-            raise RefNotFoundError(f"{name} has no version {version}")
-        if not found_version[1]:
-            raise RefNotFoundError(f"{name}@{version} was removed")
+        problem = dead_version(name, version, None if found_version is None else found_version[1])
+        if problem is not None:
+            raise problem
+        assert found_version is not None
         return Resolved("adapter", name, version, found_version[0])
 
     def _no_alias(self, name: str, alias: str, *, plain: bool) -> str:

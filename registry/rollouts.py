@@ -43,6 +43,7 @@ from registry.quarantine import refuse_quarantined
 from registry.records import Rollout
 from registry.refs import PRODUCTION, check_name, check_version
 from registry.sqlite_store import SqliteStore, Tx, now_iso
+from registry.targets import live_version
 
 Outcome = Literal["promoted", "rolled_back", "aborted"]
 MAX_STEPS = 100
@@ -110,10 +111,7 @@ def start(
                 f"{name} has no production alias, so there is no stable version to split "
                 f"from; set one first (`registry alias set {name} production N`)"
             )
-        new = store.adapter(name, canary)
-        if new is None or new.removed_at is not None:
-            state = "has no version" if new is None else "has removed version"
-            raise RefNotFoundError(f"{name} {state} {canary}; see `registry ls`")
+        new = live_version(store, name, canary)
         if canary == stable:
             raise InvalidRolloutError(f"{name}@{canary} is already production; nothing to roll out")
         old = store.adapter(name, stable)
