@@ -27,9 +27,10 @@ from deploy.gateway_scrape import GatewayScrapeSource
 from deploy.plan import Plan, PlanError, parse_duration, parse_steps
 from deploy.prometheus import PrometheusSource
 from deploy.source import MetricsSource
-from registry import Registry, RegistryError, Rollout, RolloutConflictError
+from registry import Registry, RegistryError, Rollout
 from registry import open as open_registry
 from registry.cli import location_option, who_option
+from registry.rollouts import to_resume
 
 _GROUP_LOCATION = "loraport.deploy.registry"
 
@@ -212,17 +213,12 @@ def canary(
         raise click.BadParameter(str(e)) from None
     source = _source(prometheus, gateways)
     with _open(location) as reg:
-        active = reg.rollout(name)
-        if active is not None and active.canary == version:
-            rollout = active
+        resumed = to_resume(reg.rollout(name), version)
+        if resumed is not None:
+            rollout = resumed
             click.echo(f"resuming rollout #{rollout.id} at step {rollout.step} "
                        f"({rollout.weight:g}%); its stored plan applies")  # fmt: skip
         else:
-            if active is not None:
-                raise RolloutConflictError(
-                    f"{name} already has an active rollout (#{active.id}, to "
-                    f"{name}@{active.canary}); promote or abort it first"
-                )
             if eval_file is not None:
                 gate = _eval_gate(reg, name, version, eval_file, max_regression,
                                   eval_gateway or next(iter(gateways), None))  # fmt: skip

@@ -100,11 +100,7 @@ def start(
     with store.write() as tx:
         active = store.active_rollout(name)
         if active is not None:
-            raise RolloutConflictError(
-                f"{name} already has an active rollout (#{active.id}, {name}@{active.stable} -> "
-                f"{name}@{active.canary} at {active.weight:g}%); promote or abort it first "
-                f"(`deploy promote {name}` / `deploy abort {name}`)"
-            )
+            raise already_active(active)
         stable = store.alias_target(name, PRODUCTION)
         if stable is None:
             raise InvalidRolloutError(
@@ -122,6 +118,27 @@ def start(
             name=name, stable=stable, canary=canary, steps=weights, plan=plan, who=by, at=at
         )
     return _get(deps, rollout_id)
+
+
+def already_active(active: Rollout) -> RolloutConflictError:
+    """The refusal of a second rollout of ``active.name`` while ``active`` runs."""
+    name = active.name
+    return RolloutConflictError(
+        f"{name} already has an active rollout (#{active.id}, {name}@{active.stable} -> "
+        f"{name}@{active.canary} at {active.weight:g}%); promote or abort it first "
+        f"(`deploy promote {name}` / `deploy abort {name}`)"
+    )
+
+
+def to_resume(active: Rollout | None, canary: int) -> Rollout | None:
+    """What a request to roll ``canary`` out finds: the active rollout to the same
+    version (resume it), None (start one), or RolloutConflictError (another is active;
+    at most one rollout per name)."""
+    if active is None:
+        return None
+    if active.canary == canary:
+        return active
+    raise already_active(active)
 
 
 def refuse_hand_move(store: SqliteStore, name: str) -> None:
@@ -172,19 +189,44 @@ def _current(deps: Deps, name: str, rollout_id: int | None) -> Rollout:
     return found
 
 
-def _check_lease(rollout: Rollout, holder: str | None, now: float) -> None:
-    """A controller (``holder``) may write only while it holds the lease; a person
-    (None) only while no controller's lease is live."""
-    live = rollout.holder is not None and (rollout.lease_until or 0.0) >= now
+def lease_live(rollout: Rollout, now: float) -> bool:
+    """A controller holds the rollout's lease and it has not expired at ``now`` (the
+    registry's clock: every caller compares the expiry the registry wrote with it)."""
+    return rollout.holder is not None and (rollout.lease_until or 0.0) >= now
+
+
+def claim_refused(rollout: Rollout, holder: str, now: float) -> LeaseHeldError | None:
+    """Why ``holder`` may not take the lease now (None: it may): another holder's lease
+    is live."""
+    if rollout.holder in (None, holder) or not lease_live(rollout, now):
+        return None
+    left = f" (lease for {rollout.lease_until - now:.0f} s more)" if rollout.lease_until else ""
+    return LeaseHeldError(
+        f"rollout #{rollout.id} of {rollout.name} is driven by {rollout.holder}{left}"
+    )
+
+
+def write_refused(rollout: Rollout, holder: str | None, now: float) -> LeaseHeldError | None:
+    """Why a write by ``holder`` is refused now (None: allowed). A controller (``holder``)
+    may write only while it holds the lease; a person (None) only while no controller's
+    lease is live."""
+    live = lease_live(rollout, now)
     if holder is None and not live:
-        return
+        return None
     if holder is not None and rollout.holder == holder:
-        return
+        return None
     owner = rollout.holder if live else "nobody"
-    raise LeaseHeldError(
+    return LeaseHeldError(
         f"rollout #{rollout.id} of {rollout.name} is driven by {owner}; "
         f"{'claim it first' if holder is not None and not live else 'only one controller acts'}"
     )
+
+
+def _check_lease(rollout: Rollout, holder: str | None) -> None:
+    """Apply :func:`write_refused` with the registry's clock (inside the write)."""
+    refused = write_refused(rollout, holder, time.time())
+    if refused is not None:
+        raise refused
 
 
 def claim(
@@ -196,14 +238,10 @@ def claim(
         raise InvalidRolloutError("a lease needs a holder id and a positive finite ttl")
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
-        now = time.time()
-        if found.holder not in (None, holder) and (found.lease_until or 0.0) >= now:
-            raise LeaseHeldError(
-                f"rollout #{found.id} of {name} is driven by {found.holder} (lease for "
-                f"{found.lease_until - now:.0f} s more)"
-                if found.lease_until is not None
-                else f"rollout #{found.id} of {name} is driven by {found.holder}"
-            )
+        now = time.time()  # the registry's clock: the expiry it stores is on it too
+        refused = claim_refused(found, holder, now)
+        if refused is not None:
+            raise refused
         if tx.set_lease(rollout=found, holder=holder, until=now + ttl_s):
             _lease_event(tx, found, holder, deps.who(who))
     return _get(deps, rollout_id)
@@ -241,7 +279,7 @@ def advance(
     """Move an active rollout to ``step`` (compare-and-set: it must be the next one)."""
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
-        _check_lease(found, holder, time.time())
+        _check_lease(found, holder)
         if step != found.step + 1 or step >= len(found.steps):
             raise RolloutConflictError(
                 f"rollout #{found.id} of {name} is at step {found.step} of {len(found.steps)}; "
@@ -274,7 +312,7 @@ def record_analysis(
     figures = _check_plan(figures)
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
-        _check_lease(found, holder, time.time())
+        _check_lease(found, holder)
         if found.step != step:
             raise RolloutConflictError(
                 f"rollout #{found.id} of {name} moved to step {found.step}; this analysis was "
@@ -308,7 +346,7 @@ def end(
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
         if holder is not None:
-            _check_lease(found, holder, time.time())
+            _check_lease(found, holder)
         by, at = deps.who(who), now_iso()
         if outcome == "promoted":
             canary = deps.store.adapter(name, found.canary)
