@@ -33,10 +33,10 @@ from registry.errors import (
     InvalidDatasetError,
     NameConflictError,
 )
+from registry.names import check_new_name
 from registry.records import BaseModel, Dataset
-from registry.refs import check_name
 from registry.sqlite_store import Tx, now_iso
-from registry.staging import check_kind, store_files
+from registry.staging import store_files
 from registry.weights import module_norms
 
 #: The architecture summary's key for the per-module ``||W||_F``.
@@ -53,9 +53,7 @@ def add_base(
     progress: bool | None = False,
 ) -> BaseModel:
     """Record a base model directory (its canonical files) and its architecture summary."""
-    check_name(name)
-    deps.store.check_writable()
-    check_kind(deps.store, name, "base")
+    check_new_name(deps.store, name, "base")
     try:
         files = [
             f
@@ -169,9 +167,7 @@ def add_dataset(
     deps: Deps, path: Path, *, name: str, license: str | None = None, who: str | None = None
 ) -> Dataset:
     """Record a dataset file (content digest, record count, license)."""
-    check_name(name)
-    deps.store.check_writable()
-    check_kind(deps.store, name, "dataset")
+    check_new_name(deps.store, name, "dataset")
     staged = stage_dataset(deps, path)
     existing = deps.store.record_digest("dataset", name)
     if existing is not None:

@@ -30,6 +30,7 @@ from registry.errors import (
     RefNotFoundError,
     RegistryError,
 )
+from registry.names import check_new_name
 from registry.protocol import PathLike
 from registry.records import (
     AdapterVersion,
@@ -57,7 +58,6 @@ from registry.refs import (
 from registry.rollouts import Outcome as RolloutOutcome
 from registry.settings import RegistrySettings
 from registry.sqlite_store import SqliteStore, now_iso
-from registry.staging import check_kind
 from registry.targets import dead_version
 from registry.validation import inspect_adapter_dir
 
@@ -253,8 +253,7 @@ class LocalRegistry:
         name = check_name(name if name is not None else source.resolve().name)
         if alias is not None:
             check_alias(alias)
-        self.store.check_writable()  # before any work
-        check_kind(self.store, name, "adapter")
+        check_new_name(self.store, name, "adapter")  # before any work
         adapter = inspect_adapter_dir(source, self.settings.max_file_bytes)
         hint = adapter.config.get("base_model_name_or_path")
         try:

@@ -27,22 +27,16 @@ from registry.architecture import chat_template, is_canonical_base_file, summari
 from registry.architecture import template_digest as _template_digest
 from registry.deps import Deps
 from registry.dirscan import ScanError, scan_directory
-from registry.errors import InvalidBaseModelError, NameConflictError, RefNotFoundError
+from registry.errors import InvalidBaseModelError, RefNotFoundError
+from registry.names import check_new_name
 from registry.records import BaseModel, PairInput
-from registry.refs import check_name
 from registry.sqlite_store import now_iso
-from registry.staging import check_kind, store_files
+from registry.staging import store_files
 
 
 def check_name_free(deps: Deps, name: str) -> None:
     """Refuse early (before any work) a variant name that is taken or not a valid name."""
-    check_name(name)
-    deps.store.check_writable()
-    if deps.store.kind_of(name) is not None:
-        raise NameConflictError(
-            f"{name!r} is taken (a {deps.store.kind_of(name)}; names stay taken after "
-            "`registry rm`, so old refs never point at something new): pass --name NAME"
-        )
+    check_new_name(deps.store, name, None)
 
 
 def add(
@@ -61,7 +55,6 @@ def add(
 ) -> BaseModel:
     """Record ``path`` as variant ``name`` of base ``parent``, with its pair results."""
     check_name_free(deps, name)
-    check_kind(deps.store, name, "base")
     try:
         files = [
             f
