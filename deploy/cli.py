@@ -28,30 +28,20 @@ from deploy.plan import Plan, PlanError, parse_duration, parse_steps
 from deploy.prometheus import PrometheusSource
 from deploy.source import MetricsSource
 from registry import Registry, RegistryError, Rollout
-from registry import open as open_registry
-from registry.cli import location_option, who_option
+from registry.cli import (
+    RegistryGroup,
+    location_option,
+    open_for_command,
+    remember_location,
+    who_option,
+)
 from registry.rollouts import to_resume
 
-_GROUP_LOCATION = "loraport.deploy.registry"
 
-
-def _open(location: str | None) -> Registry:
-    ctx = click.get_current_context(silent=True)
-    if location is None and ctx is not None:
-        location = ctx.find_root().meta.get(_GROUP_LOCATION)
-    return open_registry(location, create=False)
-
-
-class DeployGroup(click.Group):
+class DeployGroup(RegistryGroup):
     """Turns deploy's and the registry's errors into exits with their own codes."""
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (DeployError, RegistryError) as exc:
-            error = click.ClickException(str(exc))
-            setattr(error, "exit_code", exc.exit_code)  # noqa: B010 (a ClassVar in stubs)
-            raise error from exc
+    exits_with_code = (DeployError, RegistryError)
 
 
 @click.group(cls=DeployGroup)
@@ -65,7 +55,7 @@ def main(ctx: click.Context, location: str | None) -> None:
     Example: deploy canary support --to 2 --steps 10,25,50,100 --interval 10m
     --prometheus http://prometheus:9090
     """
-    ctx.meta[_GROUP_LOCATION] = location
+    remember_location(ctx, location)
 
 
 def _option(value: str, parse: Any, flag: str) -> Any:
@@ -212,7 +202,7 @@ def canary(
     except PlanError as e:
         raise click.BadParameter(str(e)) from None
     source = _source(prometheus, gateways)
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         resumed = to_resume(reg.rollout(name), version)
         if resumed is not None:
             rollout = resumed
@@ -311,7 +301,7 @@ def status(name: str, as_json: bool, location: str | None) -> None:
 
     Example: deploy status support --json
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         found = reg.rollout(name) or next(iter(reversed(reg.rollouts(name))), None)
         production = reg.aliases(name).get("production")
     if as_json:
@@ -335,7 +325,7 @@ def history(name: str, as_json: bool, location: str | None) -> None:
 
     Example: deploy history support
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         found = reg.rollouts(name)
     if as_json:
         click.echo(json.dumps([_json(r) for r in found], indent=2))
@@ -357,7 +347,7 @@ def promote(name: str, reason: str, location: str | None, who: str | None) -> No
 
     Example: deploy promote support
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         done = reg.end_rollout(name, None, "promoted", reason=reason, who=who)
     click.echo(f"{name}: production -> {name}@{done.canary} (rollout #{done.id} promoted)")
 
@@ -372,6 +362,6 @@ def abort(name: str, reason: str, location: str | None, who: str | None) -> None
 
     Example: deploy abort support --reason "wrong dataset"
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         done = reg.end_rollout(name, None, "aborted", reason=reason, who=who)
     click.echo(f"{name}: rollout #{done.id} aborted; production stays {name}@{done.stable}")
