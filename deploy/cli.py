@@ -35,7 +35,7 @@ from registry.cli import (
     remember_location,
     who_option,
 )
-from registry.rollouts import to_resume
+from registry.rollout_rules import to_resume
 
 
 class DeployGroup(RegistryGroup):
