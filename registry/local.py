@@ -209,6 +209,10 @@ class LocalRegistry:
         """The event log, oldest first (optionally for one name)."""
         return self.store.events(name)
 
+    def clock(self) -> float:
+        """This host's ``time.time()``: what the registry's timestamps and leases use."""
+        return time.time()
+
     def change_token(self) -> int:
         """Grows whenever a push, alias move or removal is committed (the last event id)."""
         return self.store.change_token()
