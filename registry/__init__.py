@@ -1,6 +1,7 @@
 """loraport's registry: base models, datasets, LoRA adapter versions, aliases, events.
 
-Open one with :func:`registry.open` (a directory today; ``http(s)://`` later); callers
+Open one with :func:`registry.open` (a directory, or the ``http(s)://`` URL of a
+``registry serve``); callers
 depend on the :class:`registry.Registry` protocol, never on an implementation::
 
     import registry
@@ -15,9 +16,11 @@ from registry.errors import (
     AdapterProblem,
     AliasInUseError,
     AmbiguousRefError,
+    BadRequestError,
     BaseMismatchError,
     DestinationExistsError,
     DestinationUnwritableError,
+    ForbiddenError,
     IntegrityError,
     InUseError,
     InvalidAdapterError,
@@ -33,10 +36,13 @@ from registry.errors import (
     ReadOnlyRegistryError,
     RefNotFoundError,
     RegistryError,
+    RegistryUnavailableError,
+    RequestTooLargeError,
     RolloutConflictError,
     SchemaVersionError,
     SourceChangedError,
     StorageFullError,
+    UnauthorizedError,
     UnsupportedLocationError,
     VersionConflictError,
     error_class,
@@ -82,6 +88,7 @@ __all__ = [
     "AliasInUseError",
     "AmbiguousRefError",
     "Analysis",
+    "BadRequestError",
     "BaseMismatchError",
     "BaseModel",
     "CodeLineage",
@@ -90,6 +97,7 @@ __all__ = [
     "DestinationUnwritableError",
     "Digest",
     "Event",
+    "ForbiddenError",
     "InUseError",
     "IntegrityError",
     "InvalidAdapterError",
@@ -114,12 +122,15 @@ __all__ = [
     "Registry",
     "RegistryError",
     "RegistrySettings",
+    "RegistryUnavailableError",
+    "RequestTooLargeError",
     "Resolved",
     "Rollout",
     "RolloutConflictError",
     "SchemaVersionError",
     "SourceChangedError",
     "StorageFullError",
+    "UnauthorizedError",
     "UnsupportedLocationError",
     "VariantInfo",
     "VerifyReport",

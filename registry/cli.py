@@ -18,10 +18,11 @@ import click
 from registry import errors as e
 from registry import render
 from registry.hooks import after_push_hooks
-from registry.location import open_registry
+from registry.location import open_registry, scheme
 from registry.protocol import Registry
 from registry.records import AdapterVersion, BaseModel
 from registry.refs import parse_version
+from registry.service.commands import hash_token_cmd, serve_cmd
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,14 +71,20 @@ def remember_location(ctx: click.Context, location: str | None) -> None:
     ctx.meta[_GROUP_LOCATION] = location
 
 
-def open_for_command(location: str | None, *, create: bool = False) -> Registry:
-    """The registry a command names: its own ``--registry``, else its group's
-    (:func:`remember_location`), else ``REGISTRY_URL``, else the per-user default. Every
-    CLI (registry, deploy, quantize) opens its registry here."""
+def command_location(location: str | None) -> str | None:
+    """The location a command names: its own ``--registry``, else its group's
+    (:func:`remember_location`); None leaves it to ``REGISTRY_URL`` / the default."""
     ctx = click.get_current_context(silent=True)
     if location is None and ctx is not None:
-        location = ctx.meta.get(_GROUP_LOCATION)
-    return open_registry(location, create=create)
+        return ctx.meta.get(_GROUP_LOCATION)
+    return location
+
+
+def open_for_command(location: str | None, *, create: bool = False) -> Registry:
+    """Open the registry a command names (:func:`command_location`, else ``REGISTRY_URL``,
+    else the per-user default). Every CLI (registry, deploy, quantize) opens its registry
+    here."""
+    return open_registry(command_location(location), create=create)
 
 
 @click.group(cls=RegistryGroup)
@@ -105,6 +112,12 @@ def init(location: str | None) -> None:
 
     Example: registry init --registry ./reg
     """
+    given = command_location(location)
+    if given and scheme(given) == "http":
+        raise e.UnsupportedLocationError(
+            f"{given} is a registry service: its registry is created where it runs "
+            "(`registry init --registry DIR`, then `registry serve --registry DIR` there)"
+        )
     with open_for_command(location, create=True) as reg:
         click.echo(f"registry ready at {reg.location}")
 
@@ -489,3 +502,7 @@ def log(name: str | None, as_json: bool, location: str | None) -> None:
                 click.echo(json.dumps(render.event_json(event), sort_keys=True))
             else:
                 click.echo(render.event_line(event))
+
+
+main.add_command(serve_cmd)
+main.add_command(hash_token_cmd)

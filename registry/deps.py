@@ -18,6 +18,18 @@ from registry.sqlite_store import SqliteStore
 StepHook = Callable[[str], None]
 
 
+def default_who(who: str | None, settings: RegistrySettings) -> str:
+    """Who to record: ``who``, else ``REGISTRY_USER``, else the OS user."""
+    if who:
+        return who
+    if settings.user:
+        return settings.user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 @dataclass(frozen=True, slots=True)
 class Deps:
     """What a use case may touch."""
@@ -29,14 +41,7 @@ class Deps:
 
     def who(self, who: str | None) -> str:
         """Who to record: the argument, else ``REGISTRY_USER``, else the OS user."""
-        if who:
-            return who
-        if self.settings.user:
-            return self.settings.user
-        try:
-            return getpass.getuser()
-        except (KeyError, OSError):
-            return "unknown"
+        return default_who(who, self.settings)
 
     def reached(self, step: str) -> None:
         """Tell the step hook (if any) that a write reached ``step``."""

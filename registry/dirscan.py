@@ -27,7 +27,8 @@ class ScannedFile:
     size: int
 
 
-def _check_relpath(relpath: str) -> None:
+def check_relpath(relpath: str) -> None:
+    """Raise ScanError unless ``relpath`` is a plain relative POSIX path inside its root."""
     parts = PurePosixPath(relpath).parts
     if not parts or any(p in ("", ".", "..") for p in parts) or relpath.startswith("/"):
         raise ScanError(AdapterProblem.UNSAFE_PATH, f"unsafe path {relpath!r}")
@@ -56,7 +57,7 @@ def scan_directory(root: Path, max_file_bytes: int) -> list[ScannedFile]:
                 continue
             if not stat.S_ISREG(info.st_mode):
                 raise ScanError(AdapterProblem.UNSAFE_PATH, f"{relpath} is not a regular file")
-            _check_relpath(relpath)
+            check_relpath(relpath)
             if not path.resolve().is_relative_to(root_real):
                 raise ScanError(AdapterProblem.UNSAFE_PATH, f"{relpath} escapes {root}")
             if info.st_size > max_file_bytes:

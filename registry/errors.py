@@ -39,7 +39,8 @@ and unambiguous. Raise the most specific class; never a bare :class:`RegistryErr
     ├── RegistryUnavailableError       37   503  registry_unavailable
     ├── UnauthorizedError              38   401  unauthorized
     ├── ForbiddenError                 39   403  forbidden
-    └── RequestTooLargeError           43   413  request_too_large
+    ├── RequestTooLargeError           43   413  request_too_large
+    └── BadRequestError                44   400  bad_request
 
 Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
@@ -333,6 +334,15 @@ class RequestTooLargeError(RegistryError):
     code = "request_too_large"
 
 
+class BadRequestError(RegistryError):
+    """The registry service could not read a request (malformed JSON, a field of the wrong
+    type, an unknown operation): a hand-made request, or a client of another version."""
+
+    exit_code = 44
+    http_status = 400
+    code = "bad_request"
+
+
 def error_classes() -> tuple[type[RegistryError], ...]:
     """Every class of the tree, root first (the table, in code)."""
     found: list[type[RegistryError]] = []
@@ -356,6 +366,7 @@ __all__ = [
     "AdapterProblem",
     "AliasInUseError",
     "AmbiguousRefError",
+    "BadRequestError",
     "BaseMismatchError",
     "DestinationExistsError",
     "DestinationUnwritableError",

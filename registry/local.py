@@ -9,7 +9,6 @@ turns arguments into what those use cases take; it holds no SQL.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from registry.errors import (
     RegistryError,
 )
 from registry.names import check_new_name
+from registry.prepare import PushRequest, prepare_push
 from registry.protocol import PathLike
 from registry.records import (
     AdapterVersion,
@@ -253,62 +253,90 @@ class LocalRegistry:
         dataset and schema) returns the existing version with ``created=False``. The
         first version of a name takes the ``production`` alias.
         """
-        source = Path(path)
-        name = check_name(name if name is not None else source.resolve().name)
-        if alias is not None:
-            check_alias(alias)
+        plan = prepare_push(
+            path,
+            name=name,
+            base=base,
+            dataset=dataset,
+            allow_unknown_dataset=allow_unknown_dataset,
+            alias=alias,
+            schema=schema,
+            meta=meta,
+            code=code,
+            git_sha=git_sha,
+        )
+        return self.push_request(
+            plan.request, plan.source, plan.dataset_file, who=who, progress=progress
+        )
+
+    def push_request(
+        self,
+        request: PushRequest,
+        source: Path,
+        dataset_file: Path | None,
+        *,
+        who: str | None = None,
+        progress: bool | None = False,
+    ) -> PushResult:
+        """The registry's half of a push (see :mod:`registry.prepare`): every file under
+        ``source`` is read and checked again here, whoever prepared the request."""
+        name = check_name(request.name)
+        if request.alias is not None:
+            check_alias(request.alias)
         check_new_name(self.store, name, "adapter")  # before any work
         adapter = inspect_adapter_dir(source, self.settings.max_file_bytes)
         hint = adapter.config.get("base_model_name_or_path")
         try:
-            base_model = pick_base(self, base, hint=hint if isinstance(hint, str) else None)
+            base_model = pick_base(self, request.base, hint=hint if isinstance(hint, str) else None)
         except (RefNotFoundError, AmbiguousRefError) as exc:
             raise InvalidAdapterError(
                 AdapterProblem.BASE_MODEL_UNKNOWN,
                 f"which base model? {exc} (add one with `registry base add DIR --name NAME`, "
                 "or pass --base NAME)",
             ) from None
-        chosen = self._dataset_choice(dataset, allow_unknown_dataset)
+        chosen = self._dataset_choice(request, dataset_file)
         valid = push.validate(
             adapter,
             base_model,
             max_lora_rank=self.settings.max_lora_rank,
             bounds=self.settings.bounds(),
             norms=lambda modules: catalog.base_norms(self.deps, base_model, modules),
-            schema=schema if isinstance(schema, dict | None) else Path(schema),
-            meta=meta,
-            code=Path(code) if code is not None else None,
-            git_sha=git_sha,
+            schema=request.schema,
+            meta=request.meta,
+            code=request.code,
         )
         return push.record(
-            self.deps, valid, name=name, dataset=chosen, alias=alias, who=who, progress=progress
+            self.deps,
+            valid,
+            name=name,
+            dataset=chosen,
+            alias=request.alias,
+            who=who,
+            progress=progress,
         )
 
     def _dataset_choice(
-        self, dataset: str | PathLike | None, allow_unknown: bool
+        self, request: PushRequest, dataset_file: Path | None
     ) -> push.DatasetChoice:
-        if dataset is None:
-            if not allow_unknown:
+        if dataset_file is not None:
+            return push.DatasetFile(dataset_file)
+        chosen = request.dataset
+        if chosen is None:
+            if not request.allow_unknown_dataset:
                 raise InvalidAdapterError(
                     AdapterProblem.DATASET_REQUIRED,
                     "lineage needs the training dataset: pass --dataset NAME (registered) or "
                     "--dataset ./FILE, or --allow-unknown-dataset to record it as unknown",
                 )
             return None
-        chosen = push.dataset_argument(dataset)
-        if isinstance(chosen, push.DatasetFile):
-            if not chosen.path.is_file():
-                raise InvalidAdapterError(
-                    AdapterProblem.DATASET_REQUIRED,
-                    f"dataset file {os.fspath(dataset)} does not exist or is not a file "
-                    f"({push.DATASET_ARGUMENT_RULE})",
-                )
-            return chosen
         try:
             found = self.resolve(chosen)
         except RegistryError as exc:
-            exists = Path(chosen).is_file()  # what `./NAME` would record
-            here = f"; to record the file {chosen} here, write ./{chosen}" if exists else ""
+            here = (
+                f"; to record the file {chosen} here, write ./{chosen}"
+                if request.dataset_file_nearby
+                else ""
+            )
             raise InvalidAdapterError(
                 AdapterProblem.DATASET_REQUIRED,
                 f"no dataset {chosen!r} in the registry ({exc}){here}; "

@@ -1,19 +1,22 @@
 """From a registry location (argument, ``REGISTRY_URL`` or default) to a :class:`Registry`.
 
-The location's scheme picks the implementation, as MLflow picks its store: a directory
-path (or ``file:``) gives :class:`LocalRegistry`; ``http(s)://`` is reserved for the
-registry service's client. Only ``create=True`` makes a new registry, and only in a
-missing or empty directory: a typo in ``--registry`` or a directory of something else is
-an error that says so, never a fresh empty registry.
+The location's scheme picks the implementation from one table (:data:`OPENERS`), as
+MLflow picks its store: a directory path (or ``file:``) gives :class:`LocalRegistry`;
+``http(s)://`` gives :class:`HttpRegistry`, the client of a ``registry serve``. Only
+``create=True`` makes a new registry, and only in a missing or empty directory: a typo
+in ``--registry`` or a directory of something else is an error that says so, never a
+fresh empty registry.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from registry.deps import StepHook
 from registry.errors import NotARegistryError, UnsupportedLocationError
+from registry.http_client import HttpRegistry
 from registry.local import LocalRegistry
 from registry.protocol import Registry
 from registry.settings import RegistrySettings
@@ -42,17 +45,26 @@ def location_path(location: str | os.PathLike[str] | None, settings: RegistrySet
             f"registry location {text!r} is empty or has spaces around it: give a directory "
             "(`--registry DIR`), or leave out --registry for $REGISTRY_URL / the per-user default"
         )
+    if scheme(text) == "http":
+        raise UnsupportedLocationError(f"{text} is a registry service, not a directory")
+    return Path(text.removeprefix("file:")).expanduser()
+
+
+def scheme(text: str) -> str:
+    """``http`` for a registry service's URL, ``directory`` for a path; raise
+    UnsupportedLocationError for any other ``scheme://``."""
     lowered = text.lower()
     if lowered.startswith(("http://", "https://")):
-        raise UnsupportedLocationError(
-            f"remote registries ({text}) are not yet supported: `registry serve` comes in a "
-            "later release; use a directory for now"
-        )
+        rest = text.split("://", 1)[1]
+        if not rest or rest.startswith("/"):
+            raise UnsupportedLocationError(f"registry URL {text!r} names no host")
+        return "http"
     if "://" in text:
         raise UnsupportedLocationError(
-            f"unsupported registry location {text!r}: use a directory path"
+            f"unsupported registry location {text!r}: use a directory path or the "
+            "http(s):// URL of a `registry serve`"
         )
-    return Path(text.removeprefix("file:")).expanduser()
+    return "directory"
 
 
 def _check_directory(path: Path, *, create: bool) -> None:
@@ -92,7 +104,40 @@ def open_registry(
     should a gateway). ``read_only``: None opens read-only exactly when this process
     cannot write the registry; True never writes.
     """
+    settings = settings if settings is not None else RegistrySettings()
+    text = os.fspath(location) if location is not None else settings.url
+    kind = scheme(text.strip()) if text is not None and text.strip() == text and text else None
+    opener = OPENERS[kind or "directory"]
+    return opener(location, settings, create, read_only)
+
+
+def _open_directory(
+    location: str | os.PathLike[str] | None,
+    settings: RegistrySettings,
+    create: bool,
+    read_only: bool | None,
+) -> Registry:
     return open_local(location, settings=settings, create=create, read_only=read_only)
+
+
+def _open_http(
+    location: str | os.PathLike[str] | None,
+    settings: RegistrySettings,
+    create: bool,
+    read_only: bool | None,
+) -> Registry:
+    url = os.fspath(location) if location is not None else settings.url
+    assert url is not None
+    return HttpRegistry(url, settings)
+
+
+#: A location's scheme -> how to open it (the one place a new kind of registry plugs in).
+OPENERS: dict[
+    str, Callable[[str | os.PathLike[str] | None, RegistrySettings, bool, bool | None], Registry]
+] = {
+    "directory": _open_directory,
+    "http": _open_http,
+}
 
 
 def open_local(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from registry.prepare import PushRequest
 from registry.records import (
     AdapterVersion,
     BaseModel,
@@ -108,6 +109,20 @@ class Registry(Protocol):
         who: str | None = None,
         progress: bool | None = False,
     ) -> PushResult: ...
+
+    def push_request(
+        self,
+        request: PushRequest,
+        source: Path,
+        dataset_file: Path | None,
+        *,
+        who: str | None = None,
+        progress: bool | None = False,
+    ) -> PushResult:
+        """The registry's half of :meth:`push_adapter` (:mod:`registry.prepare`): the
+        request is values; ``source`` and ``dataset_file`` are only where the bytes are
+        read from on this machine. The registry re-validates every byte it receives."""
+        ...
 
     def add_base(
         self,

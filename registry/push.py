@@ -27,7 +27,6 @@ from registry.catalog import (
     record_dataset,
     stage_dataset,
 )
-from registry.code_lineage import code_lineage
 from registry.deps import Deps
 from registry.digest import Digest, canonical_json, sha256_bytes
 from registry.errors import AdapterProblem as P
@@ -97,11 +96,9 @@ def dataset_argument(value: str | os.PathLike[str]) -> str | DatasetFile:
     return value
 
 
-def _schema(adapter: AdapterDir, schema: dict[str, Any] | Path | None) -> dict[str, Any] | None:
-    if isinstance(schema, dict):
-        return check_schema(schema, "--schema")
+def _schema(adapter: AdapterDir, schema: dict[str, Any] | None) -> dict[str, Any] | None:
     if schema is not None:
-        return load_schema_file(schema)
+        return check_schema(schema, "--schema")
     in_dir = adapter.file("schema.json")
     return load_schema_file(in_dir) if in_dir is not None else None
 
@@ -126,10 +123,9 @@ def validate(
     max_lora_rank: int,
     bounds: Bounds | None = None,
     norms: NormSource | None = None,
-    schema: dict[str, Any] | Path | None,
+    schema: dict[str, Any] | None,
     meta: dict[str, Any] | None,
-    code: Path | None,
-    git_sha: str | None,
+    code: CodeLineage | None,
 ) -> ValidAdapter:
     """Every check against ``base`` (shapes, rank, targets, bounds, template, schema, meta)."""
     return ValidAdapter(
@@ -139,7 +135,7 @@ def validate(
         template=check_chat_template(adapter, base),
         schema=_schema(adapter, schema),
         meta=_meta(adapter, meta),
-        code=code_lineage(adapter.root, code, git_sha),
+        code=code,
     )
 
 

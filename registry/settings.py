@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from registry.adapter_bounds import (
@@ -33,7 +33,23 @@ class RegistrySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="REGISTRY_", extra="forbid", frozen=True)
 
-    url: str | None = Field(default=None, description="registry location (directory)")
+    url: str | None = Field(
+        default=None, description="registry location (a directory, or http(s):// of a service)"
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="bearer token a client sends to a registry service; a `registry serve` "
+        "given no --tokens file accepts this one token with write scope",
+    )
+    timeout_s: float = Field(
+        default=30.0, gt=0, description="a client's limit on each call to a registry service"
+    )
+    serve_max_body_bytes: int = Field(
+        default=16 * 2**20, ge=1024, description="largest JSON request the service reads"
+    )
+    serve_read_timeout_s: float = Field(
+        default=60.0, gt=0, description="the service drops a client that sends nothing this long"
+    )
     max_lora_rank: int = Field(default=DEFAULT_MAX_LORA_RANK, ge=1)
     max_file_bytes: int = Field(default=20 * 2**30, ge=1, description="largest single file")
     max_weight_abs: float = Field(default=DEFAULT_MAX_WEIGHT_ABS, gt=0, allow_inf_nan=False)
@@ -46,7 +62,7 @@ class RegistrySettings(BaseSettings):
         default=None, validation_alias=AliasChoices("XDG_DATA_HOME", "xdg_data_home")
     )
 
-    @field_validator("url", mode="before")
+    @field_validator("url", "token", mode="before")
     @classmethod
     def _empty_url_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value

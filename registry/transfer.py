@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
-from registry.blobs import fsync_dir
+from registry.blobs import ByteCallback, fsync_dir
 from registry.deps import Deps
 from registry.digest import Digest, ManifestEntry, manifest_digest, parse_manifest, sha256_bytes
 from registry.errors import (
@@ -32,7 +33,7 @@ def _manifest(deps: Deps, digest: Digest) -> tuple[ManifestEntry, ...]:
     return entries
 
 
-def _entries(deps: Deps, target: Resolved) -> tuple[ManifestEntry, ...]:
+def entries(deps: Deps, target: Resolved) -> tuple[ManifestEntry, ...]:
     if target.kind != "dataset":
         return _manifest(deps, target.digest)
     entry = deps.store.dataset_file(target.name)
@@ -48,12 +49,27 @@ def _check_dest(dest: Path) -> None:
         raise DestinationExistsError(f"{dest} is not empty; pull into a new or empty directory")
 
 
+#: Copy one blob (hex digest) to a new file, verifying it; raise IntegrityError.
+CopyOut = Callable[[str, Path, ByteCallback | None], None]
+
+
 def pull(
     deps: Deps, target: Resolved, label: str, dest: Path, *, progress: bool | None = False
 ) -> Path:
     """Rebuild ``target``'s files at ``dest``: every file verified, then one rename."""
     _check_dest(dest)
-    entries = _entries(deps, target)
+    found = entries(deps, target)
+    show = want_progress(progress, sum(e.size for e in found), deps.settings.progress_min_bytes)
+    return materialise(found, deps.blobs.copy_out, label, dest, show=show)
+
+
+def materialise(
+    found: Sequence[ManifestEntry], copy_out: CopyOut, label: str, dest: Path, *, show: bool
+) -> Path:
+    """Write ``found`` at ``dest`` from ``copy_out`` (a local blob store, or downloads
+    from a registry service): into a temp directory beside it, every file verified, then
+    one rename, so ``dest`` is either complete or absent."""
+    _check_dest(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
@@ -63,17 +79,16 @@ def pull(
         raise DestinationUnwritableError(
             f"cannot create {dest}: {why}; pull into a directory you can write"
         ) from None
-    total = sum(e.size for e in entries)
-    show = want_progress(progress, total, deps.settings.progress_min_bytes)
+    total = sum(e.size for e in found)
     try:
         with byte_progress(total, f"pull {label}", show) as on_bytes:
-            for entry in entries:
+            for entry in found:
                 relpath = PurePosixPath(entry.path)
                 if relpath.is_absolute() or ".." in relpath.parts:
                     raise IntegrityError(f"unsafe path {entry.path!r} in manifest")
                 out = temp.joinpath(*relpath.parts)
                 out.parent.mkdir(parents=True, exist_ok=True)
-                deps.blobs.copy_out(entry.sha256, out, on_bytes)
+                copy_out(entry.sha256, out, on_bytes)
                 if out.stat().st_size != entry.size:
                     raise IntegrityError(f"{entry.path} has the wrong size")
         for directory in sorted({p for p in temp.rglob("*") if p.is_dir()} | {temp}):
@@ -113,15 +128,15 @@ def verify(
     errors: list[str] = []
     if target is not None:
         try:
-            entries = _entries(deps, target)
+            listed = entries(deps, target)
         except IntegrityError as exc:
             return VerifyReport(checked=0, errors=(str(exc),))
-        for entry in entries:
+        for entry in listed:
             problem = deps.blobs.problem(entry.sha256)
             if problem:
                 where = Digest.from_hex(entry.sha256)
                 errors.append(f"{label}: {entry.path} ({where}) is {problem}")
-        return VerifyReport(checked=len(entries), errors=tuple(errors))
+        return VerifyReport(checked=len(listed), errors=tuple(errors))
     for digest, _ in deps.store.manifests():
         try:
             _manifest(deps, digest)

@@ -78,14 +78,10 @@ class AdapterDir:
         return next((f.path for f in self.files if f.relpath == relpath), None)
 
 
-def inspect_adapter_dir(root: Path, max_file_bytes: int) -> AdapterDir:
-    """Scan ``root``; read and check its config, tensor header and tensor data (no base)."""
-    try:
-        files = scan_directory(root, max_file_bytes)
-    except ScanError as exc:
-        raise InvalidAdapterError(exc.problem, f"cannot push {root}: {exc}") from None
-    names = {f.relpath: f.path for f in files}
-    pickled = sorted(r for r in names if Path(r).suffix.lower() in PICKLE_SUFFIXES)
+def check_listing(root: Path | str, relpaths: list[str]) -> None:
+    """Refuse an adapter directory by its file names alone (pickles, files an adapter does
+    not need): a remote client checks this before it uploads a byte."""
+    pickled = sorted(r for r in relpaths if Path(r).suffix.lower() in PICKLE_SUFFIXES)
     if pickled:
         raise InvalidAdapterError(
             P.PICKLED_WEIGHTS,
@@ -93,7 +89,7 @@ def inspect_adapter_dir(root: Path, max_file_bytes: int) -> AdapterDir:
             "save the adapter with save_pretrained(..., safe_serialization=True) and "
             "remove the pickles",
         )
-    unexpected = sorted(r for r in names if r not in ALLOWED_FILES)
+    unexpected = sorted(r for r in relpaths if r not in ALLOWED_FILES)
     if unexpected:
         raise InvalidAdapterError(
             P.UNEXPECTED_FILE,
@@ -101,6 +97,16 @@ def inspect_adapter_dir(root: Path, max_file_bytes: int) -> AdapterDir:
             "registry would store and serve to anyone who pulls it; remove it (an adapter "
             f"may hold only {', '.join(sorted(ALLOWED_FILES))})",
         )
+
+
+def inspect_adapter_dir(root: Path, max_file_bytes: int) -> AdapterDir:
+    """Scan ``root``; read and check its config, tensor header and tensor data (no base)."""
+    try:
+        files = scan_directory(root, max_file_bytes)
+    except ScanError as exc:
+        raise InvalidAdapterError(exc.problem, f"cannot push {root}: {exc}") from None
+    names = {f.relpath: f.path for f in files}
+    check_listing(root, list(names))
     if ADAPTER_CONFIG not in names:
         raise InvalidAdapterError(
             P.NOT_PEFT,

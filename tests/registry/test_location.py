@@ -19,10 +19,21 @@ def test_location_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert location_path(tmp_path / "arg", registry.RegistrySettings()) == tmp_path / "arg"
 
 
-@pytest.mark.parametrize("url", ["http://host:8080", "https://reg.example", "s3://bucket"])
-def test_urls_are_not_supported_yet(url: str) -> None:
+@pytest.mark.parametrize("url", ["s3://bucket", "ftp://host/x", "http://", "https:///path"])
+def test_unknown_schemes_and_hostless_urls_are_refused(url: str) -> None:
     with pytest.raises(registry.UnsupportedLocationError):
         registry.open(url)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9", "HTTPS://127.0.0.1:9/"])
+def test_the_scheme_picks_the_http_client(url: str) -> None:
+    from registry.http_client import HttpRegistry
+
+    with registry.open(url) as reg:  # opening asks nothing; the first call does
+        assert isinstance(reg, HttpRegistry)
+        assert reg.location == url.rstrip("/")
+        with pytest.raises(registry.RegistryUnavailableError, match="registry serve"):
+            reg.list_adapters()
 
 
 def test_open_creates_and_migrates(tmp_path: Path) -> None:

@@ -1,0 +1,462 @@
+"""``registry serve``: the registry over HTTP, every verb, the same rules.
+
+:func:`create_app` builds the FastAPI app over an open :class:`LocalRegistry`. The
+protocol's plain-valued methods are served from one table (:mod:`.ops`); files travel as
+blobs: ``POST /v1/blobs`` streams an upload to a temp file while hashing it, and it
+becomes a blob only if its bytes hash to the digest the client names (as an OCI registry
+takes blobs before the manifest that names them). A write that names files
+(``/v1/push_request``, ``/v1/add_base``, ...) is then done by the same code as on a
+directory, on a scratch directory of hard links to those blobs: every byte is read and
+validated again here, nothing the client claims is trusted. A killed upload leaves a temp
+file and a refused push leaves unreferenced blobs: nothing visible, and ``registry verify
+--gc`` collects both after their grace period. Every error is one JSON envelope
+``{"error": {"code", "message", "type"}}`` with the status of its class
+(:mod:`registry.errors`); the client raises the same class again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from registry import errors as e
+from registry.digest import Digest, ManifestEntry
+from registry.dirscan import ScanError, check_relpath
+from registry.local import LocalRegistry
+from registry.prepare import FileRef, PushRequest
+from registry.records import PairInput, Resolved
+from registry.service.metrics import ServiceMetrics
+from registry.service.ops import MAX_PAGE, Op, decode_args, table
+from registry.service.tokens import Scope, Token, authenticate, may
+from registry.settings import RegistrySettings
+from registry.transfer import entries as manifest_entries
+from registry.wire import WireError, from_wire, to_wire
+
+log = logging.getLogger("loraport.registry.service")
+#: The longest a watch (long poll) may wait, and how often it looks.
+MAX_WATCH_S = 30.0
+WATCH_POLL_S = 0.05
+UPLOAD_CHUNK = 4 * 2**20
+
+
+def error_response(exc: e.RegistryError) -> JSONResponse:
+    """The one envelope every error goes out in."""
+    body: dict[str, Any] = {
+        "code": exc.code,
+        "message": str(exc),
+        "type": type(exc).__name__,
+    }
+    reason = getattr(exc, "reason", None)
+    if reason is not None:
+        body["reason"] = str(reason)
+    headers = {"Retry-After": "1"} if exc.http_status == 503 else None
+    return JSONResponse({"error": body}, status_code=exc.http_status, headers=headers)
+
+
+class Service:
+    """What the routes share: the registry, its settings, the callers it knows."""
+
+    def __init__(
+        self, reg: LocalRegistry, settings: RegistrySettings, tokens: tuple[Token, ...]
+    ) -> None:
+        self.reg = reg
+        self.settings = settings
+        self.tokens = tokens
+        self.incoming = reg.root / "incoming"
+        self.metrics = ServiceMetrics()
+
+    def caller(self, request: Request, needed: Scope) -> str | None:
+        """The token's name (who writes are recorded as); raise 401/403. None: an open
+        service, where the client's own ``who`` stands."""
+        if not self.tokens:
+            return None
+        token = authenticate(request.headers.get("authorization"), self.tokens)
+        if token is None:
+            raise e.UnauthorizedError(
+                "this registry needs a token: set REGISTRY_TOKEN (ask its operator for one)"
+            )
+        if not may(token, needed):
+            raise e.ForbiddenError(
+                f"token {token.name!r} has {token.scope} scope; this needs {needed}"
+            )
+        return token.name
+
+    async def body(self, request: Request) -> dict[str, Any]:
+        """The JSON object of a request, read within the size and time limits."""
+        limit = self.settings.serve_max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise e.RequestTooLargeError(f"request body over {limit} bytes")
+        data = bytearray()
+        async for chunk in self.stream(request):
+            data += chunk
+            if len(data) > limit:
+                raise e.RequestTooLargeError(f"request body over {limit} bytes")
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise e.BadRequestError(f"the request body is not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise e.BadRequestError("the request body must be a JSON object")
+        return value
+
+    async def stream(self, request: Request) -> AsyncIterator[bytes]:
+        """The request body, piece by piece; a client silent too long is dropped."""
+        pieces = request.stream().__aiter__()
+        timeout = self.settings.serve_read_timeout_s
+        while True:
+            try:
+                chunk = await asyncio.wait_for(pieces.__anext__(), timeout)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise e.BadRequestError(f"the client sent nothing for {timeout:.0f} s") from None
+            self.metrics.bytes_in.inc(len(chunk))
+            yield chunk
+
+    @contextlib.contextmanager
+    def scratch(self) -> Any:
+        """A directory for one write's hard links, on the blobs' filesystem; always removed."""
+        self.incoming.mkdir(exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix="write-", dir=self.incoming))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def place(self, files: tuple[FileRef, ...], into: Path) -> None:
+        """Lay uploaded blobs out as ``into/<path>`` (hard links; copies where links fail)."""
+        if not files:
+            raise e.BadRequestError("a write needs at least one file")
+        for ref in files:
+            try:
+                check_relpath(ref.path)
+            except ScanError as exc:
+                raise e.BadRequestError(f"file {ref.path!r}: {exc}") from None
+            blob = self.reg.blobs.path(Digest(ref.digest).hex)
+            try:
+                size = blob.stat().st_size
+            except FileNotFoundError:
+                raise e.BadRequestError(
+                    f"{ref.path} ({ref.digest}) was not uploaded: POST /v1/blobs first"
+                ) from None
+            if size != ref.size:
+                raise e.BadRequestError(f"{ref.path} is {size} bytes, not {ref.size}")
+            out = into.joinpath(*ref.path.split("/"))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(blob, out)
+            except OSError:
+                shutil.copyfile(blob, out)
+
+
+def _files(raw: Any) -> tuple[FileRef, ...]:
+    try:
+        files: tuple[FileRef, ...] = from_wire(tuple[FileRef, ...], raw, "files")
+    except (WireError, ValueError) as exc:
+        raise e.BadRequestError(str(exc)) from None
+    if len({f.path for f in files}) != len(files):
+        raise e.BadRequestError("a file is named twice")
+    return files
+
+
+def _field(body: dict[str, Any], name: str, tp: Any, default: Any = ...) -> Any:
+    if name not in body:
+        if default is ...:
+            raise e.BadRequestError(f"the request needs {name!r}")
+        return default
+    try:
+        return from_wire(tp, body[name], name)
+    except (WireError, ValueError) as exc:
+        raise e.BadRequestError(str(exc)) from None
+
+
+def create_app(
+    reg: LocalRegistry, settings: RegistrySettings, tokens: tuple[Token, ...]
+) -> FastAPI:
+    """The service over ``reg`` (open, writable unless the registry is read-only)."""
+    svc = Service(reg, settings, tokens)
+    app = FastAPI(title="loraport registry", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = svc
+    ops = table()
+
+    @app.exception_handler(e.RegistryError)
+    async def _registry_error(request: Request, exc: e.RegistryError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Callable[..., Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        op = request.url.path.removeprefix("/v1/").split("/")[0] or "root"
+        op = op if op in ops or op in _ROUTES else "other"
+        try:
+            response = await call_next(request)
+        except ClientDisconnect:
+            svc.metrics.observe(op, "499", time.perf_counter() - started)
+            raise
+        code = response.headers.get("x-loraport-error", str(response.status_code))
+        svc.metrics.observe(op, code, time.perf_counter() - started)
+        return response
+
+    def result(value: Any, token: int | None = None) -> JSONResponse:
+        headers = {"ETag": f'"{token}"'} if token is not None else None
+        return JSONResponse({"result": to_wire(value)}, headers=headers)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        try:
+            token = await run_in_threadpool(reg.change_token)
+        except Exception as exc:  # the store does not answer: not ready, say why
+            return JSONResponse({"status": "not ready", "detail": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready", "change_token": token})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(svc.metrics.render(), media_type=svc.metrics.content_type)
+
+    @app.get("/v1/info")
+    async def info(request: Request) -> JSONResponse:
+        svc.caller(request, "read")
+        return result({"read_only": reg.read_only, "clock": time.time()})
+
+    @app.get("/v1/changes")
+    async def changes(request: Request, since: int | None = None, timeout: float = 0) -> Any:
+        """The change token; with ``since``, wait up to ``timeout`` s for another one."""
+        svc.caller(request, "read")
+        deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WATCH_S)
+        while True:
+            token = await run_in_threadpool(reg.change_token)
+            if since is None or token != since or time.monotonic() >= deadline:
+                break
+            if await request.is_disconnected():
+                return Response(status_code=499)
+            await asyncio.sleep(WATCH_POLL_S)
+        if request.headers.get("if-none-match") == f'"{token}"':
+            return Response(status_code=304, headers={"ETag": f'"{token}"'})
+        return result(token, token)
+
+    @app.post("/v1/blobs")
+    async def upload(request: Request, digest: str | None = None) -> JSONResponse:
+        """Stream a file in; it is stored only if it hashes to ``digest`` (when given)."""
+        svc.caller(request, "write")
+        reg.store.check_writable()
+        expected = Digest(digest).hex if digest is not None else None
+        limit = settings.max_file_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise e.RequestTooLargeError(
+                f"an upload of {declared} bytes is over the limit of {limit} "
+                "(REGISTRY_MAX_FILE_BYTES)"
+            )
+        writer = await run_in_threadpool(reg.blobs.writer)
+        try:
+            buffer = bytearray()
+            async for chunk in svc.stream(request):
+                buffer += chunk
+                if writer.size + len(buffer) > limit:
+                    raise e.RequestTooLargeError(f"an upload is over the limit of {limit} bytes")
+                if len(buffer) >= UPLOAD_CHUNK:
+                    await run_in_threadpool(writer.write, bytes(buffer))
+                    buffer.clear()
+            if buffer:
+                await run_in_threadpool(writer.write, bytes(buffer))
+            if declared is not None and declared.isdigit() and writer.size != int(declared):
+                raise e.BadRequestError(
+                    f"the upload ended after {writer.size} of {declared} bytes; nothing was "
+                    "stored (send it again)"
+                )
+            hexdigest = await run_in_threadpool(writer.commit, expected)
+        except BaseException:
+            writer.abort()
+            raise
+        return result({"digest": Digest.from_hex(hexdigest), "size": writer.size})
+
+    @app.get("/v1/blobs/{digest}")
+    async def download(request: Request, digest: str) -> Response:
+        """A stored blob's bytes (the client checks them against the digest it asked for)."""
+        svc.caller(request, "read")
+        path = reg.blobs.path(Digest(digest).hex)
+        if not path.is_file():
+            raise e.RefNotFoundError(f"no blob {digest} in the registry")
+        svc.metrics.bytes_out.inc(path.stat().st_size)
+        return FileResponse(path, media_type="application/octet-stream")
+
+    @app.get("/v1/manifest")
+    async def manifest(request: Request, ref: str) -> JSONResponse:
+        """What ``ref`` resolves to and the files that make it (for a pull)."""
+        svc.caller(request, "read")
+
+        def work() -> tuple[Resolved, tuple[ManifestEntry, ...]]:
+            target = reg.resolve(ref)
+            return target, manifest_entries(reg.deps, target)
+
+        target, found = await run_in_threadpool(work)
+        return result({"resolved": target, "entries": found})
+
+    @app.post("/v1/verify")
+    async def verify(request: Request) -> JSONResponse:
+        body = await svc.body(request)
+        gc = bool(_field(body, "gc", bool, False))
+        svc.caller(request, "write" if gc else "read")
+        ref = _field(body, "ref", str | None, None)
+        grace = _field(body, "gc_grace_s", float, 3600.0)
+        report = await run_in_threadpool(lambda: reg.verify(ref, gc=gc, gc_grace_s=grace))
+        return result(report)
+
+    @app.post("/v1/push_request")
+    async def push(request: Request) -> JSONResponse:
+        who = svc.caller(request, "write")
+        body = await svc.body(request)
+        req = _field(body, "request", PushRequest)
+        files = _files(body.get("files"))
+        dataset_file = _field(body, "dataset_file", FileRef | None, None)
+        who = who or _field(body, "who", str | None, None)
+
+        def work() -> Any:
+            reg.store.check_writable()
+            with svc.scratch() as scratch:
+                svc.place(files, scratch / "adapter")
+                data = None
+                if dataset_file is not None:
+                    svc.place((dataset_file,), scratch / "dataset")
+                    data = scratch / "dataset" / dataset_file.path
+                return reg.push_request(req, scratch / "adapter", data, who=who)
+
+        return result(await run_in_threadpool(work))
+
+    @app.post("/v1/add_base")
+    async def add_base(request: Request) -> JSONResponse:
+        who = svc.caller(request, "write")
+        body = await svc.body(request)
+        files = _files(body.get("files"))
+        name = _field(body, "name", str)
+        license_ = _field(body, "license", str | None, None)
+        who = who or _field(body, "who", str | None, None)
+
+        def work() -> Any:
+            reg.store.check_writable()
+            with svc.scratch() as scratch:
+                svc.place(files, scratch / name)
+                return reg.add_base(scratch / name, name=name, license=license_, who=who)
+
+        return result(await run_in_threadpool(work))
+
+    @app.post("/v1/add_dataset")
+    async def add_dataset(request: Request) -> JSONResponse:
+        who = svc.caller(request, "write")
+        body = await svc.body(request)
+        file = _field(body, "file", FileRef)
+        name = _field(body, "name", str)
+        license_ = _field(body, "license", str | None, None)
+        who = who or _field(body, "who", str | None, None)
+
+        def work() -> Any:
+            reg.store.check_writable()
+            with svc.scratch() as scratch:
+                svc.place((file,), scratch)
+                path = scratch / file.path
+                return reg.add_dataset(path, name=name, license=license_, who=who)
+
+        return result(await run_in_threadpool(work))
+
+    @app.post("/v1/add_variant")
+    async def add_variant(request: Request) -> JSONResponse:
+        who = svc.caller(request, "write")
+        body = await svc.body(request)
+        files = _files(body.get("files"))
+        name = _field(body, "name", str)
+        args = {
+            "parent": _field(body, "parent", str),
+            "quantization": _field(body, "quantization", dict[str, Any]),
+            "fidelity": _field(body, "fidelity", dict[str, Any]),
+            "passed": _field(body, "passed", bool),
+            "forced": _field(body, "forced", bool),
+            "pairs": _field(body, "pairs", tuple[PairInput, ...]),
+        }
+        who = who or _field(body, "who", str | None, None)
+
+        def work() -> Any:
+            reg.check_name_free(name)
+            with svc.scratch() as scratch:
+                svc.place(files, scratch / name)
+                return reg.add_variant(scratch / name, name=name, who=who, **args)
+
+        return result(await run_in_threadpool(work))
+
+    async def call(op: Op, args: dict[str, Any]) -> JSONResponse:
+        token = await run_in_threadpool(reg.change_token) if op.scope == "read" else None
+        value = await run_in_threadpool(lambda: getattr(reg, op.name)(**args))
+        return result(value, token)
+
+    @app.get("/v1/{name}")
+    async def read(request: Request, name: str) -> Response:
+        op = ops.get(name)
+        if op is None or op.scope != "read":
+            raise e.BadRequestError(f"no read operation {name!r}")
+        svc.caller(request, "read")
+        query = dict(request.query_params)
+        page_size = min(int(query.pop("page_size", MAX_PAGE) or MAX_PAGE), MAX_PAGE)
+        start = int(query.pop("page_token", 0) or 0)
+        args = decode_args(op, query, from_query=True)
+        current = await run_in_threadpool(reg.change_token)
+        if request.headers.get("if-none-match") == f'"{current}"':
+            return Response(status_code=304, headers={"ETag": f'"{current}"'})
+        value = await run_in_threadpool(lambda: getattr(reg, op.name)(**args))
+        if not op.pages:
+            return result(value, current)
+        page = value[start : start + page_size]
+        following = start + page_size if start + page_size < len(value) else None
+        return JSONResponse(
+            {
+                "result": to_wire(page),
+                "next_page_token": None if following is None else str(following),
+            },
+            headers={"ETag": f'"{current}"'},
+        )
+
+    @app.post("/v1/{name}")
+    async def write(request: Request, name: str) -> JSONResponse:
+        op = ops.get(name)
+        if op is None or op.scope != "write":
+            raise e.BadRequestError(f"no write operation {name!r}")
+        who = svc.caller(request, "write")
+        args = decode_args(op, await svc.body(request), from_query=False)
+        if "who" in op.params and who is not None:
+            args["who"] = who  # the token's name, never what the client says
+        return await call(op, args)
+
+    return app
+
+
+#: Routes with their own handlers (for the metrics' ``op`` label).
+_ROUTES = frozenset(
+    {
+        "info",
+        "changes",
+        "blobs",
+        "manifest",
+        "verify",
+        "push_request",
+        "add_base",
+        "add_dataset",
+        "add_variant",
+    }
+)

@@ -1,0 +1,93 @@
+"""Starting ``registry serve``: open the registry, decide who may call, bind, run uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from registry.location import open_local
+from registry.service.app import create_app
+from registry.service.tokens import Token, check_bind, load_tokens, single_token
+from registry.settings import RegistrySettings
+
+log = logging.getLogger("loraport.registry.service")
+
+
+class ServeError(Exception):
+    """``registry serve`` cannot start; the message says what to change."""
+
+
+def callers(tokens_file: Path | None, settings: RegistrySettings) -> tuple[Token, ...]:
+    """Who may call: the tokens file, else ``REGISTRY_TOKEN`` (write), else nobody (open)."""
+    if tokens_file is not None:
+        return load_tokens(tokens_file)
+    if settings.token is not None:
+        return single_token(settings.token.get_secret_value())
+    return ()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or ServeError naming the fix (port 0: any free port)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family = infos[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(256)
+    except OSError as exc:
+        raise ServeError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port, "
+            "or stop whatever holds it"
+        ) from None
+    return sock
+
+
+def serve(
+    location: str | None,
+    *,
+    host: str,
+    port: int,
+    tokens_file: Path | None,
+    settings: RegistrySettings | None = None,
+) -> None:
+    """Serve the registry directory ``location`` until interrupted."""
+    settings = settings if settings is not None else RegistrySettings()
+    if location is not None and location.lower().startswith(("http://", "https://")):
+        raise ServeError(f"serve a registry directory, not another service ({location})")
+    tokens = callers(tokens_file, settings)
+    check_bind(host, tokens)
+    reg = open_local(location, settings=settings, create=False)
+    # Scratch directories of writes a killed server left behind: nothing refers to them.
+    shutil.rmtree(reg.root / "incoming", ignore_errors=True)
+    sock = bind(host, port)
+    actual = sock.getsockname()[1]
+    if tokens:
+        log.warning(
+            "registry %s on http://%s:%d (%d token(s))", reg.root, host, actual, len(tokens)
+        )
+    else:
+        log.warning(
+            "registry %s on http://%s:%d with no tokens: open to anyone on this machine, "
+            "so bound to loopback only (give --tokens FILE or REGISTRY_TOKEN to serve wider)",
+            reg.root,
+            host,
+            actual,
+        )
+    print(f"registry serving {reg.root} on http://{host}:{actual}", flush=True)
+    app = create_app(reg, settings, tokens)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=10,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        reg.close()
