@@ -14,20 +14,23 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from deploy import evaluation
+from deploy.backoff import Backoff, retrying
 from deploy.controller import Controller
 from deploy.errors import DeployError, EvalSetError, EvalSetUnusableError
 from deploy.gateway_scrape import GatewayScrapeSource
 from deploy.plan import Plan, PlanError, parse_duration, parse_steps
 from deploy.prometheus import PrometheusSource
 from deploy.source import MetricsSource
-from registry import Registry, RegistryError, Rollout
+from registry import Registry, RegistryError, RegistryUnavailableError, Rollout
 from registry.cli import (
     RegistryGroup,
     location_option,
@@ -35,7 +38,9 @@ from registry.cli import (
     remember_location,
     who_option,
 )
-from registry.rollout_rules import to_resume
+from registry.rollout_rules import lease_live, to_resume
+
+T = TypeVar("T")
 
 
 class DeployGroup(RegistryGroup):
@@ -203,7 +208,7 @@ def canary(
         raise click.BadParameter(str(e)) from None
     source = _source(prometheus, gateways)
     with open_for_command(location) as reg:
-        resumed = to_resume(reg.rollout(name), version)
+        resumed = to_resume(_waiting(lambda: reg.rollout(name), f"reading {name}"), version)
         if resumed is not None:
             rollout = resumed
             click.echo(f"resuming rollout #{rollout.id} at step {rollout.step} "
@@ -213,9 +218,7 @@ def canary(
                 gate = _eval_gate(reg, name, version, eval_file, max_regression,
                                   eval_gateway or next(iter(gateways), None))  # fmt: skip
                 plan = plan.model_copy(update={"eval_gate": gate})
-            rollout = reg.start_rollout(
-                name, version, steps=weights, plan=plan.model_dump(), who=who
-            )
+            rollout = _start(reg, name, version, weights, plan, who)
             click.echo(f"rollout #{rollout.id}: {name}@{rollout.stable} -> {name}@{version} "
                        f"at {rollout.weight:g}%")  # fmt: skip
         controller = Controller(reg, source, name, lease_ttl_s=ttl, say=click.echo)
@@ -224,6 +227,26 @@ def canary(
     click.echo(f"{name}: {final.state}: {final.reason}")
     if final.state != "promoted":
         sys.exit(1)
+
+
+def _waiting(call: Callable[[], T], what: str) -> T:
+    """A registry read, retried with deploy's back-off while the registry is unavailable."""
+    return retrying(call, Backoff(), what=what, sleep=time.sleep, say=click.echo)
+
+
+def _start(
+    reg: Registry, name: str, version: int, weights: list[float], plan: Plan, who: str | None
+) -> Rollout:
+    """Start the rollout. If the registry's answer is lost, read whether it started (this
+    run's request did it, or another's: the same canary is resumed either way); a
+    rollout that did not start is not retried blindly: run `deploy canary` again."""
+    try:
+        return reg.start_rollout(name, version, steps=weights, plan=plan.model_dump(), who=who)
+    except RegistryUnavailableError:
+        started = to_resume(_waiting(lambda: reg.rollout(name), f"reading {name}"), version)
+        if started is None:
+            raise
+        return started
 
 
 def _eval_gate(
@@ -276,7 +299,8 @@ def _json(rollout: Rollout) -> dict[str, Any]:
     return asdict(rollout)
 
 
-def _lines(r: Rollout, *, analyses: int | None) -> list[str]:
+def _lines(r: Rollout, *, analyses: int | None, now: float) -> list[str]:
+    """A rollout for people; ``now`` is the registry's clock (whether a lease is live)."""
     steps = ",".join(f"{w:g}" for w in r.steps)
     out = [
         f"rollout #{r.id} of {r.name}: {r.name}@{r.stable} -> {r.name}@{r.canary}  {r.state}"
@@ -285,7 +309,7 @@ def _lines(r: Rollout, *, analyses: int | None) -> list[str]:
         + (f"; ended {r.ended_at}: {r.reason}" if r.ended_at else ""),
     ]
     if r.holder:
-        out.append(f"  controller {r.holder}")
+        out.append(f"  controller {r.holder}" + ("" if lease_live(r, now) else " (lease expired)"))
     shown = r.analyses if analyses is None else r.analyses[-analyses:]
     for a in shown:
         out.append(f"  {a.at} step {a.step} ({a.weight:g}%) {a.verdict}: {a.reason}")
@@ -304,6 +328,7 @@ def status(name: str, as_json: bool, location: str | None) -> None:
     with open_for_command(location) as reg:
         found = reg.rollout(name) or next(iter(reversed(reg.rollouts(name))), None)
         production = reg.aliases(name).get("production")
+        now = reg.clock()
     if as_json:
         click.echo(json.dumps({"name": name, "production": production,
                                "rollout": _json(found) if found else None}, indent=2))  # fmt: skip
@@ -312,7 +337,7 @@ def status(name: str, as_json: bool, location: str | None) -> None:
     if found is None:
         click.echo("  no rollout yet")
         return
-    for line in _lines(found, analyses=5):
+    for line in _lines(found, analyses=5, now=now):
         click.echo(line)
 
 
@@ -327,13 +352,14 @@ def history(name: str, as_json: bool, location: str | None) -> None:
     """
     with open_for_command(location) as reg:
         found = reg.rollouts(name)
+        now = reg.clock()
     if as_json:
         click.echo(json.dumps([_json(r) for r in found], indent=2))
         return
     if not found:
         click.echo(f"{name}: no rollouts")
     for r in found:
-        for line in _lines(r, analyses=None):
+        for line in _lines(r, analyses=None, now=now):
             click.echo(line)
 
 
