@@ -14,43 +14,39 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from deploy import evaluation
+from deploy.backoff import Backoff, retrying
 from deploy.controller import Controller
 from deploy.errors import DeployError, EvalSetError, EvalSetUnusableError
 from deploy.gateway_scrape import GatewayScrapeSource
 from deploy.plan import Plan, PlanError, parse_duration, parse_steps
 from deploy.prometheus import PrometheusSource
 from deploy.source import MetricsSource
-from registry import Registry, RegistryError, Rollout, RolloutConflictError
-from registry import open as open_registry
-from registry.cli import location_option, who_option
+from registry import Registry, RegistryError, RegistryUnavailableError, Rollout
+from registry.cli import (
+    RegistryGroup,
+    location_option,
+    open_for_command,
+    remember_location,
+    who_option,
+)
+from registry.rollout_rules import lease_live, to_resume
 
-_GROUP_LOCATION = "loraport.deploy.registry"
+T = TypeVar("T")
 
 
-def _open(location: str | None) -> Registry:
-    ctx = click.get_current_context(silent=True)
-    if location is None and ctx is not None:
-        location = ctx.find_root().meta.get(_GROUP_LOCATION)
-    return open_registry(location, create=False)
-
-
-class DeployGroup(click.Group):
+class DeployGroup(RegistryGroup):
     """Turns deploy's and the registry's errors into exits with their own codes."""
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (DeployError, RegistryError) as exc:
-            error = click.ClickException(str(exc))
-            setattr(error, "exit_code", exc.exit_code)  # noqa: B010 (a ClassVar in stubs)
-            raise error from exc
+    exits_with_code = (DeployError, RegistryError)
 
 
 @click.group(cls=DeployGroup)
@@ -64,7 +60,7 @@ def main(ctx: click.Context, location: str | None) -> None:
     Example: deploy canary support --to 2 --steps 10,25,50,100 --interval 10m
     --prometheus http://prometheus:9090
     """
-    ctx.meta[_GROUP_LOCATION] = location
+    remember_location(ctx, location)
 
 
 def _option(value: str, parse: Any, flag: str) -> Any:
@@ -211,25 +207,18 @@ def canary(
     except PlanError as e:
         raise click.BadParameter(str(e)) from None
     source = _source(prometheus, gateways)
-    with _open(location) as reg:
-        active = reg.rollout(name)
-        if active is not None and active.canary == version:
-            rollout = active
+    with open_for_command(location) as reg:
+        resumed = to_resume(_waiting(lambda: reg.rollout(name), f"reading {name}"), version)
+        if resumed is not None:
+            rollout = resumed
             click.echo(f"resuming rollout #{rollout.id} at step {rollout.step} "
                        f"({rollout.weight:g}%); its stored plan applies")  # fmt: skip
         else:
-            if active is not None:
-                raise RolloutConflictError(
-                    f"{name} already has an active rollout (#{active.id}, to "
-                    f"{name}@{active.canary}); promote or abort it first"
-                )
             if eval_file is not None:
                 gate = _eval_gate(reg, name, version, eval_file, max_regression,
                                   eval_gateway or next(iter(gateways), None))  # fmt: skip
                 plan = plan.model_copy(update={"eval_gate": gate})
-            rollout = reg.start_rollout(
-                name, version, steps=weights, plan=plan.model_dump(), who=who
-            )
+            rollout = _start(reg, name, version, weights, plan, who)
             click.echo(f"rollout #{rollout.id}: {name}@{rollout.stable} -> {name}@{version} "
                        f"at {rollout.weight:g}%")  # fmt: skip
         controller = Controller(reg, source, name, lease_ttl_s=ttl, say=click.echo)
@@ -238,6 +227,26 @@ def canary(
     click.echo(f"{name}: {final.state}: {final.reason}")
     if final.state != "promoted":
         sys.exit(1)
+
+
+def _waiting(call: Callable[[], T], what: str) -> T:
+    """A registry read, retried with deploy's back-off while the registry is unavailable."""
+    return retrying(call, Backoff(), what=what, sleep=time.sleep, say=click.echo)
+
+
+def _start(
+    reg: Registry, name: str, version: int, weights: list[float], plan: Plan, who: str | None
+) -> Rollout:
+    """Start the rollout. If the registry's answer is lost, read whether it started (this
+    run's request did it, or another's: the same canary is resumed either way); a
+    rollout that did not start is not retried blindly: run `deploy canary` again."""
+    try:
+        return reg.start_rollout(name, version, steps=weights, plan=plan.model_dump(), who=who)
+    except RegistryUnavailableError:
+        started = to_resume(_waiting(lambda: reg.rollout(name), f"reading {name}"), version)
+        if started is None:
+            raise
+        return started
 
 
 def _eval_gate(
@@ -290,7 +299,8 @@ def _json(rollout: Rollout) -> dict[str, Any]:
     return asdict(rollout)
 
 
-def _lines(r: Rollout, *, analyses: int | None) -> list[str]:
+def _lines(r: Rollout, *, analyses: int | None, now: float) -> list[str]:
+    """A rollout for people; ``now`` is the registry's clock (whether a lease is live)."""
     steps = ",".join(f"{w:g}" for w in r.steps)
     out = [
         f"rollout #{r.id} of {r.name}: {r.name}@{r.stable} -> {r.name}@{r.canary}  {r.state}"
@@ -299,7 +309,7 @@ def _lines(r: Rollout, *, analyses: int | None) -> list[str]:
         + (f"; ended {r.ended_at}: {r.reason}" if r.ended_at else ""),
     ]
     if r.holder:
-        out.append(f"  controller {r.holder}")
+        out.append(f"  controller {r.holder}" + ("" if lease_live(r, now) else " (lease expired)"))
     shown = r.analyses if analyses is None else r.analyses[-analyses:]
     for a in shown:
         out.append(f"  {a.at} step {a.step} ({a.weight:g}%) {a.verdict}: {a.reason}")
@@ -315,9 +325,10 @@ def status(name: str, as_json: bool, location: str | None) -> None:
 
     Example: deploy status support --json
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         found = reg.rollout(name) or next(iter(reversed(reg.rollouts(name))), None)
         production = reg.aliases(name).get("production")
+        now = reg.clock()
     if as_json:
         click.echo(json.dumps({"name": name, "production": production,
                                "rollout": _json(found) if found else None}, indent=2))  # fmt: skip
@@ -326,7 +337,7 @@ def status(name: str, as_json: bool, location: str | None) -> None:
     if found is None:
         click.echo("  no rollout yet")
         return
-    for line in _lines(found, analyses=5):
+    for line in _lines(found, analyses=5, now=now):
         click.echo(line)
 
 
@@ -339,15 +350,16 @@ def history(name: str, as_json: bool, location: str | None) -> None:
 
     Example: deploy history support
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         found = reg.rollouts(name)
+        now = reg.clock()
     if as_json:
         click.echo(json.dumps([_json(r) for r in found], indent=2))
         return
     if not found:
         click.echo(f"{name}: no rollouts")
     for r in found:
-        for line in _lines(r, analyses=None):
+        for line in _lines(r, analyses=None, now=now):
             click.echo(line)
 
 
@@ -361,7 +373,7 @@ def promote(name: str, reason: str, location: str | None, who: str | None) -> No
 
     Example: deploy promote support
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         done = reg.end_rollout(name, None, "promoted", reason=reason, who=who)
     click.echo(f"{name}: production -> {name}@{done.canary} (rollout #{done.id} promoted)")
 
@@ -376,6 +388,6 @@ def abort(name: str, reason: str, location: str | None, who: str | None) -> None
 
     Example: deploy abort support --reason "wrong dataset"
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         done = reg.end_rollout(name, None, "aborted", reason=reason, who=who)
     click.echo(f"{name}: rollout #{done.id} aborted; production stays {name}@{done.stable}")

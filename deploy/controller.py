@@ -11,6 +11,18 @@ running controller, which then stops.
 The canary version's quarantine is read from the registry at every poll (at least three
 times per lease ttl), not only when a step is due: a quarantined canary is rolled back
 at once, with the quarantine's reason (:func:`deploy.decision.quarantined`).
+
+Times come from the registry: when a step is due is its ``step_started_at`` (or last
+analysis) plus the interval, compared with :meth:`Registry.clock`, never this host's
+clock, and the lease's expiry is set and checked by the registry inside its writes.
+
+A registry that does not answer (:class:`registry.RegistryUnavailableError`, exit 37)
+is waited out: the rollout is re-read (the lease claim) with capped exponential
+back-off up to a deadline (:mod:`deploy.backoff`), and nothing is ever done on a view
+read before the failure: a judgement interrupted by it (reading the quarantine,
+recording the analysis, advancing, ending) is dropped, and the next one starts from the
+re-read rollout. A write whose answer was lost but which took effect shows in that
+re-read (an ended rollout stops the controller; a moved step is judged afresh).
 """
 
 from __future__ import annotations
@@ -24,8 +36,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from deploy.backoff import Backoff, retrying
 from deploy.decision import ArmFigures, Verdict, decide, quarantined
 from deploy.plan import Plan
 from deploy.source import ArmRef, MetricsSource, MetricsUnavailable
@@ -35,9 +48,12 @@ from registry import (
     RefNotFoundError,
     Registry,
     RegistryError,
+    RegistryUnavailableError,
     Rollout,
     RolloutConflictError,
 )
+
+T = TypeVar("T")
 
 
 def new_holder() -> str:
@@ -68,7 +84,8 @@ class Controller:
         *,
         holder: str | None = None,
         lease_ttl_s: float = 15.0,
-        clock: Callable[[], float] = time.time,
+        backoff: Backoff | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         say: Callable[[str], None] = print,
     ) -> None:
@@ -77,15 +94,24 @@ class Controller:
         self.name = name
         self.holder = holder or new_holder()
         self.lease_ttl_s = lease_ttl_s
-        self.clock = clock
+        self.backoff = backoff or Backoff()
+        self.monotonic = monotonic  # this host's, only for its own waits
         self.sleep = sleep
         self.say = say
 
+    def _retrying(self, call: Callable[[], T], what: str) -> T:
+        """A registry read, retried with back-off while the registry is unavailable."""
+        return retrying(call, self.backoff, what=what, sleep=self.sleep, say=self.say)
+
     def _claim(self, rollout_id: int) -> Rollout | None:
-        """Renew the lease and read the rollout; None once it has ended."""
+        """Renew the lease and read the rollout (retried while the registry is
+        unavailable); None once it has ended."""
         try:
-            return self.reg.claim_rollout(
-                self.name, rollout_id, self.holder, ttl_s=self.lease_ttl_s, who=self.holder
+            return self._retrying(
+                lambda: self.reg.claim_rollout(
+                    self.name, rollout_id, self.holder, ttl_s=self.lease_ttl_s, who=self.holder
+                ),
+                f"claiming rollout #{rollout_id} of {self.name}",
             )
         except RolloutConflictError:
             return None
@@ -97,12 +123,12 @@ class Controller:
     def _first_claim(self, rollout_id: int) -> Rollout | None:
         """Wait for a dead controller's lease to expire (up to twice its ttl); a live
         controller keeps renewing, so this one then gives up with LeaseHeldError."""
-        deadline = self.clock() + 2 * self.lease_ttl_s
+        deadline = self.monotonic() + 2 * self.lease_ttl_s
         while True:
             try:
                 return self._claim(rollout_id)
             except LeaseHeldError as e:
-                if self.clock() > deadline:
+                if self.monotonic() > deadline:
                     raise
                 self.say(f"waiting: {e}")
                 self.sleep(min(1.0, self.lease_ttl_s / 3))
@@ -131,23 +157,39 @@ class Controller:
                 with contextlib.suppress(MetricsUnavailable):
                     self.source.figures(self.arms(rollout), 0.0)
             while rollout is not None:
-                plan = Plan.model_validate(rollout.plan)
-                wait = self.due(rollout, plan) - self.clock()
-                try:
-                    if wait > 0 and self.quarantine(rollout) is None:
-                        self.sleep(min(wait, self.lease_ttl_s / 3))
-                    else:
-                        self.judge(rollout, plan)
-                except (RolloutConflictError, RefNotFoundError) as e:
-                    # ended or moved under us (a person's promote/abort): re-read it
-                    self.say(f"{self.name}: {e}")
-                rollout = self._claim(rollout_id)
+                self.poll(rollout)
+                rollout = self._claim(rollout_id)  # the next poll acts on a fresh read only
         finally:
-            self.reg.release_rollout(self.name, rollout_id, self.holder)
+            self._release(rollout_id)
         return self.final(rollout_id)
 
+    def poll(self, rollout: Rollout) -> None:
+        """One look at ``rollout``, as just read: judge it if its step is due (by the
+        registry's clock) or its canary is quarantined, else sleep a while. A registry
+        failure drops this view (the caller re-reads before anything else is done)."""
+        plan = Plan.model_validate(rollout.plan)
+        try:
+            wait = self.due(rollout, plan) - self.reg.clock()
+            if wait > 0 and self.quarantine(rollout) is None:
+                self.sleep(min(wait, self.lease_ttl_s / 3))
+            else:
+                self.judge(rollout, plan)
+        except (RolloutConflictError, RefNotFoundError) as e:
+            # ended or moved under us (a person's promote/abort): re-read it
+            self.say(f"{self.name}: {e}")
+        except RegistryUnavailableError as e:
+            self.say(f"{self.name}: registry unavailable ({e}); re-reading before acting")
+
+    def _release(self, rollout_id: int) -> None:
+        """Give the lease up; if the registry does not answer, it expires by itself."""
+        try:
+            self.reg.release_rollout(self.name, rollout_id, self.holder)
+        except RegistryUnavailableError as e:
+            self.say(f"{self.name}: lease not released ({e}); it expires in its ttl")
+
     def final(self, rollout_id: int) -> Rollout:
-        for r in self.reg.rollouts(self.name):
+        found = self._retrying(lambda: self.reg.rollouts(self.name), f"reading {self.name}")
+        for r in found:
             if r.id == rollout_id:
                 return r
         raise RuntimeError(f"rollout #{rollout_id} of {self.name} vanished")

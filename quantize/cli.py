@@ -25,20 +25,18 @@ from quantize.register import Outcome
 from quantize.settings import QuantizeSettings
 from quantize.stage import eval_pairs, run
 from registry import RegistryError
-from registry import open as open_registry
-from registry.cli import location_option, who_option
+from registry.cli import RegistryGroup, location_option, open_for_command, who_option
 
 
-class QuantizeGroup(click.Group):
-    """Turns the stage's and the registry's errors into exits with their own codes."""
+class QuantizeGroup(RegistryGroup):
+    """Turns the stage's and the registry's errors into exits with their own codes; a bad
+    recipe is a usage error."""
+
+    exits_with_code = (QuantizeError, RegistryError)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (QuantizeError, RegistryError) as exc:
-            error = click.ClickException(str(exc))
-            setattr(error, "exit_code", exc.exit_code)  # noqa: B010 (a ClassVar in stubs)
-            raise error from exc
         except RecipeError as exc:
             raise click.UsageError(str(exc)) from exc
 
@@ -180,7 +178,7 @@ def run_cmd(
     Example: quantize run tiny-llama --method awq --calibration calibration --eval-set
     examples/data/eval.jsonl
     """
-    with open_registry(location, create=False) as reg, _progress() as progress:
+    with open_for_command(location) as reg, _progress() as progress:
         outcome = run(
             reg,
             base_ref,
@@ -228,7 +226,7 @@ def eval_cmd(
 
     Example: quantize eval tiny-llama-awq extract@2
     """
-    with open_registry(location, create=False) as reg, _progress() as progress:
+    with open_for_command(location) as reg, _progress() as progress:
         pairs = eval_pairs(
             reg,
             variant_ref,
@@ -275,7 +273,7 @@ def merge_cmd(
 
     Example: quantize merge support-v1@1 --method fp8
     """
-    with open_registry(location, create=False) as reg, _progress() as progress:
+    with open_for_command(location) as reg, _progress() as progress:
         outcome = merge(
             reg,
             adapter_ref,

@@ -22,6 +22,7 @@ from registry.quarantine import refuse_quarantined
 from registry.refs import PRODUCTION, check_alias, check_name, check_version
 from registry.rollouts import refuse_hand_move
 from registry.sqlite_store import SqliteStore, now_iso
+from registry.targets import live_version
 
 
 def check_production_move(store: SqliteStore, name: str, version: int | None) -> None:
@@ -63,10 +64,7 @@ def set_alias(deps: Deps, name: str, alias: str, version: int, *, who: str | Non
     if store.kind_of(name) != "adapter":
         raise RefNotFoundError(f"no adapter named {name!r}; see `registry ls`")
     with store.write() as tx:
-        found = store.version_digest(name, version)
-        if found is None or not found[1]:
-            state = "has no version" if found is None else "has removed version"
-            raise RefNotFoundError(f"{name} {state} {version}; see `registry ls`")
+        live_version(store, name, version)
         check_case(alias, store.aliases_of(name))
         if alias == PRODUCTION:
             check_production_move(store, name, version)

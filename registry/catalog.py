@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from registry.architecture import (
     chat_template,
@@ -26,21 +27,50 @@ from registry.architecture import (
 from registry.blobs import FileBlobStore
 from registry.deps import Deps
 from registry.digest import Digest, manifest_digest, parse_manifest
-from registry.dirscan import ScanError, scan_directory
+from registry.dirscan import ScanError, ScannedFile, scan_directory
 from registry.errors import (
     IntegrityError,
     InvalidBaseModelError,
     InvalidDatasetError,
     NameConflictError,
 )
+from registry.names import check_new_name
 from registry.records import BaseModel, Dataset
-from registry.refs import check_name
 from registry.sqlite_store import Tx, now_iso
-from registry.staging import check_kind, store_files
+from registry.staging import store_files
 from registry.weights import module_norms
 
 #: The architecture summary's key for the per-module ``||W||_F``.
 NORMS = "norms"
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedBase:
+    """A base model directory as it will be recorded: its canonical files, architecture
+    summary and chat template digest."""
+
+    files: list[ScannedFile]
+    architecture: dict[str, Any]
+    template: str | None
+
+
+def scan_base(path: Path, max_file_bytes: int, *, what: str, norms: bool) -> ScannedBase:
+    """Scan a base model directory (a base, or a quantized variant: ``what``) for its
+    canonical files and summarise it; with ``norms``, keep each 2-D weight's ``||W||_F``
+    (a quantized model's are not the served scale, so it never gets them).
+    InvalidBaseModelError says what is wrong."""
+    try:
+        files = [
+            f for f in scan_directory(path, max_file_bytes) if is_canonical_base_file(f.relpath)
+        ]
+        architecture = summarize(files)
+        if norms and "quantization_config" not in architecture:
+            weights = [f.path for f in files if f.relpath.endswith(".safetensors")]
+            architecture[NORMS] = module_norms(weights, architecture["modules"])
+        template = template_digest(chat_template({f.relpath: f.path for f in files}))
+    except (ScanError, ValueError, OSError, RecursionError) as exc:
+        raise InvalidBaseModelError(f"cannot record {what} from {path}: {exc}") from None
+    return ScannedBase(files, architecture, template)
 
 
 def add_base(
@@ -53,28 +83,12 @@ def add_base(
     progress: bool | None = False,
 ) -> BaseModel:
     """Record a base model directory (its canonical files) and its architecture summary."""
-    check_name(name)
-    deps.store.check_writable()
-    check_kind(deps.store, name, "base")
-    try:
-        files = [
-            f
-            for f in scan_directory(path, deps.settings.max_file_bytes)
-            if is_canonical_base_file(f.relpath)
-        ]
-        architecture = summarize(files)
-        if "quantization_config" not in architecture:
-            weights = [f.path for f in files if f.relpath.endswith(".safetensors")]
-            architecture[NORMS] = module_norms(weights, architecture["modules"])
-        template = template_digest(chat_template({f.relpath: f.path for f in files}))
-    except ScanError as exc:
-        raise InvalidBaseModelError(f"cannot add {path}: {exc}") from None
-    except (ValueError, OSError, RecursionError) as exc:
-        raise InvalidBaseModelError(f"cannot add base model from {path}: {exc}") from None
+    check_new_name(deps.store, name, "base")
+    scanned = scan_base(path, deps.settings.max_file_bytes, what="base model", norms=True)
     existing = deps.store.record_digest("base", name)
     entries = store_files(
         deps.blobs,
-        files,
+        scanned.files,
         f"base {name}",
         progress=progress,
         progress_min_bytes=deps.settings.progress_min_bytes,
@@ -94,8 +108,8 @@ def add_base(
         tx.insert_base(
             name=name,
             digest=digest,
-            architecture=architecture,
-            template=template,
+            architecture=scanned.architecture,
+            template=scanned.template,
             license=license,
             who=by,
             at=at,
@@ -169,9 +183,7 @@ def add_dataset(
     deps: Deps, path: Path, *, name: str, license: str | None = None, who: str | None = None
 ) -> Dataset:
     """Record a dataset file (content digest, record count, license)."""
-    check_name(name)
-    deps.store.check_writable()
-    check_kind(deps.store, name, "dataset")
+    check_new_name(deps.store, name, "dataset")
     staged = stage_dataset(deps, path)
     existing = deps.store.record_digest("dataset", name)
     if existing is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 
@@ -33,14 +33,18 @@ def exit_code(exc: e.RegistryError) -> int:
 
 
 class RegistryGroup(click.Group):
-    """A group that turns RegistryError into a ClickException with a mapped exit code."""
+    """A group that turns the errors it names (each class carries its ``exit_code``) into
+    click errors exiting with that code. ``deploy`` and ``quantize`` subclass it to add
+    their own error classes to the registry's."""
+
+    exits_with_code: ClassVar[tuple[type[Exception], ...]] = (e.RegistryError,)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except e.RegistryError as exc:
+        except self.exits_with_code as exc:
             error = click.ClickException(str(exc))
-            setattr(error, "exit_code", exit_code(exc))  # noqa: B010 (a ClassVar in stubs)
+            setattr(error, "exit_code", getattr(exc, "exit_code"))  # noqa: B009, B010
             raise error from exc
 
 
@@ -61,12 +65,26 @@ def who_option(func: F) -> F:
 _GROUP_LOCATION = "loraport.registry"
 
 
-def _open(location: str | None, *, create: bool = False) -> Registry:
-    """The registry named on the verb, else before it (`registry --registry X push ...`)."""
+def remember_location(ctx: click.Context, location: str | None) -> None:
+    """Keep a group's ``--registry`` for its verbs (``registry --registry X push ...``);
+    click shares ``meta`` with every context under the group."""
+    ctx.meta[_GROUP_LOCATION] = location
+
+
+def command_location(location: str | None) -> str | None:
+    """The location a command names: its own ``--registry``, else its group's
+    (:func:`remember_location`); None leaves it to ``REGISTRY_URL`` / the default."""
     ctx = click.get_current_context(silent=True)
     if location is None and ctx is not None:
-        location = ctx.meta.get(_GROUP_LOCATION)
-    return open_registry(location, create=create)
+        return ctx.meta.get(_GROUP_LOCATION)
+    return location
+
+
+def open_for_command(location: str | None, *, create: bool = False) -> Registry:
+    """Open the registry a command names (:func:`command_location`, else ``REGISTRY_URL``,
+    else the per-user default). Every CLI (registry, deploy, quantize) opens its registry
+    here."""
+    return open_registry(command_location(location), create=create)
 
 
 @click.group(cls=RegistryGroup)
@@ -84,7 +102,7 @@ def main(ctx: click.Context, location: str | None) -> None:
 
     Example: registry --registry ./reg push examples/adapters/extract --base tiny-llama
     """
-    ctx.meta[_GROUP_LOCATION] = location
+    remember_location(ctx, location)
 
 
 @main.command()
@@ -94,13 +112,13 @@ def init(location: str | None) -> None:
 
     Example: registry init --registry ./reg
     """
-    given = location or click.get_current_context().meta.get(_GROUP_LOCATION)
+    given = command_location(location)
     if given and scheme(given) == "http":
         raise e.UnsupportedLocationError(
             f"{given} is a registry service: its registry is created where it runs "
             "(`registry init --registry DIR`, then `registry serve --registry DIR` there)"
         )
-    with _open(location, create=True) as reg:
+    with open_for_command(location, create=True) as reg:
         click.echo(f"registry ready at {reg.location}")
 
 
@@ -125,7 +143,7 @@ def base_add(
 
     Example: registry base add models/tiny-llama --name tiny-llama --license apache-2.0
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         record = reg.add_base(directory, name=name, license=license_, who=who, progress=None)
         click.echo(f"{record.name} {record.digest}")
 
@@ -151,7 +169,7 @@ def dataset_add(
 
     Example: registry dataset add data/support.jsonl --name support-data --license cc-by-4.0
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         record = reg.add_dataset(file, name=name, license=license_, who=who)
         click.echo(f"{record.name} {record.digest} ({record.records} records)")
 
@@ -223,7 +241,7 @@ def push(
     Example: registry push adapters/support --base tiny-llama --dataset data/support.jsonl
     --alias canary --meta epochs=3
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         result = reg.push_adapter(
             directory,
             name=name,
@@ -265,7 +283,7 @@ def ls(as_json: bool, location: str | None) -> None:
 
     Example: registry ls --json
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         records: list[render.Record] = [*reg.list_bases(), *reg.list_datasets()]
         records += reg.list_adapters()
         if as_json:
@@ -296,7 +314,7 @@ def quarantine_add(ref: str, reason: str, location: str | None, who: str | None)
 
     Example: registry quarantine add support@3 --reason "answers in the wrong language"
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         before = reg.adapter(ref).quarantine
         record = reg.quarantine(ref, reason=reason, who=who)
         q = record.quarantine
@@ -320,7 +338,7 @@ def quarantine_rm(ref: str, location: str | None, who: str | None) -> None:
 
     Example: registry quarantine rm support@3
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         record = reg.lift_quarantine(ref, who=who)
         click.echo(f"{record.ref} is no longer quarantined")
 
@@ -333,7 +351,7 @@ def quarantine_ls(as_json: bool, location: str | None) -> None:
 
     Example: registry quarantine ls --json
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         records = reg.quarantined()
         if as_json:
             click.echo(json.dumps([render.to_json(r) for r in records], indent=2))
@@ -354,7 +372,7 @@ def show(ref: str, as_json: bool, location: str | None) -> None:
 
     Example: registry show support@production --json
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         kind = reg.resolve(ref).kind
         record: render.Record = (
             reg.adapter(ref)
@@ -388,7 +406,7 @@ def pull(ref: str, dest: Path, location: str | None) -> None:
 
     Example: registry pull support@production ./support
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         resolved = reg.resolve(ref)
         path = reg.pull(ref, dest, progress=None)
         click.echo(f"{path} {resolved.digest}")
@@ -416,7 +434,7 @@ def alias_set(
     Example: registry alias set support production 2
     """
     number = parse_version(version)
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         reg.set_alias(name, alias_name, number, who=who)
         click.echo(f"{name}@{alias_name} -> {name}@{version}")
 
@@ -431,7 +449,7 @@ def alias_rm(name: str, alias_name: str, location: str | None, who: str | None) 
 
     Example: registry alias rm support canary
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         reg.remove_alias(name, alias_name, who=who)
         click.echo(f"removed {name}@{alias_name}")
 
@@ -446,7 +464,7 @@ def verify(ref: str | None, gc: bool, grace: float, location: str | None) -> Non
 
     Example: registry verify support@2
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         report = reg.verify(ref, gc=gc, gc_grace_s=grace)
     for line in render.verify_lines(report):
         click.echo(line)
@@ -463,7 +481,7 @@ def rm(ref: str, location: str | None, who: str | None) -> None:
 
     Example: registry rm support@1
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         target = reg.remove(ref, who=who)
         shown = target.name if target.version is None else f"{target.name}@{target.version}"
         click.echo(f"removed {target.kind} {shown}")
@@ -478,7 +496,7 @@ def log(name: str | None, as_json: bool, location: str | None) -> None:
 
     Example: registry log support
     """
-    with _open(location) as reg:
+    with open_for_command(location) as reg:
         for event in reg.events(name):
             if as_json:
                 click.echo(json.dumps(render.event_json(event), sort_keys=True))

@@ -247,6 +247,11 @@ class HttpRegistry:
     def events(self, name: str | None = None) -> list[Event]:
         return self._read("events", name=name)  # type: ignore[no-any-return]
 
+    def clock(self) -> float:
+        """The server's clock (what its timestamps and leases use), off by at most the
+        round trip: never this host's."""
+        return self._read("clock")  # type: ignore[no-any-return]
+
     def change_token(self) -> int:
         return self._read("change_token")  # type: ignore[no-any-return]
 

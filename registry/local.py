@@ -29,6 +29,7 @@ from registry.errors import (
     RefNotFoundError,
     RegistryError,
 )
+from registry.names import check_new_name
 from registry.prepare import PushRequest, prepare_push
 from registry.protocol import PathLike
 from registry.records import (
@@ -57,7 +58,7 @@ from registry.refs import (
 from registry.rollouts import Outcome as RolloutOutcome
 from registry.settings import RegistrySettings
 from registry.sqlite_store import SqliteStore, now_iso
-from registry.staging import check_kind
+from registry.targets import dead_version
 from registry.validation import inspect_adapter_dir
 
 #: How often :meth:`LocalRegistry.wait_for_change` reads the token.
@@ -127,10 +128,10 @@ class LocalRegistry:
                 raise RefNotFoundError(self._no_alias(name, alias, plain=plain))
             version = target
         found_version = self.store.version_digest(name, version)
-        if found_version is None:
-            raise RefNotFoundError(f"{name} has no version {version}")
-        if not found_version[1]:
-            raise RefNotFoundError(f"{name}@{version} was removed")
+        problem = dead_version(name, version, None if found_version is None else found_version[1])
+        if problem is not None:
+            raise problem
+        assert found_version is not None
         return Resolved("adapter", name, version, found_version[0])
 
     def _no_alias(self, name: str, alias: str, *, plain: bool) -> str:
@@ -208,6 +209,10 @@ class LocalRegistry:
         """The event log, oldest first (optionally for one name)."""
         return self.store.events(name)
 
+    def clock(self) -> float:
+        """This host's ``time.time()``: what the registry's timestamps and leases use."""
+        return time.time()
+
     def change_token(self) -> int:
         """Grows whenever a push, alias move or removal is committed (the last event id)."""
         return self.store.change_token()
@@ -278,8 +283,7 @@ class LocalRegistry:
         name = check_name(request.name)
         if request.alias is not None:
             check_alias(request.alias)
-        self.store.check_writable()  # before any work
-        check_kind(self.store, name, "adapter")
+        check_new_name(self.store, name, "adapter")  # before any work
         adapter = inspect_adapter_dir(source, self.settings.max_file_bytes)
         hint = adapter.config.get("base_model_name_or_path")
         try:

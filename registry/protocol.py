@@ -71,6 +71,12 @@ class Registry(Protocol):
 
     def events(self, name: str | None = None) -> list[Event]: ...
 
+    def clock(self) -> float:
+        """The registry's time now, in epoch seconds: the clock its timestamps (``at``,
+        ``step_started_at``) and lease expiries are written with. A caller that compares
+        those with "now" asks this, never its own clock (a remote caller's may be skewed)."""
+        ...
+
     def change_token(self) -> int:
         """Grows whenever a write is committed; cheap to poll."""
         ...

@@ -17,10 +17,10 @@ from registry.errors import (
     InvalidRefError,
     NotQuarantinedError,
     QuarantinedError,
-    RefNotFoundError,
 )
 from registry.records import AdapterVersion
 from registry.sqlite_store import now_iso
+from registry.targets import live_version
 
 #: A reason is one line a person reads in `registry show` and in a gateway's error.
 MAX_REASON_CHARS = 500
@@ -48,31 +48,24 @@ def refuse_quarantined(record: AdapterVersion, *, as_: str) -> None:
     )
 
 
-def _live(deps: Deps, name: str, version: int) -> AdapterVersion:
-    record = deps.store.adapter(name, version)
-    if record is None or record.removed_at is not None:
-        raise RefNotFoundError(f"{name}@{version} is not a live adapter version")
-    return record
-
-
 def quarantine(
     deps: Deps, name: str, version: int, *, reason: str, who: str | None
 ) -> AdapterVersion:
     """Quarantine ``name@version``; a version already quarantined keeps its first reason."""
     text = _reason(reason)
     with deps.store.write() as tx:
-        record = _live(deps, name, version)
+        record = live_version(deps.store, name, version)
         if record.quarantine is None:
             tx.set_quarantine(
                 name=name, version=version, reason=text, who=deps.who(who), at=now_iso()
             )
-    return _live(deps, name, version)
+    return live_version(deps.store, name, version)
 
 
 def lift(deps: Deps, name: str, version: int, *, who: str | None) -> AdapterVersion:
     """Lift the quarantine of ``name@version`` (a person's decision)."""
     with deps.store.write() as tx:
-        record = _live(deps, name, version)
+        record = live_version(deps.store, name, version)
         if record.quarantine is None:
             raise NotQuarantinedError(f"{name}@{version} is not quarantined")
         tx.clear_quarantine(
@@ -82,4 +75,4 @@ def lift(deps: Deps, name: str, version: int, *, who: str | None) -> AdapterVers
             who=deps.who(who),
             at=now_iso(),
         )
-    return _live(deps, name, version)
+    return live_version(deps.store, name, version)

@@ -35,14 +35,15 @@ from registry.bases import check_same_base
 from registry.deps import Deps
 from registry.errors import (
     InvalidRolloutError,
-    LeaseHeldError,
     RefNotFoundError,
     RolloutConflictError,
 )
 from registry.quarantine import refuse_quarantined
 from registry.records import Rollout
 from registry.refs import PRODUCTION, check_name, check_version
+from registry.rollout_rules import already_active, claim_refused, write_refused
 from registry.sqlite_store import SqliteStore, Tx, now_iso
+from registry.targets import live_version
 
 Outcome = Literal["promoted", "rolled_back", "aborted"]
 MAX_STEPS = 100
@@ -99,21 +100,14 @@ def start(
     with store.write() as tx:
         active = store.active_rollout(name)
         if active is not None:
-            raise RolloutConflictError(
-                f"{name} already has an active rollout (#{active.id}, {name}@{active.stable} -> "
-                f"{name}@{active.canary} at {active.weight:g}%); promote or abort it first "
-                f"(`deploy promote {name}` / `deploy abort {name}`)"
-            )
+            raise already_active(active)
         stable = store.alias_target(name, PRODUCTION)
         if stable is None:
             raise InvalidRolloutError(
                 f"{name} has no production alias, so there is no stable version to split "
                 f"from; set one first (`registry alias set {name} production N`)"
             )
-        new = store.adapter(name, canary)
-        if new is None or new.removed_at is not None:
-            state = "has no version" if new is None else "has removed version"
-            raise RefNotFoundError(f"{name} {state} {canary}; see `registry ls`")
+        new = live_version(store, name, canary)
         if canary == stable:
             raise InvalidRolloutError(f"{name}@{canary} is already production; nothing to roll out")
         old = store.adapter(name, stable)
@@ -174,19 +168,11 @@ def _current(deps: Deps, name: str, rollout_id: int | None) -> Rollout:
     return found
 
 
-def _check_lease(rollout: Rollout, holder: str | None, now: float) -> None:
-    """A controller (``holder``) may write only while it holds the lease; a person
-    (None) only while no controller's lease is live."""
-    live = rollout.holder is not None and (rollout.lease_until or 0.0) >= now
-    if holder is None and not live:
-        return
-    if holder is not None and rollout.holder == holder:
-        return
-    owner = rollout.holder if live else "nobody"
-    raise LeaseHeldError(
-        f"rollout #{rollout.id} of {rollout.name} is driven by {owner}; "
-        f"{'claim it first' if holder is not None and not live else 'only one controller acts'}"
-    )
+def _check_lease(rollout: Rollout, holder: str | None) -> None:
+    """Apply :func:`write_refused` with the registry's clock (inside the write)."""
+    refused = write_refused(rollout, holder, time.time())
+    if refused is not None:
+        raise refused
 
 
 def claim(
@@ -198,14 +184,10 @@ def claim(
         raise InvalidRolloutError("a lease needs a holder id and a positive finite ttl")
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
-        now = time.time()
-        if found.holder not in (None, holder) and (found.lease_until or 0.0) >= now:
-            raise LeaseHeldError(
-                f"rollout #{found.id} of {name} is driven by {found.holder} (lease for "
-                f"{found.lease_until - now:.0f} s more)"
-                if found.lease_until is not None
-                else f"rollout #{found.id} of {name} is driven by {found.holder}"
-            )
+        now = time.time()  # the registry's clock: the expiry it stores is on it too
+        refused = claim_refused(found, holder, now)
+        if refused is not None:
+            raise refused
         if tx.set_lease(rollout=found, holder=holder, until=now + ttl_s):
             _lease_event(tx, found, holder, deps.who(who))
     return _get(deps, rollout_id)
@@ -243,7 +225,7 @@ def advance(
     """Move an active rollout to ``step`` (compare-and-set: it must be the next one)."""
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
-        _check_lease(found, holder, time.time())
+        _check_lease(found, holder)
         if step != found.step + 1 or step >= len(found.steps):
             raise RolloutConflictError(
                 f"rollout #{found.id} of {name} is at step {found.step} of {len(found.steps)}; "
@@ -276,7 +258,7 @@ def record_analysis(
     figures = _check_plan(figures)
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
-        _check_lease(found, holder, time.time())
+        _check_lease(found, holder)
         if found.step != step:
             raise RolloutConflictError(
                 f"rollout #{found.id} of {name} moved to step {found.step}; this analysis was "
@@ -310,7 +292,7 @@ def end(
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
         if holder is not None:
-            _check_lease(found, holder, time.time())
+            _check_lease(found, holder)
         by, at = deps.who(who), now_iso()
         if outcome == "promoted":
             canary = deps.store.adapter(name, found.canary)

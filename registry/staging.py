@@ -7,10 +7,8 @@ from collections.abc import Callable, Sequence
 from registry.blobs import BlobStore
 from registry.digest import ManifestEntry
 from registry.dirscan import ScannedFile
-from registry.errors import NameConflictError, SourceChangedError
+from registry.errors import SourceChangedError
 from registry.progress import byte_progress, want_progress
-from registry.records import Kind
-from registry.sqlite_store import SqliteStore
 
 
 def store_files(
@@ -37,13 +35,3 @@ def store_files(
                 )
             entries.append(ManifestEntry(f.relpath, size, hexdigest))
     return tuple(entries)
-
-
-def check_kind(store: SqliteStore, name: str, kind: Kind) -> None:
-    """Refuse early when ``name`` already names another kind of record."""
-    existing = store.kind_of(name)
-    if existing not in (None, kind):
-        raise NameConflictError(
-            f"{name!r} already names a {existing}; base models, datasets and adapters share "
-            "one namespace, so pick another name"
-        )

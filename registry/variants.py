@@ -23,26 +23,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from registry.architecture import chat_template, is_canonical_base_file, summarize
-from registry.architecture import template_digest as _template_digest
+from registry.catalog import scan_base
 from registry.deps import Deps
-from registry.dirscan import ScanError, scan_directory
-from registry.errors import InvalidBaseModelError, NameConflictError, RefNotFoundError
+from registry.errors import RefNotFoundError
+from registry.names import check_new_name
 from registry.records import BaseModel, PairInput
-from registry.refs import check_name
 from registry.sqlite_store import now_iso
-from registry.staging import check_kind, store_files
+from registry.staging import store_files
 
 
 def check_name_free(deps: Deps, name: str) -> None:
     """Refuse early (before any work) a variant name that is taken or not a valid name."""
-    check_name(name)
-    deps.store.check_writable()
-    if deps.store.kind_of(name) is not None:
-        raise NameConflictError(
-            f"{name!r} is taken (a {deps.store.kind_of(name)}; names stay taken after "
-            "`registry rm`, so old refs never point at something new): pass --name NAME"
-        )
+    check_new_name(deps.store, name, None)
 
 
 def add(
@@ -61,20 +53,10 @@ def add(
 ) -> BaseModel:
     """Record ``path`` as variant ``name`` of base ``parent``, with its pair results."""
     check_name_free(deps, name)
-    check_kind(deps.store, name, "base")
-    try:
-        files = [
-            f
-            for f in scan_directory(path, deps.settings.max_file_bytes)
-            if is_canonical_base_file(f.relpath)
-        ]
-        architecture = summarize(files)
-        template = _template_digest(chat_template({f.relpath: f.path for f in files}))
-    except (ScanError, ValueError, OSError, RecursionError) as exc:
-        raise InvalidBaseModelError(f"cannot record variant from {path}: {exc}") from None
+    scanned = scan_base(path, deps.settings.max_file_bytes, what="variant", norms=False)
     entries = store_files(
         deps.blobs,
-        files,
+        scanned.files,
         f"variant {name}",
         progress=progress,
         progress_min_bytes=deps.settings.progress_min_bytes,
@@ -87,8 +69,8 @@ def add(
         tx.insert_base(
             name=name,
             digest=digest,
-            architecture=architecture,
-            template=template,
+            architecture=scanned.architecture,
+            template=scanned.template,
             license=parent.license,
             who=by,
             at=at,

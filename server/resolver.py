@@ -25,6 +25,9 @@ from typing import Any, TypeVar
 
 import registry
 from registry.records import a_kind
+
+# the registry's rank limit: the gateway's vLLM default (server/settings.py) reads it here
+from registry.settings import DEFAULT_MAX_LORA_RANK as DEFAULT_MAX_LORA_RANK
 from server.canary import CANARY, STABLE, Split
 from server.errors import (
     AdapterQuarantinedError,

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from server.resolver import DEFAULT_MAX_LORA_RANK
+
 StructuredBackend = Literal["xgrammar", "guidance", "outlines"]
 
 
@@ -42,7 +44,9 @@ class LocalVllm(BaseModel):
     max_model_len: int = 512
     max_loras: int = 4
     """Adapters vLLM batches at once (its `--max-loras`)."""
-    max_lora_rank: int = 16
+    max_lora_rank: int = DEFAULT_MAX_LORA_RANK
+    """vLLM's `--max-lora-rank`: by default the registry's limit (`REGISTRY_MAX_LORA_RANK`'s
+    default), so every adapter a push accepts can be loaded."""
     gpu_memory_utilization: float = 0.2
     """On the CPU backend: the fraction of host memory reserved for the KV cache."""
     startup_timeout_s: float = 300.0

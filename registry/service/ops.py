@@ -34,6 +34,7 @@ READS: tuple[str, ...] = (
     "aliases",
     "events",
     "change_token",
+    "clock",
     "quarantined",
     "rollout",
     "rollouts",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import cast
 
 from registry.digest import Digest
-from registry.errors import NameConflictError
+from registry.names import name_refusal
 from registry.records import Kind
 from registry.sqlite_store.core import StoreCore, TxCore
 
@@ -71,11 +71,9 @@ class NameWrites(TxCore):
             (name, kind, at),
         )
         row = self.conn.execute("SELECT kind FROM names WHERE name = ?", (name,)).fetchone()
-        if row[0] != kind:
-            raise NameConflictError(
-                f"{name!r} already names a {row[0]}; base models, datasets and adapters "
-                "share one namespace, so pick another name"
-            )
+        refused = name_refusal(name, cast(Kind, row[0]), kind)
+        if refused is not None:
+            raise refused
 
     def remove(
         self, *, kind: Kind, name: str, version: int | None, digest: Digest, who: str, at: str

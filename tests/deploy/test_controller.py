@@ -7,10 +7,13 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 import registry
+from deploy.backoff import Backoff, delays
 from deploy.controller import Controller
 from deploy.decision import ArmFigures
 from deploy.plan import Plan
@@ -106,7 +109,7 @@ def test_resuming_waits_for_the_rest_of_the_interval(support_registry: LocalRegi
     plan = Plan.checked(interval_s=600, min_requests=10)
     r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=plan.model_dump())
     ctl = controller(support_registry, Scripted([(GOOD, GOOD)]))
-    assert ctl.due(r, plan) - ctl.clock() > 590  # judged 10 minutes after the step began
+    assert ctl.due(r, plan) - support_registry.clock() > 590  # 10 minutes after the step began
 
 
 def test_two_controllers_never_both_act(support_registry: LocalRegistry) -> None:
@@ -191,3 +194,114 @@ def test_a_lifted_quarantine_is_judged_by_figures_again(support_registry: LocalR
     r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=PLAN)
     final = controller(support_registry, Scripted([(GOOD, GOOD)])).run(r.id)
     assert final.state == "promoted"
+
+
+class Flaky:
+    """A registry that does not answer (RegistryUnavailableError) the calls ``fail``
+    picks, and can run ``during`` while it is down (a change the controller cannot see);
+    every other call goes to the real registry. ``ahead_s`` sets its clock ahead of this
+    host's. A narrow stand-in for a registry service behind a flaky network."""
+
+    def __init__(
+        self,
+        inner: LocalRegistry,
+        fail: Callable[[str, int], bool],
+        during: Callable[[], None] | None = None,
+        ahead_s: float = 0.0,
+    ) -> None:
+        self.inner = inner
+        self.fail = fail
+        self.during = during
+        self.ahead_s = ahead_s
+        self.calls: list[str] = []
+
+    def clock(self) -> float:
+        self.calls.append("clock")
+        return self.inner.clock() + self.ahead_s
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            if self.fail(name, self.calls.count(name)):
+                if self.during is not None:
+                    self.during()
+                raise registry.RegistryUnavailableError(f"{name}: connection refused")
+            return method(*args, **kwargs)
+
+        return call
+
+
+FAST = Backoff(first_s=0.01, factor=2, cap_s=0.05, deadline_s=1.0)
+
+
+def test_the_registry_down_for_a_while_is_waited_out(support_registry: LocalRegistry) -> None:
+    """The first 4 claims (reads of the rollout) fail: the controller backs off, says so,
+    and walks the rollout to the end once the registry answers."""
+    r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=PLAN)
+    flaky = Flaky(support_registry, lambda name, n: name == "claim_rollout" and n <= 4)
+    said: list[str] = []
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        time.sleep(s)
+
+    ctl = Controller(flaky, Scripted([(GOOD, GOOD)]), "support", lease_ttl_s=1.0,  # type: ignore[arg-type]
+                     backoff=FAST, sleep=sleep, say=said.append)  # fmt: skip
+    final = ctl.run(r.id)
+    assert final.state == "promoted"
+    assert slept[:4] == delays(FAST)[:4]  # 0.01, 0.02, 0.04, 0.05
+    assert sum("registry unavailable (claiming rollout" in line for line in said) == 4
+
+
+def test_nothing_is_done_on_a_view_read_before_a_failure(
+    support_registry: LocalRegistry,
+) -> None:
+    """Advancing fails (the registry is down), and meanwhile the canary is quarantined:
+    the controller does not retry the advance it decided on the old view; it re-reads,
+    sees the quarantine, and rolls back."""
+    r = support_registry.start_rollout("support", 2, steps=[10, 50, 100], plan=PLAN)
+    flaky = Flaky(
+        support_registry,
+        lambda name, n: name == "advance_rollout" and n == 1,
+        during=lambda: support_registry.quarantine("support@2", reason="bad answers"),
+    )
+    said: list[str] = []
+    ctl = Controller(flaky, Scripted([(GOOD, GOOD)]), "support", lease_ttl_s=1.0,  # type: ignore[arg-type]
+                     backoff=FAST, say=said.append)  # fmt: skip
+    final = ctl.run(r.id)
+    assert final.state == "rolled_back" and "bad answers" in (final.reason or "")
+    assert support_registry.resolve("support").version == 1
+    assert flaky.calls.count("advance_rollout") == 1  # never retried
+    after = flaky.calls[flaky.calls.index("advance_rollout") + 1 :]
+    assert after[0] == "claim_rollout"  # the next thing done is a re-read
+    assert [(a.step, a.verdict) for a in final.analyses] == [(0, "advance"), (0, "rollback")]
+    assert any("re-reading before acting" in line for line in said)
+
+
+def test_a_registry_down_past_the_deadline_stops_the_controller(
+    support_registry: LocalRegistry,
+) -> None:
+    r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=PLAN)
+    support_registry.claim_rollout("support", r.id, "ctl-a", ttl_s=30)
+    down = Flaky(support_registry, lambda name, n: name != "claim_rollout" or n > 1)
+    ctl = Controller(down, Scripted([(GOOD, GOOD)]), "support", holder="ctl-a",  # type: ignore[arg-type]
+                     lease_ttl_s=1.0, backoff=FAST, say=lambda _: None)  # fmt: skip
+    with pytest.raises(registry.RegistryUnavailableError):
+        ctl.run(r.id)
+    assert support_registry.rollout("support").analyses == ()  # type: ignore[union-attr]
+    assert down.calls.count("claim_rollout") == 1 + 1 + len(delays(FAST))
+
+
+def test_due_steps_are_judged_by_the_registrys_clock(support_registry: LocalRegistry) -> None:
+    """The registry's clock is an hour ahead of this host's: a 10-minute step it began is
+    due by its clock, so the controller judges now instead of waiting on its own."""
+    plan = Plan.checked(interval_s=600, min_requests=10).model_dump()
+    r = support_registry.start_rollout("support", 2, steps=[10, 100], plan=plan)
+    ahead = Flaky(support_registry, lambda name, n: False, ahead_s=3600)
+    started = time.monotonic()
+    final = controller(ahead, Scripted([(GOOD, GOOD)])).run(r.id)  # type: ignore[arg-type]
+    assert final.state == "promoted" and time.monotonic() - started < 5
+    assert "clock" in ahead.calls

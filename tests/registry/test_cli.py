@@ -248,3 +248,16 @@ def test_an_empty_registry_flag_is_refused_and_an_empty_variable_is_unset(
 def test_push_help_says_how_a_dataset_file_is_written() -> None:
     result = CliRunner().invoke(main, ["push", "--help"])
     assert "a bare name is never taken for a file" in " ".join(result.output.split())
+
+
+def test_the_group_location_reaches_nested_verbs(tmp_path: Path) -> None:
+    """One opener (registry.cli.open_for_command): `--registry` before a nested group's
+    verb names the registry, as `deploy --registry X status` does."""
+    runner = CliRunner()
+    location = str(tmp_path / "grouped")
+    assert runner.invoke(main, ["init", "--registry", location]).exit_code == 0
+    result = runner.invoke(main, ["--registry", location, "quarantine", "ls"])
+    assert result.exit_code == 0, result.output
+    missing = runner.invoke(main, ["--registry", str(tmp_path / "typo"), "quarantine", "ls"])
+    assert missing.exit_code == NotARegistryError.exit_code
+    assert "typo" in missing.output

@@ -120,3 +120,20 @@ def test_a_parent_with_live_variants_is_not_removed(reg: LocalRegistry, base_dir
     reg.remove("tiny-base-fp8")
     reg.remove("tiny-base")
     assert [b.name for b in reg.list_bases()] == []
+
+
+def test_a_base_and_a_variant_scan_their_directory_alike(
+    reg: LocalRegistry, base_dir: Path, tmp_path: Path
+) -> None:
+    """One scan (registry.catalog.scan_base): same files, architecture and template for a
+    base and a variant of the same directory; the same refusal of a bad one."""
+    _add(reg, base_dir, [])
+    base, variant = reg.base("tiny-base"), reg.base("tiny-base-fp8")
+    assert variant.digest == base.digest
+    assert variant.chat_template_digest == base.chat_template_digest
+    assert {k: v for k, v in base.architecture.items() if k != "norms"} == variant.architecture
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(registry.InvalidBaseModelError, match="cannot record base model from"):
+        reg.add_base(tmp_path / "empty", name="other")
+    with pytest.raises(registry.InvalidBaseModelError, match="cannot record variant from"):
+        _add(reg, tmp_path / "empty", [], name="other-fp8")

@@ -14,3 +14,16 @@ def test_only_the_resolver_imports_the_registry():
 
 def test_no_module_imports_vllm():
     assert not [p.name for p in SERVER.glob("*.py") if "vllm" in imports(p)]
+
+
+def test_the_local_vllm_takes_every_rank_a_push_accepts_by_default():
+    """One home for the rank limit: the registry's default, read by the gateway's vLLM."""
+    from pathlib import Path
+
+    from registry.settings import DEFAULT_MAX_LORA_RANK, RegistrySettings
+    from server.settings import GatewaySettings, LocalVllm
+    from server.supervisor import vllm_command
+
+    cmd = vllm_command(GatewaySettings(local=LocalVllm()), Path("/m"), "base", 8001)
+    rank = int(cmd[cmd.index("--max-lora-rank") + 1])
+    assert rank == DEFAULT_MAX_LORA_RANK == RegistrySettings.model_fields["max_lora_rank"].default
