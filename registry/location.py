@@ -16,7 +16,6 @@ from pathlib import Path
 
 from registry.deps import StepHook
 from registry.errors import NotARegistryError, UnsupportedLocationError
-from registry.http_client import HttpRegistry
 from registry.local import LocalRegistry
 from registry.protocol import Registry
 from registry.settings import RegistrySettings
@@ -126,6 +125,8 @@ def _open_http(
     create: bool,
     read_only: bool | None,
 ) -> Registry:
+    from registry.http_client import HttpRegistry  # httpx is loaded only for a URL
+
     url = os.fspath(location) if location is not None else settings.url
     assert url is not None
     return HttpRegistry(url, settings)

@@ -199,7 +199,8 @@ def test_the_error_table_is_complete_and_apart_from_the_registrys() -> None:
 
 
 def test_the_module_runs_without_httpx() -> None:
-    """httpx is a dev dependency only: the eval gate and the CLI import without it."""
+    """The eval gate and the CLI import without httpx (loaded only to open an http://
+    registry)."""
     code = (
         "import sys; sys.modules['httpx'] = None\n"
         "import deploy.evaluation, deploy.cli\n"
