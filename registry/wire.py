@@ -17,6 +17,7 @@ import typing
 from typing import Any, Literal, Union
 
 from registry.digest import Digest
+from registry.errors import InvalidRefError
 
 
 class WireError(ValueError):
@@ -69,7 +70,7 @@ def from_wire(tp: Any, data: Any, where: str = "value") -> Any:
         args = typing.get_args(tp)
         item = args[0] if args else Any
         items = [from_wire(item, v, f"{where}[{i}]") for i, v in enumerate(data)]
-        return tuple(items) if origin is tuple else items
+        return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(data, dict):
             raise WireError(f"{where}: expected an object, got {type(data).__name__}")
@@ -101,7 +102,10 @@ def _scalar(tp: Any, data: Any, where: str) -> Any:
     if tp is Digest:
         if not isinstance(data, str):
             raise WireError(f"{where}: expected a digest string")
-        return Digest(data)
+        try:
+            return Digest(data)
+        except InvalidRefError as exc:
+            raise WireError(f"{where}: {exc}") from None
     if tp is bool:
         if not isinstance(data, bool):
             raise WireError(f"{where}: expected true or false")
