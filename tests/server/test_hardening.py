@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -84,29 +85,38 @@ def test_tokens_in_flight_are_bounded_with_429(
 ) -> None:
     """A batch of 16 x 400 tokens (6,408 tokens of work with its prompts) fits a
     6,500-token budget alone; a 400-token request (409) beside it does not: while the
-    batch is surely in flight (its first chunk has arrived and the engine is paused), the
-    request is a 429; once the batch is done, it is served. (Six concurrent curls, the
-    earlier form, did not always overlap.)"""
+    batch is surely in flight, the request is a 429; once the batch is done, it is served.
+    The engine is paused before the batch is sent, so the batch cannot finish before the
+    second request arrives (pausing after its first chunk lost that race on a fast
+    machine: the batch was done, the second request admitted and stuck on the paused
+    engine), and the gateway's own gauge says when the batch is admitted."""
     batch = {"model": BASE_NAME, "prompt": ["Hi"] * 16, "max_tokens": 400, "ignore_eos": True,
              "stream": True}  # fmt: skip
     body = {"model": BASE_NAME, "messages": MSGS, "max_tokens": 400, "ignore_eos": True}
     engine = engine_processes(vllm_server)
     with running_gateway(vllm_server, zoo_registry, tmp_path, max_tokens_in_flight=6500) as gw:
         url = f"{gw.url}/v1/chat/completions"
-        with (
-            httpx.Client(timeout=120) as client,
-            client.stream("POST", f"{gw.url}/v1/completions", json=batch) as first,
-        ):
-            assert first.status_code == 200
-            chunks = first.iter_bytes()
-            next(chunks)  # admitted and generating
-            with engine_paused(engine):  # so it cannot finish before the next arrives
-                second = client.post(url, json=body, timeout=30)
-            assert second.status_code == 429, second.text
-            assert "tokens of work in flight" in second.json()["error"]["message"]
-            assert "retry-after" in second.headers
-            for _ in chunks:  # let it finish
-                pass
+        first: dict[str, object] = {}
+
+        def send_batch() -> None:
+            with httpx.stream("POST", f"{gw.url}/v1/completions", json=batch, timeout=300) as r:
+                first["status"] = r.status_code
+                first["bytes"] = sum(len(chunk) for chunk in r.iter_bytes())
+
+        with ThreadPoolExecutor(1) as pool:
+            with engine_paused(engine):  # the batch is admitted but cannot finish
+                sent = pool.submit(send_batch)
+                admitted = wait_until(
+                    lambda: scrape(gw.url, "loraport_tokens_in_flight") >= 6408, timeout_s=60
+                )
+                assert admitted, "the batch was never admitted"
+                second = httpx.post(url, json=body, timeout=30)
+            sent.result(timeout=300)
+        assert second.status_code == 429, second.text
+        assert "tokens of work in flight" in second.json()["error"]["message"]
+        assert "retry-after" in second.headers
+        assert first["status"] == 200 and int(str(first["bytes"])) > 0
+        assert wait_until(lambda: scrape(gw.url, "loraport_tokens_in_flight") == 0)
         assert httpx.post(url, json=body, timeout=120).status_code == 200
 
 
