@@ -134,8 +134,9 @@ def over_http(root: Path, base: Path, adapter: Path, rounds: int) -> dict[str, A
         local = open_local(local_dir, settings=settings)
         remote = registry.open(proc.url, settings=settings)
         try:
-            for i in range(rounds):
-                for kind, reg in (("local", local), ("http", remote)):
+            order = [("local", local), ("http", remote)]
+            for i in range(rounds):  # alternating which goes first: neither gets a warmer cache
+                for kind, reg in order if i % 2 == 0 else list(reversed(order)):
                     name, dest = f"adapter-{i}", root / f"pull-{kind}-{i}"
                     started = time.perf_counter()
                     reg.push_adapter(adapter, name=name, allow_unknown_dataset=True)
@@ -149,14 +150,24 @@ def over_http(root: Path, base: Path, adapter: Path, rounds: int) -> dict[str, A
             remote.close()
     mib = sum(p.stat().st_size for p in adapter.iterdir()) / 2**20
     med = {k: statistics.median(v) for k, v in times.items()}
+
+    def ratio(op: str) -> float:  # the median of the per-round rate ratios (http / local)
+        pairs = zip(times[f"{op}_local"], times[f"{op}_http"], strict=True)
+        return round(statistics.median(local / http for local, http in pairs), 2)
+
+    def stalled(op: str) -> int:  # rounds slower than twice their path's median
+        return sum(t > 2 * med[k] for k in (f"{op}_local", f"{op}_http") for t in times[k])
+
     return {
         "http_rounds": rounds,
         "push_local_mib_s": round(mib / med["push_local"], 1),
         "push_http_mib_s": round(mib / med["push_http"], 1),
-        "push_http_vs_local": round(med["push_local"] / med["push_http"], 2),
+        "push_http_vs_local": ratio("push"),
+        "push_stalled": stalled("push"),
         "pull_local_mib_s": round(mib / med["pull_local"], 1),
         "pull_http_mib_s": round(mib / med["pull_http"], 1),
-        "pull_http_vs_local": round(med["pull_local"] / med["pull_http"], 2),
+        "pull_http_vs_local": ratio("pull"),
+        "pull_stalled": stalled("pull"),
         "rounds_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
     }
 
@@ -166,7 +177,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="~25 MB adapter, 2,000 calls")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: /tmp)")
     parser.add_argument("--versions", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved HTTP rounds")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved HTTP rounds")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="registry-bench-", dir=args.workdir))
     try:

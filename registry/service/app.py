@@ -119,15 +119,22 @@ class Service:
         """The request body, piece by piece; a client silent too long is dropped."""
         pieces = request.stream().__aiter__()
         timeout = self.settings.serve_read_timeout_s
-        while True:
-            try:
-                chunk = await asyncio.wait_for(pieces.__anext__(), timeout)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise e.BadRequestError(f"the client sent nothing for {timeout:.0f} s") from None
-            self.metrics.bytes_in.inc(len(chunk))
-            yield chunk
+        received = 0
+        try:
+            while True:
+                try:  # asyncio.timeout, not wait_for: no task per piece (pieces are ~64 KiB)
+                    async with asyncio.timeout(timeout):
+                        chunk = await pieces.__anext__()
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise e.BadRequestError(
+                        f"the client sent nothing for {timeout:.0f} s"
+                    ) from None
+                received += len(chunk)
+                yield chunk
+        finally:
+            self.metrics.bytes_in.inc(received)
 
     @contextlib.contextmanager
     def scratch(self) -> Any:
