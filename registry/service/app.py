@@ -265,15 +265,22 @@ def create_app(
                 "(REGISTRY_MAX_FILE_BYTES)"
             )
         writer = await run_in_threadpool(reg.blobs.writer)
+        # One piece is hashed and written on a worker thread while the next arrives.
+        writing: asyncio.Future[None] | None = None
         try:
-            buffer = bytearray()
+            buffer, received = bytearray(), 0
             async for chunk in svc.stream(request):
                 buffer += chunk
-                if writer.size + len(buffer) > limit:
+                received += len(chunk)
+                if received > limit:
                     raise e.RequestTooLargeError(f"an upload is over the limit of {limit} bytes")
                 if len(buffer) >= UPLOAD_CHUNK:
+                    if writing is not None:
+                        await writing
                     full, buffer = buffer, bytearray()
-                    await run_in_threadpool(writer.write, full)
+                    writing = asyncio.ensure_future(run_in_threadpool(writer.write, full))
+            if writing is not None:
+                await writing
             if buffer:
                 await run_in_threadpool(writer.write, buffer)
             if declared is not None and declared.isdigit() and writer.size != int(declared):
@@ -283,6 +290,8 @@ def create_app(
                 )
             hexdigest = await run_in_threadpool(writer.commit, expected)
         except BaseException:
+            if writing is not None:  # its thread still holds the file: let it finish first
+                await asyncio.wait([writing])
             writer.abort()
             raise
         return result({"digest": Digest.from_hex(hexdigest), "size": writer.size})
