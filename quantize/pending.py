@@ -23,6 +23,7 @@ from quantize.errors import (
     UnsupportedArchitectureError,
 )
 from quantize.measure import Echo
+from quantize.recipes import RecipeError
 from quantize.settings import QuantizeSettings
 from quantize.stage import eval_pairs
 from registry import PairInput, Registry, RegistryError
@@ -103,7 +104,7 @@ def eval_pending(
             pairs = eval_pairs(reg, name, refs, who=who, settings=settings, echo=echo)
         except (EvalSetError, QuantizeEnvironmentError):
             raise
-        except (QuantizeError, RegistryError) as exc:
+        except (QuantizeError, RegistryError, RecipeError) as exc:
             echo(f"variant {name}: not measured ({exc})")
             missed.append(Missed(name, refs, str(exc)))
             continue

@@ -1,7 +1,8 @@
 """`quantize eval --pending` catches up on every adapter x variant pair with no result, on
 the session's real FP8 variant: on a directory after `registry push --no-eval`, and on a
 real `registry serve` after a push over HTTP (which leaves its pairs and says so), where
-the gateway's resolver refuses the pair before and accepts it after."""
+the gateway's resolver refuses the pair before and accepts it after. And on a synthetic
+registry (no worker run): one variant failing lets the others run, then exit 25."""
 
 from __future__ import annotations
 
@@ -12,14 +13,21 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+import registry
+from quantize.cli import main as quantize_cli
+from quantize.errors import PairsNotEvaluatedError, QuantizeEnvironmentError
+from registry.location import open_local
 from server.errors import InvalidRequestError
 from server.resolver import Resolver
 from tests.quantize.conftest import QUANTIZE, REGISTRY, quantize_env
 from tests.support.registry_service import registry_service
+from tests.support.synthetic import write_adapter, write_base
 from tests.support.zoo import adapter_dir
 
 TOKEN = "test-quantize-pending-token"
+EVAL = Path(__file__).resolve().parents[2] / "examples" / "data" / "eval.jsonl"
 
 
 def push(location: str, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
@@ -127,3 +135,48 @@ def refusal(url: str) -> str | None:
             await resolver.close()
 
     return asyncio.run(resolve())
+
+
+@pytest.fixture
+def two_variants(tmp_path: Path) -> Path:
+    """A synthetic registry: one adapter, an FP8 variant and a variant recorded with a
+    method this quantize does not know (as from a newer one)."""
+    location = tmp_path / "reg"
+    with open_local(location) as reg:
+        reg.add_base(write_base(tmp_path / "tiny-base"), name="tiny-base")
+        reg.push_adapter(write_adapter(tmp_path / "support"), allow_unknown_dataset=True)
+        for name, method in (("tiny-base-fp8", "fp8"), ("tiny-base-odd", "int3")):
+            reg.add_variant(
+                write_base(tmp_path / name, random=True),
+                name=name,
+                parent="tiny-base",
+                quantization={"method": method},
+                fidelity={},
+                passed=True,
+                forced=False,
+                pairs=[],
+            )
+    return location
+
+
+def test_one_variant_failing_lets_the_others_run_then_exits_25(
+    two_variants: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fails = tmp_path / "fails"
+    fails.write_text("#!/bin/sh\nexit 3\n")
+    fails.chmod(0o755)
+    monkeypatch.setenv("QUANTIZE_PYTHON", str(fails))  # a worker that dies at once
+    args = ["eval", "--pending", "--eval-set", str(EVAL), "--registry", str(two_variants)]
+    result = CliRunner().invoke(quantize_cli, args)
+    assert result.exit_code == PairsNotEvaluatedError.exit_code, result.output
+    message = result.output
+    assert "measured 0 of 2 waiting pair(s); 2 on 2 variant(s) could not be" in message
+    assert "tiny-base-fp8: the eval worker failed (exit 3)" in message
+    assert "tiny-base-odd: unknown method 'int3'" in message  # tried although fp8 failed
+    with registry.open(two_variants, create=False) as reg:
+        assert reg.pairs_on("tiny-base-fp8") == [] and reg.pairs_on("tiny-base-odd") == []
+
+    monkeypatch.setenv("QUANTIZE_PYTHON", str(tmp_path / "missing"))  # stops at once
+    result = CliRunner().invoke(quantize_cli, args)
+    assert result.exit_code == QuantizeEnvironmentError.exit_code, result.output
+    assert "tiny-base-odd" not in result.output
