@@ -19,6 +19,7 @@ import click
 from quantize.errors import QuantizeError
 from quantize.fidelity import TASK_KINDS
 from quantize.merge import merge
+from quantize.pending import eval_pending
 from quantize.progress import Relay
 from quantize.recipes import METHODS, RecipeError
 from quantize.register import Outcome
@@ -203,16 +204,31 @@ def run_cmd(
 
 
 @main.command("eval")
-@click.argument("variant_ref")
+@click.argument("variant_ref", required=False)
 @click.argument("adapter_refs", nargs=-1)
 @click.option("--force", is_flag=True, help="Record failing pairs as passed (an override).")
+@click.option(
+    "--pending",
+    is_flag=True,
+    help="Measure every adapter x variant pair that has no result yet (after a push over "
+    "HTTP, --no-eval, or a failed after-push evaluation).",
+)
+@click.option(
+    "--variant",
+    "only_variant",
+    default=None,
+    metavar="NAME",
+    help="With --pending: only the pairs waiting on this variant.",
+)
 @task_option
 @eval_set_option
 @where_and_who
 def eval_cmd(
-    variant_ref: str,
+    variant_ref: str | None,
     adapter_refs: tuple[str, ...],
     force: bool,
+    pending: bool,
+    only_variant: str | None,
     tasks: dict[str, str],
     eval_set: Path | None,
     location: str | None,
@@ -222,25 +238,66 @@ def eval_cmd(
 
     With no ADAPTER_REFS, every adapter pushed against the parent. A pair that misses its
     gate is recorded as failed and the gateway refuses it; --force records it as passed
-    (marked forced in its figures and in the event log).
+    (marked forced in its figures and in the event log). --pending instead measures every
+    pair that has no result yet, on every variant (or --variant NAME's), and exits 0
+    saying so when there is none; a job runs it after pushes to a registry service.
 
     Example: quantize eval tiny-llama-awq extract@2
+
+    Example: quantize eval --pending --registry http://reg:8700
     """
+    settings = _settings(tasks, eval_set)
+    if pending:
+        _check_pending_usage(variant_ref, force)
+        _eval_pending(location, only_variant, who, settings)
+        return
+    if variant_ref is None:
+        raise click.UsageError("give VARIANT_REF (and ADAPTER_REFS), or --pending")
+    if only_variant is not None:
+        raise click.UsageError("--variant goes with --pending; otherwise name VARIANT_REF")
     with open_for_command(location) as reg, _progress() as progress:
         pairs = eval_pairs(
-            reg,
-            variant_ref,
-            adapter_refs,
-            force=force,
-            who=who,
-            settings=_settings(tasks, eval_set),
-            echo=progress,
+            reg, variant_ref, adapter_refs, force=force, who=who, settings=settings, echo=progress
         )
     for pair in pairs:
         verdict = "ok" if not pair.failed_gates else "FAILED " + ", ".join(pair.failed_gates)
         if pair.failed_gates and pair.passed:
             verdict += " (forced: served anyway)"
         click.echo(f"{pair.adapter} on {variant_ref}: {verdict}")
+
+
+def _check_pending_usage(variant_ref: str | None, force: bool) -> None:
+    if variant_ref is not None:
+        raise click.UsageError(
+            "--pending measures what the registry says is waiting: name no VARIANT_REF or "
+            "ADAPTER_REFS (use --variant NAME to keep to one variant)"
+        )
+    if force:
+        raise click.UsageError(
+            "--force overrides one pair's gate at a time: `quantize eval VARIANT REF --force`"
+        )
+
+
+def _eval_pending(
+    location: str | None, variant: str | None, who: str | None, settings: QuantizeSettings
+) -> None:
+    """Measure the waiting pairs; print each verdict and a summary line on stdout."""
+    with open_for_command(location) as reg, _progress() as progress:
+        outcome = eval_pending(reg, variant, who=who, settings=settings, echo=progress)
+    where = f" on {variant}" if variant else ""
+    if not outcome.pending:
+        click.echo(f"nothing to measure: every adapter x variant pair{where} has a result")
+        return
+    for done in outcome.measured:
+        pair = done.pair
+        verdict = "ok" if pair.passed else "FAILED " + ", ".join(pair.failed_gates)
+        click.echo(f"{pair.adapter} on {done.variant}: {verdict}")
+    failed = sum(1 for m in outcome.measured if not m.pair.passed)
+    variants = len({m.variant for m in outcome.measured})
+    click.echo(
+        f"measured {len(outcome.measured)} pair(s) on {variants} variant(s): "
+        f"{len(outcome.measured) - failed} passed, {failed} failed (the gateway refuses those)"
+    )
 
 
 @main.command("merge")

@@ -16,7 +16,9 @@ class                                   exit  when
 ``QuantizeEnvironmentError``              24  ``.venv-quantize`` is missing (`make setup`)
 ``PairsNotEvaluatedError``                25  the evaluation after ``registry push`` could
                                                 not measure some pairs (``registry push``
-                                                warns and exits 0: the push stands)
+                                                warns and exits 0: the push stands), or
+                                                ``quantize eval --pending`` could not
+                                                measure some (it measured the rest)
 ``EvalSetError``                          26  no eval set given (``--eval-set FILE`` or
                                                 ``QUANTIZE_EVAL_FILE``), or it is missing,
                                                 unreadable or empty

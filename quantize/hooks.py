@@ -11,17 +11,15 @@ from __future__ import annotations
 from quantize.errors import PairsNotEvaluatedError, QuantizeError
 from quantize.progress import Relay
 from quantize.stage import eval_pairs
-from registry import AdapterVersion, Registry, RegistryError, VariantInfo
+from registry import AdapterVersion, Registry, RegistryError
 from registry.hooks import Echo
+from registry.pending import pending_for
 
 
-def unevaluated_variants(reg: Registry, adapter: AdapterVersion) -> list[VariantInfo]:
+def unevaluated_variants(reg: Registry, adapter: AdapterVersion) -> list[str]:
     """The variants of ``adapter``'s base that adapters run on (not merged deployments)
-    and that have no recorded pair for this version yet."""
-    parent = reg.base(str(adapter.base_model.digest)).name
-    return [
-        v for v in reg.variants_of(parent) if not v.merged and reg.pair(adapter, v.name) is None
-    ]
+    and that have no recorded pair for this version yet (:mod:`registry.pending`)."""
+    return [p.variant for p in pending_for(reg, adapter)]
 
 
 def evaluate_on_variants(reg: Registry, adapter: AdapterVersion, echo: Echo) -> None:
@@ -31,17 +29,17 @@ def evaluate_on_variants(reg: Registry, adapter: AdapterVersion, echo: Echo) -> 
     variants = unevaluated_variants(reg, adapter)
     missed: list[tuple[str, Exception]] = []
     for variant in variants:
-        echo(f"evaluating {adapter.ref} on variant {variant.name} (quantize eval)")
+        echo(f"evaluating {adapter.ref} on variant {variant} (quantize eval)")
         relay = Relay(echo)
         try:
-            (pair,) = eval_pairs(reg, variant.name, (adapter.ref,), echo=relay)
+            (pair,) = eval_pairs(reg, variant, (adapter.ref,), echo=relay)
         except (QuantizeError, RegistryError) as exc:
-            missed.append((variant.name, exc))
+            missed.append((variant, exc))
             continue
         finally:
             relay.close()
         verdict = "passed" if pair.passed else "FAILED " + ", ".join(pair.failed_gates)
-        echo(f"{adapter.ref} on {variant.name}: {verdict}")
+        echo(f"{adapter.ref} on {variant}: {verdict}")
     if missed:
         why = " | ".join(f"{name}: {exc}" for name, exc in missed)
         commands = "; ".join(f"`quantize eval {name} {adapter.ref}`" for name, _ in missed)

@@ -17,8 +17,9 @@ import click
 
 from registry import errors as e
 from registry import render
-from registry.hooks import after_push_hooks
+from registry.hooks import after_push_hooks, runs_here
 from registry.location import open_registry, scheme
+from registry.pending import PendingPair, pending_for
 from registry.protocol import Registry
 from registry.records import AdapterVersion, BaseModel
 from registry.refs import parse_version
@@ -211,7 +212,10 @@ def _parse_meta(pairs: tuple[str, ...]) -> dict[str, Any]:
     "--no-eval",
     is_flag=True,
     help="Do not measure the version on its base's quantized variants now; the gateway "
-    "refuses it there until `quantize eval VARIANT REF` has.",
+    "refuses it there until `quantize eval --pending` has.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the result (and the pairs left) as JSON."
 )
 @location_option
 @who_option
@@ -227,6 +231,7 @@ def push(
     code: Path | None,
     git_sha: str | None,
     no_eval: bool,
+    as_json: bool,
     location: str | None,
     who: str | None,
 ) -> None:
@@ -236,7 +241,9 @@ def push(
     reach NAME only when the alias moves (`registry alias set NAME production N`).
     When the base has quantized variants, the version is then measured on each (as
     `quantize eval` does; minutes on a CPU) so the gateway may serve it there; a failed
-    measurement leaves the push in place and says what to run.
+    measurement leaves the push in place and says what to run. On a registry service
+    (http://) the pairs are left for `quantize eval --pending`, and the push says how
+    many (--json: its "pending_pairs").
 
     Example: registry push adapters/support --base tiny-llama --dataset data/support.jsonl
     --alias canary --meta epochs=3
@@ -257,9 +264,36 @@ def push(
             progress=None,
         )
         note = "" if result.created else " (already existed)"
-        click.echo(f"{result.adapter.ref} {result.adapter.digest}{note}")
-        if not no_eval:
+        if not as_json:
+            click.echo(f"{result.adapter.ref} {result.adapter.digest}{note}")
+        hooks_ran = not no_eval and runs_here(reg.location)
+        if hooks_ran:
             _after_push(reg, result.adapter)
+        left = pending_for(reg, result.adapter)
+        if left and not hooks_ran:
+            click.echo(f"registry: {_left_for_catch_up(left)}", err=True)
+        if as_json:
+            click.echo(json.dumps(_push_json(result.adapter, result.created, left), indent=2))
+
+
+def _left_for_catch_up(left: list[PendingPair]) -> str:
+    """The note a push prints when it leaves pairs unmeasured."""
+    ref = left[0].adapter
+    on = ", ".join(p.variant for p in left)
+    return (
+        f"{len(left)} pair(s) left for `quantize eval --pending`: {ref} on {on} (the gateway "
+        f"refuses {ref} there until they are measured)"
+    )
+
+
+def _push_json(adapter: AdapterVersion, created: bool, left: list[PendingPair]) -> dict[str, Any]:
+    """What `registry push --json` prints: the version, and the pairs still unmeasured."""
+    return {
+        "ref": adapter.ref,
+        "digest": str(adapter.digest),
+        "created": created,
+        "pending_pairs": [{"adapter": p.adapter, "variant": p.variant} for p in left],
+    }
 
 
 def _after_push(reg: Registry, adapter: AdapterVersion) -> None:

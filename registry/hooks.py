@@ -6,6 +6,10 @@ imports its consumers. ``quantize`` registers one: it measures the new version o
 variant of its base (docs/quantize.md). A hook runs after the push has committed, so a
 hook that fails loses nothing: ``registry push`` warns and names what to run instead,
 and the registry still says the pair is unevaluated (the gateway refuses it until then).
+
+Hooks run only where the registry's files are (:func:`runs_here`): a push to a
+``registry serve`` over HTTP leaves the pairs for ``quantize eval --pending``, a job run
+next to ``.venv-quantize``, and says how many (:mod:`registry.pending`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Protocol
 
+from registry.location import scheme
 from registry.protocol import Registry
 from registry.records import AdapterVersion
 
@@ -40,3 +45,12 @@ def after_push_hooks() -> list[Hook]:
     """The installed hooks, by entry point name."""
     found = sorted(entry_points(group=GROUP), key=lambda ep: ep.name)
     return [Hook(ep.name, ep.load()) for ep in found]
+
+
+def runs_here(location: str) -> bool:
+    """Whether ``registry push`` runs the after-push hooks for a registry at ``location``:
+    on a directory, yes; on a registry service, no (its pairs wait for ``quantize eval
+    --pending``: a client measuring through the network would pull the parent, the
+    variant and the adapter on every push, and the server cannot run ``.venv-quantize``
+    on a request's path)."""
+    return scheme(location) == "directory"

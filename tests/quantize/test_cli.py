@@ -98,3 +98,31 @@ def test_an_eval_set_is_required_and_read_before_any_work(
     result = CliRunner().invoke(main, [*command, *extra, "--registry", str(small_registry)])
     assert result.exit_code == errors.EvalSetError.exit_code, result.output
     assert words in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["eval"], "give VARIANT_REF (and ADAPTER_REFS), or --pending"),
+        (["eval", "--pending", "tiny-fp8"], "name no VARIANT_REF or ADAPTER_REFS"),
+        (["eval", "--pending", "--force"], "one pair's gate at a time"),
+        (["eval", "tiny-fp8", "--variant", "tiny-fp8"], "--variant goes with --pending"),
+    ],
+)
+def test_eval_pending_usage(small_registry: Path, args: list[str], words: str) -> None:
+    result = CliRunner().invoke(main, [*args, "--registry", str(small_registry)])
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+
+
+def test_eval_pending_with_nothing_waiting_says_so_and_needs_no_eval_set(
+    small_registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("QUANTIZE_EVAL_FILE", raising=False)
+    result = CliRunner().invoke(main, ["eval", "--pending", "--registry", str(small_registry)])
+    assert result.exit_code == 0, result.output
+    assert result.output == "nothing to measure: every adapter x variant pair has a result\n"
+    on_base = ["eval", "--pending", "--variant", "tiny", "--registry", str(small_registry)]
+    refused = CliRunner().invoke(main, on_base)
+    assert refused.exit_code == errors.UnsupportedArchitectureError.exit_code, refused.output
+    assert "tiny is not a variant" in refused.output
