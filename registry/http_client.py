@@ -14,6 +14,7 @@ one rename makes the destination appear. Errors come back as the server's error 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,11 +23,11 @@ from typing import Any, Literal
 import httpx
 
 from registry import errors as e
-from registry.architecture import is_canonical_base_file
 from registry.blobs import ByteCallback
+from registry.catalog import scan_base
 from registry.deps import default_who
 from registry.digest import CHUNK_BYTES, Digest, ManifestEntry
-from registry.dirscan import ScanError, ScannedFile, scan_directory
+from registry.dirscan import ScannedFile
 from registry.prepare import FileRef, PushRequest, prepare_push
 from registry.progress import byte_progress, want_progress
 from registry.protocol import PathLike
@@ -43,10 +44,11 @@ from registry.records import (
     VariantInfo,
     VerifyReport,
 )
+from registry.rollouts import check_steps
 from registry.service.ops import Op, query_value, table
 from registry.settings import RegistrySettings
 from registry.transfer import materialise
-from registry.validation import check_listing
+from registry.validation import inspect_adapter_dir
 from registry.wire import WireError, from_wire, to_wire
 
 #: The HTTP statuses a proxy or a restarting server answers: transient.
@@ -147,10 +149,15 @@ class HttpRegistry:
         if "who" in op.params:
             args["who"] = default_who(args.get("who"), self._settings)
         body = {k: to_wire(v) for k, v in args.items()}
-        return self._decode(op.result, self._json("POST", f"/v1/{op_name}", json=body)["result"])
+        return self._post(f"/v1/{op_name}", op.result, body)
 
     def _post(self, path: str, tp: Any, body: dict[str, Any]) -> Any:
-        return self._decode(tp, self._json("POST", path, json=to_wire(body))["result"])
+        # NaN and infinities travel (Python's JSON reads them back), so the registry's own
+        # checks refuse them with the same error as on a directory, not httpx with its own.
+        content = json.dumps(to_wire(body)).encode()
+        headers = {"content-type": "application/json"}
+        answer = self._json("POST", path, content=content, headers=headers)
+        return self._decode(tp, answer["result"])
 
     def _upload(self, file: ScannedFile, relpath: str, on_bytes: ByteCallback | None) -> FileRef:
         """Stream one file up; its digest as both ends computed it, or an error."""
@@ -194,13 +201,10 @@ class HttpRegistry:
         with byte_progress(total, desc, show) as on_bytes:
             return tuple(self._upload(f, f.relpath, on_bytes) for f in files)
 
-    def _scan(self, path: Path, problem: type[e.RegistryError]) -> list[ScannedFile]:
-        try:
-            return scan_directory(path, self._settings.max_file_bytes)
-        except ScanError as exc:
-            if problem is e.InvalidAdapterError:
-                raise e.InvalidAdapterError(exc.problem, f"cannot push {path}: {exc}") from None
-            raise problem(f"cannot add {path}: {exc}") from None
+    def _scan_base(self, path: PathLike, what: str) -> list[ScannedFile]:
+        """A base or variant directory's canonical files, refused here as a directory
+        refuses them (same class, same message naming the caller's path)."""
+        return scan_base(Path(path), self._settings.max_file_bytes, what=what, norms=False).files
 
     # -- the protocol -----------------------------------------------------------------
     @property
@@ -350,8 +354,9 @@ class HttpRegistry:
         who: str | None = None,
         progress: bool | None = False,
     ) -> PushResult:
-        files = self._scan(source, e.InvalidAdapterError)
-        check_listing(source, [f.relpath for f in files])
+        # Checked here first by the directory's own code (same refusal, same message); the
+        # server checks every byte again.
+        files = inspect_adapter_dir(source, self._settings.max_file_bytes).files
         sent = self._upload_all(files, f"push {request.name}", progress)
         data = None
         if dataset_file is not None:
@@ -376,11 +381,7 @@ class HttpRegistry:
         who: str | None = None,
         progress: bool | None = False,
     ) -> BaseModel:
-        files = [
-            f
-            for f in self._scan(Path(path), e.InvalidBaseModelError)
-            if is_canonical_base_file(f.relpath)
-        ]
+        files = self._scan_base(path, "base model")
         sent = self._upload_all(files, f"base {name}", progress)
         body = {
             "files": sent,
@@ -434,7 +435,7 @@ class HttpRegistry:
         who: str | None = None,
     ) -> Rollout:
         return self._write(  # type: ignore[no-any-return]
-            "start_rollout", name=name, canary=canary, steps=tuple(steps), plan=plan, who=who
+            "start_rollout", name=name, canary=canary, steps=check_steps(steps), plan=plan, who=who
         )
 
     def rollout(self, name: str) -> Rollout | None:
@@ -535,11 +536,7 @@ class HttpRegistry:
         progress: bool | None = False,
     ) -> BaseModel:
         self.check_name_free(name)
-        files = [
-            f
-            for f in self._scan(Path(path), e.InvalidBaseModelError)
-            if is_canonical_base_file(f.relpath)
-        ]
+        files = self._scan_base(path, "variant")
         sent = self._upload_all(files, f"variant {name}", progress)
         body = {
             "files": sent,
