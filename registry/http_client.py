@@ -24,7 +24,7 @@ import httpx
 
 from registry import errors as e
 from registry.blobs import ByteCallback
-from registry.catalog import scan_base
+from registry.catalog import check_dataset_file, scan_base
 from registry.deps import default_who
 from registry.digest import CHUNK_BYTES, Digest, ManifestEntry
 from registry.dirscan import ScannedFile
@@ -71,6 +71,7 @@ class HttpRegistry:
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
         self._ops = table()
+        self._server_max_file_bytes: int | None = None
 
     # -- plumbing ---------------------------------------------------------------------
     def _raise(self, response: httpx.Response) -> None:
@@ -201,10 +202,21 @@ class HttpRegistry:
         with byte_progress(total, desc, show) as on_bytes:
             return tuple(self._upload(f, f.relpath, on_bytes) for f in files)
 
+    def _max_file_bytes(self) -> int:
+        """The largest file worth sending: the server's limit (which it enforces), or this
+        client's own if lower; asked once."""
+        if self._server_max_file_bytes is None:
+            info = self._json("GET", "/v1/info")["result"]
+            self._server_max_file_bytes = int(info.get("max_file_bytes") or 0) or None
+        return min(self._settings.max_file_bytes, self._server_max_file_bytes or 2**63)
+
     def _scan_base(self, path: PathLike, what: str) -> list[ScannedFile]:
         """A base or variant directory's canonical files, refused here as a directory
         refuses them (same class, same message naming the caller's path)."""
-        return scan_base(Path(path), self._settings.max_file_bytes, what=what, norms=False).files
+        return scan_base(Path(path), self._max_file_bytes(), what=what, norms=False).files
+
+    def _dataset_file(self, path: Path) -> ScannedFile:
+        return ScannedFile(path.name, path, check_dataset_file(path, self._max_file_bytes()))
 
     # -- the protocol -----------------------------------------------------------------
     @property
@@ -356,14 +368,12 @@ class HttpRegistry:
     ) -> PushResult:
         # Checked here first by the directory's own code (same refusal, same message); the
         # server checks every byte again.
-        files = inspect_adapter_dir(source, self._settings.max_file_bytes).files
+        files = inspect_adapter_dir(source, self._max_file_bytes()).files
+        data_file = self._dataset_file(dataset_file) if dataset_file is not None else None
         sent = self._upload_all(files, f"push {request.name}", progress)
         data = None
-        if dataset_file is not None:
-            size = dataset_file.stat().st_size
-            data = self._upload(
-                ScannedFile(dataset_file.name, dataset_file, size), dataset_file.name, None
-            )
+        if data_file is not None:
+            data = self._upload(data_file, data_file.relpath, None)
         body = {
             "request": request,
             "files": sent,
@@ -395,10 +405,7 @@ class HttpRegistry:
         self, path: PathLike, *, name: str, license: str | None = None, who: str | None = None
     ) -> Dataset:
         source = Path(path)
-        if not source.is_file():
-            raise e.InvalidDatasetError(f"{source} is not a file")
-        file = ScannedFile(source.name, source, source.stat().st_size)
-        sent = self._upload(file, source.name, None)
+        sent = self._upload(self._dataset_file(source), source.name, None)
         body = {
             "file": sent,
             "name": name,

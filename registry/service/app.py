@@ -226,7 +226,13 @@ def create_app(
     @app.get("/v1/info")
     async def info(request: Request) -> JSONResponse:
         svc.caller(request, "read")
-        return result({"read_only": reg.read_only, "clock": reg.clock()})
+        return result(
+            {
+                "read_only": reg.read_only,
+                "clock": reg.clock(),
+                "max_file_bytes": settings.max_file_bytes,
+            }
+        )
 
     @app.get("/v1/changes")
     async def changes(request: Request, since: int | None = None, timeout: float = 0) -> Any:

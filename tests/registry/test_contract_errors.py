@@ -23,6 +23,7 @@ from registry.location import open_local
 from registry.service.tokens import hash_token, load_tokens
 from registry.settings import RegistrySettings
 from tests.support.mounted_service import MountedServer
+from tests.support.synthetic import write_base
 
 #: Every class a registry raises (the root is never raised bare).
 RAISED = [cls for cls in e.error_classes() if cls is not e.RegistryError]
@@ -231,3 +232,57 @@ def test_a_service_that_is_not_there_is_unavailable(settings: RegistrySettings) 
         reg.list_bases()
     result = CliRunner().invoke(main, ["ls", "--registry", url])
     assert result.exit_code == e.RegistryUnavailableError.exit_code, result.output
+
+
+def test_the_servers_limits_refuse_as_a_directory_with_them_does(
+    local_reg: LocalRegistry,
+    reg_path: Path,
+    service: MountedServer,
+    make_adapter: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """The server's REGISTRY_MAX_FILE_BYTES and REGISTRY_MAX_LORA_RANK hold for a client
+    with its own (default) settings, refused with the directory's class and message."""
+    tight = RegistrySettings(user="tester", max_file_bytes=1000, max_lora_rank=2)
+    big_data = tmp_path / "big.jsonl"
+    big_data.write_text('{"prompt": "hi", "completion": "hello"}\n' * 100)
+    other_base = write_base(tmp_path / "other-base", random=True)
+    adapter = make_adapter()
+    calls: dict[str, Callable[[registry.Registry], object]] = {
+        "base": lambda r: r.add_base(other_base, name="other-base"),
+        "adapter": lambda r: r.push_adapter(adapter, allow_unknown_dataset=True),
+        "dataset": lambda r: r.add_dataset(big_data, name="big"),
+    }
+    with (
+        open_local(reg_path, settings=tight) as directory,
+        service.serve(directory, tight) as url,
+        _client(url, None) as client,
+    ):
+        for what, call in calls.items():
+            with pytest.raises(e.RegistryError) as on_directory:
+                call(directory)
+            with pytest.raises(e.RegistryError) as over_http:
+                call(client)
+            assert type(over_http.value) is type(on_directory.value), what
+            assert str(over_http.value) == str(on_directory.value), what
+            assert getattr(over_http.value, "reason", None) == getattr(
+                on_directory.value, "reason", None
+            )
+        roomy = RegistrySettings(user="tester", max_file_bytes=10**6, max_lora_rank=2)
+    with (
+        open_local(reg_path, settings=roomy) as directory,
+        service.serve(directory, roomy) as url,
+        _client(url, None) as client,
+    ):
+        rank4, rank2, empty = make_adapter(r=4), make_adapter(r=2), tmp_path / "empty.jsonl"
+        empty.write_text("")
+        with pytest.raises(e.InvalidAdapterError, match="serving limit 2") as on_directory:
+            directory.push_adapter(rank4, allow_unknown_dataset=True)
+        with pytest.raises(e.InvalidAdapterError, match="serving limit 2") as over_http:
+            client.push_adapter(rank4, allow_unknown_dataset=True)
+        assert str(over_http.value) == str(on_directory.value)
+        with pytest.raises(e.InvalidDatasetError, match="non-empty") as on_directory:
+            directory.push_adapter(rank2, dataset=str(empty))
+        with pytest.raises(e.InvalidDatasetError, match="non-empty") as over_http:
+            client.push_adapter(rank2, dataset=str(empty))
+        assert str(over_http.value) == str(on_directory.value)
