@@ -14,7 +14,6 @@ one rename makes the destination appear. Errors come back as the server's error 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from registry.records import (
     BaseModel,
     Dataset,
     Event,
+    Kind,
     PairInput,
     PairResult,
     PushResult,
@@ -44,12 +44,13 @@ from registry.records import (
     VariantInfo,
     VerifyReport,
 )
+from registry.refs import check_alias, check_name
 from registry.rollouts import check_steps
 from registry.service.ops import Op, query_value, table
 from registry.settings import RegistrySettings
 from registry.transfer import materialise
 from registry.validation import inspect_adapter_dir
-from registry.wire import WireError, from_wire, to_wire
+from registry.wire import WireError, dumps, from_wire, to_wire
 
 #: The HTTP statuses a proxy or a restarting server answers: transient.
 _TRANSIENT = frozenset({502, 503, 504})
@@ -155,7 +156,7 @@ class HttpRegistry:
     def _post(self, path: str, tp: Any, body: dict[str, Any]) -> Any:
         # NaN and infinities travel (Python's JSON reads them back), so the registry's own
         # checks refuse them with the same error as on a directory, not httpx with its own.
-        content = json.dumps(to_wire(body)).encode()
+        content = dumps(to_wire(body))
         headers = {"content-type": "application/json"}
         answer = self._json("POST", path, content=content, headers=headers)
         return self._decode(tp, answer["result"])
@@ -366,8 +367,12 @@ class HttpRegistry:
         who: str | None = None,
         progress: bool | None = False,
     ) -> PushResult:
-        # Checked here first by the directory's own code (same refusal, same message); the
-        # server checks every byte again.
+        # Checked here first in the directory's order, by its own code (same refusal, same
+        # message); the server checks every byte again.
+        check_name(request.name)
+        if request.alias is not None:
+            check_alias(request.alias)
+        self.check_name_free(request.name, "adapter")
         files = inspect_adapter_dir(source, self._max_file_bytes()).files
         data_file = self._dataset_file(dataset_file) if dataset_file is not None else None
         sent = self._upload_all(files, f"push {request.name}", progress)
@@ -391,6 +396,7 @@ class HttpRegistry:
         who: str | None = None,
         progress: bool | None = False,
     ) -> BaseModel:
+        self.check_name_free(name, "base")
         files = self._scan_base(path, "base model")
         sent = self._upload_all(files, f"base {name}", progress)
         body = {
@@ -404,6 +410,7 @@ class HttpRegistry:
     def add_dataset(
         self, path: PathLike, *, name: str, license: str | None = None, who: str | None = None
     ) -> Dataset:
+        self.check_name_free(name, "dataset")
         source = Path(path)
         sent = self._upload(self._dataset_file(source), source.name, None)
         body = {
@@ -525,8 +532,8 @@ class HttpRegistry:
             who=who,
         )
 
-    def check_name_free(self, name: str) -> None:
-        self._write("check_name_free", name=name)
+    def check_name_free(self, name: str, kind: Kind | None = None) -> None:
+        self._write("check_name_free", name=name, kind=kind)
 
     def add_variant(
         self,
