@@ -11,9 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
 from registry.http_client import HttpRegistry
 from registry.local import LocalRegistry
 from registry.protocol import Registry
+from registry.service import app
 from registry.settings import RegistrySettings
 from tests.support.mounted_service import MountedServer
 from tests.support.synthetic import write_base
@@ -139,3 +143,20 @@ def test_non_finite_numbers_in_a_record_come_back_as_they_went_in(
     )
     info = reg.variant("tiny-base-fp8")
     assert info is not None and math.isnan(info.fidelity["size_ratio"])
+
+
+def test_lists_arrive_in_pages_and_the_client_reads_them_all(
+    local_reg: LocalRegistry,
+    settings: RegistrySettings,
+    service: MountedServer,
+    make_adapter: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for seed in range(5):
+        local_reg.push_adapter(make_adapter("support", seed=seed), dataset=SD)
+    monkeypatch.setattr(app, "MAX_PAGE", 2)
+    with service.serve(local_reg, settings) as url, HttpRegistry(url, settings) as client:
+        first = httpx.get(f"{url}/v1/list_adapters").json()
+        assert len(first["result"]) == 2 and first["next_page_token"] == "2"
+        assert client.list_adapters() == local_reg.list_adapters()
+        assert client.events() == local_reg.events() and len(client.events()) > 5
