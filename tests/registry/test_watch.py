@@ -32,27 +32,25 @@ def test_a_watch_answers_at_once_when_behind_and_waits_out_its_timeout_otherwise
     old = reg.change_token()
     reg.push_adapter(make_adapter("support"), dataset="support-data")
     started = time.monotonic()
-    assert reg.wait_for_change(old, timeout_s=5) == reg.change_token()
-    assert time.monotonic() - started < 1
+    assert reg.wait_for_change(old, timeout_s=30) == reg.change_token()
+    assert time.monotonic() - started < 5  # not the timeout
     now = reg.change_token()
     started = time.monotonic()
     assert reg.wait_for_change(now, timeout_s=0.3) == now
     assert 0.25 <= time.monotonic() - started < 3
 
 
-def test_a_write_ends_a_watch_within_a_second(
-    reg: Registry, make_adapter: Callable[..., Path]
-) -> None:
+def test_a_write_ends_a_watch(reg: Registry, make_adapter: Callable[..., Path]) -> None:
     now = reg.change_token()
     path = make_adapter("support")
     writer = threading.Timer(0.3, lambda: reg.push_adapter(path, dataset="support-data"))
     started = time.monotonic()
     writer.start()
     try:
-        moved = reg.wait_for_change(now, timeout_s=10)
+        moved = reg.wait_for_change(now, timeout_s=30)
     finally:
         writer.join()
-    assert moved != now and time.monotonic() - started < 1.5
+    assert moved != now and time.monotonic() - started < 10  # the write, not the timeout
     assert moved == reg.change_token()
 
 
