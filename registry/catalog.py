@@ -146,18 +146,25 @@ class StagedDataset:
     records: int
 
 
-def stage_dataset(deps: Deps, path: Path) -> StagedDataset:
-    """Check a dataset file and store its bytes (content-addressed)."""
+def check_dataset_file(path: Path, max_file_bytes: int) -> int:
+    """The size of a dataset file fit to record; InvalidDatasetError says what is wrong
+    (a registry service's client checks with this too, before it sends a byte)."""
     if path.is_symlink() or not path.is_file():
         raise InvalidDatasetError(f"{path} is not a regular file; pass a dataset file or ref")
     size = path.stat().st_size
-    if size == 0 or size > deps.settings.max_file_bytes:
+    if size == 0 or size > max_file_bytes:
         raise InvalidDatasetError(
             f"{path} is {size} bytes; a dataset must be non-empty and at most "
-            f"{deps.settings.max_file_bytes} bytes (REGISTRY_MAX_FILE_BYTES)"
+            f"{max_file_bytes} bytes (REGISTRY_MAX_FILE_BYTES)"
         )
     if not os.access(path, os.R_OK):
         raise InvalidDatasetError(f"{path} cannot be read (permissions); check who owns it")
+    return size
+
+
+def stage_dataset(deps: Deps, path: Path) -> StagedDataset:
+    """Check a dataset file and store its bytes (content-addressed)."""
+    check_dataset_file(path, deps.settings.max_file_bytes)
     hexdigest, size = deps.blobs.put_file(path)
     return StagedDataset(Digest.from_hex(hexdigest), path.name, size, _count_records(path))
 

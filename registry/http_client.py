@@ -22,11 +22,11 @@ from typing import Any, Literal
 import httpx
 
 from registry import errors as e
-from registry.architecture import is_canonical_base_file
 from registry.blobs import ByteCallback
+from registry.catalog import check_dataset_file, scan_base
 from registry.deps import default_who
 from registry.digest import CHUNK_BYTES, Digest, ManifestEntry
-from registry.dirscan import ScanError, ScannedFile, scan_directory
+from registry.dirscan import ScannedFile
 from registry.prepare import FileRef, PushRequest, prepare_push
 from registry.progress import byte_progress, want_progress
 from registry.protocol import PathLike
@@ -35,6 +35,7 @@ from registry.records import (
     BaseModel,
     Dataset,
     Event,
+    Kind,
     PairInput,
     PairResult,
     PushResult,
@@ -43,11 +44,13 @@ from registry.records import (
     VariantInfo,
     VerifyReport,
 )
+from registry.refs import check_alias, check_name
+from registry.rollouts import check_steps
 from registry.service.ops import Op, query_value, table
 from registry.settings import RegistrySettings
 from registry.transfer import materialise
-from registry.validation import check_listing
-from registry.wire import WireError, from_wire, to_wire
+from registry.validation import inspect_adapter_dir
+from registry.wire import WireError, dumps, from_wire, to_wire
 
 #: The HTTP statuses a proxy or a restarting server answers: transient.
 _TRANSIENT = frozenset({502, 503, 504})
@@ -69,6 +72,7 @@ class HttpRegistry:
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
         self._ops = table()
+        self._server_max_file_bytes: int | None = None
 
     # -- plumbing ---------------------------------------------------------------------
     def _raise(self, response: httpx.Response) -> None:
@@ -147,10 +151,15 @@ class HttpRegistry:
         if "who" in op.params:
             args["who"] = default_who(args.get("who"), self._settings)
         body = {k: to_wire(v) for k, v in args.items()}
-        return self._decode(op.result, self._json("POST", f"/v1/{op_name}", json=body)["result"])
+        return self._post(f"/v1/{op_name}", op.result, body)
 
     def _post(self, path: str, tp: Any, body: dict[str, Any]) -> Any:
-        return self._decode(tp, self._json("POST", path, json=to_wire(body))["result"])
+        # NaN and infinities travel (Python's JSON reads them back), so the registry's own
+        # checks refuse them with the same error as on a directory, not httpx with its own.
+        content = dumps(to_wire(body))
+        headers = {"content-type": "application/json"}
+        answer = self._json("POST", path, content=content, headers=headers)
+        return self._decode(tp, answer["result"])
 
     def _upload(self, file: ScannedFile, relpath: str, on_bytes: ByteCallback | None) -> FileRef:
         """Stream one file up; its digest as both ends computed it, or an error."""
@@ -194,13 +203,21 @@ class HttpRegistry:
         with byte_progress(total, desc, show) as on_bytes:
             return tuple(self._upload(f, f.relpath, on_bytes) for f in files)
 
-    def _scan(self, path: Path, problem: type[e.RegistryError]) -> list[ScannedFile]:
-        try:
-            return scan_directory(path, self._settings.max_file_bytes)
-        except ScanError as exc:
-            if problem is e.InvalidAdapterError:
-                raise e.InvalidAdapterError(exc.problem, f"cannot push {path}: {exc}") from None
-            raise problem(f"cannot add {path}: {exc}") from None
+    def _max_file_bytes(self) -> int:
+        """The largest file worth sending: the server's limit (which it enforces), or this
+        client's own if lower; asked once."""
+        if self._server_max_file_bytes is None:
+            info = self._json("GET", "/v1/info")["result"]
+            self._server_max_file_bytes = int(info.get("max_file_bytes") or 0) or None
+        return min(self._settings.max_file_bytes, self._server_max_file_bytes or 2**63)
+
+    def _scan_base(self, path: PathLike, what: str) -> list[ScannedFile]:
+        """A base or variant directory's canonical files, refused here as a directory
+        refuses them (same class, same message naming the caller's path)."""
+        return scan_base(Path(path), self._max_file_bytes(), what=what, norms=False).files
+
+    def _dataset_file(self, path: Path) -> ScannedFile:
+        return ScannedFile(path.name, path, check_dataset_file(path, self._max_file_bytes()))
 
     # -- the protocol -----------------------------------------------------------------
     @property
@@ -354,15 +371,18 @@ class HttpRegistry:
         who: str | None = None,
         progress: bool | None = False,
     ) -> PushResult:
-        files = self._scan(source, e.InvalidAdapterError)
-        check_listing(source, [f.relpath for f in files])
+        # Checked here first in the directory's order, by its own code (same refusal, same
+        # message); the server checks every byte again.
+        check_name(request.name)
+        if request.alias is not None:
+            check_alias(request.alias)
+        self.check_name_free(request.name, "adapter")
+        files = inspect_adapter_dir(source, self._max_file_bytes()).files
+        data_file = self._dataset_file(dataset_file) if dataset_file is not None else None
         sent = self._upload_all(files, f"push {request.name}", progress)
         data = None
-        if dataset_file is not None:
-            size = dataset_file.stat().st_size
-            data = self._upload(
-                ScannedFile(dataset_file.name, dataset_file, size), dataset_file.name, None
-            )
+        if data_file is not None:
+            data = self._upload(data_file, data_file.relpath, None)
         body = {
             "request": request,
             "files": sent,
@@ -380,11 +400,8 @@ class HttpRegistry:
         who: str | None = None,
         progress: bool | None = False,
     ) -> BaseModel:
-        files = [
-            f
-            for f in self._scan(Path(path), e.InvalidBaseModelError)
-            if is_canonical_base_file(f.relpath)
-        ]
+        self.check_name_free(name, "base")
+        files = self._scan_base(path, "base model")
         sent = self._upload_all(files, f"base {name}", progress)
         body = {
             "files": sent,
@@ -397,11 +414,9 @@ class HttpRegistry:
     def add_dataset(
         self, path: PathLike, *, name: str, license: str | None = None, who: str | None = None
     ) -> Dataset:
+        self.check_name_free(name, "dataset")
         source = Path(path)
-        if not source.is_file():
-            raise e.InvalidDatasetError(f"{source} is not a file")
-        file = ScannedFile(source.name, source, source.stat().st_size)
-        sent = self._upload(file, source.name, None)
+        sent = self._upload(self._dataset_file(source), source.name, None)
         body = {
             "file": sent,
             "name": name,
@@ -438,7 +453,7 @@ class HttpRegistry:
         who: str | None = None,
     ) -> Rollout:
         return self._write(  # type: ignore[no-any-return]
-            "start_rollout", name=name, canary=canary, steps=tuple(steps), plan=plan, who=who
+            "start_rollout", name=name, canary=canary, steps=check_steps(steps), plan=plan, who=who
         )
 
     def rollout(self, name: str) -> Rollout | None:
@@ -521,8 +536,8 @@ class HttpRegistry:
             who=who,
         )
 
-    def check_name_free(self, name: str) -> None:
-        self._write("check_name_free", name=name)
+    def check_name_free(self, name: str, kind: Kind | None = None) -> None:
+        self._write("check_name_free", name=name, kind=kind)
 
     def add_variant(
         self,
@@ -539,11 +554,7 @@ class HttpRegistry:
         progress: bool | None = False,
     ) -> BaseModel:
         self.check_name_free(name)
-        files = [
-            f
-            for f in self._scan(Path(path), e.InvalidBaseModelError)
-            if is_canonical_base_file(f.relpath)
-        ]
+        files = self._scan_base(path, "variant")
         sent = self._upload_all(files, f"variant {name}", progress)
         body = {
             "files": sent,

@@ -37,6 +37,7 @@ from registry.records import (
     BaseModel,
     Dataset,
     Event,
+    Kind,
     PairInput,
     PairResult,
     PushResult,
@@ -526,10 +527,10 @@ class LocalRegistry:
         )
 
     # -- variants (the write use cases: registry.variants) -----------------------------
-    def check_name_free(self, name: str) -> None:
+    def check_name_free(self, name: str, kind: Kind | None = None) -> None:
         """Refuse now, before any work, a new name that is invalid or taken (or a
         read-only registry): what a long job such as ``quantize run`` checks first."""
-        variants.check_name_free(self.deps, name)
+        check_new_name(self.store, name, kind)
 
     def add_variant(
         self,

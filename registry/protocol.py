@@ -19,6 +19,7 @@ from registry.records import (
     BaseModel,
     Dataset,
     Event,
+    Kind,
     PairInput,
     PairResult,
     PushResult,
@@ -219,9 +220,12 @@ class Registry(Protocol):
     ) -> Rollout: ...
 
     # -- variants (rules in registry.variants) ----------------------------------------
-    def check_name_free(self, name: str) -> None:
+    def check_name_free(self, name: str, kind: Kind | None = None) -> None:
         """Raise unless a new record could take ``name`` now (a valid name, unused, and a
-        writable registry): a long job such as ``quantize run`` checks before any work."""
+        writable registry): a long job such as ``quantize run`` checks before any work.
+        With ``kind``, a name that already names a record of that kind passes (the write
+        then adds a version, or finds the same content): what a push or ``base add``
+        checks first."""
         ...
 
     def add_variant(

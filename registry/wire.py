@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import functools
+import json
 import types
 import typing
 from typing import Any, Literal, Union
@@ -35,6 +36,15 @@ def to_wire(value: Any) -> Any:
     if isinstance(value, str):
         return str(value)  # a Digest is a str
     return value
+
+
+def dumps(value: Any) -> bytes:
+    """The JSON text of a wire value, both ways (requests and results). NaN and the
+    infinities stay (written as Python's JSON writes them, read back by its loads): a
+    record may hold them (free-form metadata, fidelity figures) and a directory returns
+    them as they are, and a write's own checks, not the codec, refuse them where they are
+    not allowed (a rollout's steps and plan)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 @functools.cache

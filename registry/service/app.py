@@ -45,13 +45,20 @@ from registry.service.ops import MAX_PAGE, Op, decode_args, table
 from registry.service.tokens import Scope, Token, authenticate, may
 from registry.settings import RegistrySettings
 from registry.transfer import entries as manifest_entries
-from registry.wire import WireError, from_wire, to_wire
+from registry.wire import WireError, dumps, from_wire, to_wire
 
 log = logging.getLogger("loraport.registry.service")
 #: The longest a watch (long poll) may wait, and how often it looks.
 MAX_WATCH_S = 30.0
 WATCH_POLL_S = 0.05
 UPLOAD_CHUNK = 4 * 2**20
+
+
+class WireResponse(JSONResponse):
+    """A result as :func:`registry.wire.dumps` writes it (non-finite numbers kept)."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
 
 
 def error_response(exc: e.RegistryError) -> JSONResponse:
@@ -212,7 +219,7 @@ def create_app(
 
     def result(value: Any, token: int | None = None) -> JSONResponse:
         headers = {"ETag": f'"{token}"'} if token is not None else None
-        return JSONResponse({"result": to_wire(value)}, headers=headers)
+        return WireResponse({"result": to_wire(value)}, headers=headers)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -233,7 +240,13 @@ def create_app(
     @app.get("/v1/info")
     async def info(request: Request) -> JSONResponse:
         svc.caller(request, "read")
-        return result({"read_only": reg.read_only, "clock": reg.clock()})
+        return result(
+            {
+                "read_only": reg.read_only,
+                "clock": reg.clock(),
+                "max_file_bytes": settings.max_file_bytes,
+            }
+        )
 
     @app.get("/v1/changes")
     async def changes(request: Request, since: int | None = None, timeout: float = 0) -> Any:
@@ -431,7 +444,7 @@ def create_app(
             return result(value, current)
         page = value[start : start + page_size]
         following = start + page_size if start + page_size < len(value) else None
-        return JSONResponse(
+        return WireResponse(
             {
                 "result": to_wire(page),
                 "next_page_token": None if following is None else str(following),

@@ -1,4 +1,8 @@
-"""Synthetic base models and PEFT adapters, small enough to build in milliseconds."""
+"""Synthetic base models and PEFT adapters, small enough to build in milliseconds, and
+the registry under test: ``reg`` runs each test twice, on a directory and through a real
+registry service app over HTTP (one session server, one fresh mount per test), so the
+HTTP form cannot drift from the directory. ``local_reg`` is for what only a directory
+has (crash hooks, SQLite internals, blob files)."""
 
 from __future__ import annotations
 
@@ -9,11 +13,16 @@ from typing import Any
 import pytest
 
 import registry
+from registry.http_client import HttpRegistry
 from registry.local import LocalRegistry
 from registry.location import open_local
+from tests.support.mounted_service import MountedServer, mounted_server
 from tests.support.synthetic import CHAT_TEMPLATE, write_adapter, write_base
 
 __all__ = ["CHAT_TEMPLATE", "write_adapter", "write_base"]
+
+#: The implementations every protocol test runs on.
+KINDS = ["directory", "http"]
 
 
 @pytest.fixture
@@ -48,12 +57,41 @@ def make_adapter(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture(scope="session")
+def service() -> Iterator[MountedServer]:
+    """One uvicorn server for the session; each test mounts its own app on it."""
+    with mounted_server() as server:
+        yield server
+
+
 @pytest.fixture
-def reg(
+def local_reg(
     reg_path: Path, settings: registry.RegistrySettings, base_dir: Path, dataset_file: Path
 ) -> Iterator[LocalRegistry]:
-    """An open registry holding base ``tiny-base`` and dataset ``support-data``."""
+    """A registry directory, open, holding base ``tiny-base`` and dataset ``support-data``."""
     with open_local(reg_path, settings=settings) as opened:
         opened.add_base(base_dir, name="tiny-base", license="apache-2.0")
         opened.add_dataset(dataset_file, name="support-data")
         yield opened
+
+
+@pytest.fixture(params=KINDS)
+def reg_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def reg(
+    reg_kind: str,
+    local_reg: LocalRegistry,
+    settings: registry.RegistrySettings,
+    request: pytest.FixtureRequest,
+) -> Iterator[registry.Registry]:
+    """The registry under test (``local_reg``'s directory, or a service over it), holding
+    base ``tiny-base`` and dataset ``support-data``. ``reg.location`` is what a CLI takes."""
+    if reg_kind == "directory":
+        yield local_reg
+        return
+    service: MountedServer = request.getfixturevalue("service")
+    with service.serve(local_reg, settings) as url, HttpRegistry(url, settings) as client:
+        yield client

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,8 @@ from registry.cli import main
 from registry.errors import AdapterProblem as P
 from registry.local import LocalRegistry
 from registry.location import open_local
+from registry.protocol import Registry
+from tests.support.refusals import assert_nothing_kept
 from tests.support.synthetic import write_adapter, write_base
 from tests.support.zoo import ADAPTERS, BASE_DIR, EXAMPLES, adapter_dir
 
@@ -135,7 +137,7 @@ def random_base(tmp_path: Path) -> Path:
     return write_base(tmp_path / "tiny-base", random=True)
 
 
-def _open(path: Path, base: Path, **bounds: float) -> LocalRegistry:
+def _open(path: Path, base: Path, **bounds: float) -> Registry:
     reg = open_local(path, settings=registry.RegistrySettings(user="tester", **bounds))
     if not reg.list_bases():
         reg.add_base(base, name="tiny-base")
@@ -143,9 +145,9 @@ def _open(path: Path, base: Path, **bounds: float) -> LocalRegistry:
 
 
 @pytest.fixture
-def reg(tmp_path: Path, random_base: Path) -> Iterator[LocalRegistry]:
-    with _open(tmp_path / "reg", random_base) as opened:
-        yield opened
+def base_dir(random_base: Path) -> Path:
+    """``reg`` (a directory, and a service over it) holds this base as ``tiny-base``."""
+    return random_base
 
 
 def _pair(path: Path, a: np.ndarray, b: np.ndarray, *, module: str = Q) -> None:
@@ -245,18 +247,18 @@ ABSURD: dict[str, tuple[P, Mutator, tuple[str, ...]]] = {
 
 @pytest.mark.parametrize("case", sorted(ABSURD))
 def test_absurd_adapter_is_refused_before_writing(
-    reg: LocalRegistry, tmp_path: Path, case: str
+    reg: Registry, local_reg: LocalRegistry, reg_kind: str, tmp_path: Path, case: str
 ) -> None:
     reason, mutate, words = ABSURD[case]
     path = write_adapter(tmp_path / "a" / "evil", targets=("q_proj",), config={"r": 4})
     mutate(path)
-    blobs, token = sorted(reg.blobs.digests()), reg.change_token()
+    blobs, token = sorted(local_reg.blobs.digests()), reg.change_token()
     with pytest.raises(registry.InvalidAdapterError) as info:
         reg.push_adapter(path, allow_unknown_dataset=True)
     assert info.value.reason == reason, str(info.value)
     for word in words:
         assert word in str(info.value), (word, str(info.value))
-    assert sorted(reg.blobs.digests()) == blobs and reg.blobs.temp_files() == []
+    assert_nothing_kept(reg, local_reg, reg_kind, blobs)
     assert reg.change_token() == token and reg.list_adapters() == []
 
 
@@ -281,7 +283,7 @@ def test_relaxing_the_bounds_lets_an_adapter_through(tmp_path: Path, random_base
         assert info.value.reason == P.WEIGHT_OVERFLOW
 
 
-def test_norms_are_recorded_with_the_base(reg: LocalRegistry) -> None:
+def test_norms_are_recorded_with_the_base(reg: Registry) -> None:
     norms = reg.base("tiny-base").architecture[NORMS]
     assert set(norms) == set(reg.base("tiny-base").architecture["modules"])
     assert all(isinstance(v, float) and v > 0 for v in norms.values())
@@ -314,7 +316,7 @@ def test_a_base_recorded_before_norms_still_gets_the_update_check(
         ).created
 
 
-def test_a_variant_is_held_to_its_parents_norms(reg: LocalRegistry, tmp_path: Path) -> None:
+def test_a_variant_is_held_to_its_parents_norms(reg: Registry, tmp_path: Path) -> None:
     # The variant's own weights (zeros here, compressed in life) are not the served scale.
     reg.add_variant(
         write_base(tmp_path / "fp8"),
@@ -397,9 +399,7 @@ def _adapter_with_modules(path: Path, suffixes: tuple[str, ...]) -> Path:
 
 
 @pytest.mark.parametrize("case", sorted(TARGETS))
-def test_target_modules_must_match_the_weights(
-    reg: LocalRegistry, tmp_path: Path, case: str
-) -> None:
+def test_target_modules_must_match_the_weights(reg: Registry, tmp_path: Path, case: str) -> None:
     targets, held, reason = TARGETS[case]
     path = _adapter_with_modules(tmp_path / "a" / "t", held)
     _config(path, target_modules=targets)

@@ -11,14 +11,14 @@ from click.testing import CliRunner
 
 import registry
 from registry.cli import main
-from registry.local import LocalRegistry
+from registry.protocol import Registry
 from tests.support.synthetic import write_base
 
 MakeAdapter = Callable[..., Path]
 
 
 @pytest.fixture
-def zt(reg: LocalRegistry, make_adapter: MakeAdapter) -> LocalRegistry:
+def zt(reg: Registry, make_adapter: MakeAdapter) -> Registry:
     """``zt`` with versions 1 (production), 2 and 3, and a rollout zt@1 -> zt@2 at 10%."""
     for seed in range(3):
         reg.push_adapter(make_adapter("zt", seed=seed), dataset="support-data")
@@ -36,7 +36,7 @@ def zt(reg: LocalRegistry, make_adapter: MakeAdapter) -> LocalRegistry:
     ids=["rm", "set-to-canary", "set-to-other"],
 )
 def test_a_hand_move_of_production_during_a_rollout_is_refused(
-    zt: LocalRegistry, move: Callable[[LocalRegistry], None]
+    zt: Registry, move: Callable[[Registry], None]
 ) -> None:
     """Was: both exited 0 and stranded the rollout (all traffic on zt@2 as `stable`)."""
     token = zt.change_token()
@@ -49,7 +49,7 @@ def test_a_hand_move_of_production_during_a_rollout_is_refused(
     assert zt.rollout("zt") is not None and zt.rollout("zt").state == "active"  # type: ignore[union-attr]
 
 
-def test_during_a_rollout_other_aliases_move_and_a_no_op_passes(zt: LocalRegistry) -> None:
+def test_during_a_rollout_other_aliases_move_and_a_no_op_passes(zt: Registry) -> None:
     zt.set_alias("zt", "staging", 3)
     zt.remove_alias("zt", "staging")
     zt.set_alias("zt", "production", 1)  # already there: not a move
@@ -57,14 +57,14 @@ def test_during_a_rollout_other_aliases_move_and_a_no_op_passes(zt: LocalRegistr
 
 
 def test_push_with_alias_production_during_a_rollout_is_refused(
-    zt: LocalRegistry, make_adapter: MakeAdapter
+    zt: Registry, make_adapter: MakeAdapter
 ) -> None:
     with pytest.raises(registry.RolloutConflictError, match="deploy abort zt"):
         zt.push_adapter(make_adapter("zt", seed=9), dataset="support-data", alias="production")
     assert [v.version for v in zt.list_adapters("zt")] == [1, 2, 3]  # nothing recorded
 
 
-def test_the_rollouts_own_promotion_and_abort_still_move_production(zt: LocalRegistry) -> None:
+def test_the_rollouts_own_promotion_and_abort_still_move_production(zt: Registry) -> None:
     zt.end_rollout("zt", None, "promoted", reason="judged good")
     assert zt.aliases("zt") == {"production": 2}
     zt.set_alias("zt", "production", 3)  # no rollout now: a person may move it again
@@ -75,7 +75,7 @@ def test_the_rollouts_own_promotion_and_abort_still_move_production(zt: LocalReg
 
 
 @pytest.fixture
-def mixed(reg: LocalRegistry, make_adapter: MakeAdapter, tmp_path: Path) -> LocalRegistry:
+def mixed(reg: Registry, make_adapter: MakeAdapter, tmp_path: Path) -> Registry:
     """``support`` 1 (production) and 2 on tiny-base, 3 on other-base."""
     reg.push_adapter(make_adapter("support"), dataset="support-data")
     reg.push_adapter(make_adapter("support", seed=1), dataset="support-data")
@@ -84,7 +84,7 @@ def mixed(reg: LocalRegistry, make_adapter: MakeAdapter, tmp_path: Path) -> Loca
     return reg
 
 
-def test_production_onto_another_base_is_refused(mixed: LocalRegistry) -> None:
+def test_production_onto_another_base_is_refused(mixed: Registry) -> None:
     """Was: exit 0, and every gateway then answered 400 adapter_base_mismatch."""
     with pytest.raises(registry.BaseMismatchError) as caught:
         mixed.set_alias("support", "production", 3)
@@ -98,7 +98,7 @@ def test_production_onto_another_base_is_refused(mixed: LocalRegistry) -> None:
 
 
 def test_push_with_alias_production_onto_another_base_is_refused(
-    mixed: LocalRegistry, make_adapter: MakeAdapter
+    mixed: Registry, make_adapter: MakeAdapter
 ) -> None:
     with pytest.raises(registry.BaseMismatchError, match="other-base"):
         mixed.push_adapter(
@@ -108,7 +108,7 @@ def test_push_with_alias_production_onto_another_base_is_refused(
     assert [v.version for v in mixed.list_adapters("support")] == [1, 2, 3]
 
 
-def test_a_deliberate_base_switch_goes_through_removing_production(mixed: LocalRegistry) -> None:
+def test_a_deliberate_base_switch_goes_through_removing_production(mixed: Registry) -> None:
     mixed.remove_alias("support", "production")
     mixed.set_alias("support", "production", 3)
     assert mixed.resolve("support").version == 3
@@ -116,7 +116,7 @@ def test_a_deliberate_base_switch_goes_through_removing_production(mixed: LocalR
         mixed.set_alias("support", "production", 1)  # and now the rule guards the new base
 
 
-def test_deploy_and_alias_set_share_the_rule(mixed: LocalRegistry) -> None:
+def test_deploy_and_alias_set_share_the_rule(mixed: Registry) -> None:
     """One rule: the same class, the same comparison, for a canary and for production."""
     with pytest.raises(registry.BaseMismatchError, match="cannot share traffic"):
         mixed.start_rollout("support", 3, steps=[10])
@@ -124,9 +124,9 @@ def test_deploy_and_alias_set_share_the_rule(mixed: LocalRegistry) -> None:
         mixed.set_alias("support", "production", 3)
 
 
-def test_the_cli_exit_codes(zt: LocalRegistry, reg_path: Path) -> None:
+def test_the_cli_exit_codes(zt: Registry) -> None:
     def run(*args: str) -> tuple[int, str]:
-        result = CliRunner().invoke(main, [*args, "--registry", str(reg_path)])
+        result = CliRunner().invoke(main, [*args, "--registry", zt.location])
         return result.exit_code, result.output
 
     code, out = run("alias", "rm", "zt", "production")
@@ -138,14 +138,14 @@ def test_the_cli_exit_codes(zt: LocalRegistry, reg_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "alias"), [("bad name", "x"), ("zt", "1x"), ("zt", ""), ("", "p")]
 )
-def test_alias_rm_checks_its_arguments(zt: LocalRegistry, name: str, alias: str) -> None:
+def test_alias_rm_checks_its_arguments(zt: Registry, name: str, alias: str) -> None:
     """Non-canonical names and aliases are invalid refs (exit 4), not 'no such alias'."""
     with pytest.raises(registry.InvalidRefError):
         zt.remove_alias(name, alias)
 
 
 @pytest.fixture
-def zq(reg: LocalRegistry, make_adapter: MakeAdapter) -> LocalRegistry:
+def zq(reg: Registry, make_adapter: MakeAdapter) -> Registry:
     """``zq`` 1 (production), 2 quarantined, 3 clean; no rollout."""
     for seed in range(3):
         reg.push_adapter(make_adapter("zq", seed=seed), dataset="support-data")
@@ -162,7 +162,7 @@ def zq(reg: LocalRegistry, make_adapter: MakeAdapter) -> LocalRegistry:
     ids=["alias-set", "rollout-start"],
 )
 def test_production_or_a_canary_onto_a_quarantined_version_is_refused(
-    zq: LocalRegistry, move: Callable[[LocalRegistry], object]
+    zq: Registry, move: Callable[[Registry], object]
 ) -> None:
     token = zq.change_token()
     with pytest.raises(registry.QuarantinedError) as caught:
@@ -177,7 +177,7 @@ def test_production_or_a_canary_onto_a_quarantined_version_is_refused(
     move(zq)  # lifted: allowed again
 
 
-def test_a_canary_quarantined_during_its_rollout_is_not_promoted(zq: LocalRegistry) -> None:
+def test_a_canary_quarantined_during_its_rollout_is_not_promoted(zq: Registry) -> None:
     zq.start_rollout("zq", 3, steps=[10, 100])
     zq.quarantine("zq@3", reason="loops", who="gw-2")
     with pytest.raises(registry.QuarantinedError, match="registry quarantine rm zq@3"):
@@ -187,7 +187,7 @@ def test_a_canary_quarantined_during_its_rollout_is_not_promoted(zq: LocalRegist
     assert zq.aliases("zq")["production"] == 1
 
 
-def test_cli_alias_set_production_onto_a_quarantined_version(zq: LocalRegistry) -> None:
+def test_cli_alias_set_production_onto_a_quarantined_version(zq: Registry) -> None:
     result = CliRunner().invoke(
         main, ["--registry", zq.location, "alias", "set", "zq", "production", "2"]
     )
@@ -197,7 +197,7 @@ def test_cli_alias_set_production_onto_a_quarantined_version(zq: LocalRegistry) 
 
 
 @pytest.mark.parametrize("alias", ["Production", "PRODUCTION", "Staging"])
-def test_an_alias_differing_only_in_case_is_refused(zq: LocalRegistry, alias: str) -> None:
+def test_an_alias_differing_only_in_case_is_refused(zq: Registry, alias: str) -> None:
     """Was: `alias set zq Production 2` exited 0, and plain `zq` kept serving production
     (aliases are case-sensitive), past the production rules and looking like a move."""
     zq.set_alias("zq", "staging", 3)
@@ -209,7 +209,7 @@ def test_an_alias_differing_only_in_case_is_refused(zq: LocalRegistry, alias: st
 
 
 def test_push_with_an_alias_differing_only_in_case_is_refused(
-    zq: LocalRegistry, make_adapter: MakeAdapter
+    zq: Registry, make_adapter: MakeAdapter
 ) -> None:
     with pytest.raises(registry.InvalidRefError, match="write production"):
         zq.push_adapter(make_adapter("zq", seed=9), dataset="support-data", alias="Production")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -19,6 +20,9 @@ from registry.errors import (
     NotARegistryError,
     UnsupportedLocationError,
 )
+from registry.location import open_local
+from registry.settings import RegistrySettings
+from tests.support.mounted_service import MountedServer
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
@@ -46,7 +50,32 @@ def test_every_leaf_command_takes_registry() -> None:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str]]:
+def cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reg_kind: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., tuple[int, str]]]:
+    """``registry ARGS`` with REGISTRY_URL the directory ``tmp_path/reg``, or a registry
+    service over it (``init`` then runs where the service does, on the directory)."""
+    directory = tmp_path / "reg"
+    monkeypatch.setenv("REGISTRY_USER", "cli-user")
+    with contextlib.ExitStack() as stack:
+        location = str(directory)
+        if reg_kind == "http":
+            local = stack.enter_context(open_local(directory, settings=RegistrySettings()))
+            service: MountedServer = request.getfixturevalue("service")
+            location = stack.enter_context(service.serve(local, RegistrySettings()))
+        monkeypatch.setenv("REGISTRY_URL", location)
+
+        def run(*args: str) -> tuple[int, str]:
+            where = ["--registry", str(directory)] if args == ("init",) else []
+            result = CliRunner().invoke(main, [*args, *where])
+            return result.exit_code, result.output
+
+        yield run
+
+
+@pytest.fixture
+def dir_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str]]:
+    """``registry ARGS`` on directories only (what a path location alone can get wrong)."""
     monkeypatch.setenv("REGISTRY_URL", str(tmp_path / "reg"))
     monkeypatch.setenv("REGISTRY_USER", "cli-user")
 
@@ -178,8 +207,11 @@ def test_verify_exit_code_on_damage(
     assert code == IntegrityError.exit_code and "ERROR" in out
 
 
-def test_only_init_creates_a_registry(cli: Callable[..., tuple[int, str]], tmp_path: Path) -> None:
+def test_only_init_creates_a_registry(
+    dir_cli: Callable[..., tuple[int, str]], tmp_path: Path
+) -> None:
     """Rough edge: `--registry /path/with/a/typo ls` made a new empty registry."""
+    cli = dir_cli
     typo = tmp_path / "regsitry"
     for verb in (("ls",), ("show", "x"), ("log",), ("verify",), ("pull", "x", str(tmp_path / "d"))):
         code, out = cli(*verb, "--registry", str(typo))
@@ -199,9 +231,10 @@ def test_only_init_creates_a_registry(cli: Callable[..., tuple[int, str]], tmp_p
 
 
 def test_garbage_database_is_a_clear_error(
-    cli: Callable[..., tuple[int, str]], tmp_path: Path
+    dir_cli: Callable[..., tuple[int, str]], tmp_path: Path
 ) -> None:
     """Rough edge: a garbage registry.db gave a traceback."""
+    cli = dir_cli
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "registry.db").write_bytes(b"this is not a database at all" * 100)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import registry
-from registry.local import LocalRegistry
+from registry.protocol import Registry
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
@@ -37,7 +37,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def test_adapter_inside_a_work_tree_records_its_commit(
-    reg: LocalRegistry, repo: Path, make_adapter: Callable[..., Path]
+    reg: Registry, repo: Path, make_adapter: Callable[..., Path]
 ) -> None:
     head = _git(repo, "rev-parse", "HEAD")
     adapter = make_adapter("support")
@@ -54,7 +54,7 @@ def test_adapter_inside_a_work_tree_records_its_commit(
 
 
 def test_code_outside_git_and_no_code(
-    reg: LocalRegistry, tmp_path: Path, make_adapter: Callable[..., Path]
+    reg: Registry, tmp_path: Path, make_adapter: Callable[..., Path]
 ) -> None:
     (tmp_path / "not-git").mkdir()
     with pytest.raises(registry.InvalidAdapterError, match="not inside a git work tree"):

@@ -21,7 +21,7 @@ print(result.adapter.version)
 
 
 def test_concurrent_pushes(
-    reg: LocalRegistry, reg_path: Path, make_adapter: Callable[..., Path]
+    local_reg: LocalRegistry, reg_path: Path, make_adapter: Callable[..., Path]
 ) -> None:
     paths = [make_adapter(seed=seed) for seed in range(4)]
     start = time.time() + 1.5

@@ -31,10 +31,10 @@ reg.push_adapter(sys.argv[2], dataset="support-data", alias="production")
 
 @pytest.mark.parametrize("step", PUSH_STEPS)
 def test_killed_push_leaves_nothing(
-    reg: LocalRegistry, reg_path: Path, make_adapter: Callable[..., Path], step: str
+    local_reg: LocalRegistry, reg_path: Path, make_adapter: Callable[..., Path], step: str
 ) -> None:
     path = make_adapter("support")
-    token = reg.change_token()
+    token = local_reg.change_token()
     env = {**os.environ, "REGISTRY_URL": ""}
     proc = subprocess.run(
         [sys.executable, "-c", PUSHER, str(reg_path), str(path), step],

@@ -1,7 +1,7 @@
-"""The `Registry` protocol is the whole registry: LocalRegistry offers exactly its
-operations, with the same parameters, so a second implementation (the registry service's
-client) that satisfies the protocol can stand in anywhere; and callers outside the
-registry never import an implementation module."""
+"""The `Registry` protocol is the whole registry: LocalRegistry and HttpRegistry (the
+registry service's client) each offer exactly its operations, with the same parameters,
+so either stands in anywhere; and callers outside the registry never import an
+implementation module."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.http_client import HttpRegistry
 from registry.local import LocalRegistry
 from registry.protocol import Registry
 from tests.support.imports import imported_names
@@ -41,13 +42,18 @@ def operations(cls: type) -> set[str]:
     return names
 
 
-def test_local_registry_offers_exactly_the_protocol() -> None:
-    assert operations(LocalRegistry) == operations(Registry)
+IMPLEMENTATIONS = [LocalRegistry, HttpRegistry]
 
 
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda c: c.__name__)
+def test_each_implementation_offers_exactly_the_protocol(impl: type) -> None:
+    assert operations(impl) == operations(Registry)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("name", sorted(operations(Registry)))
-def test_each_operation_takes_the_protocols_parameters(name: str) -> None:
-    ours, theirs = getattr(LocalRegistry, name), getattr(Registry, name)
+def test_each_operation_takes_the_protocols_parameters(impl: type, name: str) -> None:
+    ours, theirs = getattr(impl, name), getattr(Registry, name)
     if isinstance(theirs, property):
         assert isinstance(ours, property)
         return

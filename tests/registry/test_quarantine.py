@@ -11,17 +11,17 @@ from click.testing import CliRunner
 
 import registry
 from registry.cli import main
-from registry.local import LocalRegistry
+from registry.protocol import Registry
 
 
 @pytest.fixture
-def pushed(reg: LocalRegistry, make_adapter: Callable[..., Path]) -> LocalRegistry:
+def pushed(reg: Registry, make_adapter: Callable[..., Path]) -> Registry:
     reg.push_adapter(make_adapter(), name="support", dataset="support-data")
     reg.push_adapter(make_adapter(seed=2), name="support", dataset="support-data")
     return reg
 
 
-def test_quarantine_is_recorded_and_lifted(pushed: LocalRegistry) -> None:
+def test_quarantine_is_recorded_and_lifted(pushed: Registry) -> None:
     record = pushed.quarantine("support@2", reason="  the engine\nanswered ''  ", who="gw-1")
     assert record.quarantine is not None
     assert record.quarantine.reason == "the engine answered ''"
@@ -42,7 +42,7 @@ def test_quarantine_is_recorded_and_lifted(pushed: LocalRegistry) -> None:
     ]
 
 
-def test_second_quarantine_keeps_the_first_reason(pushed: LocalRegistry) -> None:
+def test_second_quarantine_keeps_the_first_reason(pushed: Registry) -> None:
     token = pushed.change_token()
     first = pushed.quarantine("support@1", reason="first", who="gw-1")
     assert pushed.change_token() > token
@@ -52,7 +52,7 @@ def test_second_quarantine_keeps_the_first_reason(pushed: LocalRegistry) -> None
     assert pushed.change_token() == token  # nothing written
 
 
-def test_refusals_write_nothing(pushed: LocalRegistry) -> None:
+def test_refusals_write_nothing(pushed: Registry) -> None:
     token = pushed.change_token()
     with pytest.raises(registry.NotQuarantinedError):
         pushed.lift_quarantine("support@1")
@@ -67,12 +67,12 @@ def test_refusals_write_nothing(pushed: LocalRegistry) -> None:
     assert pushed.change_token() == token
 
 
-def test_reason_is_bounded(pushed: LocalRegistry) -> None:
+def test_reason_is_bounded(pushed: Registry) -> None:
     record = pushed.quarantine("support@1", reason="x" * 100_000)
     assert record.quarantine is not None and len(record.quarantine.reason) == 500
 
 
-def test_cli_quarantine(pushed: LocalRegistry) -> None:
+def test_cli_quarantine(pushed: Registry) -> None:
     loc = ["--registry", pushed.location]
     runner = CliRunner()
     result = runner.invoke(main, [*loc, "quarantine", "ls"])
@@ -94,7 +94,7 @@ def test_cli_quarantine(pushed: LocalRegistry) -> None:
     assert result.exit_code == 2  # --reason is required
 
 
-def test_reason_is_one_plain_line(pushed: LocalRegistry) -> None:
+def test_reason_is_one_plain_line(pushed: Registry) -> None:
     """Was: terminal escapes and bidi overrides were stored and printed as given (`registry
     show`/`quarantine ls` on a terminal ran them)."""
     hostile = "\x1b[2J\x1b[31mfine\x1b[0m\u202e\u200bgood\x07 \r\nreally\x00"
@@ -105,7 +105,7 @@ def test_reason_is_one_plain_line(pushed: LocalRegistry) -> None:
         pushed.quarantine("support@2", reason="\x1b\u202e\x00")
 
 
-def test_cli_says_when_a_version_was_already_quarantined(pushed: LocalRegistry) -> None:
+def test_cli_says_when_a_version_was_already_quarantined(pushed: Registry) -> None:
     """Was: a second `quarantine add` printed `quarantined: FIRST REASON` as if its own
     reason had been taken."""
     loc = ["--registry", pushed.location]

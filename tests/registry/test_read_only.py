@@ -83,10 +83,10 @@ def _run_read_only(location: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 def test_reads_work_and_writes_refuse_on_a_read_only_mount(
-    reg: LocalRegistry, reg_path: Path, make_adapter: Callable[..., Path], tmp_path: Path
+    local_reg: LocalRegistry, reg_path: Path, make_adapter: Callable[..., Path], tmp_path: Path
 ) -> None:
-    reg.push_adapter(make_adapter("support"), dataset="support-data")
-    reg.close()  # the last writer leaves: no -wal/-shm files stay behind
+    local_reg.push_adapter(make_adapter("support"), dataset="support-data")
+    local_reg.close()  # the last writer leaves: no -wal/-shm files stay behind
     proc = _run_read_only(reg_path, str(tmp_path / "pulled"), str(make_adapter(seed=2)))
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)

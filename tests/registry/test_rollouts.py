@@ -13,18 +13,19 @@ import pytest
 import registry
 from registry.local import LocalRegistry
 from registry.location import open_local
+from registry.protocol import Registry
 from tests.support.synthetic import write_base
 
 
 @pytest.fixture
-def two(reg: LocalRegistry, make_adapter: Callable[..., Path]) -> LocalRegistry:
+def two(reg: Registry, make_adapter: Callable[..., Path]) -> Registry:
     """``support`` with versions 1 (production) and 2."""
     reg.push_adapter(make_adapter("support"), dataset="support-data")
     reg.push_adapter(make_adapter("support", seed=1), dataset="support-data")
     return reg
 
 
-def test_start_records_the_split_and_logs_it(two: LocalRegistry) -> None:
+def test_start_records_the_split_and_logs_it(two: Registry) -> None:
     token = two.change_token()
     r = two.start_rollout("support", 2, steps=[10, 50, 100], plan={"interval_s": 5}, who="ann")
     assert (r.stable, r.canary, r.weight, r.step, r.state) == (1, 2, 10.0, 0, "active")
@@ -37,7 +38,7 @@ def test_start_records_the_split_and_logs_it(two: LocalRegistry) -> None:
     assert two.resolve("support").version == 1  # production itself does not move
 
 
-def test_one_active_rollout_per_name(two: LocalRegistry, make_adapter: Callable[..., Path]) -> None:
+def test_one_active_rollout_per_name(two: Registry, make_adapter: Callable[..., Path]) -> None:
     two.push_adapter(make_adapter("support", seed=2), dataset="support-data")
     two.start_rollout("support", 2, steps=[10])
     with pytest.raises(registry.RolloutConflictError, match="already has an active rollout"):
@@ -46,10 +47,10 @@ def test_one_active_rollout_per_name(two: LocalRegistry, make_adapter: Callable[
     assert two.start_rollout("support", 3, steps=[10]).canary == 3
 
 
-def test_the_unique_index_holds_without_the_check(two: LocalRegistry) -> None:
+def test_the_unique_index_holds_without_the_check(two: Registry, local_reg: LocalRegistry) -> None:
     two.start_rollout("support", 2, steps=[10])
     with pytest.raises(Exception, match="UNIQUE"):
-        two.store.conn.execute(
+        local_reg.store.conn.execute(
             "INSERT INTO rollouts (name, stable, canary, steps, plan, weight, state, started_by,"
             " started_at, step_started_at) VALUES ('support', 1, 2, '[5]', '{}', 5, 'active',"
             " 'x', 'now', 'now')"
@@ -72,7 +73,7 @@ def test_the_unique_index_holds_without_the_check(two: LocalRegistry) -> None:
     ],
 )
 def test_bad_steps_are_refused_before_anything_is_written(
-    two: LocalRegistry, steps: list[object], match: str
+    two: Registry, steps: list[object], match: str
 ) -> None:
     token = two.change_token()
     with pytest.raises(registry.InvalidRolloutError, match=match):
@@ -80,7 +81,7 @@ def test_bad_steps_are_refused_before_anything_is_written(
     assert two.rollout("support") is None and two.change_token() == token
 
 
-def test_bad_targets(two: LocalRegistry, tmp_path: Path, make_adapter: Callable[..., Path]) -> None:
+def test_bad_targets(two: Registry, tmp_path: Path, make_adapter: Callable[..., Path]) -> None:
     with pytest.raises(registry.RefNotFoundError, match="has no version 9"):
         two.start_rollout("support", 9, steps=[10])
     with pytest.raises(registry.RefNotFoundError, match="no adapter named"):
@@ -96,13 +97,13 @@ def test_bad_targets(two: LocalRegistry, tmp_path: Path, make_adapter: Callable[
     assert two.rollouts("support") == []
 
 
-def test_no_production_alias_is_refused(two: LocalRegistry) -> None:
+def test_no_production_alias_is_refused(two: Registry) -> None:
     two.remove_alias("support", "production")
     with pytest.raises(registry.InvalidRolloutError, match="no production alias"):
         two.start_rollout("support", 2, steps=[10])
 
 
-def test_walk_promote_and_history(two: LocalRegistry) -> None:
+def test_walk_promote_and_history(two: Registry) -> None:
     r = two.start_rollout("support", 2, steps=[10, 50, 100])
     two.claim_rollout("support", r.id, "ctl-a", ttl_s=30)
     figures = {"canary": {"requests": 40.0}}
@@ -136,7 +137,7 @@ def test_walk_promote_and_history(two: LocalRegistry) -> None:
         two.advance_rollout("support", r.id, 1, holder="ctl-a")
 
 
-def test_rollback_keeps_production_and_records_why(two: LocalRegistry) -> None:
+def test_rollback_keeps_production_and_records_why(two: Registry) -> None:
     r = two.start_rollout("support", 2, steps=[10, 100])
     done = two.end_rollout("support", r.id, "rolled_back", reason="error rate 0.5 > 0.05")
     assert (done.state, done.weight, done.reason) == ("rolled_back", 0.0, "error rate 0.5 > 0.05")
@@ -146,7 +147,7 @@ def test_rollback_keeps_production_and_records_why(two: LocalRegistry) -> None:
         two.end_rollout("support", None, "aborted", reason="x")
 
 
-def test_a_second_controller_cannot_act(two: LocalRegistry) -> None:
+def test_a_second_controller_cannot_act(two: Registry) -> None:
     r = two.start_rollout("support", 2, steps=[10, 50])
     two.claim_rollout("support", r.id, "ctl-a", ttl_s=30)
     with pytest.raises(registry.LeaseHeldError, match="driven by ctl-a"):
@@ -163,7 +164,7 @@ def test_a_second_controller_cannot_act(two: LocalRegistry) -> None:
     assert two.claim_rollout("support", r.id, "ctl-b", ttl_s=30).holder == "ctl-b"
 
 
-def test_an_expired_lease_can_be_taken_over(two: LocalRegistry) -> None:
+def test_an_expired_lease_can_be_taken_over(two: Registry) -> None:
     r = two.start_rollout("support", 2, steps=[10, 50])
     two.claim_rollout("support", r.id, "ctl-a", ttl_s=0.01)
     threading.Event().wait(0.05)
@@ -172,13 +173,13 @@ def test_an_expired_lease_can_be_taken_over(two: LocalRegistry) -> None:
         two.advance_rollout("support", r.id, 1, holder="ctl-a")  # the old one stopped owning it
 
 
-def test_a_person_promotes_or_aborts_over_a_lease(two: LocalRegistry) -> None:
+def test_a_person_promotes_or_aborts_over_a_lease(two: Registry) -> None:
     r = two.start_rollout("support", 2, steps=[10, 50])
     two.claim_rollout("support", r.id, "ctl-a", ttl_s=30)
     assert two.end_rollout("support", None, "aborted", reason="by hand").state == "aborted"
 
 
-def test_two_processes_race_for_one_lease(two: LocalRegistry, reg_path: Path) -> None:
+def test_two_processes_race_for_one_lease(two: Registry, reg_path: Path) -> None:
     r = two.start_rollout("support", 2, steps=[10, 50])
     wins: list[str] = []
     errors: list[Exception] = []
@@ -199,7 +200,7 @@ def test_two_processes_race_for_one_lease(two: LocalRegistry, reg_path: Path) ->
     assert len(wins) == 1 and len(errors) == 5
 
 
-def test_rollouts_survive_reopening(two: LocalRegistry, reg_path: Path) -> None:
+def test_rollouts_survive_reopening(two: Registry, reg_path: Path) -> None:
     r = two.start_rollout("support", 2, steps=[10, 50])
     two.advance_rollout("support", r.id, 1)
     two.close()
@@ -208,7 +209,7 @@ def test_rollouts_survive_reopening(two: LocalRegistry, reg_path: Path) -> None:
         assert found is not None and (found.id, found.step, found.weight) == (r.id, 1, 50.0)
 
 
-def test_versions_in_an_active_rollout_cannot_be_removed(two: LocalRegistry) -> None:
+def test_versions_in_an_active_rollout_cannot_be_removed(two: Registry) -> None:
     two.start_rollout("support", 2, steps=[10])
     with pytest.raises(registry.InUseError, match="active rollout"):
         two.remove("support@2")

@@ -9,11 +9,13 @@ import pytest
 
 import registry
 from registry.local import LocalRegistry
+from registry.protocol import Registry
 
 
 def test_a_taken_version_number_is_a_version_conflict(
-    reg: LocalRegistry, make_adapter: Callable[..., Path]
+    local_reg: LocalRegistry, make_adapter: Callable[..., Path]
 ) -> None:
+    reg = local_reg
     """What a writer that lost a race for NAME@N meets (UNIQUE(name, version))."""
     v1 = reg.push_adapter(make_adapter(), dataset="support-data").adapter
     token = reg.change_token()
@@ -30,7 +32,7 @@ def test_a_taken_version_number_is_a_version_conflict(
 
 
 def test_writes_on_a_read_only_store_refuse_before_any_work(
-    reg: LocalRegistry, reg_path: Path, make_adapter: Callable[..., Path]
+    reg: Registry, reg_path: Path, make_adapter: Callable[..., Path]
 ) -> None:
     reg.close()
     with registry.open(reg_path, read_only=True) as ro:

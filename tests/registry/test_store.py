@@ -10,12 +10,13 @@ import pytest
 
 import registry
 from registry.local import LocalRegistry
+from registry.protocol import Registry
 from registry.push import DatasetFile, dataset_argument
 
 MakeAdapter = Callable[..., Path]
 
 
-def test_push_records_lineage(reg: LocalRegistry, make_adapter: MakeAdapter) -> None:
+def test_push_records_lineage(reg: Registry, make_adapter: MakeAdapter) -> None:
     path = make_adapter("support")
     (path / "training_args.json").write_text(json.dumps({"epochs": 3}))
     result = reg.push_adapter(path, dataset="support-data", meta={"owner": "ops"}, who="alice")
@@ -33,7 +34,7 @@ def test_push_records_lineage(reg: LocalRegistry, make_adapter: MakeAdapter) -> 
     assert reg.resolve(v.digest).version == 1
 
 
-def test_identical_push_returns_existing(reg: LocalRegistry, make_adapter: MakeAdapter) -> None:
+def test_identical_push_returns_existing(reg: Registry, make_adapter: MakeAdapter) -> None:
     path = make_adapter("support")
     first = reg.push_adapter(path, dataset="support-data")
     again = reg.push_adapter(path, dataset="support-data", alias="production")
@@ -45,7 +46,7 @@ def test_identical_push_returns_existing(reg: LocalRegistry, make_adapter: MakeA
     assert [e.action for e in reg.events("support")] == ["push", "alias.set", "push"]
 
 
-def test_unknown_dataset_needs_flag(reg: LocalRegistry, make_adapter: MakeAdapter) -> None:
+def test_unknown_dataset_needs_flag(reg: Registry, make_adapter: MakeAdapter) -> None:
     path = make_adapter()
     with pytest.raises(registry.InvalidAdapterError, match="allow-unknown-dataset"):
         reg.push_adapter(path)
@@ -53,9 +54,7 @@ def test_unknown_dataset_needs_flag(reg: LocalRegistry, make_adapter: MakeAdapte
     assert v.dataset == registry.Lineage(None, None)
 
 
-def test_dataset_file_is_added(
-    reg: LocalRegistry, make_adapter: MakeAdapter, tmp_path: Path
-) -> None:
+def test_dataset_file_is_added(reg: Registry, make_adapter: MakeAdapter, tmp_path: Path) -> None:
     data = tmp_path / "triage-data.jsonl"
     data.write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n')
     v = reg.push_adapter(make_adapter("triage"), dataset=str(data)).adapter
@@ -67,7 +66,7 @@ def test_dataset_file_is_added(
 
 
 def test_dataset_file_named_after_the_task(
-    reg: LocalRegistry, make_adapter: MakeAdapter, tmp_path: Path
+    reg: Registry, make_adapter: MakeAdapter, tmp_path: Path
 ) -> None:
     """Rough edge: `push adapter/ --name extract --dataset data/extract.jsonl` was refused
     ("would be recorded as 'extract', a name already taken")."""
@@ -92,7 +91,7 @@ def test_dataset_file_named_after_the_task(
     assert fourth.dataset.name is not None and fourth.dataset.name.startswith("tiny-base-")
 
 
-def test_resolve_rules(reg: LocalRegistry, make_adapter: MakeAdapter) -> None:
+def test_resolve_rules(reg: Registry, make_adapter: MakeAdapter) -> None:
     for seed in range(3):
         reg.push_adapter(make_adapter(seed=seed), dataset="support-data")
     assert reg.resolve("support").version == 1  # the first version took production
@@ -118,9 +117,7 @@ def test_resolve_rules(reg: LocalRegistry, make_adapter: MakeAdapter) -> None:
         reg.set_alias("support", "production", 7)
 
 
-def test_remove_is_soft_and_refused_while_aliased(
-    reg: LocalRegistry, make_adapter: MakeAdapter
-) -> None:
+def test_remove_is_soft_and_refused_while_aliased(reg: Registry, make_adapter: MakeAdapter) -> None:
     reg.push_adapter(make_adapter(seed=0), dataset="support-data", alias="production")
     reg.push_adapter(make_adapter(seed=1), dataset="support-data")
     with pytest.raises(registry.AliasInUseError, match="production"):
@@ -143,7 +140,7 @@ def test_remove_is_soft_and_refused_while_aliased(
     assert any(e.action == "remove" and e.who == "bob" for e in reg.events())
 
 
-def test_shared_namespace(reg: LocalRegistry, make_adapter: MakeAdapter, base_dir: Path) -> None:
+def test_shared_namespace(reg: Registry, make_adapter: MakeAdapter, base_dir: Path) -> None:
     with pytest.raises(registry.NameConflictError, match="base"):
         reg.push_adapter(make_adapter("tiny-base"), dataset="support-data")
     with pytest.raises(registry.NameConflictError):
@@ -151,7 +148,7 @@ def test_shared_namespace(reg: LocalRegistry, make_adapter: MakeAdapter, base_di
     assert reg.add_base(base_dir, name="tiny-base").name == "tiny-base"  # idempotent
 
 
-def test_base_record(reg: LocalRegistry) -> None:
+def test_base_record(reg: Registry) -> None:
     base = reg.base("tiny-base")
     assert base.license == "apache-2.0" and base.parent is None and base.quantization is None
     assert base.architecture["architectures"] == ["LlamaForCausalLM"]
@@ -161,7 +158,7 @@ def test_base_record(reg: LocalRegistry) -> None:
     assert reg.resolve(base.digest).kind == "base"
 
 
-def test_schema_from_dir_and_argument(reg: LocalRegistry, make_adapter: MakeAdapter) -> None:
+def test_schema_from_dir_and_argument(reg: Registry, make_adapter: MakeAdapter) -> None:
     path = make_adapter("extract")
     schema = {"type": "object", "properties": {"name": {"type": "string"}}}
     (path / "schema.json").write_text(json.dumps(schema))
@@ -174,7 +171,7 @@ def test_schema_from_dir_and_argument(reg: LocalRegistry, make_adapter: MakeAdap
 
 def test_reopen_and_change_token(
     reg_path: Path,
-    reg: LocalRegistry,
+    reg: Registry,
     make_adapter: MakeAdapter,
     settings: registry.RegistrySettings,
 ) -> None:
@@ -186,15 +183,15 @@ def test_reopen_and_change_token(
         assert again.list_adapters()[0] == reg.adapter("support@1")
 
 
-def test_events_are_append_only(reg: LocalRegistry) -> None:
+def test_events_are_append_only(local_reg: LocalRegistry) -> None:
     import sqlite3
 
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        reg.store.conn.execute("DELETE FROM events")
+        local_reg.store.conn.execute("DELETE FROM events")
 
 
 def test_a_push_never_changes_what_the_name_serves(
-    reg: LocalRegistry, make_adapter: MakeAdapter
+    reg: Registry, make_adapter: MakeAdapter
 ) -> None:
     """Rough edge: pushing mine@2 without an alias turned plain `mine` ambiguous (400)."""
     first = reg.push_adapter(make_adapter("mine"), dataset="support-data").adapter
@@ -208,9 +205,7 @@ def test_a_push_never_changes_what_the_name_serves(
     assert reg.resolve("mine").version == 3
 
 
-def test_kind_messages_have_the_right_article(
-    reg: LocalRegistry, make_adapter: MakeAdapter
-) -> None:
+def test_kind_messages_have_the_right_article(reg: Registry, make_adapter: MakeAdapter) -> None:
     """Was "extract is a adapter, not a dataset"."""
     reg.push_adapter(make_adapter("support"), dataset="support-data")
     cases: list[tuple[Callable[[], object], str]] = [
@@ -252,7 +247,7 @@ def test_dataset_argument_is_decided_by_its_spelling(
 
 @pytest.mark.parametrize("value", ["", "~no-such-user-q9/x.jsonl", ".", "/dev/zero"])
 def test_odd_dataset_spellings_are_refused_with_a_message(
-    reg: LocalRegistry, make_adapter: MakeAdapter, value: str
+    reg: Registry, make_adapter: MakeAdapter, value: str
 ) -> None:
     """Was: `~unknown-user/...` a traceback; `''` suggested writing `./` (the current
     directory exists, but only a file can be recorded)."""
@@ -265,7 +260,7 @@ def test_odd_dataset_spellings_are_refused_with_a_message(
 
 
 def test_a_bare_dataset_name_is_never_taken_for_a_file(
-    reg: LocalRegistry, make_adapter: MakeAdapter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    reg: Registry, make_adapter: MakeAdapter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Was: `--dataset support-data` recorded a file of that name in the current directory
     instead of the registered dataset."""

@@ -12,6 +12,7 @@ import pytest
 import registry
 from registry.digest import ManifestEntry, manifest_digest
 from registry.local import LocalRegistry
+from registry.protocol import Registry
 from tests.support.blobs import hash_file, put_bytes
 
 
@@ -31,9 +32,7 @@ def _corrupt(reg: LocalRegistry, directory: Path, relpath: str) -> None:
         fh.write(b"\x00\x01\x02")
 
 
-def test_pull_round_trip(
-    reg: LocalRegistry, make_adapter: Callable[..., Path], tmp_path: Path
-) -> None:
+def test_pull_round_trip(reg: Registry, make_adapter: Callable[..., Path], tmp_path: Path) -> None:
     src = make_adapter("support")
     (src / "README.md").write_text("every file survives\n")
     v = reg.push_adapter(src, dataset="support-data").adapter
@@ -47,7 +46,7 @@ def test_pull_round_trip(
         reg.pull("support", out)
 
 
-def test_pull_base_and_dataset(reg: LocalRegistry, base_dir: Path, tmp_path: Path) -> None:
+def test_pull_base_and_dataset(reg: Registry, base_dir: Path, tmp_path: Path) -> None:
     out = reg.pull("tiny-base", tmp_path / "base")
     assert "README.md" not in {p.name for p in out.iterdir()}  # not a canonical file
     assert (out / "model.safetensors").read_bytes() == (base_dir / "model.safetensors").read_bytes()
@@ -57,12 +56,12 @@ def test_pull_base_and_dataset(reg: LocalRegistry, base_dir: Path, tmp_path: Pat
 
 
 def test_corrupt_blob_is_reported_and_refused(
-    reg: LocalRegistry, make_adapter: Callable[..., Path], tmp_path: Path
+    reg: Registry, local_reg: LocalRegistry, make_adapter: Callable[..., Path], tmp_path: Path
 ) -> None:
     src = make_adapter()
     reg.push_adapter(src, dataset="support-data")
     assert reg.verify().ok and reg.verify("support@1").ok
-    _corrupt(reg, src, "adapter_model.safetensors")
+    _corrupt(local_reg, src, "adapter_model.safetensors")
     report = reg.verify()
     assert not report.ok and "corrupt" in report.errors[0]
     assert not reg.verify("support@1").ok
@@ -72,20 +71,22 @@ def test_corrupt_blob_is_reported_and_refused(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.pull-")]
 
 
-def test_missing_blob_and_orphans(reg: LocalRegistry, make_adapter: Callable[..., Path]) -> None:
+def test_missing_blob_and_orphans(
+    reg: Registry, local_reg: LocalRegistry, make_adapter: Callable[..., Path]
+) -> None:
     src = make_adapter()
     reg.push_adapter(src, dataset="support-data")
-    orphan = put_bytes(reg.blobs, b"left by a killed push")
+    orphan = put_bytes(local_reg.blobs, b"left by a killed push")
     report = reg.verify()
     assert report.ok and report.orphans == (f"sha256:{orphan}",)
     assert reg.verify(gc=True, gc_grace_s=0).collected == (f"sha256:{orphan}",)
     assert reg.verify().orphans == ()
-    reg.blobs.path(hash_file(src / "adapter_config.json")[0]).unlink()
+    local_reg.blobs.path(hash_file(src / "adapter_config.json")[0]).unlink()
     assert "missing" in reg.verify().errors[0]
 
 
 def test_pull_into_an_unwritable_place_is_a_clear_error(
-    reg: LocalRegistry, make_adapter: Callable[..., Path], tmp_path: Path
+    reg: Registry, make_adapter: Callable[..., Path], tmp_path: Path
 ) -> None:
     """Rough edge: `pull` into an unwritable parent gave a traceback."""
     reg.push_adapter(make_adapter("support"), dataset="support-data")

@@ -14,6 +14,8 @@ from safetensors.numpy import save_file
 import registry
 from registry.errors import AdapterProblem as P
 from registry.local import LocalRegistry
+from registry.protocol import Registry
+from tests.support.refusals import assert_nothing_kept
 
 from .conftest import write_base
 
@@ -175,25 +177,26 @@ def _shrink_tensor(path: Path) -> None:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_refused_before_writing(
-    reg: LocalRegistry, make_adapter: Callable[..., Path], case: str
+    reg: Registry,
+    local_reg: LocalRegistry,
+    reg_kind: str,
+    make_adapter: Callable[..., Path],
+    case: str,
 ) -> None:
     reason, mutate = CASES[case]
     path = make_adapter("support")
     mutate(path)
-    blobs_before = sorted(reg.blobs.digests())
+    blobs_before = sorted(local_reg.blobs.digests())
     token = reg.change_token()
     with pytest.raises(registry.InvalidAdapterError) as info:
         reg.push_adapter(path, dataset="support-data")
     assert info.value.reason == reason, str(info.value)
     assert str(info.value)
-    assert sorted(reg.blobs.digests()) == blobs_before
-    assert reg.blobs.temp_files() == []
+    assert_nothing_kept(reg, local_reg, reg_kind, blobs_before)
     assert reg.change_token() == token and reg.list_adapters() == []
 
 
-def test_matching_template_is_accepted(
-    reg: LocalRegistry, make_adapter: Callable[..., Path]
-) -> None:
+def test_matching_template_is_accepted(reg: Registry, make_adapter: Callable[..., Path]) -> None:
     from .conftest import CHAT_TEMPLATE
 
     path = make_adapter()
@@ -202,7 +205,7 @@ def test_matching_template_is_accepted(
 
 
 def test_empty_dir_and_missing_base(
-    reg: LocalRegistry, tmp_path: Path, make_adapter: Callable[..., Path]
+    reg: Registry, tmp_path: Path, make_adapter: Callable[..., Path]
 ) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(registry.InvalidAdapterError) as info:
@@ -238,7 +241,7 @@ def test_rank_limit_is_a_setting(
         assert reg.push_adapter(make_adapter(r=2), allow_unknown_dataset=True).created
 
 
-def test_base_choice(reg: LocalRegistry, tmp_path: Path, make_adapter: Callable[..., Path]) -> None:
+def test_base_choice(reg: Registry, tmp_path: Path, make_adapter: Callable[..., Path]) -> None:
     reg.add_base(write_base(tmp_path / "other-base", template="x"), name="other-base")
     with pytest.raises(registry.InvalidAdapterError, match="pass --base"):
         reg.push_adapter(
@@ -250,7 +253,7 @@ def test_base_choice(reg: LocalRegistry, tmp_path: Path, make_adapter: Callable[
     assert v2.base_model.name == "other-base"
 
 
-def test_bad_base_models(reg: LocalRegistry, tmp_path: Path) -> None:
+def test_bad_base_models(reg: Registry, tmp_path: Path) -> None:
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     (pickled / "config.json").write_text("{}")
@@ -262,7 +265,7 @@ def test_bad_base_models(reg: LocalRegistry, tmp_path: Path) -> None:
 
 
 def test_messages_name_the_field_and_the_tensor(
-    reg: LocalRegistry, make_adapter: Callable[..., Path]
+    reg: Registry, make_adapter: Callable[..., Path]
 ) -> None:
     path = make_adapter()
     _raw_config(path, '"alpha_pattern": {"q_proj": NaN}')
@@ -279,7 +282,7 @@ def test_messages_name_the_field_and_the_tensor(
 
 
 def test_files_an_adapter_needs_are_accepted(
-    reg: LocalRegistry, make_adapter: Callable[..., Path]
+    reg: Registry, make_adapter: Callable[..., Path]
 ) -> None:
     path = make_adapter()
     (path / "README.md").write_text("# support\n")

@@ -18,12 +18,13 @@ from click.testing import CliRunner
 import registry
 from registry.cli import main as registry_cli
 from registry.local import LocalRegistry
+from registry.protocol import Registry
 
 QUANT = {"method": "fp8", "scheme": "FP8_DYNAMIC", "recipe_digest": "sha256:" + "a" * 64}
 FIDELITY = {"base": {"token_agreement": 0.99}, "size_ratio": 0.36, "failed_gates": []}
 
 
-def _add(reg: LocalRegistry, base_dir: Path, pairs: list[registry.PairInput], **kw: Any) -> None:
+def _add(reg: Registry, base_dir: Path, pairs: list[registry.PairInput], **kw: Any) -> None:
     reg.add_variant(
         base_dir,
         name=kw.pop("name", "tiny-base-fp8"),
@@ -37,7 +38,7 @@ def _add(reg: LocalRegistry, base_dir: Path, pairs: list[registry.PairInput], **
 
 
 def test_variant_lineage_pairs_and_show(
-    reg: LocalRegistry, reg_path: Path, base_dir: Path, make_adapter: Callable[..., Path]
+    reg: Registry, base_dir: Path, make_adapter: Callable[..., Path]
 ) -> None:
     support = reg.push_adapter(make_adapter("support"), dataset="support-data").adapter
     pairs = [registry.PairInput("support@1", False, ("task_score",), {"task_score": {"drop": 0.2}})]
@@ -53,7 +54,7 @@ def test_variant_lineage_pairs_and_show(
     assert actions[-2:] == ["variant.add", "pair.eval"]
 
     runner = CliRunner()
-    loc = ["--registry", str(reg_path)]
+    loc = ["--registry", reg.location]
     shown = json.loads(
         runner.invoke(registry_cli, ["show", "tiny-base-fp8", "--json", *loc]).output
     )
@@ -71,7 +72,7 @@ def test_variant_lineage_pairs_and_show(
     assert again is not None and again.passed  # re-evaluation replaces the result
 
 
-def test_a_taken_name_is_refused_before_any_work(reg: LocalRegistry, base_dir: Path) -> None:
+def test_a_taken_name_is_refused_before_any_work(reg: Registry, base_dir: Path) -> None:
     with pytest.raises(registry.NameConflictError, match="is taken"):
         reg.check_name_free("support-data")
     _add(reg, base_dir, [])
@@ -95,9 +96,9 @@ reg.add_variant(sys.argv[2], name="tiny-base-fp8", parent="tiny-base",
 
 @pytest.mark.parametrize("step", ["variant.blobs", "variant.row"])
 def test_killed_registration_leaves_nothing(
-    reg: LocalRegistry, reg_path: Path, base_dir: Path, step: str
+    local_reg: LocalRegistry, reg_path: Path, base_dir: Path, step: str
 ) -> None:
-    token = reg.change_token()
+    token = local_reg.change_token()
     proc = subprocess.run(
         [sys.executable, "-c", KILLER, str(reg_path), str(base_dir), step],
         env={**os.environ, "REGISTRY_URL": ""},
@@ -112,7 +113,7 @@ def test_killed_registration_leaves_nothing(
         assert after.verify().ok
 
 
-def test_a_parent_with_live_variants_is_not_removed(reg: LocalRegistry, base_dir: Path) -> None:
+def test_a_parent_with_live_variants_is_not_removed(reg: Registry, base_dir: Path) -> None:
     _add(reg, base_dir, [])
     with pytest.raises(registry.InUseError, match="used by variant tiny-base-fp8"):
         reg.remove("tiny-base")
@@ -123,7 +124,7 @@ def test_a_parent_with_live_variants_is_not_removed(reg: LocalRegistry, base_dir
 
 
 def test_a_base_and_a_variant_scan_their_directory_alike(
-    reg: LocalRegistry, base_dir: Path, tmp_path: Path
+    reg: Registry, base_dir: Path, tmp_path: Path
 ) -> None:
     """One scan (registry.catalog.scan_base): same files, architecture and template for a
     base and a variant of the same directory; the same refusal of a bad one."""
