@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -29,8 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
@@ -40,6 +42,8 @@ from registry.dirscan import ScanError, check_relpath
 from registry.local import LocalRegistry
 from registry.prepare import FileRef, PushRequest
 from registry.records import PairInput, Resolved
+from registry.refs import check_name
+from registry.service.inputs import MAX_TOKEN, json_value, seconds, whole
 from registry.service.metrics import ServiceMetrics
 from registry.service.ops import MAX_PAGE, Op, decode_args, table
 from registry.service.tokens import Scope, Token, authenticate, may
@@ -54,8 +58,8 @@ WATCH_POLL_S = 0.05
 UPLOAD_CHUNK = 4 * 2**20
 
 
-def error_response(exc: e.RegistryError) -> JSONResponse:
-    """The one envelope every error goes out in."""
+def error_response(exc: e.RegistryError, status: int | None = None) -> JSONResponse:
+    """The one envelope every error goes out in (with its class's status unless told)."""
     body: dict[str, Any] = {
         "code": exc.code,
         "message": str(exc),
@@ -65,7 +69,7 @@ def error_response(exc: e.RegistryError) -> JSONResponse:
     if reason is not None:
         body["reason"] = str(reason)
     headers = {"Retry-After": "1"} if exc.http_status == 503 else None
-    return JSONResponse({"error": body}, status_code=exc.http_status, headers=headers)
+    return JSONResponse({"error": body}, status_code=status or exc.http_status, headers=headers)
 
 
 class Service:
@@ -101,33 +105,60 @@ class Service:
         limit = self.settings.serve_max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise e.RequestTooLargeError(f"request body over {limit} bytes")
+            raise e.RequestTooLargeError(
+                f"request body of {declared} bytes is over the limit of {limit} "
+                "(REGISTRY_SERVE_MAX_BODY_BYTES)"
+            )
         data = bytearray()
-        async for chunk in self.stream(request):
+        # A JSON body is small: all of it must come within the read timeout, so a client
+        # that trickles a byte now and then is dropped too, not only a silent one.
+        async for chunk in self.stream(request, deadline=self.read_deadline()):
             data += chunk
             if len(data) > limit:
-                raise e.RequestTooLargeError(f"request body over {limit} bytes")
-        try:
-            value = json.loads(data)
-        except ValueError as exc:
-            raise e.BadRequestError(f"the request body is not JSON: {exc}") from None
+                raise e.RequestTooLargeError(
+                    f"request body over the limit of {limit} bytes (REGISTRY_SERVE_MAX_BODY_BYTES)"
+                )
+        value = json_value(bytes(data))
         if not isinstance(value, dict):
             raise e.BadRequestError("the request body must be a JSON object")
         return value
 
-    async def stream(self, request: Request) -> AsyncIterator[bytes]:
-        """The request body, piece by piece; a client silent too long is dropped."""
+    def read_deadline(self) -> float:
+        """When a small request (a JSON body) must have arrived in full."""
+        return time.monotonic() + self.settings.serve_read_timeout_s
+
+    async def stream(self, request: Request, deadline: float | None = None) -> AsyncIterator[bytes]:
+        """The request body, piece by piece; a client silent for the read timeout (or not
+        done by ``deadline``) is dropped, and one that hangs up leaves nothing behind."""
         pieces = request.stream().__aiter__()
         timeout = self.settings.serve_read_timeout_s
         while True:
+            wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
             try:
-                chunk = await asyncio.wait_for(pieces.__anext__(), timeout)
+                chunk = await asyncio.wait_for(pieces.__anext__(), max(wait, 0.0))
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise e.BadRequestError(f"the client sent nothing for {timeout:.0f} s") from None
+                raise e.BadRequestError(
+                    f"the request body did not arrive in time ({timeout:g} s, "
+                    "REGISTRY_SERVE_READ_TIMEOUT_S); nothing was stored"
+                ) from None
+            except ClientDisconnect:
+                raise e.BadRequestError(
+                    "the client hung up before its request body was complete; nothing was stored"
+                ) from None
             self.metrics.bytes_in.inc(len(chunk))
             yield chunk
+
+    def check_room(self, size: int) -> None:
+        """Refuse at once an upload the registry's disk cannot hold (not after filling it)."""
+        self.reg.blobs.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.reg.blobs.root).free
+        if size > free:
+            raise e.StorageFullError(
+                f"an upload of {size} bytes does not fit in the {free} bytes free on the "
+                "registry's storage; nothing was stored"
+            )
 
     @contextlib.contextmanager
     def scratch(self) -> Any:
@@ -160,7 +191,12 @@ class Service:
             if size != ref.size:
                 raise e.BadRequestError(f"{ref.path} is {size} bytes, not {ref.size}")
             out = into.joinpath(*ref.path.split("/"))
-            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:  # "a" and "a/b": a file where a directory must go
+                raise e.BadRequestError(
+                    f"file {ref.path!r} cannot sit beside the other files of this write"
+                ) from None
             try:
                 os.link(blob, out)
                 links[out] = Digest(ref.digest).hex
@@ -203,6 +239,28 @@ def create_app(
     async def _registry_error(request: Request, exc: e.RegistryError) -> JSONResponse:
         return error_response(exc)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own refusals (no such route: 404, wrong method: 405) in the one
+        envelope, with their status."""
+        said = f"{request.method} {request.url.path[:200]}: {exc.detail}"
+        return error_response(e.BadRequestError(said), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(e.BadRequestError(f"{where}: {first.get('msg', 'invalid')}"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """A bug: the traceback goes to the server's log, never to the client."""
+        # uvicorn logs the traceback too (Starlette raises the error again after this).
+        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        return error_response(
+            e.RegistryError("the registry service failed unexpectedly; its log says why")
+        )
+
     def result(value: Any, token: int | None = None) -> JSONResponse:
         headers = {"ETag": f'"{token}"'} if token is not None else None
         return JSONResponse({"result": to_wire(value)}, headers=headers)
@@ -229,10 +287,19 @@ def create_app(
         return result({"read_only": reg.read_only, "clock": reg.clock()})
 
     @app.get("/v1/changes")
-    async def changes(request: Request, since: int | None = None, timeout: float = 0) -> Any:
-        """The change token; with ``since``, wait up to ``timeout`` s for another one."""
+    async def changes(request: Request) -> Any:
+        """The change token; with ``since``, wait up to ``timeout`` s (at most
+        :data:`MAX_WATCH_S`) for another one."""
         svc.caller(request, "read")
-        deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WATCH_S)
+        query = request.query_params
+        raw_since = query.get("since")
+        since = (
+            None
+            if raw_since is None
+            else whole(raw_since, "since", low=0, high=MAX_TOKEN, default=0)
+        )
+        timeout = seconds(query.get("timeout"), "timeout", high=MAX_WATCH_S)
+        deadline = time.monotonic() + timeout
         while True:
             token = await run_in_threadpool(reg.change_token)
             if since is None or token != since or time.monotonic() >= deadline:
@@ -257,6 +324,8 @@ def create_app(
                 f"an upload of {declared} bytes is over the limit of {limit} "
                 "(REGISTRY_MAX_FILE_BYTES)"
             )
+        if declared is not None and declared.isdigit():
+            await run_in_threadpool(svc.check_room, int(declared))
         writer = await run_in_threadpool(reg.blobs.writer)
         try:
             buffer = bytearray()
@@ -274,7 +343,10 @@ def create_app(
                     f"the upload ended after {writer.size} of {declared} bytes; nothing was "
                     "stored (send it again)"
                 )
-            hexdigest = await run_in_threadpool(writer.commit, expected)
+            try:
+                hexdigest = await run_in_threadpool(writer.commit, expected)
+            except e.IntegrityError as exc:  # the client's bytes, not the registry, are bad
+                raise e.BadRequestError(str(exc)) from None
         except BaseException:
             writer.abort()
             raise
@@ -345,6 +417,8 @@ def create_app(
         license_ = _field(body, "license", str | None, None)
         who = who or _field(body, "who", str | None, None)
 
+        check_name(name)  # before it names a directory here
+
         def work() -> Any:
             reg.store.check_writable()
             with svc.scratch() as scratch, reg.blobs.linked(svc.place(files, scratch / name)):
@@ -385,6 +459,8 @@ def create_app(
         }
         who = who or _field(body, "who", str | None, None)
 
+        check_name(name)  # before it names a directory here
+
         def work() -> Any:
             reg.check_name_free(name)
             with svc.scratch() as scratch, reg.blobs.linked(svc.place(files, scratch / name)):
@@ -404,8 +480,9 @@ def create_app(
             raise e.BadRequestError(f"no read operation {name!r}")
         svc.caller(request, "read")
         query = dict(request.query_params)
-        page_size = min(int(query.pop("page_size", MAX_PAGE) or MAX_PAGE), MAX_PAGE)
-        start = int(query.pop("page_token", 0) or 0)
+        size = query.pop("page_size", None)
+        page_size = whole(size, "page_size", low=1, high=MAX_PAGE, default=MAX_PAGE)
+        start = whole(query.pop("page_token", None), "page_token", low=0, high=MAX_TOKEN, default=0)
         args = decode_args(op, query, from_query=True)
         current = await run_in_threadpool(reg.change_token)
         if request.headers.get("if-none-match") == f'"{current}"':
