@@ -23,12 +23,16 @@ def registry_service(
     port: int | None = None,
     tokens_file: Path | None = None,
     env: dict[str, str] | None = None,
+    host: str | None = None,
 ) -> Iterator[Process]:
     """`registry serve --registry DIR` on a free loopback port until the block ends;
     with ``token``, that one write token (``REGISTRY_TOKEN``) is required; with
-    ``tokens_file``, the tokens it lists; ``env`` adds ``REGISTRY_*`` settings."""
+    ``tokens_file``, the tokens it lists; ``env`` adds ``REGISTRY_*`` settings; ``host``
+    binds another address (the test still calls it on loopback)."""
     port = port if port is not None else free_port()
     cmd = [REGISTRY, "serve", "--registry", str(directory), "--port", str(port)]
+    if host is not None:
+        cmd += ["--host", host]
     if tokens_file is not None:
         cmd += ["--tokens", str(tokens_file)]
     full_env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY_URL", "REGISTRY_TOKEN")}
