@@ -18,6 +18,7 @@ import httpx
 import registry
 from registry.location import open_local
 from registry.service.tokens import hash_token
+from tests.support.launch import Process
 from tests.support.registry_service import registry_service
 from tests.support.synthetic import write_base
 
@@ -37,6 +38,7 @@ class Served:
     url: str
     root: Path
     log: Path
+    proc: Process
 
     @property
     def port(self) -> int:
@@ -96,7 +98,7 @@ def served(root: Path, log: Path) -> Iterator[Served]:
     }
     tokens = write_tokens(log.with_name(log.stem + "-tokens.json"))
     with registry_service(root, log, tokens_file=tokens, env=env) as proc:
-        yield Served(proc.url, root, log)
+        yield Served(proc.url, root, log, proc)
 
 
 def upload(client: httpx.Client, data: bytes) -> dict[str, Any]:
