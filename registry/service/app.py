@@ -56,6 +56,8 @@ log = logging.getLogger("loraport.registry.service")
 MAX_WATCH_S = 30.0
 WATCH_POLL_S = 0.05
 UPLOAD_CHUNK = 4 * 2**20
+#: The most files one write may name (each becomes a link in a scratch directory).
+MAX_FILES = 10_000
 
 
 def error_response(exc: e.RegistryError, status: int | None = None) -> JSONResponse:
@@ -206,6 +208,8 @@ class Service:
 
 
 def _files(raw: Any) -> tuple[FileRef, ...]:
+    if isinstance(raw, list) and len(raw) > MAX_FILES:
+        raise e.BadRequestError(f"a write names at most {MAX_FILES} files, not {len(raw)}")
     try:
         files: tuple[FileRef, ...] = from_wire(tuple[FileRef, ...], raw, "files")
     except (WireError, ValueError) as exc:
@@ -378,9 +382,11 @@ def create_app(
 
     @app.post("/v1/verify")
     async def verify(request: Request) -> JSONResponse:
+        svc.caller(request, "read")  # before a byte of the body is read
         body = await svc.body(request)
         gc = bool(_field(body, "gc", bool, False))
-        svc.caller(request, "write" if gc else "read")
+        if gc:
+            svc.caller(request, "write")
         ref = _field(body, "ref", str | None, None)
         grace = _field(body, "gc_grace_s", float, 3600.0)
         report = await run_in_threadpool(lambda: reg.verify(ref, gc=gc, gc_grace_s=grace))

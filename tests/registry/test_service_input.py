@@ -17,13 +17,15 @@ from fastapi.testclient import TestClient
 import registry
 from registry import errors as e
 from registry.dirscan import ScanError, check_relpath
-from registry.service.app import create_app
+from registry.service.app import MAX_FILES, create_app
 from registry.service.inputs import MAX_DEPTH, depth, json_value, seconds, whole
+from tests.support.registry_service import registry_service
 from tests.support.served_registry import (
     MAX_FILE_BYTES,
     READ_TIMEOUT_S,
     WRITE_TOKEN,
     Served,
+    build_registry,
     raw,
     read_response,
     settle,
@@ -140,6 +142,16 @@ def test_path_like_record_names_are_refused(served_registry: Served, op: str, na
     assert not (served_registry.root / "escaped").exists()
 
 
+def test_a_write_naming_too_many_files_is_a_400(served_registry: Served) -> None:
+    with served_registry.http() as c:
+        ref = upload(c, b"{}")
+        before = served_registry.state()
+        files = [{"path": f"f{i}", **ref} for i in range(MAX_FILES + 1)]
+        r = c.post("/v1/add_base", json={"name": "many", "files": files})
+    envelope(r, 400, "bad_request")
+    assert served_registry.state() == before
+
+
 def test_a_file_where_a_directory_must_go_is_a_400(served_registry: Served) -> None:
     with served_registry.http() as c:
         ref = upload(c, b"{}")
@@ -153,7 +165,8 @@ def test_a_file_where_a_directory_must_go_is_a_400(served_registry: Served) -> N
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [("GET", "/nope", 404), ("GET", "/v1/blobs/x/y", 404), ("PUT", "/v1/resolve", 405),
-     ("DELETE", "/health", 405), ("GET", "/v1/no_such_op", 400), ("POST", "/v1/resolve", 400)],
+     ("DELETE", "/health", 405), ("GET", "/v1/no_such_op", 400), ("GET", "/v1/manifest", 400),
+     ("POST", "/v1/resolve", 400)],
 )  # fmt: skip
 def test_unknown_routes_and_methods_answer_in_the_envelope(
     served_registry: Served, method: str, path: str, status: int
@@ -250,6 +263,34 @@ def test_a_10_gb_content_length_is_refused_at_once(served_registry: Served) -> N
         r = c.post("/v1/blobs", content=b"\0" * (MAX_FILE_BYTES + 1))
     envelope(r, 413, "request_too_large")
     assert served_registry.state() == before
+
+
+def test_an_upload_the_disk_cannot_hold_is_refused_at_once(tmp_path: Path) -> None:
+    """With no upload limit to speak of, a Content-Length over the disk's free space is
+    507 storage_full before a byte is read, not a disk filled and then refused."""
+    root = build_registry(tmp_path / "reg", tmp_path)
+    env = {"REGISTRY_MAX_FILE_BYTES": str(2**62)}
+    with registry_service(root, tmp_path / "serve.log", token=WRITE_TOKEN, env=env) as proc:
+        port = int(proc.url.rsplit(":", 1)[1])
+        head = b"POST /v1/blobs HTTP/1.1\r\nHost: x\r\n" + AUTH
+        head += f"Content-Length: {2**61}\r\n\r\n".encode()
+        started = time.monotonic()
+        status, body = raw(port, head, b"tiny")
+        assert status == 507, body
+        assert json.loads(body)["error"]["code"] == "storage_full"
+        assert time.monotonic() - started < 2
+    assert not list((root / "blobs" / "tmp").glob("*"))
+
+
+def test_a_huge_request_head_is_refused(served_registry: Served) -> None:
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
+    try:
+        status, _ = raw(served_registry.port, head)
+    except (ConnectionResetError, BrokenPipeError):
+        status = 0  # closed while the head was still being sent: refused as well
+    assert status in (0, 400, 431)
+    with served_registry.http() as c:
+        assert c.get("/health").status_code == 200  # and the server is none the worse
 
 
 def test_a_request_head_sent_slowly_is_cut_off(served_registry: Served) -> None:
