@@ -258,12 +258,8 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        """A bug: the traceback goes to the server's log, never to the client."""
-        # uvicorn logs the traceback too (Starlette raises the error again after this).
-        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
-        return error_response(
-            e.RegistryError("the registry service failed unexpectedly; its log says why")
-        )
+        """A bug: the client gets the envelope, the log the traceback (MeasuredApp)."""
+        return error_response(_UNEXPECTED)
 
     def result(value: Any, token: int | None = None) -> JSONResponse:
         headers = {"ETag": f'"{token}"'} if token is not None else None
@@ -520,6 +516,9 @@ def create_app(
     return MeasuredApp(app, svc.metrics, frozenset(ops) | _ROUTES)
 
 
+_UNEXPECTED = e.RegistryError("the registry service failed unexpectedly; its log says why")
+
+
 class MeasuredApp:
     """Counts and times every request by operation and status (plain ASGI: Starlette's
     BaseHTTPMiddleware would put a queue between every upload chunk and the handler)."""
@@ -545,6 +544,14 @@ class MeasuredApp:
 
         try:
             await self.app(scope, receive, sent)
+        except Exception as exc:
+            # Starlette answered it with the envelope, then raised it again for the server
+            # to log; uvicorn would then close the connection under the answer (the client
+            # sees a reset). Log it here, once, without the raw path (a client's text).
+            log.error("%s %s: unexpected error", scope["method"], op, exc_info=exc)
+            if status == 499:
+                status = 500
+                await error_response(_UNEXPECTED)(scope, receive, send)
         finally:
             self.metrics.observe(op, str(status), time.perf_counter() - started)
 

@@ -219,6 +219,24 @@ def test_bad_json_bodies_are_400(served_registry: Served, body: bytes) -> None:
     assert served_registry.state() == before
 
 
+@pytest.mark.parametrize(
+    ("op", "body"),
+    [("set_alias", {"name": "tiny-base", "alias": "x", "version": 2**70}),
+     ("claim_rollout", {"name": "x", "rollout_id": 2**63, "holder": "h", "ttl_s": 1}),
+     ("release_rollout", {"name": "x", "rollout_id": -(2**64), "holder": "h"})],
+)  # fmt: skip
+def test_numbers_beyond_64_bits_are_400_not_500(
+    served_registry: Served, op: str, body: dict[str, Any]
+) -> None:
+    """Found by fuzzing the operation table: SQLite cannot hold them (an OverflowError,
+    once a 500 whose connection was reset under the answer)."""
+    before = served_registry.state()
+    with served_registry.http() as c:
+        envelope(c.post(f"/v1/{op}", json=body), 400, "bad_request")
+        assert c.get("/health").status_code == 200  # the same connection, still open
+    assert served_registry.state() == before
+
+
 def test_a_digest_mismatch_stores_nothing(served_registry: Served) -> None:
     data = b"the bytes actually sent"
     other = "sha256:" + hashlib.sha256(b"what the client claimed").hexdigest()
@@ -333,7 +351,7 @@ def test_a_body_sent_slowly_is_cut_off(served_registry: Served, path: bytes) -> 
 
 
 def test_an_unexpected_error_is_a_500_in_the_envelope_without_a_traceback(
-    reg: registry.LocalRegistry, monkeypatch: pytest.MonkeyPatch
+    reg: registry.LocalRegistry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug (here: the store's list raising a plain error) is a 500 with code
     registry_error and no traceback or internals in the body."""
@@ -343,8 +361,12 @@ def test_an_unexpected_error_is_a_500_in_the_envelope_without_a_traceback(
 
     monkeypatch.setattr(reg, "list_adapters", broken)
     app = create_app(reg, registry.RegistrySettings(user="tester"), ())
-    with TestClient(app, raise_server_exceptions=False) as c:  # type: ignore[arg-type]
+    with TestClient(app) as c:  # type: ignore[arg-type]
         r = c.get("/v1/list_adapters")
+        assert c.get("/health").status_code == 200
     error = envelope(r, 500, "registry_error")
     assert "secret internal detail" not in r.text and "RuntimeError" not in r.text
     assert error["type"] == "RegistryError"
+    logged = [r for r in caplog.records if r.name == "loraport.registry.service"]
+    assert len(logged) == 1 and logged[0].exc_info is not None  # the traceback: in the log
+    assert logged[0].exc_info[0] is RuntimeError
