@@ -7,9 +7,10 @@ becomes a blob only if its bytes hash to the digest the client names (as an OCI 
 takes blobs before the manifest that names them). A write that names files
 (``/v1/push_request``, ``/v1/add_base``, ...) is then done by the same code as on a
 directory, on a scratch directory of hard links to those blobs: every byte is read and
-validated again here, nothing the client claims is trusted. A killed upload leaves a temp
-file and a refused push leaves unreferenced blobs: nothing visible, and ``registry verify
---gc`` collects both after their grace period. Every error is one JSON envelope
+validated again here, nothing the client claims is trusted. An upload cut off leaves
+nothing (its temp file goes at once; one a killed server left, in ``blobs/uploads/``, when
+the server starts again); a refused push leaves unreferenced blobs, invisible, which
+``registry verify --gc`` collects after their grace period. Every error is one JSON envelope
 ``{"error": {"code", "message", "type"}}`` with the status of its class
 (:mod:`registry.errors`); the client raises the same class again.
 """
@@ -326,7 +327,7 @@ def create_app(
             )
         if declared is not None and declared.isdigit():
             await run_in_threadpool(svc.check_room, int(declared))
-        writer = await run_in_threadpool(reg.blobs.writer)
+        writer = await run_in_threadpool(reg.blobs.writer, reg.blobs.uploads)
         try:
             buffer = bytearray()
             async for chunk in svc.stream(request):

@@ -63,8 +63,10 @@ def serve(
     tokens = callers(tokens_file, settings)
     check_bind(host, tokens)
     reg = open_local(location, settings=settings, create=False)
-    # Scratch directories of writes a killed server left behind: nothing refers to them.
+    # Scratch directories of writes and temp files of uploads a killed server left
+    # behind: nothing refers to them (one server per registry directory).
     shutil.rmtree(reg.root / "incoming", ignore_errors=True)
+    shutil.rmtree(reg.blobs.uploads, ignore_errors=True)
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     if tokens:

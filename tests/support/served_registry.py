@@ -53,6 +53,11 @@ class Served:
         settings = registry.RegistrySettings(user="tester", token=token)
         return registry.open(self.url, settings=settings)
 
+    @property
+    def uploads(self) -> Path:
+        """Where uploads in progress are (``FileBlobStore.uploads``)."""
+        return self.root / "blobs" / "uploads"
+
     def state(self) -> tuple[int, frozenset[str], list[str]]:
         """What a refused request must leave as it was: the change token, the blobs
         stored, and what lies in the service's scratch and temp directories."""
@@ -61,7 +66,7 @@ class Served:
         blobs = frozenset(p.name for p in (self.root / "blobs" / "sha256").glob("*/*"))
         scratch = sorted(
             str(p.relative_to(self.root))
-            for d in (self.root / "incoming", self.root / "blobs" / "tmp")
+            for d in (self.root / "incoming", self.root / "blobs" / "tmp", self.uploads)
             if d.is_dir()
             for p in d.iterdir()
         )
