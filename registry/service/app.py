@@ -44,7 +44,14 @@ from registry.local import LocalRegistry
 from registry.prepare import FileRef, PushRequest
 from registry.records import PairInput, Resolved
 from registry.refs import check_name
-from registry.service.inputs import MAX_TOKEN, json_value, seconds, whole
+from registry.service.inputs import (
+    MAX_TOKEN,
+    MIN_BYTES_PER_S,
+    crawling,
+    json_value,
+    seconds,
+    whole,
+)
 from registry.service.metrics import ServiceMetrics
 from registry.service.ops import MAX_PAGE, Op, decode_args, table
 from registry.service.tokens import Scope, Token, authenticate, may
@@ -131,10 +138,12 @@ class Service:
         return time.monotonic() + self.settings.serve_read_timeout_s
 
     async def stream(self, request: Request, deadline: float | None = None) -> AsyncIterator[bytes]:
-        """The request body, piece by piece; a client silent for the read timeout (or not
-        done by ``deadline``) is dropped, and one that hangs up leaves nothing behind."""
+        """The request body, piece by piece; a client silent for the read timeout, one
+        crawling (:func:`crawling`), or one not done by ``deadline`` is dropped, and one
+        that hangs up leaves nothing behind."""
         pieces = request.stream().__aiter__()
         timeout = self.settings.serve_read_timeout_s
+        began, received = time.monotonic(), 0
         while True:
             wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
             try:
@@ -151,6 +160,12 @@ class Service:
                     "the client hung up before its request body was complete; nothing was stored"
                 ) from None
             self.metrics.bytes_in.inc(len(chunk))
+            received += len(chunk)
+            if crawling(received, time.monotonic() - began, timeout):
+                raise e.BadRequestError(
+                    f"the request body arrives slower than {MIN_BYTES_PER_S} bytes/s; "
+                    "nothing was stored"
+                )
             yield chunk
 
     def check_room(self, size: int) -> None:

@@ -20,6 +20,10 @@ _DIGITS = re.compile(r"[0-9]{1,19}")
 #: How deep a request's JSON may nest: records are a few levels deep; a 10,000-deep
 #: list would be stored, then break every later read of it (recursion).
 MAX_DEPTH = 64
+#: The slowest a body may arrive on average, once the read timeout has passed: a modem's
+#: pace (8 kbit/s) is fine; a byte now and then, holding a connection and a temp file
+#: for ever, is not.
+MIN_BYTES_PER_S = 1024
 
 
 def whole(raw: str | None, name: str, *, low: int, high: int, default: int) -> int:
@@ -78,3 +82,10 @@ def depth(value: Any) -> int:
             deepest = max(deepest, level)
             pending.extend((child, level + 1) for child in children)
     return deepest
+
+
+def crawling(received: int, elapsed_s: float, grace_s: float) -> bool:
+    """Whether a body that has brought ``received`` bytes in ``elapsed_s`` seconds is too
+    slow to wait for: after the first ``grace_s`` (the read timeout), it must average
+    :data:`MIN_BYTES_PER_S` over the time since."""
+    return elapsed_s > grace_s and received < MIN_BYTES_PER_S * (elapsed_s - grace_s)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import select
 import socket
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import registry
 from registry import errors as e
 from registry.dirscan import ScanError, check_relpath
 from registry.service.app import MAX_FILES, create_app
-from registry.service.inputs import MAX_DEPTH, depth, json_value, seconds, whole
+from registry.service.inputs import MAX_DEPTH, crawling, depth, json_value, seconds, whole
 from tests.support.registry_service import registry_service
 from tests.support.served_registry import (
     MAX_FILE_BYTES,
@@ -348,6 +350,38 @@ def test_a_body_sent_slowly_is_cut_off(served_registry: Served, path: bytes) -> 
     assert "did not arrive in time" in json.loads(body)["error"]["message"]
     assert took < READ_TIMEOUT_S + 3
     assert settle(lambda: served_registry.state() == before)
+
+
+def test_an_upload_that_crawls_is_cut_off(served_registry: Served) -> None:
+    """Never silent for the read timeout, but a few bytes a second: dropped once the
+    timeout has passed and it stays under MIN_BYTES_PER_S, temp file and all."""
+    before = served_registry.state()
+    head = b"POST /v1/blobs HTTP/1.1\r\nHost: x\r\n" + AUTH + b"Content-Length: 100000\r\n\r\n"
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", served_registry.port), timeout=10) as sock:
+        sock.sendall(head)
+        with suppress(OSError):  # sent until the server answers (or closes)
+            while time.monotonic() - started < READ_TIMEOUT_S * 2 + 2 and not _readable(sock):
+                sock.sendall(b"x" * 16)
+                time.sleep(0.25)
+        status, body = read_response(sock)
+    assert status == 400, body
+    assert "slower than" in json.loads(body)["error"]["message"]
+    assert time.monotonic() - started < READ_TIMEOUT_S * 2 + 2
+    assert settle(lambda: served_registry.state() == before)
+
+
+@pytest.mark.parametrize(
+    ("received", "elapsed", "expected"),
+    [(0, 1.9, False), (0, 2.1, True), (100, 2.05, False), (1024, 3.0, False),
+     (1023, 3.0, True), (10**9, 1000.0, False)],
+)  # fmt: skip
+def test_crawling(received: int, elapsed: float, expected: bool) -> None:
+    assert crawling(received, elapsed, 2.0) is expected
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def test_an_unexpected_error_is_a_500_in_the_envelope_without_a_traceback(

@@ -135,6 +135,15 @@ def test_an_open_server_refuses_to_bind_beyond_loopback(tmp_path: Path) -> None:
         assert "--tokens FILE" in done.stderr and "127.0.0.1" in done.stderr
 
 
+def test_an_open_server_says_it_is_loopback_only(tmp_path: Path) -> None:
+    root = build_registry(tmp_path / "reg", tmp_path)
+    log = tmp_path / "open.log"
+    with registry_service(root, log) as proc:
+        assert httpx.get(f"{proc.url}/v1/info").status_code == 200  # open: no token needed
+    said = log.read_text()
+    assert "with no tokens" in said and "bound to loopback only" in said
+
+
 def test_a_server_with_a_token_may_bind_wider(tmp_path: Path) -> None:
     """REGISTRY_TOKEN: 0.0.0.0 is allowed, and the token is required there."""
     root = build_registry(tmp_path / "reg", tmp_path)
