@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 import socket
 from pathlib import Path
+from typing import IO
 
 import uvicorn
 
@@ -48,6 +50,27 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def announce(root: Path, leftovers: tuple[Path, ...]) -> IO[bytes] | None:
+    """Mark this server present on ``root`` for as long as the returned file stays open
+    (a shared ``flock`` on ``<root>/serve.lock``, which the kernel drops when the process
+    dies, SIGKILL included); first, if no other server is present, remove ``leftovers``:
+    the scratch directories and upload temp files of a server that was killed. Another
+    live server's are never touched. None for a registry this process cannot write."""
+    try:
+        lock = open(root / "serve.lock", "ab")  # noqa: SIM115 (held for the server's life)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass  # another server is serving this directory: its scratch is live
+    else:
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    return lock
+
+
 def serve(
     location: str | None,
     *,
@@ -63,10 +86,7 @@ def serve(
     tokens = callers(tokens_file, settings)
     check_bind(host, tokens)
     reg = open_local(location, settings=settings, create=False)
-    # Scratch directories of writes and temp files of uploads a killed server left
-    # behind: nothing refers to them (one server per registry directory).
-    shutil.rmtree(reg.root / "incoming", ignore_errors=True)
-    shutil.rmtree(reg.blobs.uploads, ignore_errors=True)
+    presence = announce(reg.root, (reg.root / "incoming", reg.blobs.uploads))
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     if tokens:
@@ -96,3 +116,5 @@ def serve(
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         reg.close()
+        if presence is not None:
+            presence.close()

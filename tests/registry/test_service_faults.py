@@ -139,3 +139,22 @@ def test_kill_9_mid_push_leaves_nothing_half_visible(tmp_path: Path) -> None:
         assert verify_cli(root).returncode == 0, verify_cli(root).stdout
     print(f"{pushed_ok} pushes committed across 3 kills")
     assert pushed_ok >= 1
+
+
+def test_a_second_server_leaves_the_first_ones_scratch_alone(tmp_path: Path) -> None:
+    """Start-up removes a killed server's scratch, but never a live one's: a second
+    `registry serve` on the same directory (a rolling restart) finds the first present
+    (its lock on serve.lock) and cleans nothing; once both are gone, the next does."""
+    root = build_registry(tmp_path / "reg", tmp_path)
+    live = root / "incoming" / "write-in-flight"
+    upload = root / "blobs" / "uploads" / "blob-in-flight"
+    with served(root, tmp_path / "first.log"):
+        live.mkdir(parents=True)
+        upload.parent.mkdir(parents=True, exist_ok=True)
+        upload.write_bytes(b"arriving")
+        with served(root, tmp_path / "second.log") as second:
+            assert live.is_dir() and upload.is_file()
+            with second.open(WRITE_TOKEN) as reg:
+                assert reg.verify().ok
+    with served(root, tmp_path / "third.log"):
+        assert not live.exists() and not upload.exists()
