@@ -105,7 +105,7 @@ def test_json_value_takes_json() -> None:
 
 
 # -- on a real server --------------------------------------------------------------------
-@pytest.mark.parametrize("path", HOSTILE_PATHS[:6])
+@pytest.mark.parametrize("path", HOSTILE_PATHS)
 @pytest.mark.parametrize("op", ["add_base", "add_variant", "add_dataset"])
 def test_path_like_file_names_are_refused_before_anything_is_written(
     served_registry: Served, op: str, path: str
@@ -298,7 +298,7 @@ def test_an_upload_the_disk_cannot_hold_is_refused_at_once(tmp_path: Path) -> No
         status, body = raw(port, head, b"tiny")
         assert status == 507, body
         assert json.loads(body)["error"]["code"] == "storage_full"
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 5  # the read timeout there is 60 s
     assert not list((root / "blobs" / "tmp").glob("*"))
 
 
