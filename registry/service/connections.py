@@ -6,8 +6,10 @@ byte: a client that opens a connection and sends a request head a byte at a time
 uvicorn's h11 protocol with one timer more: from the moment a connection opens, or a
 response ends, the next request head has ``head_timeout_s`` to arrive, else the
 connection is closed. (The body's own limits are the routes' job: ``Service.stream``.)
-h11 also bounds a head's size (``h11_max_incomplete_event_size``), which uvicorn's
-httptools protocol does not, hence h11 and not "auto".
+The guard reads h11's own state machine, so the service runs on h11 rather than on
+uvicorn's "auto" choice (httptools where installed), and ``h11_max_incomplete_event_size``
+bounds a head's size. Measured on a 2-core machine, 192 MiB uploads: 223-266 MiB/s on h11
+against 232-294 MiB/s on httptools, runs alternated (within the noise); downloads alike.
 """
 
 from __future__ import annotations
