@@ -331,6 +331,22 @@ def test_a_request_head_sent_slowly_is_cut_off(served_registry: Served) -> None:
         assert time.monotonic() - started < READ_TIMEOUT_S + 3
 
 
+def test_a_body_nobody_reads_cannot_hold_the_connection(served_registry: Served) -> None:
+    """A GET that declares a 10 GB body is answered without reading it; trickling that
+    body afterwards does not keep the connection: it is closed after the read timeout."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", served_registry.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n")
+        assert sock.recv(12) == b"HTTP/1.1 200"
+        with pytest.raises(OSError):
+            while time.monotonic() - started < READ_TIMEOUT_S + 5:
+                sock.sendall(b"x")
+                time.sleep(0.2)
+                if _readable(sock) and sock.recv(65536, socket.MSG_DONTWAIT) == b"":
+                    raise OSError("closed")
+    assert time.monotonic() - started < READ_TIMEOUT_S + 3
+
+
 @pytest.mark.parametrize("path", [b"/v1/set_alias", b"/v1/blobs"])
 def test_a_body_sent_slowly_is_cut_off(served_registry: Served, path: bytes) -> None:
     """A JSON body must arrive whole within the read timeout; an upload may take long
