@@ -109,11 +109,13 @@ class FileBlobStore:
                 "killed writes left) and run the command again"
             ) from None
 
-    def _temp(self) -> tuple[int, Path]:
+    def _temp(self, directory: Path | None = None) -> tuple[int, Path]:
         if not self.tmp.is_dir():
             self.tmp.mkdir(parents=True, exist_ok=True)
             self.objects.mkdir(exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
+        if directory is not None:
+            directory.mkdir(exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=directory or self.tmp, prefix="blob-")
         return fd, Path(name)
 
     def _publish(self, temp: Path, hexdigest: str) -> None:
@@ -187,10 +189,17 @@ class FileBlobStore:
             self._publish(temp, hexdigest)
         return hexdigest, size
 
-    def writer(self) -> BlobWriter:
-        """A blob written piece by piece (an upload arriving over the network)."""
+    @property
+    def uploads(self) -> Path:
+        """Where the registry service's uploads arrive: its own, so a restarted service
+        empties it of what a killed one left (``tmp/`` is shared with local writers)."""
+        return self.root / "uploads"
+
+    def writer(self, directory: Path | None = None) -> BlobWriter:
+        """A blob written piece by piece (an upload arriving over the network), its temp
+        file in ``directory`` (a directory beside ``tmp/``, such as :attr:`uploads`)."""
         with self._full_is_typed():
-            fd, temp = self._temp()
+            fd, temp = self._temp(directory)
         return BlobWriter(self, fd, temp)
 
     def has(self, hexdigest: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from registry.errors import AdapterProblem
 
@@ -27,13 +27,32 @@ class ScannedFile:
     size: int
 
 
+#: The longest relative path a record may hold, and the longest part of one (bytes, as
+#: most filesystems count: NAME_MAX is 255 on Linux, macOS and Windows alike).
+MAX_RELPATH_BYTES = 1024
+MAX_PART_BYTES = 255
+
+
 def check_relpath(relpath: str) -> None:
-    """Raise ScanError unless ``relpath`` is a plain relative POSIX path inside its root."""
-    parts = PurePosixPath(relpath).parts
-    if not parts or any(p in ("", ".", "..") for p in parts) or relpath.startswith("/"):
+    """Raise ScanError unless ``relpath`` is a plain relative POSIX path inside its root,
+    written in its one normal form: ``a/b.json``, never ``/a``, ``./a``, ``a/../b``,
+    ``a//b`` or ``a/`` (a path that names the same file in two spellings could be
+    recorded twice, and a path that climbs out lands a client's file anywhere)."""
+    if not isinstance(relpath, str) or not relpath:
         raise ScanError(AdapterProblem.UNSAFE_PATH, f"unsafe path {relpath!r}")
-    if any(ord(c) < 32 or c == "\\" for c in relpath):
+    if any(ord(c) < 32 or c in "\\\x7f" for c in relpath):
         raise ScanError(AdapterProblem.UNSAFE_PATH, f"unsafe characters in file name {relpath!r}")
+    parts = relpath.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ScanError(AdapterProblem.UNSAFE_PATH, f"unsafe path {relpath!r}")
+    size = len(relpath.encode("utf-8", "surrogateescape"))
+    longest = max(len(p.encode("utf-8", "surrogateescape")) for p in parts)
+    if size > MAX_RELPATH_BYTES or longest > MAX_PART_BYTES:
+        raise ScanError(
+            AdapterProblem.UNSAFE_PATH,
+            f"path {relpath[:64]!r}... is too long (at most {MAX_RELPATH_BYTES} bytes, "
+            f"{MAX_PART_BYTES} per name)",
+        )
 
 
 def scan_directory(root: Path, max_file_bytes: int) -> list[ScannedFile]:

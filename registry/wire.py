@@ -20,6 +20,9 @@ from typing import Any, Literal, Union
 from registry.digest import Digest
 from registry.errors import InvalidRefError
 
+#: The largest whole number on the wire: a signed 64-bit integer, as SQLite stores.
+MAX_INT = 2**63 - 1
+
 
 class WireError(ValueError):
     """A JSON value does not fit the type it should be read as."""
@@ -123,6 +126,8 @@ def _scalar(tp: Any, data: Any, where: str) -> Any:
     if tp is int:
         if isinstance(data, bool) or not isinstance(data, int):
             raise WireError(f"{where}: expected an integer")
+        if not -MAX_INT - 1 <= data <= MAX_INT:  # what SQLite (and every peer) can hold
+            raise WireError(f"{where}: {data} is out of range")
         return data
     if tp is float:
         if isinstance(data, bool) or not isinstance(data, int | float):

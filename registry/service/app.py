@@ -7,9 +7,10 @@ becomes a blob only if its bytes hash to the digest the client names (as an OCI 
 takes blobs before the manifest that names them). A write that names files
 (``/v1/push_request``, ``/v1/add_base``, ...) is then done by the same code as on a
 directory, on a scratch directory of hard links to those blobs: every byte is read and
-validated again here, nothing the client claims is trusted. A killed upload leaves a temp
-file and a refused push leaves unreferenced blobs: nothing visible, and ``registry verify
---gc`` collects both after their grace period. Every error is one JSON envelope
+validated again here, nothing the client claims is trusted. An upload cut off leaves
+nothing (its temp file goes at once; one a killed server left, in ``blobs/uploads/``, when
+the server starts again); a refused push leaves unreferenced blobs, invisible, which
+``registry verify --gc`` collects after their grace period. Every error is one JSON envelope
 ``{"error": {"code", "message", "type"}}`` with the status of its class
 (:mod:`registry.errors`); the client raises the same class again.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -29,8 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
@@ -40,6 +43,15 @@ from registry.dirscan import ScanError, check_relpath
 from registry.local import LocalRegistry
 from registry.prepare import FileRef, PushRequest
 from registry.records import PairInput, Resolved
+from registry.refs import check_name
+from registry.service.inputs import (
+    MAX_TOKEN,
+    MIN_BYTES_PER_S,
+    crawling,
+    json_value,
+    seconds,
+    whole,
+)
 from registry.service.metrics import ServiceMetrics
 from registry.service.ops import MAX_PAGE, Op, decode_args, table
 from registry.service.tokens import Scope, Token, authenticate, may
@@ -52,6 +64,8 @@ log = logging.getLogger("loraport.registry.service")
 MAX_WATCH_S = 30.0
 WATCH_POLL_S = 0.05
 UPLOAD_CHUNK = 4 * 2**20
+#: The most files one write may name (each becomes a link in a scratch directory).
+MAX_FILES = 10_000
 
 
 class WireResponse(JSONResponse):
@@ -61,8 +75,8 @@ class WireResponse(JSONResponse):
         return dumps(content)
 
 
-def error_response(exc: e.RegistryError) -> JSONResponse:
-    """The one envelope every error goes out in."""
+def error_response(exc: e.RegistryError, status: int | None = None) -> JSONResponse:
+    """The one envelope every error goes out in (with its class's status unless told)."""
     body: dict[str, Any] = {
         "code": exc.code,
         "message": str(exc),
@@ -72,7 +86,7 @@ def error_response(exc: e.RegistryError) -> JSONResponse:
     if reason is not None:
         body["reason"] = str(reason)
     headers = {"Retry-After": "1"} if exc.http_status == 503 else None
-    return JSONResponse({"error": body}, status_code=exc.http_status, headers=headers)
+    return JSONResponse({"error": body}, status_code=status or exc.http_status, headers=headers)
 
 
 class Service:
@@ -108,40 +122,72 @@ class Service:
         limit = self.settings.serve_max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise e.RequestTooLargeError(f"request body over {limit} bytes")
+            raise e.RequestTooLargeError(
+                f"request body of {declared} bytes is over the limit of {limit} "
+                "(REGISTRY_SERVE_MAX_BODY_BYTES)"
+            )
         data = bytearray()
-        async for chunk in self.stream(request):
+        # A JSON body is small: all of it must come within the read timeout, so a client
+        # that trickles a byte now and then is dropped too, not only a silent one.
+        async for chunk in self.stream(request, deadline=self.read_deadline()):
             data += chunk
             if len(data) > limit:
-                raise e.RequestTooLargeError(f"request body over {limit} bytes")
-        try:
-            value = json.loads(data)
-        except ValueError as exc:
-            raise e.BadRequestError(f"the request body is not JSON: {exc}") from None
+                raise e.RequestTooLargeError(
+                    f"request body over the limit of {limit} bytes (REGISTRY_SERVE_MAX_BODY_BYTES)"
+                )
+        value = json_value(bytes(data))
         if not isinstance(value, dict):
             raise e.BadRequestError("the request body must be a JSON object")
         return value
 
-    async def stream(self, request: Request) -> AsyncIterator[bytes]:
-        """The request body, piece by piece; a client silent too long is dropped."""
+    def read_deadline(self) -> float:
+        """When a small request (a JSON body) must have arrived in full."""
+        return time.monotonic() + self.settings.serve_read_timeout_s
+
+    async def stream(self, request: Request, deadline: float | None = None) -> AsyncIterator[bytes]:
+        """The request body, piece by piece; a client silent for the read timeout, one
+        crawling (:func:`crawling`), or one not done by ``deadline`` is dropped, and one
+        that hangs up leaves nothing behind."""
         pieces = request.stream().__aiter__()
         timeout = self.settings.serve_read_timeout_s
-        received = 0
+        began, received = time.monotonic(), 0
         try:
             while True:
+                wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
                 try:  # asyncio.timeout, not wait_for: no task per piece (pieces are ~64 KiB)
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout(max(wait, 0.0)):
                         chunk = await pieces.__anext__()
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
                     raise e.BadRequestError(
-                        f"the client sent nothing for {timeout:.0f} s"
+                        f"the request body did not arrive in time ({timeout:g} s, "
+                        "REGISTRY_SERVE_READ_TIMEOUT_S); nothing was stored"
+                    ) from None
+                except ClientDisconnect:
+                    raise e.BadRequestError(
+                        "the client hung up before its request body was complete; nothing "
+                        "was stored"
                     ) from None
                 received += len(chunk)
+                if crawling(received, time.monotonic() - began, timeout):
+                    raise e.BadRequestError(
+                        f"the request body arrives slower than {MIN_BYTES_PER_S} bytes/s; "
+                        "nothing was stored"
+                    )
                 yield chunk
         finally:
             self.metrics.bytes_in.inc(received)
+
+    def check_room(self, size: int) -> None:
+        """Refuse at once an upload the registry's disk cannot hold (not after filling it)."""
+        self.reg.blobs.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.reg.blobs.root).free
+        if size > free:
+            raise e.StorageFullError(
+                f"an upload of {size} bytes does not fit in the {free} bytes free on the "
+                "registry's storage; nothing was stored"
+            )
 
     @contextlib.contextmanager
     def scratch(self) -> Any:
@@ -174,7 +220,12 @@ class Service:
             if size != ref.size:
                 raise e.BadRequestError(f"{ref.path} is {size} bytes, not {ref.size}")
             out = into.joinpath(*ref.path.split("/"))
-            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:  # "a" and "a/b": a file where a directory must go
+                raise e.BadRequestError(
+                    f"file {ref.path!r} cannot sit beside the other files of this write"
+                ) from None
             try:
                 os.link(blob, out)
                 links[out] = Digest(ref.digest).hex
@@ -184,6 +235,8 @@ class Service:
 
 
 def _files(raw: Any) -> tuple[FileRef, ...]:
+    if isinstance(raw, list) and len(raw) > MAX_FILES:
+        raise e.BadRequestError(f"a write names at most {MAX_FILES} files, not {len(raw)}")
     try:
         files: tuple[FileRef, ...] = from_wire(tuple[FileRef, ...], raw, "files")
     except (WireError, ValueError) as exc:
@@ -217,6 +270,24 @@ def create_app(
     async def _registry_error(request: Request, exc: e.RegistryError) -> JSONResponse:
         return error_response(exc)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own refusals (no such route: 404, wrong method: 405) in the one
+        envelope, with their status."""
+        said = f"{request.method} {request.url.path[:200]}: {exc.detail}"
+        return error_response(e.BadRequestError(said), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(e.BadRequestError(f"{where}: {first.get('msg', 'invalid')}"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """A bug: the client gets the envelope, the log the traceback (MeasuredApp)."""
+        return error_response(_UNEXPECTED)
+
     def result(value: Any, token: int | None = None) -> JSONResponse:
         headers = {"ETag": f'"{token}"'} if token is not None else None
         return WireResponse({"result": to_wire(value)}, headers=headers)
@@ -249,10 +320,19 @@ def create_app(
         )
 
     @app.get("/v1/changes")
-    async def changes(request: Request, since: int | None = None, timeout: float = 0) -> Any:
-        """The change token; with ``since``, wait up to ``timeout`` s for another one."""
+    async def changes(request: Request) -> Any:
+        """The change token; with ``since``, wait up to ``timeout`` s (at most
+        :data:`MAX_WATCH_S`) for another one."""
         svc.caller(request, "read")
-        deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WATCH_S)
+        query = request.query_params
+        raw_since = query.get("since")
+        since = (
+            None
+            if raw_since is None
+            else whole(raw_since, "since", low=0, high=MAX_TOKEN, default=0)
+        )
+        timeout = seconds(query.get("timeout"), "timeout", high=MAX_WATCH_S)
+        deadline = time.monotonic() + timeout
         while True:
             token = await run_in_threadpool(reg.change_token)
             if since is None or token != since or time.monotonic() >= deadline:
@@ -277,7 +357,9 @@ def create_app(
                 f"an upload of {declared} bytes is over the limit of {limit} "
                 "(REGISTRY_MAX_FILE_BYTES)"
             )
-        writer = await run_in_threadpool(reg.blobs.writer)
+        if declared is not None and declared.isdigit():
+            await run_in_threadpool(svc.check_room, int(declared))
+        writer = await run_in_threadpool(reg.blobs.writer, reg.blobs.uploads)
         # One piece is hashed and written on a worker thread while the next arrives.
         writing: asyncio.Future[None] | None = None
         try:
@@ -301,7 +383,10 @@ def create_app(
                     f"the upload ended after {writer.size} of {declared} bytes; nothing was "
                     "stored (send it again)"
                 )
-            hexdigest = await run_in_threadpool(writer.commit, expected)
+            try:
+                hexdigest = await run_in_threadpool(writer.commit, expected)
+            except e.IntegrityError as exc:  # the client's bytes, not the registry, are bad
+                raise e.BadRequestError(str(exc)) from None
         except BaseException:
             if writing is not None:  # its thread still holds the file: let it finish first
                 await asyncio.wait([writing])
@@ -335,9 +420,11 @@ def create_app(
 
     @app.post("/v1/verify")
     async def verify(request: Request) -> JSONResponse:
+        svc.caller(request, "read")  # before a byte of the body is read
         body = await svc.body(request)
         gc = bool(_field(body, "gc", bool, False))
-        svc.caller(request, "write" if gc else "read")
+        if gc:
+            svc.caller(request, "write")
         ref = _field(body, "ref", str | None, None)
         grace = _field(body, "gc_grace_s", float, 3600.0)
         report = await run_in_threadpool(lambda: reg.verify(ref, gc=gc, gc_grace_s=grace))
@@ -373,6 +460,8 @@ def create_app(
         name = _field(body, "name", str)
         license_ = _field(body, "license", str | None, None)
         who = who or _field(body, "who", str | None, None)
+
+        check_name(name)  # before it names a directory here
 
         def work() -> Any:
             reg.store.check_writable()
@@ -414,6 +503,8 @@ def create_app(
         }
         who = who or _field(body, "who", str | None, None)
 
+        check_name(name)  # before it names a directory here
+
         def work() -> Any:
             reg.check_name_free(name)
             with svc.scratch() as scratch, reg.blobs.linked(svc.place(files, scratch / name)):
@@ -433,8 +524,9 @@ def create_app(
             raise e.BadRequestError(f"no read operation {name!r}")
         svc.caller(request, "read")
         query = dict(request.query_params)
-        page_size = min(int(query.pop("page_size", MAX_PAGE) or MAX_PAGE), MAX_PAGE)
-        start = int(query.pop("page_token", 0) or 0)
+        size = query.pop("page_size", None)
+        page_size = whole(size, "page_size", low=1, high=MAX_PAGE, default=MAX_PAGE)
+        start = whole(query.pop("page_token", None), "page_token", low=0, high=MAX_TOKEN, default=0)
         args = decode_args(op, query, from_query=True)
         current = await run_in_threadpool(reg.change_token)
         if request.headers.get("if-none-match") == f'"{current}"':
@@ -466,6 +558,9 @@ def create_app(
     return MeasuredApp(app, svc.metrics, frozenset(ops) | _ROUTES)
 
 
+_UNEXPECTED = e.RegistryError("the registry service failed unexpectedly; its log says why")
+
+
 class MeasuredApp:
     """Counts and times every request by operation and status (plain ASGI: Starlette's
     BaseHTTPMiddleware would put a queue between every upload chunk and the handler)."""
@@ -491,6 +586,14 @@ class MeasuredApp:
 
         try:
             await self.app(scope, receive, sent)
+        except Exception as exc:
+            # Starlette answered it with the envelope, then raised it again for the server
+            # to log; uvicorn would then close the connection under the answer (the client
+            # sees a reset). Log it here, once, without the raw path (a client's text).
+            log.error("%s %s: unexpected error", scope["method"], op, exc_info=exc)
+            if status == 499:
+                status = 500
+                await error_response(_UNEXPECTED)(scope, receive, send)
         finally:
             self.metrics.observe(op, str(status), time.perf_counter() - started)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from registry.errors import BadRequestError
 from registry.protocol import Registry
+from registry.service.inputs import json_value
 from registry.service.tokens import Scope
 from registry.wire import WireError, from_wire
 
@@ -137,7 +138,7 @@ def decode_args(op: Op, raw: dict[str, Any], *, from_query: bool) -> dict[str, A
         tp = op.params[name]
         try:
             if from_query and not _is_text(tp):
-                value = json.loads(value)
+                value = json_value(value, f"argument {name!r}")
             args[name] = from_wire(tp, value, name)
         except (WireError, ValueError) as exc:
             raise BadRequestError(f"{op.name}: {exc}") from None

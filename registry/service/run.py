@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 import socket
 from pathlib import Path
+from typing import IO
 
 import uvicorn
 
 from registry.location import open_local
 from registry.service.app import create_app
+from registry.service.connections import guarded_h11
 from registry.service.tokens import Token, check_bind, load_tokens, single_token
 from registry.settings import RegistrySettings
 
@@ -47,6 +50,27 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def announce(root: Path, leftovers: tuple[Path, ...]) -> IO[bytes] | None:
+    """Mark this server present on ``root`` for as long as the returned file stays open
+    (a shared ``flock`` on ``<root>/serve.lock``, which the kernel drops when the process
+    dies, SIGKILL included); first, if no other server is present, remove ``leftovers``:
+    the scratch directories and upload temp files of a server that was killed. Another
+    live server's are never touched. None for a registry this process cannot write."""
+    try:
+        lock = open(root / "serve.lock", "ab")  # noqa: SIM115 (held for the server's life)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass  # another server is serving this directory: its scratch is live
+    else:
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    return lock
+
+
 def serve(
     location: str | None,
     *,
@@ -62,8 +86,7 @@ def serve(
     tokens = callers(tokens_file, settings)
     check_bind(host, tokens)
     reg = open_local(location, settings=settings, create=False)
-    # Scratch directories of writes a killed server left behind: nothing refers to them.
-    shutil.rmtree(reg.root / "incoming", ignore_errors=True)
+    presence = announce(reg.root, (reg.root / "incoming", reg.blobs.uploads))
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     if tokens:
@@ -82,7 +105,9 @@ def serve(
     app = create_app(reg, settings, tokens)
     config = uvicorn.Config(
         app,
+        http=guarded_h11(settings.serve_read_timeout_s),
         log_level="warning",
+        access_log=False,  # never a request line in the log: a query may carry anything
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
         h11_max_incomplete_event_size=64 * 1024,
@@ -91,3 +116,5 @@ def serve(
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         reg.close()
+        if presence is not None:
+            presence.close()

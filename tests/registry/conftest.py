@@ -95,3 +95,16 @@ def reg(
     service: MountedServer = request.getfixturevalue("service")
     with service.serve(local_reg, settings) as url, HttpRegistry(url, settings) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def served_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One `registry serve` for the service tests (tests.support.served_registry: tokens
+    ``ci`` write and ``viewer`` read, a short read timeout and upload limit), started
+    once for the session, as a real server is."""
+    from tests.support.served_registry import build_registry, served
+
+    work = tmp_path_factory.mktemp("served")
+    root = build_registry(work / "reg", work)
+    with served(root, work / "serve.log") as running:
+        yield running

@@ -186,7 +186,7 @@ def test_a_body_over_the_limit_is_request_too_large(
     tight = RegistrySettings(user="tester", serve_max_body_bytes=1024)
     with service.serve(local_reg, tight) as url, _client(url, None) as reg:
         token = reg.change_token()
-        with pytest.raises(e.RequestTooLargeError, match="over 1024 bytes"):
+        with pytest.raises(e.RequestTooLargeError, match="over the limit of 1024"):
             reg.log_variant_refused("tiny-base-fp8", {"detail": "x" * 4096})
         assert reg.change_token() == token
 
@@ -286,3 +286,23 @@ def test_the_servers_limits_refuse_as_a_directory_with_them_does(
         with pytest.raises(e.InvalidDatasetError, match="non-empty") as over_http:
             client.push_adapter(rank2, dataset=str(empty))
         assert str(over_http.value) == str(on_directory.value)
+
+
+def test_a_server_bug_is_a_registry_error_not_a_client_mistake(
+    local_reg: LocalRegistry, service: MountedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 500 in the envelope (a bug on the server) comes back as the root RegistryError,
+    exit 1, pointing at the server's log: not as a bad request or "not a registry"."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(local_reg, "list_adapters", broken)
+    with (
+        service.serve(local_reg, RegistrySettings(user="t")) as url,
+        _client(url, None) as reg,
+        pytest.raises(e.RegistryError) as raised,
+    ):
+        reg.list_adapters()
+    assert type(raised.value) is e.RegistryError and raised.value.exit_code == 1
+    assert "see its log" in str(raised.value) and "secret" not in str(raised.value)
