@@ -1,9 +1,18 @@
 """From a request's `model` field to one concrete target, through the registry.
 
 The registry owns the ref grammar (NAME, NAME@N, NAME@ALIAS, sha256:...); the gateway
-asks it and caches answers until the registry's change token moves. All registry calls
-run on one dedicated thread, so SQLite never blocks the event loop and its connection
-never crosses threads.
+asks it and caches answers until the registry's change token moves. One watch thread
+waits for that token (`wait_for_change`: a long-poll on a registry service, 50 ms polls of
+a directory), so a push, alias move or canary step is seen within about a second and a
+request asks the registry nothing when its answer is cached. Registry calls run off the
+event loop on two pools: lookups (a few threads) and pulls (their own two, so a large
+pull never blocks a lookup); every call has a timeout. Both registry forms are
+thread-safe (the directory's SQLite connection is shared under a lock), so one handle
+serves every thread.
+
+When the registry does not answer, names resolved before keep serving their last known
+good route (server/route_cache.py), `health` says how stale that is
+(server/registry_health.py), and a name never resolved is a 503 `registry_unavailable`.
 
 This is the one module of `server` that imports `registry`: every registry failure is
 turned into a gateway error here (`from_registry`), by the status the registry's own
@@ -13,9 +22,10 @@ error table gives it, so the rest of the gateway never sees a registry type.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
-from collections import OrderedDict
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -35,12 +45,18 @@ from server.errors import (
     GatewayError,
     InvalidRequestError,
     ModelNotFoundError,
+    RegistryUnavailableError,
 )
 from server.metrics import Series
+from server.registry_health import RegistryHealth
+from server.route_cache import Lookup, Version, VersionedCache, after_failure, decide
 
 T = TypeVar("T")
 log = logging.getLogger("loraport.gateway")
 ROUTE_CACHE_SIZE = 4096
+LOOKUP_THREADS = 4
+PULL_THREADS = 2
+_MODELS_KEY = ""  # the one entry of the /v1/models cache
 
 
 # Registry codes met while resolving a request's `model`, as OpenAI-style codes.
@@ -56,6 +72,8 @@ def from_registry(e: registry.RegistryError) -> GatewayError:
     registry's error table gives the status; a bad `model` gets OpenAI's codes."""
     message = str(e)
     code = _MODEL_CODES.get(e.code)
+    if isinstance(e, registry.RegistryUnavailableError):
+        return RegistryUnavailableError(f"the registry does not answer: {message}")
     if e.http_status == 404:
         return ModelNotFoundError(f"model not found: {message}", param="model")
     if e.http_status == 400:
@@ -76,12 +94,15 @@ class RegistryUnusable(Exception):
         self.exit_code = exit_code
 
 
-def check_registry(location: str | None, base_ref: str | None) -> dict[str, Any]:
+def check_registry(location: str | None, base_ref: str | None) -> dict[str, Any] | None:
     """Fail fast, with the registry's message and exit code, before any server starts.
-    Returns the base model's ``config.json``, for :mod:`server.engine_support`."""
+    Returns the base model's ``config.json``, for :mod:`server.engine_support`; None when
+    the registry does not answer (transient: the gateway starts, not ready, and waits)."""
     try:
         with registry.open(location, create=False) as reg:
             return dict(registry.pick_base(reg, base_ref).architecture)
+    except registry.RegistryUnavailableError:
+        return None
     except registry.RegistryError as e:
         raise RegistryUnusable(str(e), e.exit_code) from e
 
@@ -141,14 +162,30 @@ class Route:
 
 
 class Resolver:
-    def __init__(self, location: str | None) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
+    def __init__(
+        self,
+        location: str | None,
+        *,
+        timeout_s: float = 10.0,
+        pull_timeout_s: float = 600.0,
+        watch_s: float = 10.0,
+    ) -> None:
         self._location = location
+        self._timeout_s = timeout_s
+        self._pull_timeout_s = pull_timeout_s
+        self._watch_s = watch_s
+        self._lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="registry-lookup")
+        self._pulls = ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="registry-pull")
+        self._watcher = ThreadPoolExecutor(1, thread_name_prefix="registry-watch")
         self._reg: registry.Registry | None = None
+        self.health = RegistryHealth()
         # Bounded: keys are client input. Refs are canonical (the registry refuses other
         # spellings), so one version has a handful of keys, but unknown names are many.
-        self._cache: OrderedDict[str, Route] = OrderedDict()
+        self._cache: VersionedCache[Route] = VersionedCache(ROUTE_CACHE_SIZE)
+        self._models: VersionedCache[list[tuple[str, str | None]]] = VersionedCache(1)
+        self._pending: dict[tuple[str, Version], asyncio.Future[Route]] = {}
         self._token: int | None = None
+        self._epoch = 0  # bumped by this gateway's own holds and quarantines
         self.base: registry.BaseModel | None = None
         self._parent_digest: str | None = None
         # Versions this gateway quarantined but could not record in the registry (refused
@@ -157,53 +194,162 @@ class Resolver:
         self._quarantined: dict[str, str] = {}
         self._held: dict[str, list[str]] = {}
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    @property
+    def is_open(self) -> bool:
+        """The registry answered once: the base model and the change token are known."""
+        return self._token is not None
+
+    async def _ask(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        pool: ThreadPoolExecutor | None = None,
+        timeout_s: float | None = None,
+    ) -> T:
+        """`fn(*args)` on a registry thread, within a timeout; records whether the
+        registry answered. Registry errors leave as gateway errors (`from_registry`)."""
+        limit = self._timeout_s if timeout_s is None else timeout_s
+        work = asyncio.get_running_loop().run_in_executor(pool or self._lookups, fn, *args)
+        try:
+            result = await asyncio.wait_for(work, limit)
+        except TimeoutError:
+            self.health.failed(time.monotonic(), "timeout")
+            log.warning("the registry did not answer within %g s", limit)
+            raise RegistryUnavailableError(
+                f"the registry did not answer within {limit:g} s"
+            ) from None
+        except registry.RegistryError as e:
+            raise self._failed(from_registry(e)) from e
+        except GatewayError as e:
+            raise self._failed(e) from None
+        self.health.answered(time.monotonic())
+        return result
+
+    def _failed(self, error: GatewayError) -> GatewayError:
+        if isinstance(error, RegistryUnavailableError):
+            self.health.failed(time.monotonic(), error.code or "registry_unavailable")
+            log.warning("%s", error.message)
+        else:  # the registry answered, with an error
+            self.health.answered(time.monotonic())
+        return error
 
     async def open(self, base_ref: str | None) -> registry.BaseModel:
-        """Open the registry (on its thread) and pick the base model this gateway serves."""
-        try:
-            self._reg = await self.call(partial(registry.open, self._location, create=False))
-            self.base = await self.call(registry.pick_base, self._reg, base_ref)
-        except registry.RegistryError as e:
-            raise from_registry(e) from e
-        self._parent_digest = await self.call(self._lineage)
-        self._token = await self.call(self._reg.change_token)
+        """Open the registry and pick the base model this gateway serves. A registry that
+        does not answer raises RegistryUnavailableError: call again later."""
+        if self._reg is None:
+            settings = registry.RegistrySettings(timeout_s=self._timeout_s)
+            self._reg = await self._ask(
+                partial(registry.open, self._location, settings=settings, create=False)
+            )
+        self.base = await self._ask(registry.pick_base, self._reg, base_ref)
+        self._parent_digest = await self._ask(self._lineage)
+        self._token = await self._ask(self._reg.change_token)
         return self.base
 
     async def close(self) -> None:
         if self._reg is not None:
-            await self.call(self._reg.close)
-        self._pool.shutdown(wait=False)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(self._lookups, self._reg.close),
+                    self._timeout_s,
+                )
+        for pool in (self._lookups, self._pulls, self._watcher):
+            pool.shutdown(wait=False, cancel_futures=True)
 
-    async def refresh(self) -> bool:
-        """Drop cached answers if the registry changed. True when it did."""
-        assert self._reg is not None
-        token = await self.call(self._reg.change_token)
+    def _version(self) -> Version:
+        return (self._token if self._token is not None else -1, self._epoch)
+
+    def _moved(self, token: int) -> bool:
+        """Take the registry's token; entries of older tokens are asked again on use."""
         if token == self._token:
             return False
         self._token = token
-        self._cache.clear()
         return True
 
-    async def refresh_forever(self, interval_s: float) -> None:
+    async def refresh(self) -> bool:
+        """Ask the change token once and take it. True when the registry changed."""
+        assert self._reg is not None
+        return self._moved(await self._ask(self._reg.change_token))
+
+    async def watch_forever(self) -> None:
+        """Follow the registry's change token for as long as the gateway runs: a long-poll
+        while the registry answers; one quick ask, with back-off, while it does not (so
+        its return is seen at once, not after a long-poll)."""
+        assert self._reg is not None
+        reg = self._reg
         while True:
-            await asyncio.sleep(interval_s)
             try:
-                await self.refresh()
-            except Exception:  # keep refreshing: the next tick may succeed
-                log.exception("registry refresh failed")
+                if self.health.up:
+                    token = await self._ask(
+                        partial(reg.wait_for_change, self._version()[0], timeout_s=self._watch_s),
+                        pool=self._watcher,
+                        timeout_s=self._watch_s + self._timeout_s,
+                    )
+                else:
+                    token = await self._ask(reg.change_token, pool=self._watcher)
+            except GatewayError:
+                await asyncio.sleep(self.health.retry_in_s() or 1.0)
+                continue
+            except Exception:  # a bug: keep watching, but do not spin
+                log.exception("registry watch failed")
+                await asyncio.sleep(1.0)
+                continue
+            if self._moved(token):
+                log.debug("registry changed (token %d): routes are asked again", token)
 
     async def resolve(self, model: str, key: str | None = None) -> Target:
         """The target for `model`; `key` (see `server.canary.sticky_key`) picks the arm
         where a rollout splits `model`."""
-        route = self._cache.get(model)
-        if route is None:
-            route = await self.call(self._route, model)
-            self._cache[model] = route
-            if len(self._cache) > ROUTE_CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return route.pick(key)
+        return (await self.route(model)).pick(key)
+
+    async def route(self, model: str) -> Route:
+        entry = self._cache.get(model)
+        cached = entry.version if entry is not None else None
+        choice = decide(cached, self._version(), self.health.up)
+        if choice is Lookup.ASK:
+            try:
+                return await self._lookup(model)
+            except RegistryUnavailableError:
+                choice = after_failure(cached, registry_unavailable=True)
+        if entry is not None and choice in (Lookup.USE, Lookup.USE_STALE):
+            if choice is Lookup.USE_STALE:
+                return self._still_local_ok(entry.value)
+            return entry.value
+        raise RegistryUnavailableError(
+            f"the registry does not answer and this gateway has not resolved {model!r} "
+            "before; retry shortly"
+        )
+
+    async def _lookup(self, model: str) -> Route:
+        """Ask the registry for `model`'s route; concurrent first requests share one ask."""
+        version = self._version()
+        key = (model, version)
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._ask(self._route, model))
+            self._pending[key] = task
+            task.add_done_callback(partial(self._settled, key, version))
+        return await asyncio.shield(task)
+
+    def _settled(
+        self, key: tuple[str, Version], version: Version, task: asyncio.Future[Route]
+    ) -> None:
+        self._pending.pop(key, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        self._cache.put(key[0], version, task.result())
+
+    def _still_local_ok(self, route: Route) -> Route:
+        """A last known good route, checked against this gateway's own holds and
+        quarantines (those never wait for the registry)."""
+        if route.stable.adapter is not None:
+            self._check_local(route.stable.adapter)
+        if route.canary is not None and route.canary.adapter is not None:
+            try:
+                self._check_local(route.canary.adapter)
+            except GatewayError:
+                return Route(route.stable)
+        return route
 
     def _route(self, model: str) -> Route:
         stable = self._resolve(model)
@@ -231,16 +377,13 @@ class Resolver:
         if model in (base.name, base.digest):
             return Target(base, None)
         try:
-            found = self._reg.resolve(model)
-            adapter = self._reg.adapter(model) if found.kind == "adapter" else None
+            # One call for an adapter ref (the common case); only a ref that is not an
+            # adapter costs a second, to say what it is.
+            adapter = self._reg.adapter(model)
+        except registry.RefNotFoundError as e:
+            raise self._not_servable(model, e) from e
         except registry.RegistryError as e:
             raise from_registry(e) from e
-        if adapter is None:
-            raise ModelNotFoundError(
-                f"{model!r} is {a_kind(found.kind)}, not a servable model; this gateway serves "
-                f"{base.name!r} and its adapters",
-                param="model",
-            )
         if adapter.base_model.digest not in (base.digest, self._parent_digest):
             raise InvalidRequestError(
                 f"{adapter.ref} was trained on base {adapter.base_model.name!r} "
@@ -253,9 +396,33 @@ class Resolver:
         self._check_quarantine(adapter)
         return Target(base, adapter)
 
+    def _not_servable(self, model: str, missing: registry.RefNotFoundError) -> GatewayError:
+        assert self._reg is not None and self.base is not None
+        try:
+            found = self._reg.resolve(model)
+        except registry.RegistryError as e:
+            return from_registry(e)
+        if found.kind == "adapter":  # it became one in between: the first answer stands
+            return from_registry(missing)
+        return ModelNotFoundError(
+            f"{model!r} is {a_kind(found.kind)}, not a servable model; this gateway serves "
+            f"{self.base.name!r} and its adapters",
+            param="model",
+        )
+
     def _check_quarantine(self, adapter: registry.AdapterVersion) -> None:
-        reason = adapter.quarantine.reason if adapter.quarantine else None
-        reason = reason or self._quarantined.get(adapter.ref)
+        if adapter.quarantine is not None:
+            raise AdapterQuarantinedError(
+                f"{adapter.ref} is quarantined ({adapter.quarantine.reason}); no gateway "
+                f"serves it until a person lifts it with `registry quarantine rm "
+                f"{adapter.ref}`",
+                param="model",
+            )
+        self._check_local(adapter)
+
+    def _check_local(self, adapter: registry.AdapterVersion) -> None:
+        """This gateway's own refusals: a quarantine it could not record, and holds."""
+        reason = self._quarantined.get(adapter.ref)
         if reason is not None:
             raise AdapterQuarantinedError(
                 f"{adapter.ref} is quarantined ({reason}); no gateway serves it until a person "
@@ -275,7 +442,7 @@ class Resolver:
         both have released it."""
         if target.adapter is not None:
             self._held.setdefault(target.adapter.ref, []).append(reason)
-            self._cache.clear()
+            self._epoch += 1
 
     def release(self, target: Target) -> None:
         """End one hold of `target`'s adapter version (none left: a no-op)."""
@@ -286,7 +453,7 @@ class Resolver:
             held.pop()
             if not held:
                 del self._held[target.adapter.ref]
-            self._cache.clear()
+            self._epoch += 1
 
     async def quarantine(self, target: Target, reason: str) -> None:
         """Quarantine `target`'s adapter version here at once and in the registry (so
@@ -295,16 +462,16 @@ class Resolver:
             return
         ref = target.adapter.ref
         self._quarantined[ref] = reason
-        self._cache.clear()
+        self._epoch += 1
         try:
-            await self.call(partial(self._write_quarantine, ref, reason))
+            await self._ask(self._write_quarantine, ref, reason)
         except Exception:
             log.exception("could not record the quarantine of %s in the registry", ref)
             return
         # Recorded: the registry is the truth now, so `registry quarantine rm` serves it
         # here again too (a local memory would outlive the person's decision).
         self._quarantined.pop(ref, None)
-        self._cache.clear()
+        self._epoch += 1
 
     def _write_quarantine(self, ref: str, reason: str) -> None:
         assert self._reg is not None
@@ -342,8 +509,23 @@ class Resolver:
             )
 
     async def model_ids(self) -> list[tuple[str, str | None]]:
-        """(id, parent) for /v1/models: the base, then every routable adapter ref."""
-        return await self.call(self._model_ids)
+        """(id, parent) for /v1/models: the base, then every routable adapter ref; cached
+        like routes (until the registry changes; the last list while it is down)."""
+        entry = self._models.get(_MODELS_KEY)
+        cached = entry.version if entry is not None else None
+        version = self._version()
+        choice = decide(cached, version, self.health.up and self.is_open)
+        if choice is Lookup.ASK:
+            try:
+                ids = await self._ask(self._model_ids)
+            except RegistryUnavailableError:
+                choice = after_failure(cached, registry_unavailable=True)
+            else:
+                self._models.put(_MODELS_KEY, version, ids)
+                return ids
+        if entry is not None and choice in (Lookup.USE, Lookup.USE_STALE):
+            return [(i, p) for i, p in entry.value if i not in self._quarantined]
+        raise RegistryUnavailableError("the registry does not answer; retry shortly")
 
     def _model_ids(self) -> list[tuple[str, str | None]]:
         assert self._reg is not None and self.base is not None
@@ -365,8 +547,8 @@ class Resolver:
         return [(base.name, None)] + [(ref, base.name) for ref in registry.routable_refs(mine)]
 
     async def pull(self, ref: str, dest: Path) -> Path:
+        """Materialise `ref` at `dest` on the pull pool (never in a lookup's way)."""
         assert self._reg is not None
-        try:
-            return await self.call(self._reg.pull, ref, dest)
-        except registry.RegistryError as e:
-            raise from_registry(e) from e
+        return await self._ask(
+            self._reg.pull, ref, dest, pool=self._pulls, timeout_s=self._pull_timeout_s
+        )
