@@ -22,12 +22,8 @@ error table gives it, so the rest of the gateway never sees a registry type.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -48,14 +44,12 @@ from server.errors import (
     RegistryUnavailableError,
 )
 from server.metrics import Series
-from server.registry_health import RegistryHealth
-from server.route_cache import Lookup, Version, VersionedCache, after_failure, decide
+from server.registry_calls import RegistryCalls
+from server.route_cache import Version, VersionedCache, answer
 
 T = TypeVar("T")
 log = logging.getLogger("loraport.gateway")
 ROUTE_CACHE_SIZE = 4096
-LOOKUP_THREADS = 4
-PULL_THREADS = 2
 _MODELS_KEY = ""  # the one entry of the /v1/models cache
 
 
@@ -84,6 +78,11 @@ def from_registry(e: registry.RegistryError) -> GatewayError:
             code="registry_integrity",
         )
     return GatewayError(f"registry error: {message}", code=f"registry_{e.code}")
+
+
+def _registry_error(e: Exception) -> GatewayError | None:
+    """A registry error raised on a registry thread, as a gateway error (None: not one)."""
+    return from_registry(e) if isinstance(e, registry.RegistryError) else None
 
 
 class RegistryUnusable(Exception):
@@ -171,14 +170,11 @@ class Resolver:
         watch_s: float = 10.0,
     ) -> None:
         self._location = location
-        self._timeout_s = timeout_s
-        self._pull_timeout_s = pull_timeout_s
-        self._watch_s = watch_s
-        self._lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="registry-lookup")
-        self._pulls = ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="registry-pull")
-        self._watcher = ThreadPoolExecutor(1, thread_name_prefix="registry-watch")
+        self._calls = RegistryCalls(
+            _registry_error, timeout_s=timeout_s, pull_timeout_s=pull_timeout_s, watch_s=watch_s
+        )
+        self.health = self._calls.health
         self._reg: registry.Registry | None = None
-        self.health = RegistryHealth()
         # Bounded: keys are client input. Refs are canonical (the registry refuses other
         # spellings), so one version has a handful of keys, but unknown names are many.
         self._cache: VersionedCache[Route] = VersionedCache(ROUTE_CACHE_SIZE)
@@ -199,62 +195,21 @@ class Resolver:
         """The registry answered once: the base model and the change token are known."""
         return self._token is not None
 
-    async def _ask(
-        self,
-        fn: Callable[..., T],
-        *args: Any,
-        pool: ThreadPoolExecutor | None = None,
-        timeout_s: float | None = None,
-    ) -> T:
-        """`fn(*args)` on a registry thread, within a timeout; records whether the
-        registry answered. Registry errors leave as gateway errors (`from_registry`)."""
-        limit = self._timeout_s if timeout_s is None else timeout_s
-        work = asyncio.get_running_loop().run_in_executor(pool or self._lookups, fn, *args)
-        try:
-            result = await asyncio.wait_for(work, limit)
-        except TimeoutError:
-            self.health.failed(time.monotonic(), "timeout")
-            log.warning("the registry did not answer within %g s", limit)
-            raise RegistryUnavailableError(
-                f"the registry did not answer within {limit:g} s"
-            ) from None
-        except registry.RegistryError as e:
-            raise self._failed(from_registry(e)) from e
-        except GatewayError as e:
-            raise self._failed(e) from None
-        self.health.answered(time.monotonic())
-        return result
-
-    def _failed(self, error: GatewayError) -> GatewayError:
-        if isinstance(error, RegistryUnavailableError):
-            self.health.failed(time.monotonic(), error.code or "registry_unavailable")
-            log.warning("%s", error.message)
-        else:  # the registry answered, with an error
-            self.health.answered(time.monotonic())
-        return error
-
     async def open(self, base_ref: str | None) -> registry.BaseModel:
         """Open the registry and pick the base model this gateway serves. A registry that
         does not answer raises RegistryUnavailableError: call again later."""
         if self._reg is None:
-            settings = registry.RegistrySettings(timeout_s=self._timeout_s)
-            self._reg = await self._ask(
+            settings = registry.RegistrySettings(timeout_s=self._calls.timeout_s)
+            self._reg = await self._calls.lookup(
                 partial(registry.open, self._location, settings=settings, create=False)
             )
-        self.base = await self._ask(registry.pick_base, self._reg, base_ref)
-        self._parent_digest = await self._ask(self._lineage)
-        self._token = await self._ask(self._reg.change_token)
+        self.base = await self._calls.lookup(registry.pick_base, self._reg, base_ref)
+        self._parent_digest = await self._calls.lookup(self._lineage)
+        self._token = await self._calls.lookup(self._reg.change_token)
         return self.base
 
     async def close(self) -> None:
-        if self._reg is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    asyncio.get_running_loop().run_in_executor(self._lookups, self._reg.close),
-                    self._timeout_s,
-                )
-        for pool in (self._lookups, self._pulls, self._watcher):
-            pool.shutdown(wait=False, cancel_futures=True)
+        await self._calls.close(self._reg.close if self._reg is not None else None)
 
     def _version(self) -> Version:
         return (self._token if self._token is not None else -1, self._epoch)
@@ -269,33 +224,12 @@ class Resolver:
     async def refresh(self) -> bool:
         """Ask the change token once and take it. True when the registry changed."""
         assert self._reg is not None
-        return self._moved(await self._ask(self._reg.change_token))
+        return self._moved(await self._calls.lookup(self._reg.change_token))
 
     async def watch_forever(self) -> None:
-        """Follow the registry's change token for as long as the gateway runs: a long-poll
-        while the registry answers; one quick ask, with back-off, while it does not (so
-        its return is seen at once, not after a long-poll)."""
+        """Follow the registry's change token for as long as the gateway runs."""
         assert self._reg is not None
-        reg = self._reg
-        while True:
-            try:
-                if self.health.up:
-                    token = await self._ask(
-                        partial(reg.wait_for_change, self._version()[0], timeout_s=self._watch_s),
-                        pool=self._watcher,
-                        timeout_s=self._watch_s + self._timeout_s,
-                    )
-                else:
-                    token = await self._ask(reg.change_token, pool=self._watcher)
-            except GatewayError:
-                await asyncio.sleep(self.health.retry_in_s() or 1.0)
-                continue
-            except Exception:  # a bug: keep watching, but do not spin
-                log.exception("registry watch failed")
-                await asyncio.sleep(1.0)
-                continue
-            if self._moved(token):
-                log.debug("registry changed (token %d): routes are asked again", token)
+        await self._calls.watch(self._reg, lambda: self._version()[0], self._moved)
 
     async def resolve(self, model: str, key: str | None = None) -> Target:
         """The target for `model`; `key` (see `server.canary.sticky_key`) picks the arm
@@ -303,21 +237,14 @@ class Resolver:
         return (await self.route(model)).pick(key)
 
     async def route(self, model: str) -> Route:
-        entry = self._cache.get(model)
-        cached = entry.version if entry is not None else None
-        choice = decide(cached, self._version(), self.health.up)
-        if choice is Lookup.ASK:
-            try:
-                return await self._lookup(model)
-            except RegistryUnavailableError:
-                choice = after_failure(cached, registry_unavailable=True)
-        if entry is not None and choice in (Lookup.USE, Lookup.USE_STALE):
-            if choice is Lookup.USE_STALE:
-                return self._still_local_ok(entry.value)
-            return entry.value
-        raise RegistryUnavailableError(
-            f"the registry does not answer and this gateway has not resolved {model!r} "
-            "before; retry shortly"
+        return await answer(
+            self._cache,
+            model,
+            self._version(),
+            self.health.up,
+            partial(self._lookup, model),
+            self._still_local_ok,
+            f"route for {model!r}",
         )
 
     async def _lookup(self, model: str) -> Route:
@@ -326,7 +253,7 @@ class Resolver:
         key = (model, version)
         task = self._pending.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._ask(self._route, model))
+            task = asyncio.ensure_future(self._calls.lookup(self._route, model))
             self._pending[key] = task
             task.add_done_callback(partial(self._settled, key, version))
         return await asyncio.shield(task)
@@ -464,7 +391,7 @@ class Resolver:
         self._quarantined[ref] = reason
         self._epoch += 1
         try:
-            await self._ask(self._write_quarantine, ref, reason)
+            await self._calls.lookup(self._write_quarantine, ref, reason)
         except Exception:
             log.exception("could not record the quarantine of %s in the registry", ref)
             return
@@ -511,21 +438,21 @@ class Resolver:
     async def model_ids(self) -> list[tuple[str, str | None]]:
         """(id, parent) for /v1/models: the base, then every routable adapter ref; cached
         like routes (until the registry changes; the last list while it is down)."""
-        entry = self._models.get(_MODELS_KEY)
-        cached = entry.version if entry is not None else None
+        return await answer(
+            self._models,
+            _MODELS_KEY,
+            self._version() if self.is_open else None,
+            self.health.up and self.is_open,
+            self._ask_model_ids,
+            lambda ids: [(i, p) for i, p in ids if i not in self._quarantined],
+            "model list",
+        )
+
+    async def _ask_model_ids(self) -> list[tuple[str, str | None]]:
         version = self._version()
-        choice = decide(cached, version, self.health.up and self.is_open)
-        if choice is Lookup.ASK:
-            try:
-                ids = await self._ask(self._model_ids)
-            except RegistryUnavailableError:
-                choice = after_failure(cached, registry_unavailable=True)
-            else:
-                self._models.put(_MODELS_KEY, version, ids)
-                return ids
-        if entry is not None and choice in (Lookup.USE, Lookup.USE_STALE):
-            return [(i, p) for i, p in entry.value if i not in self._quarantined]
-        raise RegistryUnavailableError("the registry does not answer; retry shortly")
+        ids = await self._calls.lookup(self._model_ids)
+        self._models.put(_MODELS_KEY, version, ids)
+        return ids
 
     def _model_ids(self) -> list[tuple[str, str | None]]:
         assert self._reg is not None and self.base is not None
@@ -549,6 +476,4 @@ class Resolver:
     async def pull(self, ref: str, dest: Path) -> Path:
         """Materialise `ref` at `dest` on the pull pool (never in a lookup's way)."""
         assert self._reg is not None
-        return await self._ask(
-            self._reg.pull, ref, dest, pool=self._pulls, timeout_s=self._pull_timeout_s
-        )
+        return await self._calls.pull(self._reg.pull, ref, dest)

@@ -13,9 +13,12 @@ rule, pure; :class:`VersionedCache` only stores.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
+
+from server.errors import RegistryUnavailableError
 
 V = TypeVar("V")
 
@@ -82,3 +85,32 @@ class VersionedCache(Generic[V]):
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+async def answer(
+    cache: VersionedCache[V],
+    key: str,
+    current: Version | None,
+    registry_up: bool,
+    ask: Callable[[], Awaitable[V]],
+    stale: Callable[[V], V],
+    what: str,
+) -> V:
+    """The answer for `key`: cached, asked (`ask` stores what it gets), or the last known
+    good passed through `stale` (the gateway's own refusals still apply to it); else
+    RegistryUnavailableError (503, Retry-After) naming `what` was asked for."""
+    entry = cache.get(key)
+    cached = entry.version if entry is not None else None
+    choice = decide(cached, current, registry_up)
+    if choice is Lookup.ASK:
+        try:
+            return await ask()
+        except RegistryUnavailableError:
+            choice = after_failure(cached, registry_unavailable=True)
+    if entry is not None and choice is Lookup.USE:
+        return entry.value
+    if entry is not None and choice is Lookup.USE_STALE:
+        return stale(entry.value)
+    raise RegistryUnavailableError(
+        f"the registry does not answer and this gateway has no {what} cached; retry shortly"
+    )
