@@ -78,6 +78,9 @@ async def _start_when_registry_answers(rt: Runtime) -> None:
         except GatewayError as e:  # it answered, but cannot serve this gateway (yet)
             log.error("the registry answered, but: %s; asking again", e.message)
             await asyncio.sleep(5.0)
+        except Exception:  # never leave the gateway unready for good without a word
+            log.exception("starting after the registry answered failed; trying again")
+            await asyncio.sleep(5.0)
 
 
 async def _bring_up(rt: Runtime) -> None:

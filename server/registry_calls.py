@@ -82,7 +82,8 @@ class RegistryCalls:
                 f"the registry did not answer within {limit:g} s"
             ) from None
         except GatewayError as e:
-            raise self._seen(e) from None
+            self._seen(e)
+            raise
         except Exception as e:
             mapped = self._to_gateway_error(e)
             if mapped is None:
