@@ -182,6 +182,7 @@ class Resolver:
         self._pending: dict[tuple[str, Version], asyncio.Future[Route]] = {}
         self._token: int | None = None
         self._epoch = 0  # bumped by this gateway's own holds and quarantines
+        self._current: Version = (-1, 0)  # (token, epoch): what a current answer carries
         self.base: registry.BaseModel | None = None
         self._parent_digest: str | None = None
         # Versions this gateway quarantined but could not record in the registry (refused
@@ -205,21 +206,30 @@ class Resolver:
             )
         self.base = await self._calls.lookup(registry.pick_base, self._reg, base_ref)
         self._parent_digest = await self._calls.lookup(self._lineage)
-        self._token = await self._calls.lookup(self._reg.change_token)
+        self._take(await self._calls.lookup(self._reg.change_token))
         return self.base
 
     async def close(self) -> None:
         await self._calls.close(self._reg.close if self._reg is not None else None)
 
     def _version(self) -> Version:
-        return (self._token if self._token is not None else -1, self._epoch)
+        return self._current
+
+    def _local_change(self) -> None:
+        """A hold, release or quarantine here: every cached route is asked again."""
+        self._epoch += 1
+        self._current = (self._current[0], self._epoch)
 
     def _moved(self, token: int) -> bool:
         """Take the registry's token; entries of older tokens are asked again on use."""
         if token == self._token:
             return False
-        self._token = token
+        self._take(token)
         return True
+
+    def _take(self, token: int) -> None:
+        self._token = token
+        self._current = (token, self._epoch)
 
     async def refresh(self) -> bool:
         """Ask the change token once and take it. True when the registry changed."""
@@ -237,6 +247,9 @@ class Resolver:
         return (await self.route(model)).pick(key)
 
     async def route(self, model: str) -> Route:
+        entry = self._cache.get(model)
+        if entry is not None and entry.version == self._current:
+            return entry.value  # the common path: one lookup in memory, nothing asked
         return await answer(
             self._cache,
             model,
@@ -369,7 +382,7 @@ class Resolver:
         both have released it."""
         if target.adapter is not None:
             self._held.setdefault(target.adapter.ref, []).append(reason)
-            self._epoch += 1
+            self._local_change()
 
     def release(self, target: Target) -> None:
         """End one hold of `target`'s adapter version (none left: a no-op)."""
@@ -380,7 +393,7 @@ class Resolver:
             held.pop()
             if not held:
                 del self._held[target.adapter.ref]
-            self._epoch += 1
+            self._local_change()
 
     async def quarantine(self, target: Target, reason: str) -> None:
         """Quarantine `target`'s adapter version here at once and in the registry (so
@@ -389,7 +402,7 @@ class Resolver:
             return
         ref = target.adapter.ref
         self._quarantined[ref] = reason
-        self._epoch += 1
+        self._local_change()
         try:
             await self._calls.lookup(self._write_quarantine, ref, reason)
         except Exception:
@@ -398,7 +411,7 @@ class Resolver:
         # Recorded: the registry is the truth now, so `registry quarantine rm` serves it
         # here again too (a local memory would outlive the person's decision).
         self._quarantined.pop(ref, None)
-        self._epoch += 1
+        self._local_change()
 
     def _write_quarantine(self, ref: str, reason: str) -> None:
         assert self._reg is not None

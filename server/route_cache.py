@@ -72,7 +72,7 @@ class VersionedCache(Generic[V]):
     def get(self, key: str) -> Entry[V] | None:
         entry = self._entries.get(key)
         if entry is not None:
-            self._entries.move_to_end(key)
+            self._entries.move_to_end(key)  # O(1); the bound evicts the coldest
         return entry
 
     def put(self, key: str, version: Version, value: V) -> None:
