@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -20,8 +21,10 @@ from server.adapters import AdapterCache, AdapterSlots
 from server.auth import allowed, authenticate
 from server.containment import Containment
 from server.errors import (
+    BackendUnavailableError,
     GatewayError,
     MethodNotAllowedError,
+    RegistryUnavailableError,
     RouteNotFoundError,
     to_gateway_error,
 )
@@ -31,6 +34,8 @@ from server.serving import Gateway, error_response
 from server.settings import GatewaySettings
 from server.supervisor import Supervisor
 from server.vllm_http import VllmBackend
+
+log = logging.getLogger("loraport.gateway")
 
 
 @dataclass
@@ -50,7 +55,39 @@ async def _start(rt: Runtime) -> None:
     s = rt.settings
     if s.cpu_affinity is not None:
         placement.pin_process(os.getpid(), placement.parse_cpus(s.cpu_affinity))
-    base = await rt.resolver.open(s.base)
+    try:
+        await rt.resolver.open(s.base)
+    except RegistryUnavailableError as e:
+        # Not an exit: the gateway listens, not ready (/ready says why), until it answers.
+        log.warning("%s; the gateway waits for it (not ready until then)", e.message)
+        rt.tasks.append(asyncio.create_task(_start_when_registry_answers(rt)))
+        return
+    await _bring_up(rt)
+
+
+async def _start_when_registry_answers(rt: Runtime) -> None:
+    while True:
+        await asyncio.sleep(rt.resolver.health.retry_in_s() or 1.0)
+        try:
+            await rt.resolver.open(rt.settings.base)
+            log.info("the registry answers: starting")
+            await _bring_up(rt)
+            return
+        except RegistryUnavailableError:
+            continue
+        except GatewayError as e:  # it answered, but cannot serve this gateway (yet)
+            log.error("the registry answered, but: %s; asking again", e.message)
+            await asyncio.sleep(5.0)
+        except Exception:  # never leave the gateway unready for good without a word
+            log.exception("starting after the registry answered failed; trying again")
+            await asyncio.sleep(5.0)
+
+
+async def _bring_up(rt: Runtime) -> None:
+    """Everything that needs the registry's base model: backends, adapters, the watch."""
+    s = rt.settings
+    base = rt.resolver.base
+    assert base is not None
     if s.backends:
         rt.backends = [
             VllmBackend(url, str(i), timeout_s=s.request_timeout_s)
@@ -87,7 +124,7 @@ async def _start(rt: Runtime) -> None:
             )
         )
     )
-    rt.tasks.append(asyncio.create_task(rt.resolver.refresh_forever(s.route_refresh_s)))
+    rt.tasks.append(asyncio.create_task(rt.resolver.watch_forever()))
 
 
 async def _stop(rt: Runtime) -> None:
@@ -107,6 +144,7 @@ async def _engine_gauges(rt: Runtime) -> None:
     """vLLM's queue depth and KV-cache use, next to the gateway's own series."""
     stats = await asyncio.gather(*(b.engine_stats(timeout_s=1.0) for b in rt.backends))
     m = rt.metrics
+    m.registry_stale.set(rt.resolver.health.stale_s(time.monotonic()))
     for backend, st in zip(rt.backends, stats, strict=True):
         if st is not None:
             m.backend_requests_running.labels(backend.label).set(st.running)
@@ -115,7 +153,13 @@ async def _engine_gauges(rt: Runtime) -> None:
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
-    rt = Runtime(settings, Metrics(), Resolver(settings.registry))
+    resolver = Resolver(
+        settings.registry,
+        timeout_s=settings.registry_timeout_s,
+        pull_timeout_s=settings.registry_pull_timeout_s,
+        watch_s=settings.registry_watch_s,
+    )
+    rt = Runtime(settings, Metrics(), resolver)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,7 +174,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.runtime = rt
 
     def gateway() -> Gateway:
-        assert rt.gateway is not None
+        if rt.gateway is None:  # started while the registry was down: still waiting
+            if not rt.resolver.is_open:
+                raise RegistryUnavailableError(
+                    "the gateway is waiting for its registry to answer; retry shortly"
+                )
+            raise BackendUnavailableError("the gateway is starting; retry shortly")
         return rt.gateway
 
     @app.exception_handler(GatewayError)
@@ -186,7 +235,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             for b in rt.backends
         ]
         ok = rt.gateway is not None and any(b.state.ready for b in rt.backends)
-        body = json.dumps({"ready": ok, "backends": states})
+        # The registry down does not make a started gateway unready: it serves what it
+        # knows; the detail says how stale (docs/gateway.md, "The registry down").
+        detail = {
+            "ready": ok,
+            "backends": states,
+            "registry": rt.resolver.health.detail(time.monotonic()),
+        }
+        if not rt.resolver.is_open:
+            detail["waiting_for"] = "registry"
+        body = json.dumps(detail)
         return Response(body, status_code=200 if ok else 503, media_type="application/json")
 
     return app

@@ -89,7 +89,13 @@ def serve(
         click.echo(f"warning: {problem}", err=True)
     settings = _settings({k: v for k, v in overrides.items() if v is not None})
     base_config = _check_registry(settings)
-    if not settings.backends:
+    if base_config is None:
+        click.echo(
+            "warning: the registry does not answer; the gateway starts and waits for it "
+            "(/ready answers 503 until it does)",
+            err=True,
+        )
+    elif not settings.backends:
         _check_engine(base_config)
     sock = _bind(settings)
     logging.basicConfig(
@@ -144,8 +150,9 @@ def _settings(overrides: dict[str, Any]) -> GatewaySettings:
         ) from None
 
 
-def _check_registry(settings: GatewaySettings) -> dict[str, Any]:
-    """Fail fast, with the registry's message and exit code, before any server starts."""
+def _check_registry(settings: GatewaySettings) -> dict[str, Any] | None:
+    """Fail fast, with the registry's message and exit code, before any server starts;
+    None when the registry does not answer (the gateway then waits for it)."""
     from server.resolver import RegistryUnusable, check_registry
 
     try:

@@ -16,8 +16,10 @@
     │     invalid (not JSON, or breaks the schema):        502, code json_schema_violation
     ├── TooManyRequestsError          429 rate_limit_error        (Retry-After)
     ├── BackendError                  502 backend_error           code backend_failed | timeout
-    └── BackendUnavailableError       503 service_unavailable     (Retry-After)
-        └── AdapterUnderCheckError    503 service_unavailable     code adapter_under_check
+    ├── BackendUnavailableError       503 service_unavailable     (Retry-After)
+    │   └── AdapterUnderCheckError    503 service_unavailable     code adapter_under_check
+    └── RegistryUnavailableError      503 service_unavailable     code registry_unavailable
+          (Retry-After; a name this gateway never resolved while its registry is down)
 
 Every failure leaves the gateway as `{"error": {"message", "type", "param", "code"}}`
 with the status above; nothing else chooses a status. `to_gateway_error` is the one
@@ -160,6 +162,16 @@ class BackendUnavailableError(_RetryAfter):
 class AdapterUnderCheckError(BackendUnavailableError):
     code = "adapter_under_check"
     retry_after_s = 30
+
+
+class RegistryUnavailableError(_RetryAfter):
+    """The registry does not answer and this gateway knows nothing cached for the request
+    (names it resolved before keep serving: server/route_cache.py)."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "registry_unavailable"
+    retry_after_s = 5
 
 
 def to_gateway_error(e: Exception) -> GatewayError:

@@ -187,6 +187,12 @@ class Metrics:
             buckets=COST_BUCKETS,
             registry=r,
         )
+        self.registry_stale = Gauge(
+            "loraport_registry_stale_seconds",
+            "Seconds since the registry last answered while it does not (0 when it does): "
+            "how stale the routes this gateway serves may be (read at scrape time).",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,9 +1,18 @@
 """From a request's `model` field to one concrete target, through the registry.
 
 The registry owns the ref grammar (NAME, NAME@N, NAME@ALIAS, sha256:...); the gateway
-asks it and caches answers until the registry's change token moves. All registry calls
-run on one dedicated thread, so SQLite never blocks the event loop and its connection
-never crosses threads.
+asks it and caches answers until the registry's change token moves. One watch thread
+waits for that token (`wait_for_change`: a long-poll on a registry service, 50 ms polls of
+a directory), so a push, alias move or canary step is seen within about a second and a
+request asks the registry nothing when its answer is cached. Registry calls run off the
+event loop on two pools: lookups (a few threads) and pulls (their own two, so a large
+pull never blocks a lookup); every call has a timeout. Both registry forms are
+thread-safe (the directory's SQLite connection is shared under a lock), so one handle
+serves every thread.
+
+When the registry does not answer, names resolved before keep serving their last known
+good route (server/route_cache.py), `health` says how stale that is
+(server/registry_health.py), and a name never resolved is a 503 `registry_unavailable`.
 
 This is the one module of `server` that imports `registry`: every registry failure is
 turned into a gateway error here (`from_registry`), by the status the registry's own
@@ -15,9 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -35,12 +41,16 @@ from server.errors import (
     GatewayError,
     InvalidRequestError,
     ModelNotFoundError,
+    RegistryUnavailableError,
 )
 from server.metrics import Series
+from server.registry_calls import RegistryCalls
+from server.route_cache import Version, VersionedCache, answer
 
 T = TypeVar("T")
 log = logging.getLogger("loraport.gateway")
 ROUTE_CACHE_SIZE = 4096
+_MODELS_KEY = ""  # the one entry of the /v1/models cache
 
 
 # Registry codes met while resolving a request's `model`, as OpenAI-style codes.
@@ -56,6 +66,8 @@ def from_registry(e: registry.RegistryError) -> GatewayError:
     registry's error table gives the status; a bad `model` gets OpenAI's codes."""
     message = str(e)
     code = _MODEL_CODES.get(e.code)
+    if isinstance(e, registry.RegistryUnavailableError):
+        return RegistryUnavailableError(f"the registry does not answer: {message}")
     if e.http_status == 404:
         return ModelNotFoundError(f"model not found: {message}", param="model")
     if e.http_status == 400:
@@ -68,6 +80,11 @@ def from_registry(e: registry.RegistryError) -> GatewayError:
     return GatewayError(f"registry error: {message}", code=f"registry_{e.code}")
 
 
+def _registry_error(e: Exception) -> GatewayError | None:
+    """A registry error raised on a registry thread, as a gateway error (None: not one)."""
+    return from_registry(e) if isinstance(e, registry.RegistryError) else None
+
+
 class RegistryUnusable(Exception):
     """The registry cannot serve this gateway at all (checked before the server starts)."""
 
@@ -76,12 +93,15 @@ class RegistryUnusable(Exception):
         self.exit_code = exit_code
 
 
-def check_registry(location: str | None, base_ref: str | None) -> dict[str, Any]:
+def check_registry(location: str | None, base_ref: str | None) -> dict[str, Any] | None:
     """Fail fast, with the registry's message and exit code, before any server starts.
-    Returns the base model's ``config.json``, for :mod:`server.engine_support`."""
+    Returns the base model's ``config.json``, for :mod:`server.engine_support`; None when
+    the registry does not answer (transient: the gateway starts, not ready, and waits)."""
     try:
         with registry.open(location, create=False) as reg:
             return dict(registry.pick_base(reg, base_ref).architecture)
+    except registry.RegistryUnavailableError:
+        return None
     except registry.RegistryError as e:
         raise RegistryUnusable(str(e), e.exit_code) from e
 
@@ -141,14 +161,28 @@ class Route:
 
 
 class Resolver:
-    def __init__(self, location: str | None) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
+    def __init__(
+        self,
+        location: str | None,
+        *,
+        timeout_s: float = 10.0,
+        pull_timeout_s: float = 600.0,
+        watch_s: float = 10.0,
+    ) -> None:
         self._location = location
+        self._calls = RegistryCalls(
+            _registry_error, timeout_s=timeout_s, pull_timeout_s=pull_timeout_s, watch_s=watch_s
+        )
+        self.health = self._calls.health
         self._reg: registry.Registry | None = None
         # Bounded: keys are client input. Refs are canonical (the registry refuses other
         # spellings), so one version has a handful of keys, but unknown names are many.
-        self._cache: OrderedDict[str, Route] = OrderedDict()
+        self._cache: VersionedCache[Route] = VersionedCache(ROUTE_CACHE_SIZE)
+        self._models: VersionedCache[list[tuple[str, str | None]]] = VersionedCache(1)
+        self._pending: dict[tuple[str, Version], asyncio.Future[Route]] = {}
         self._token: int | None = None
+        self._epoch = 0  # bumped by this gateway's own holds and quarantines
+        self._current: Version = (-1, 0)  # (token, epoch): what a current answer carries
         self.base: registry.BaseModel | None = None
         self._parent_digest: str | None = None
         # Versions this gateway quarantined but could not record in the registry (refused
@@ -157,53 +191,105 @@ class Resolver:
         self._quarantined: dict[str, str] = {}
         self._held: dict[str, list[str]] = {}
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    @property
+    def is_open(self) -> bool:
+        """The registry answered once: the base model and the change token are known."""
+        return self._token is not None
 
     async def open(self, base_ref: str | None) -> registry.BaseModel:
-        """Open the registry (on its thread) and pick the base model this gateway serves."""
-        try:
-            self._reg = await self.call(partial(registry.open, self._location, create=False))
-            self.base = await self.call(registry.pick_base, self._reg, base_ref)
-        except registry.RegistryError as e:
-            raise from_registry(e) from e
-        self._parent_digest = await self.call(self._lineage)
-        self._token = await self.call(self._reg.change_token)
+        """Open the registry and pick the base model this gateway serves. A registry that
+        does not answer raises RegistryUnavailableError: call again later."""
+        if self._reg is None:
+            settings = registry.RegistrySettings(timeout_s=self._calls.timeout_s)
+            self._reg = await self._calls.lookup(
+                partial(registry.open, self._location, settings=settings, create=False)
+            )
+        self.base = await self._calls.lookup(registry.pick_base, self._reg, base_ref)
+        self._parent_digest = await self._calls.lookup(self._lineage)
+        self._take(await self._calls.lookup(self._reg.change_token))
         return self.base
 
     async def close(self) -> None:
-        if self._reg is not None:
-            await self.call(self._reg.close)
-        self._pool.shutdown(wait=False)
+        await self._calls.close(self._reg.close if self._reg is not None else None)
 
-    async def refresh(self) -> bool:
-        """Drop cached answers if the registry changed. True when it did."""
-        assert self._reg is not None
-        token = await self.call(self._reg.change_token)
+    def _version(self) -> Version:
+        return self._current
+
+    def _local_change(self) -> None:
+        """A hold, release or quarantine here: every cached route is asked again."""
+        self._epoch += 1
+        self._current = (self._current[0], self._epoch)
+
+    def _moved(self, token: int) -> bool:
+        """Take the registry's token; entries of older tokens are asked again on use."""
         if token == self._token:
             return False
-        self._token = token
-        self._cache.clear()
+        self._take(token)
         return True
 
-    async def refresh_forever(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.refresh()
-            except Exception:  # keep refreshing: the next tick may succeed
-                log.exception("registry refresh failed")
+    def _take(self, token: int) -> None:
+        self._token = token
+        self._current = (token, self._epoch)
+
+    async def refresh(self) -> bool:
+        """Ask the change token once and take it. True when the registry changed."""
+        assert self._reg is not None
+        return self._moved(await self._calls.lookup(self._reg.change_token))
+
+    async def watch_forever(self) -> None:
+        """Follow the registry's change token for as long as the gateway runs."""
+        assert self._reg is not None
+        await self._calls.watch(self._reg, lambda: self._version()[0], self._moved)
 
     async def resolve(self, model: str, key: str | None = None) -> Target:
         """The target for `model`; `key` (see `server.canary.sticky_key`) picks the arm
         where a rollout splits `model`."""
-        route = self._cache.get(model)
-        if route is None:
-            route = await self.call(self._route, model)
-            self._cache[model] = route
-            if len(self._cache) > ROUTE_CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return route.pick(key)
+        return (await self.route(model)).pick(key)
+
+    async def route(self, model: str) -> Route:
+        entry = self._cache.get(model)
+        if entry is not None and entry.version == self._current:
+            return entry.value  # the common path: one lookup in memory, nothing asked
+        return await answer(
+            self._cache,
+            model,
+            self._version(),
+            self.health.up,
+            partial(self._lookup, model),
+            self._still_local_ok,
+            f"route for {model!r}",
+        )
+
+    async def _lookup(self, model: str) -> Route:
+        """Ask the registry for `model`'s route; concurrent first requests share one ask."""
+        version = self._version()
+        key = (model, version)
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._calls.lookup(self._route, model))
+            self._pending[key] = task
+            task.add_done_callback(partial(self._settled, key, version))
+        return await asyncio.shield(task)
+
+    def _settled(
+        self, key: tuple[str, Version], version: Version, task: asyncio.Future[Route]
+    ) -> None:
+        self._pending.pop(key, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        self._cache.put(key[0], version, task.result())
+
+    def _still_local_ok(self, route: Route) -> Route:
+        """A last known good route, checked against this gateway's own holds and
+        quarantines (those never wait for the registry)."""
+        if route.stable.adapter is not None:
+            self._check_local(route.stable.adapter)
+        if route.canary is not None and route.canary.adapter is not None:
+            try:
+                self._check_local(route.canary.adapter)
+            except GatewayError:
+                return Route(route.stable)
+        return route
 
     def _route(self, model: str) -> Route:
         stable = self._resolve(model)
@@ -231,16 +317,13 @@ class Resolver:
         if model in (base.name, base.digest):
             return Target(base, None)
         try:
-            found = self._reg.resolve(model)
-            adapter = self._reg.adapter(model) if found.kind == "adapter" else None
+            # One call for an adapter ref (the common case); only a ref that is not an
+            # adapter costs a second, to say what it is.
+            adapter = self._reg.adapter(model)
+        except registry.RefNotFoundError as e:
+            raise self._not_servable(model, e) from e
         except registry.RegistryError as e:
             raise from_registry(e) from e
-        if adapter is None:
-            raise ModelNotFoundError(
-                f"{model!r} is {a_kind(found.kind)}, not a servable model; this gateway serves "
-                f"{base.name!r} and its adapters",
-                param="model",
-            )
         if adapter.base_model.digest not in (base.digest, self._parent_digest):
             raise InvalidRequestError(
                 f"{adapter.ref} was trained on base {adapter.base_model.name!r} "
@@ -253,9 +336,33 @@ class Resolver:
         self._check_quarantine(adapter)
         return Target(base, adapter)
 
+    def _not_servable(self, model: str, missing: registry.RefNotFoundError) -> GatewayError:
+        assert self._reg is not None and self.base is not None
+        try:
+            found = self._reg.resolve(model)
+        except registry.RegistryError as e:
+            return from_registry(e)
+        if found.kind == "adapter":  # it became one in between: the first answer stands
+            return from_registry(missing)
+        return ModelNotFoundError(
+            f"{model!r} is {a_kind(found.kind)}, not a servable model; this gateway serves "
+            f"{self.base.name!r} and its adapters",
+            param="model",
+        )
+
     def _check_quarantine(self, adapter: registry.AdapterVersion) -> None:
-        reason = adapter.quarantine.reason if adapter.quarantine else None
-        reason = reason or self._quarantined.get(adapter.ref)
+        if adapter.quarantine is not None:
+            raise AdapterQuarantinedError(
+                f"{adapter.ref} is quarantined ({adapter.quarantine.reason}); no gateway "
+                f"serves it until a person lifts it with `registry quarantine rm "
+                f"{adapter.ref}`",
+                param="model",
+            )
+        self._check_local(adapter)
+
+    def _check_local(self, adapter: registry.AdapterVersion) -> None:
+        """This gateway's own refusals: a quarantine it could not record, and holds."""
+        reason = self._quarantined.get(adapter.ref)
         if reason is not None:
             raise AdapterQuarantinedError(
                 f"{adapter.ref} is quarantined ({reason}); no gateway serves it until a person "
@@ -275,7 +382,7 @@ class Resolver:
         both have released it."""
         if target.adapter is not None:
             self._held.setdefault(target.adapter.ref, []).append(reason)
-            self._cache.clear()
+            self._local_change()
 
     def release(self, target: Target) -> None:
         """End one hold of `target`'s adapter version (none left: a no-op)."""
@@ -286,7 +393,7 @@ class Resolver:
             held.pop()
             if not held:
                 del self._held[target.adapter.ref]
-            self._cache.clear()
+            self._local_change()
 
     async def quarantine(self, target: Target, reason: str) -> None:
         """Quarantine `target`'s adapter version here at once and in the registry (so
@@ -295,16 +402,16 @@ class Resolver:
             return
         ref = target.adapter.ref
         self._quarantined[ref] = reason
-        self._cache.clear()
+        self._local_change()
         try:
-            await self.call(partial(self._write_quarantine, ref, reason))
+            await self._calls.lookup(self._write_quarantine, ref, reason)
         except Exception:
             log.exception("could not record the quarantine of %s in the registry", ref)
             return
         # Recorded: the registry is the truth now, so `registry quarantine rm` serves it
         # here again too (a local memory would outlive the person's decision).
         self._quarantined.pop(ref, None)
-        self._cache.clear()
+        self._local_change()
 
     def _write_quarantine(self, ref: str, reason: str) -> None:
         assert self._reg is not None
@@ -342,8 +449,23 @@ class Resolver:
             )
 
     async def model_ids(self) -> list[tuple[str, str | None]]:
-        """(id, parent) for /v1/models: the base, then every routable adapter ref."""
-        return await self.call(self._model_ids)
+        """(id, parent) for /v1/models: the base, then every routable adapter ref; cached
+        like routes (until the registry changes; the last list while it is down)."""
+        return await answer(
+            self._models,
+            _MODELS_KEY,
+            self._version() if self.is_open else None,
+            self.health.up and self.is_open,
+            self._ask_model_ids,
+            lambda ids: [(i, p) for i, p in ids if i not in self._quarantined],
+            "model list",
+        )
+
+    async def _ask_model_ids(self) -> list[tuple[str, str | None]]:
+        version = self._version()
+        ids = await self._calls.lookup(self._model_ids)
+        self._models.put(_MODELS_KEY, version, ids)
+        return ids
 
     def _model_ids(self) -> list[tuple[str, str | None]]:
         assert self._reg is not None and self.base is not None
@@ -365,8 +487,6 @@ class Resolver:
         return [(base.name, None)] + [(ref, base.name) for ref in registry.routable_refs(mine)]
 
     async def pull(self, ref: str, dest: Path) -> Path:
+        """Materialise `ref` at `dest` on the pull pool (never in a lookup's way)."""
         assert self._reg is not None
-        try:
-            return await self.call(self._reg.pull, ref, dest)
-        except registry.RegistryError as e:
-            raise from_registry(e) from e
+        return await self._calls.pull(self._reg.pull, ref, dest)

@@ -106,7 +106,13 @@ class GatewaySettings(BaseSettings):
 
     probe_interval_s: float = 30.0
     probe_timeout_s: float = 20.0
-    route_refresh_s: float = 1.0
+    registry_timeout_s: float = Field(default=10.0, gt=0)
+    """Limit on each registry lookup (a registry that does not answer in time counts as down)."""
+    registry_pull_timeout_s: float = Field(default=600.0, gt=0)
+    """Limit on one pull of an adapter or the base model from the registry."""
+    registry_watch_s: float = Field(default=10.0, gt=0, le=30)
+    """How long one watch of the registry's change token waits (a long-poll on a registry
+    service); a change is seen as soon as it is committed either way."""
     cpu_placement: Literal["none", "gateway", "gateway+vllm"] = "gateway"
     """On a CPU host, where the embedded default runs its processes: see server/placement.py."""
     cpu_affinity: str | None = None

@@ -31,6 +31,7 @@ EXPECTED = {
     "BackendError": 502,
     "BackendUnavailableError": 503,
     "AdapterUnderCheckError": 503,
+    "RegistryUnavailableError": 503,
 }
 
 
@@ -70,6 +71,7 @@ def test_structured_output_statuses():
         (registry.AmbiguousRefError("x"), 400),
         (registry.IntegrityError("x"), 500),
         (registry.RegistryError("x"), 500),
+        (registry.RegistryUnavailableError("x"), 503),
     ],
 )
 def test_registry_errors_map_once(exc, status):
@@ -78,11 +80,16 @@ def test_registry_errors_map_once(exc, status):
 
 @pytest.mark.parametrize("cls", registry.errors.error_classes())
 def test_every_registry_error_maps_by_its_own_status(cls):
-    """The registry's table decides: 4xx stay 4xx (a client's doing), the rest are 500."""
+    """The registry's table decides: 4xx stay 4xx (a client's doing), a registry that does
+    not answer is 503 registry_unavailable (with Retry-After), the rest are 500."""
     exc = cls.__new__(cls)
     Exception.__init__(exc, "x")  # some classes take more arguments; the class is what counts
     error = from_registry(exc)
-    assert error.status == (cls.http_status if cls.http_status in (400, 404) else 500)
+    if cls is registry.RegistryUnavailableError:
+        assert (error.status, error.code) == (503, "registry_unavailable")
+        assert error.headers["retry-after"] == "5"
+    else:
+        assert error.status == (cls.http_status if cls.http_status in (400, 404) else 500)
     assert set(error.body()["error"]) == {"message", "type", "param", "code"}
 
 
