@@ -435,7 +435,8 @@ class Resolver:
             raise InvalidRequestError(
                 f"{adapter.ref} was trained on {adapter.base_model.name!r} and has not been "
                 f"evaluated on its variant {variant!r}; run `quantize eval {variant} "
-                f"{adapter.ref}` (or override with {override})",
+                f"{adapter.ref}` (or `quantize eval --pending`, which measures every pair "
+                f"left; override with {override})",
                 param="model",
                 code="variant_pair_not_evaluated",
             )
