@@ -27,6 +27,7 @@ from registry.catalog import check_dataset_file, scan_base
 from registry.deps import default_who
 from registry.digest import CHUNK_BYTES, Digest, ManifestEntry
 from registry.dirscan import ScannedFile
+from registry.overlap import Behind
 from registry.prepare import FileRef, PushRequest, prepare_push
 from registry.progress import byte_progress, want_progress
 from registry.protocol import PathLike
@@ -166,22 +167,26 @@ class HttpRegistry:
         digest = hashlib.sha256()
         sent = 0
 
-        def chunks() -> Iterator[bytes]:
+        def chunks(hashing: Behind) -> Iterator[bytes]:
             nonlocal sent
             with open(file.path, "rb", buffering=0) as fh:
                 while sent < file.size and (chunk := fh.read(min(CHUNK_BYTES, file.size - sent))):
-                    digest.update(chunk)
+                    hashing.put(chunk)  # hashed on a thread while this piece is sent
                     sent += len(chunk)
                     if on_bytes is not None:
                         on_bytes(len(chunk))
                     yield chunk
 
-        answer = self._json(
-            "POST",
-            "/v1/blobs",
-            content=chunks(),
-            headers={"content-length": str(file.size), "content-type": "application/octet-stream"},
-        )["result"]
+        with Behind(digest.update) as hashing:
+            answer = self._json(
+                "POST",
+                "/v1/blobs",
+                content=chunks(hashing),
+                headers={
+                    "content-length": str(file.size),
+                    "content-type": "application/octet-stream",
+                },
+            )["result"]
         mine = Digest.from_hex(digest.hexdigest())
         if sent != file.size:
             raise e.SourceChangedError(
@@ -298,17 +303,29 @@ class HttpRegistry:
                     response.read()
                     self._raise(response)
                 fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+                def keep(piece: bytes) -> None:
+                    digest.update(piece)
+                    view, written = memoryview(piece), 0
+                    while written < len(view):
+                        written += os.write(fd, view[written:])
+                    if on_bytes is not None:
+                        on_bytes(len(piece))
+
                 try:
-                    # iter_raw: the socket's pieces as they come; iter_bytes(4 MiB) re-buffers
-                    # every byte (a 192 MiB blob in 0.49 s against 0.2 s raw, measured here)
-                    for chunk in response.iter_raw():
-                        digest.update(chunk)
-                        view = memoryview(chunk)
-                        written = 0
-                        while written < len(view):
-                            written += os.write(fd, view[written:])
-                        if on_bytes is not None:
-                            on_bytes(len(chunk))
+                    with Behind(keep) as keeping:  # hashed and written while the next arrives
+                        # iter_raw: the socket's pieces as they come (iter_bytes(4 MiB)
+                        # re-buffers every byte: 0.49 s against 0.2 s for 192 MiB here)
+                        pieces: list[bytes] = []
+                        held = 0
+                        for chunk in response.iter_raw():
+                            pieces.append(chunk)
+                            held += len(chunk)
+                            if held >= CHUNK_BYTES:
+                                keeping.put(b"".join(pieces))
+                                pieces, held = [], 0
+                        if pieces:
+                            keeping.put(b"".join(pieces))
                     os.fsync(fd)
                 finally:
                     os.close(fd)

@@ -13,7 +13,7 @@ import uvicorn
 
 from registry.location import open_local
 from registry.service.app import create_app
-from registry.service.connections import guarded_h11
+from registry.service.connections import MAX_HEAD_BYTES, guarded
 from registry.service.tokens import Token, check_bind, load_tokens, single_token
 from registry.settings import RegistrySettings
 
@@ -105,12 +105,12 @@ def serve(
     app = create_app(reg, settings, tokens)
     config = uvicorn.Config(
         app,
-        http=guarded_h11(settings.serve_read_timeout_s),
+        http=guarded(settings.serve_read_timeout_s),
         log_level="warning",
         access_log=False,  # never a request line in the log: a query may carry anything
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
-        h11_max_incomplete_event_size=64 * 1024,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])
