@@ -8,7 +8,7 @@ Two gateway processes serve the same registry, one opening its directory and one
 default (it answers at once, so the gateway's own cost, registry lookups included, is all
 there is to measure), or a real vLLM with `--vllm`.
 
-- **throughput**: >= 10 rounds (4 with `--quick`) at concurrency 16 of chat requests
+- **throughput**: 24 rounds (4 with `--quick`) at concurrency 16 of chat requests
   spread over the demo adapters and the base; each round a burst to each gateway, in
   alternating order. Reported: the median of the per-round ratios (http / directory),
   every ratio, absolute requests/s, and rounds that stalled (a burst below half its
@@ -149,8 +149,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds and moves")
     ap.add_argument("--vllm", action="store_true", help="a real vLLM behind the gateways")
+    ap.add_argument("--rounds", type=int, default=None, help="throughput rounds (default 24)")
     args = ap.parse_args()
-    rounds, moves = (4, 20) if args.quick else (12, 60)
+    rounds, moves = (4, 20) if args.quick else (24, 60)
+    rounds = args.rounds or rounds
     work = Path(tempfile.mkdtemp(prefix="loraport-bench-"))
     directory = work / "registry"
     fill_registry(directory)
