@@ -40,7 +40,8 @@ and unambiguous. Raise the most specific class; never a bare :class:`RegistryErr
     ├── UnauthorizedError              38   401  unauthorized
     ├── ForbiddenError                 39   403  forbidden
     ├── RequestTooLargeError           43   413  request_too_large
-    └── BadRequestError                44   400  bad_request
+    ├── BadRequestError                44   400  bad_request
+    └── ServiceFailedError             45   500  service_failed
 
 Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
@@ -341,6 +342,16 @@ class BadRequestError(RegistryError):
     exit_code = 44
     http_status = 400
     code = "bad_request"
+
+
+class ServiceFailedError(RegistryError):
+    """The registry service failed on a request it should have handled (a bug or a fault
+    on the server: its log holds the traceback). Not the caller's mistake: the request may
+    be sent again once the service is fixed."""
+
+    exit_code = 45
+    http_status = 500
+    code = "service_failed"
 
 
 def error_classes() -> tuple[type[RegistryError], ...]:

@@ -92,8 +92,6 @@ class HttpRegistry:
             ) from None
         if cls is e.InvalidAdapterError:
             raise e.InvalidAdapterError(e.AdapterProblem(error.get("reason")), message)
-        if cls is e.RegistryError:  # the server's own failure (its log has the traceback)
-            raise e.RegistryError(f"registry {self._url} failed: {message}; see its log")
         raise cls(message)
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

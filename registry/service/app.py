@@ -558,7 +558,7 @@ def create_app(
     return MeasuredApp(app, svc.metrics, frozenset(ops) | _ROUTES)
 
 
-_UNEXPECTED = e.RegistryError("the registry service failed unexpectedly; its log says why")
+_UNEXPECTED = e.ServiceFailedError("the registry service failed unexpectedly; its log says why")
 
 
 class MeasuredApp:

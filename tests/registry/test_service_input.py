@@ -408,7 +408,7 @@ def test_an_unexpected_error_is_a_500_in_the_envelope_without_a_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A bug (here: the store's list raising a plain error) is a 500 with code
-    registry_error and no traceback or internals in the body."""
+    service_failed and no traceback or internals in the body."""
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internal detail /var/lib/x")
@@ -418,9 +418,9 @@ def test_an_unexpected_error_is_a_500_in_the_envelope_without_a_traceback(
     with TestClient(app) as c:  # type: ignore[arg-type]
         r = c.get("/v1/list_adapters")
         assert c.get("/health").status_code == 200
-    error = envelope(r, 500, "registry_error")
+    error = envelope(r, 500, "service_failed")
     assert "secret internal detail" not in r.text and "RuntimeError" not in r.text
-    assert error["type"] == "RegistryError"
+    assert error["type"] == "ServiceFailedError"
     logged = [r for r in caplog.records if r.name == "loraport.registry.service"]
     assert len(logged) == 1 and logged[0].exc_info is not None  # the traceback: in the log
     assert logged[0].exc_info[0] is RuntimeError
