@@ -18,14 +18,7 @@ the server starts again); a refused push leaves unreferenced blobs, invisible, w
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,228 +26,35 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
-from starlette.types import Message, Receive, Send
-from starlette.types import Scope as AsgiScope
 
 from registry import errors as e
 from registry.digest import Digest, ManifestEntry
-from registry.dirscan import ScanError, check_relpath
 from registry.local import LocalRegistry
 from registry.prepare import FileRef, PushRequest
 from registry.records import PairInput, Resolved
 from registry.refs import check_name
+from registry.service.context import (
+    MAX_WATCH_S,
+    UNEXPECTED,
+    UPLOAD_CHUNK,
+    WATCH_POLL_S,
+    Service,
+    WireResponse,
+    error_response,
+    field,
+    files_of,
+)
 from registry.service.inputs import (
     MAX_TOKEN,
-    MIN_BYTES_PER_S,
-    crawling,
-    json_value,
     seconds,
     whole,
 )
-from registry.service.metrics import ServiceMetrics
+from registry.service.measured import MeasuredApp
 from registry.service.ops import MAX_PAGE, Op, decode_args, table
-from registry.service.tokens import Scope, Token, authenticate, may
+from registry.service.tokens import Token
 from registry.settings import RegistrySettings
 from registry.transfer import entries as manifest_entries
-from registry.wire import WireError, dumps, from_wire, to_wire
-
-log = logging.getLogger("loraport.registry.service")
-#: The longest a watch (long poll) may wait, and how often it looks.
-MAX_WATCH_S = 30.0
-WATCH_POLL_S = 0.05
-UPLOAD_CHUNK = 4 * 2**20
-#: The most files one write may name (each becomes a link in a scratch directory).
-MAX_FILES = 10_000
-
-
-class WireResponse(JSONResponse):
-    """A result as :func:`registry.wire.dumps` writes it (non-finite numbers kept)."""
-
-    def render(self, content: Any) -> bytes:
-        return dumps(content)
-
-
-def error_response(exc: e.RegistryError, status: int | None = None) -> JSONResponse:
-    """The one envelope every error goes out in (with its class's status unless told)."""
-    body: dict[str, Any] = {
-        "code": exc.code,
-        "message": str(exc),
-        "type": type(exc).__name__,
-    }
-    reason = getattr(exc, "reason", None)
-    if reason is not None:
-        body["reason"] = str(reason)
-    headers = {"Retry-After": "1"} if exc.http_status == 503 else None
-    return JSONResponse({"error": body}, status_code=status or exc.http_status, headers=headers)
-
-
-class Service:
-    """What the routes share: the registry, its settings, the callers it knows."""
-
-    def __init__(
-        self, reg: LocalRegistry, settings: RegistrySettings, tokens: tuple[Token, ...]
-    ) -> None:
-        self.reg = reg
-        self.settings = settings
-        self.tokens = tokens
-        self.incoming = reg.root / "incoming"
-        self.metrics = ServiceMetrics()
-
-    def caller(self, request: Request, needed: Scope) -> str | None:
-        """The token's name (who writes are recorded as); raise 401/403. None: an open
-        service, where the client's own ``who`` stands."""
-        if not self.tokens:
-            return None
-        token = authenticate(request.headers.get("authorization"), self.tokens)
-        if token is None:
-            raise e.UnauthorizedError(
-                "this registry needs a token: set REGISTRY_TOKEN (ask its operator for one)"
-            )
-        if not may(token, needed):
-            raise e.ForbiddenError(
-                f"token {token.name!r} has {token.scope} scope; this needs {needed}"
-            )
-        return token.name
-
-    async def body(self, request: Request) -> dict[str, Any]:
-        """The JSON object of a request, read within the size and time limits."""
-        limit = self.settings.serve_max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise e.RequestTooLargeError(
-                f"request body of {declared} bytes is over the limit of {limit} "
-                "(REGISTRY_SERVE_MAX_BODY_BYTES)"
-            )
-        data = bytearray()
-        # A JSON body is small: all of it must come within the read timeout, so a client
-        # that trickles a byte now and then is dropped too, not only a silent one.
-        async for chunk in self.stream(request, deadline=self.read_deadline()):
-            data += chunk
-            if len(data) > limit:
-                raise e.RequestTooLargeError(
-                    f"request body over the limit of {limit} bytes (REGISTRY_SERVE_MAX_BODY_BYTES)"
-                )
-        value = json_value(bytes(data))
-        if not isinstance(value, dict):
-            raise e.BadRequestError("the request body must be a JSON object")
-        return value
-
-    def read_deadline(self) -> float:
-        """When a small request (a JSON body) must have arrived in full."""
-        return time.monotonic() + self.settings.serve_read_timeout_s
-
-    async def stream(self, request: Request, deadline: float | None = None) -> AsyncIterator[bytes]:
-        """The request body, piece by piece; a client silent for the read timeout, one
-        crawling (:func:`crawling`), or one not done by ``deadline`` is dropped, and one
-        that hangs up leaves nothing behind."""
-        pieces = request.stream().__aiter__()
-        timeout = self.settings.serve_read_timeout_s
-        began, received = time.monotonic(), 0
-        try:
-            while True:
-                wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
-                try:  # asyncio.timeout, not wait_for: no task per piece (pieces are ~64 KiB)
-                    async with asyncio.timeout(max(wait, 0.0)):
-                        chunk = await pieces.__anext__()
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    raise e.BadRequestError(
-                        f"the request body did not arrive in time ({timeout:g} s, "
-                        "REGISTRY_SERVE_READ_TIMEOUT_S); nothing was stored"
-                    ) from None
-                except ClientDisconnect:
-                    raise e.BadRequestError(
-                        "the client hung up before its request body was complete; nothing "
-                        "was stored"
-                    ) from None
-                received += len(chunk)
-                if crawling(received, time.monotonic() - began, timeout):
-                    raise e.BadRequestError(
-                        f"the request body arrives slower than {MIN_BYTES_PER_S} bytes/s; "
-                        "nothing was stored"
-                    )
-                yield chunk
-        finally:
-            self.metrics.bytes_in.inc(received)
-
-    def check_room(self, size: int) -> None:
-        """Refuse at once an upload the registry's disk cannot hold (not after filling it)."""
-        self.reg.blobs.root.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.reg.blobs.root).free
-        if size > free:
-            raise e.StorageFullError(
-                f"an upload of {size} bytes does not fit in the {free} bytes free on the "
-                "registry's storage; nothing was stored"
-            )
-
-    @contextlib.contextmanager
-    def scratch(self) -> Any:
-        """A directory for one write's hard links, on the blobs' filesystem; always removed."""
-        self.incoming.mkdir(exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix="write-", dir=self.incoming))
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def place(self, files: tuple[FileRef, ...], into: Path) -> dict[Path, str]:
-        """Lay uploaded blobs out as ``into/<path>`` (hard links; copies where links fail);
-        the links made, for :meth:`FileBlobStore.linked`."""
-        links: dict[Path, str] = {}
-        if not files:
-            raise e.BadRequestError("a write needs at least one file")
-        for ref in files:
-            try:
-                check_relpath(ref.path)
-            except ScanError as exc:
-                raise e.BadRequestError(f"file {ref.path!r}: {exc}") from None
-            blob = self.reg.blobs.path(Digest(ref.digest).hex)
-            try:
-                size = blob.stat().st_size
-            except FileNotFoundError:
-                raise e.BadRequestError(
-                    f"{ref.path} ({ref.digest}) was not uploaded: POST /v1/blobs first"
-                ) from None
-            if size != ref.size:
-                raise e.BadRequestError(f"{ref.path} is {size} bytes, not {ref.size}")
-            out = into.joinpath(*ref.path.split("/"))
-            try:
-                out.parent.mkdir(parents=True, exist_ok=True)
-            except OSError:  # "a" and "a/b": a file where a directory must go
-                raise e.BadRequestError(
-                    f"file {ref.path!r} cannot sit beside the other files of this write"
-                ) from None
-            try:
-                os.link(blob, out)
-                links[out] = Digest(ref.digest).hex
-            except OSError:
-                shutil.copyfile(blob, out)
-        return links
-
-
-def _files(raw: Any) -> tuple[FileRef, ...]:
-    if isinstance(raw, list) and len(raw) > MAX_FILES:
-        raise e.BadRequestError(f"a write names at most {MAX_FILES} files, not {len(raw)}")
-    try:
-        files: tuple[FileRef, ...] = from_wire(tuple[FileRef, ...], raw, "files")
-    except (WireError, ValueError) as exc:
-        raise e.BadRequestError(str(exc)) from None
-    if len({f.path for f in files}) != len(files):
-        raise e.BadRequestError("a file is named twice")
-    return files
-
-
-def _field(body: dict[str, Any], name: str, tp: Any, default: Any = ...) -> Any:
-    if name not in body:
-        if default is ...:
-            raise e.BadRequestError(f"the request needs {name!r}")
-        return default
-    try:
-        return from_wire(tp, body[name], name)
-    except (WireError, ValueError) as exc:
-        raise e.BadRequestError(str(exc)) from None
+from registry.wire import to_wire
 
 
 def create_app(
@@ -286,7 +86,7 @@ def create_app(
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         """A bug: the client gets the envelope, the log the traceback (MeasuredApp)."""
-        return error_response(_UNEXPECTED)
+        return error_response(UNEXPECTED)
 
     def result(value: Any, token: int | None = None) -> JSONResponse:
         headers = {"ETag": f'"{token}"'} if token is not None else None
@@ -422,11 +222,11 @@ def create_app(
     async def verify(request: Request) -> JSONResponse:
         svc.caller(request, "read")  # before a byte of the body is read
         body = await svc.body(request)
-        gc = bool(_field(body, "gc", bool, False))
+        gc = bool(field(body, "gc", bool, False))
         if gc:
             svc.caller(request, "write")
-        ref = _field(body, "ref", str | None, None)
-        grace = _field(body, "gc_grace_s", float, 3600.0)
+        ref = field(body, "ref", str | None, None)
+        grace = field(body, "gc_grace_s", float, 3600.0)
         report = await run_in_threadpool(lambda: reg.verify(ref, gc=gc, gc_grace_s=grace))
         return result(report)
 
@@ -434,10 +234,10 @@ def create_app(
     async def push(request: Request) -> JSONResponse:
         who = svc.caller(request, "write")
         body = await svc.body(request)
-        req = _field(body, "request", PushRequest)
-        files = _files(body.get("files"))
-        dataset_file = _field(body, "dataset_file", FileRef | None, None)
-        who = who or _field(body, "who", str | None, None)
+        req = field(body, "request", PushRequest)
+        files = files_of(body.get("files"))
+        dataset_file = field(body, "dataset_file", FileRef | None, None)
+        who = who or field(body, "who", str | None, None)
 
         def work() -> Any:
             reg.store.check_writable()
@@ -456,10 +256,10 @@ def create_app(
     async def add_base(request: Request) -> JSONResponse:
         who = svc.caller(request, "write")
         body = await svc.body(request)
-        files = _files(body.get("files"))
-        name = _field(body, "name", str)
-        license_ = _field(body, "license", str | None, None)
-        who = who or _field(body, "who", str | None, None)
+        files = files_of(body.get("files"))
+        name = field(body, "name", str)
+        license_ = field(body, "license", str | None, None)
+        who = who or field(body, "who", str | None, None)
 
         check_name(name)  # before it names a directory here
 
@@ -474,10 +274,10 @@ def create_app(
     async def add_dataset(request: Request) -> JSONResponse:
         who = svc.caller(request, "write")
         body = await svc.body(request)
-        file = _field(body, "file", FileRef)
-        name = _field(body, "name", str)
-        license_ = _field(body, "license", str | None, None)
-        who = who or _field(body, "who", str | None, None)
+        file = field(body, "file", FileRef)
+        name = field(body, "name", str)
+        license_ = field(body, "license", str | None, None)
+        who = who or field(body, "who", str | None, None)
 
         def work() -> Any:
             reg.store.check_writable()
@@ -491,17 +291,17 @@ def create_app(
     async def add_variant(request: Request) -> JSONResponse:
         who = svc.caller(request, "write")
         body = await svc.body(request)
-        files = _files(body.get("files"))
-        name = _field(body, "name", str)
+        files = files_of(body.get("files"))
+        name = field(body, "name", str)
         args = {
-            "parent": _field(body, "parent", str),
-            "quantization": _field(body, "quantization", dict[str, Any]),
-            "fidelity": _field(body, "fidelity", dict[str, Any]),
-            "passed": _field(body, "passed", bool),
-            "forced": _field(body, "forced", bool),
-            "pairs": _field(body, "pairs", tuple[PairInput, ...]),
+            "parent": field(body, "parent", str),
+            "quantization": field(body, "quantization", dict[str, Any]),
+            "fidelity": field(body, "fidelity", dict[str, Any]),
+            "passed": field(body, "passed", bool),
+            "forced": field(body, "forced", bool),
+            "pairs": field(body, "pairs", tuple[PairInput, ...]),
         }
-        who = who or _field(body, "who", str | None, None)
+        who = who or field(body, "who", str | None, None)
 
         check_name(name)  # before it names a directory here
 
@@ -556,46 +356,6 @@ def create_app(
         return await call(op, args)
 
     return MeasuredApp(app, svc.metrics, frozenset(ops) | _ROUTES)
-
-
-_UNEXPECTED = e.ServiceFailedError("the registry service failed unexpectedly; its log says why")
-
-
-class MeasuredApp:
-    """Counts and times every request by operation and status (plain ASGI: Starlette's
-    BaseHTTPMiddleware would put a queue between every upload chunk and the handler)."""
-
-    def __init__(self, app: FastAPI, metrics: ServiceMetrics, known: frozenset[str]) -> None:
-        self.app, self.metrics, self.known = app, metrics, known
-        self.state = app.state
-
-    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        op = str(scope["path"]).removeprefix("/v1/").split("/")[0]
-        op = op if op in self.known else "other"
-        status = 499
-
-        async def sent(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sent)
-        except Exception as exc:
-            # Starlette answered it with the envelope, then raised it again for the server
-            # to log; uvicorn would then close the connection under the answer (the client
-            # sees a reset). Log it here, once, without the raw path (a client's text).
-            log.error("%s %s: unexpected error", scope["method"], op, exc_info=exc)
-            if status == 499:
-                status = 500
-                await error_response(_UNEXPECTED)(scope, receive, send)
-        finally:
-            self.metrics.observe(op, str(status), time.perf_counter() - started)
 
 
 #: Routes with their own handlers (for the metrics' ``op`` label).

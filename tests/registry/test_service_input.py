@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 import registry
 from registry import errors as e
 from registry.dirscan import ScanError, check_relpath
-from registry.service.app import MAX_FILES, create_app
+from registry.service.app import create_app
+from registry.service.context import MAX_FILES
 from registry.service.inputs import MAX_DEPTH, crawling, depth, json_value, seconds, whole
 from tests.support.registry_service import registry_service
 from tests.support.served_registry import (
