@@ -1,0 +1,104 @@
+"""A gateway in front of two backends, one of which is killed -9 mid-test.
+
+Backend 0 is the session's real vLLM server; backend 1 is a real second process,
+bench/instant_backend.py (a second vLLM would not fit beside the first on two cores: it
+speaks vLLM's HTTP API, answers at once and tags its answers' id `chatcmpl-instant`, so
+a test can see which backend answered). After the kill, requests for the base model and
+for adapters keep succeeding (those that picked the dead backend are sent again to the
+live one), `/ready` stays 200, and the backend is used again once it is back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.supervisor import free_port
+from tests.conftest import ADAPTERS, BASE_NAME, TEST_DTYPE
+from tests.server.conftest import scrape, wait_until
+from tests.support import launch
+from tests.support.launch import Process, settings_env
+
+pytestmark = pytest.mark.vllm
+
+INSTANT = Path(__file__).resolve().parents[2] / "bench" / "instant_backend.py"
+MODELS = (BASE_NAME, ADAPTERS[0], BASE_NAME, ADAPTERS[1])
+
+
+@contextmanager
+def instant(port: int, log: Path) -> Iterator[Process]:
+    cmd = [sys.executable, str(INSTANT), str(port)]
+    with launch.serving(cmd, port, log, "/health", dict(os.environ), 60) as proc:
+        yield proc
+
+
+def ask(url: str, model: str) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        timeout=120,
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": "Where is my order?"}],
+            "max_tokens": 4,
+            "temperature": 0,
+        },
+    )
+
+
+def burst(url: str, n: int) -> list[httpx.Response]:
+    """n requests at once, base model and adapters mixed."""
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda i: ask(url, MODELS[i % len(MODELS)]), range(n)))
+
+
+def backends_ready(url: str) -> list[bool]:
+    r = httpx.get(f"{url}/ready", timeout=10)
+    return [b["ready"] for b in r.json()["backends"]]
+
+
+def test_a_killed_backend_loses_nothing_but_its_in_flight_requests(
+    vllm_server: str, zoo_registry: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        "GATEWAY_LOCAL__DTYPE": TEST_DTYPE,
+        # Only a request can notice the kill in this test's seconds: no probe round
+        # between the kill and the burst after it (one round runs as soon as a request
+        # finds the backend gone, and every second until it is back).
+        **settings_env(probe_interval_s=300, spread_in_flight=2),
+    }
+    backends = (vllm_server, f"http://127.0.0.1:{port}")
+    with (
+        instant(port, tmp_path / "instant-1.log") as second,
+        launch.gateway(zoo_registry, tmp_path / "cache", backend=backends, env=env) as gw,
+    ):
+        assert wait_until(lambda: backends_ready(gw.url) == [True, True], 60)
+        before = burst(gw.url, 8)
+        assert [r.status_code for r in before] == [200] * 8, [r.text for r in before]
+        assert any(r.json()["id"] == "chatcmpl-instant" for r in before), "backend 1 unused"
+
+        os.killpg(second.popen.pid, signal.SIGKILL)
+        second.popen.wait()
+
+        after = burst(gw.url, 8)
+        assert [r.status_code for r in after] == [200] * 8, [r.text for r in after]
+        assert not any(r.json()["id"] == "chatcmpl-instant" for r in after)
+        assert scrape(gw.url, "loraport_requests_rerouted_total", backend="1") >= 1
+        ready = httpx.get(f"{gw.url}/ready", timeout=10)
+        assert ready.status_code == 200
+        assert backends_ready(gw.url) == [True, False]
+        assert scrape(gw.url, "loraport_backend_up", backend="1") == 0
+
+        with instant(port, tmp_path / "instant-2.log"):
+            assert wait_until(lambda: backends_ready(gw.url) == [True, True], 30)
+            again = burst(gw.url, 8)
+            assert [r.status_code for r in again] == [200] * 8, [r.text for r in again]
+            assert any(r.json()["id"] == "chatcmpl-instant" for r in again), "not used again"
