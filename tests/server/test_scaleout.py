@@ -10,6 +10,7 @@ live one), `/ready` stays 200, and the backend is used again once it is back.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -27,8 +28,6 @@ from tests.server.conftest import scrape, wait_until
 from tests.support import launch
 from tests.support.launch import Process, settings_env
 
-pytestmark = pytest.mark.vllm
-
 INSTANT = Path(__file__).resolve().parents[2] / "bench" / "instant_backend.py"
 MODELS = (BASE_NAME, ADAPTERS[0], BASE_NAME, ADAPTERS[1])
 
@@ -40,7 +39,7 @@ def instant(port: int, log: Path) -> Iterator[Process]:
         yield proc
 
 
-def ask(url: str, model: str) -> httpx.Response:
+def ask(url: str, model: str, stream: bool = False) -> httpx.Response:
     return httpx.post(
         f"{url}/v1/chat/completions",
         timeout=120,
@@ -49,14 +48,35 @@ def ask(url: str, model: str) -> httpx.Response:
             "messages": [{"role": "user", "content": "Where is my order?"}],
             "max_tokens": 4,
             "temperature": 0,
+            "stream": stream,
         },
     )
 
 
-def burst(url: str, n: int) -> list[httpx.Response]:
-    """n requests at once, base model and adapters mixed."""
+def burst(url: str, n: int, streams: bool = False) -> list[httpx.Response]:
+    """n requests at once, base model and adapters mixed (every other one streamed)."""
     with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(lambda i: ask(url, MODELS[i % len(MODELS)]), range(n)))
+        return list(
+            pool.map(lambda i: ask(url, MODELS[i % len(MODELS)], streams and i % 2 == 1), range(n))
+        )
+
+
+def answered_by(r: httpx.Response) -> str:
+    """The answer's id (`chatcmpl-instant`: backend 1), unary or streamed; a streamed
+    answer must have ended well."""
+    if not r.headers["content-type"].startswith("text/event-stream"):
+        return str(r.json()["id"])
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and '"error"' not in r.text, r.text
+    return str(json.loads(events[0])["id"])
+
+
+def spread_adapters(url: str) -> None:
+    """Backend 0 loads one adapter, so the next adapter nobody holds goes where more LRU
+    slots are free: backend 1, which then holds it (its requests go there first)."""
+    assert ask(url, ADAPTERS[0]).status_code == 200
+    held = ask(url, ADAPTERS[1])
+    assert held.status_code == 200 and answered_by(held) == "chatcmpl-instant", held.text
 
 
 def backends_ready(url: str) -> list[bool]:
@@ -64,6 +84,7 @@ def backends_ready(url: str) -> list[bool]:
     return [b["ready"] for b in r.json()["backends"]]
 
 
+@pytest.mark.vllm
 def test_a_killed_backend_loses_nothing_but_its_in_flight_requests(
     vllm_server: str, zoo_registry: Path, tmp_path: Path
 ) -> None:
@@ -81,16 +102,17 @@ def test_a_killed_backend_loses_nothing_but_its_in_flight_requests(
         launch.gateway(zoo_registry, tmp_path / "cache", backend=backends, env=env) as gw,
     ):
         assert wait_until(lambda: backends_ready(gw.url) == [True, True], 60)
+        spread_adapters(gw.url)
         before = burst(gw.url, 8)
         assert [r.status_code for r in before] == [200] * 8, [r.text for r in before]
-        assert any(r.json()["id"] == "chatcmpl-instant" for r in before), "backend 1 unused"
+        assert any(answered_by(r) == "chatcmpl-instant" for r in before), "backend 1 unused"
 
         os.killpg(second.popen.pid, signal.SIGKILL)
         second.popen.wait()
 
-        after = burst(gw.url, 8)
+        after = burst(gw.url, 8, streams=True)
         assert [r.status_code for r in after] == [200] * 8, [r.text for r in after]
-        assert not any(r.json()["id"] == "chatcmpl-instant" for r in after)
+        assert all(answered_by(r) != "chatcmpl-instant" for r in after)
         assert scrape(gw.url, "loraport_requests_rerouted_total", backend="1") >= 1
         ready = httpx.get(f"{gw.url}/ready", timeout=10)
         assert ready.status_code == 200
@@ -101,4 +123,39 @@ def test_a_killed_backend_loses_nothing_but_its_in_flight_requests(
             assert wait_until(lambda: backends_ready(gw.url) == [True, True], 30)
             again = burst(gw.url, 8)
             assert [r.status_code for r in again] == [200] * 8, [r.text for r in again]
-            assert any(r.json()["id"] == "chatcmpl-instant" for r in again), "not used again"
+            assert any(answered_by(r) == "chatcmpl-instant" for r in again), "not used again"
+
+
+def test_requests_never_sent_to_a_dead_backend_go_to_a_live_one(
+    zoo_registry: Path, tmp_path: Path
+) -> None:
+    """The same without vLLM (so it runs everywhere): two instant backends, one killed
+    -9. Every request after the kill is answered by the other, the dead one is out of
+    `/ready`'s list of ready backends at once, and back once it answers again."""
+    ports = (free_port(), free_port())
+    env = settings_env(probe_interval_s=300)
+    backends = tuple(f"http://127.0.0.1:{p}" for p in ports)
+    with (
+        instant(ports[0], tmp_path / "a.log"),
+        instant(ports[1], tmp_path / "b.log") as second,
+        launch.gateway(zoo_registry, tmp_path / "cache", backend=backends, env=env) as gw,
+    ):
+        assert wait_until(lambda: backends_ready(gw.url) == [True, True], 30)
+        spread_adapters(gw.url)
+        os.killpg(second.popen.pid, signal.SIGKILL)
+        second.popen.wait()
+        after = burst(gw.url, 16)
+        assert [r.status_code for r in after] == [200] * 16, [r.text for r in after]
+        assert scrape(gw.url, "loraport_requests_rerouted_total", backend="1") >= 1
+        assert httpx.get(f"{gw.url}/ready", timeout=10).status_code == 200
+        assert backends_ready(gw.url) == [True, False]
+        with instant(ports[1], tmp_path / "b2.log"):
+            assert wait_until(lambda: backends_ready(gw.url) == [True, True], 30)
+            rerouted = scrape(gw.url, "loraport_requests_rerouted_total", backend="1")
+            again = burst(gw.url, 16)
+            assert [r.status_code for r in again] == [200] * 16, [r.text for r in again]
+            assert scrape(gw.url, "loraport_requests_rerouted_total", backend="1") == rerouted
+            # Used again: an adapter nobody holds goes to its empty LRU.
+            assert ask(gw.url, ADAPTERS[3]).status_code == 200
+            held = httpx.get(f"{backends[1]}/v1/models", timeout=10).json()["data"]
+            assert any(ADAPTERS[3] in m["id"] for m in held if m["parent"]), held
