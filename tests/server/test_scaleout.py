@@ -105,7 +105,6 @@ def test_a_killed_backend_loses_nothing_but_its_in_flight_requests(
         spread_adapters(gw.url)
         before = burst(gw.url, 8)
         assert [r.status_code for r in before] == [200] * 8, [r.text for r in before]
-        assert any(answered_by(r) == "chatcmpl-instant" for r in before), "backend 1 unused"
 
         os.killpg(second.popen.pid, signal.SIGKILL)
         second.popen.wait()
@@ -121,9 +120,12 @@ def test_a_killed_backend_loses_nothing_but_its_in_flight_requests(
 
         with instant(port, tmp_path / "instant-2.log"):
             assert wait_until(lambda: backends_ready(gw.url) == [True, True], 30)
+            # Used again: an adapter nobody holds goes where most LRU slots are free (the
+            # restarted backend's are all free; vLLM holds the adapters rerouted to it).
+            cold = ask(gw.url, ADAPTERS[3])
+            assert cold.status_code == 200 and answered_by(cold) == "chatcmpl-instant", cold.text
             again = burst(gw.url, 8)
             assert [r.status_code for r in again] == [200] * 8, [r.text for r in again]
-            assert any(answered_by(r) == "chatcmpl-instant" for r in again), "not used again"
 
 
 def test_requests_never_sent_to_a_dead_backend_go_to_a_live_one(
