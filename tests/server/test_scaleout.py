@@ -39,6 +39,23 @@ def instant(port: int, log: Path) -> Iterator[Process]:
         yield proc
 
 
+def loras(vllm_url: str) -> set[str]:
+    data = httpx.get(f"{vllm_url}/v1/models", timeout=10).json()["data"]
+    return {str(m["id"]) for m in data if m.get("parent")}
+
+
+@contextmanager
+def leaving_as_found(vllm_url: str) -> Iterator[None]:
+    """The session's vLLM holds no adapter afterwards that it did not hold before (later
+    tests count what it holds)."""
+    before = loras(vllm_url)
+    try:
+        yield
+    finally:
+        for name in loras(vllm_url) - before:
+            httpx.post(f"{vllm_url}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=30)
+
+
 def ask(url: str, model: str, stream: bool = False) -> httpx.Response:
     return httpx.post(
         f"{url}/v1/chat/completions",
@@ -98,6 +115,7 @@ def test_a_killed_backend_loses_nothing_but_its_in_flight_requests(
     }
     backends = (vllm_server, f"http://127.0.0.1:{port}")
     with (
+        leaving_as_found(vllm_server),
         instant(port, tmp_path / "instant-1.log") as second,
         launch.gateway(zoo_registry, tmp_path / "cache", backend=backends, env=env) as gw,
     ):
