@@ -44,16 +44,22 @@ def loras(vllm_url: str) -> set[str]:
     return {str(m["id"]) for m in data if m.get("parent")}
 
 
+def unload(vllm_url: str, names: set[str]) -> None:
+    for name in names:
+        httpx.post(f"{vllm_url}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=30)
+
+
 @contextmanager
-def leaving_as_found(vllm_url: str) -> Iterator[None]:
-    """The session's vLLM holds no adapter afterwards that it did not hold before (later
-    tests count what it holds)."""
+def tidy(vllm_url: str, unheld: tuple[str, ...]) -> Iterator[None]:
+    """The session's vLLM without the adapters `unheld` (earlier tests' gateways leave
+    theirs loaded, and a new gateway takes over what vLLM holds); afterwards, without
+    any it did not hold before (later tests count what it holds)."""
+    unload(vllm_url, {n for n in loras(vllm_url) if n.split("@")[0] in unheld})
     before = loras(vllm_url)
     try:
         yield
     finally:
-        for name in loras(vllm_url) - before:
-            httpx.post(f"{vllm_url}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=30)
+        unload(vllm_url, loras(vllm_url) - before)
 
 
 def ask(url: str, model: str, stream: bool = False) -> httpx.Response:
@@ -115,7 +121,7 @@ def test_a_killed_backend_loses_nothing_but_its_in_flight_requests(
     }
     backends = (vllm_server, f"http://127.0.0.1:{port}")
     with (
-        leaving_as_found(vllm_server),
+        tidy(vllm_server, (ADAPTERS[1], ADAPTERS[3])),
         instant(port, tmp_path / "instant-1.log") as second,
         launch.gateway(zoo_registry, tmp_path / "cache", backend=backends, env=env) as gw,
     ):
