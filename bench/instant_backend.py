@@ -2,7 +2,9 @@
 
 For measurement only (`bench/gateway_overhead.py --instant`): with no model to run, what
 the gateway adds is its own per-request cost, free of the CPU contention of a real vLLM on
-the same cores. Never used by tests of serving.
+the same cores. Tests of serving use it in one place: as the second backend that
+tests/server/test_scaleout.py kills -9 (its answers' id, `chatcmpl-instant`, tells which
+backend answered).
 
     .venv/bin/python bench/instant_backend.py PORT
 """

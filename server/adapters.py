@@ -19,6 +19,7 @@ from pathlib import Path
 from server.errors import GatewayError, TooManyRequestsError
 from server.metrics import Metrics
 from server.resolver import Resolver, Target, parse_lora_name
+from server.routing import BackendView
 from server.vllm_http import LoraNotLoadedError, VllmBackend
 
 
@@ -75,6 +76,19 @@ class AdapterSlots:
     def loaded(self) -> list[str]:
         self._sync_generation()
         return list(self._lru)
+
+    def view(self, name: str | None) -> BackendView:
+        """This backend as the router sees it for a request of adapter `name` (None: the
+        base model)."""
+        self._sync_generation()
+        state = self.backend.state
+        return BackendView(
+            open=state.ready and not state.draining,
+            in_flight=state.in_flight,
+            holds=name is not None and (name in self._lru or name in self._loading),
+            free_slots=max(0, self.capacity - len(self._lru)),
+            evictable=any(self._users[n] == 0 for n in self._lru),
+        )
 
     @asynccontextmanager
     async def use(self, target: Target) -> AsyncIterator[str]:

@@ -121,6 +121,7 @@ async def _bring_up(rt: Runtime) -> None:
                 restart,
                 on_clean=containment.clean,
                 on_unsure=containment.check,
+                wake=rt.gateway.backend_lost,
             )
         )
     )

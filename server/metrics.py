@@ -174,6 +174,13 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.requests_rerouted = Counter(
+            "loraport_requests_rerouted_total",
+            "Requests sent again to another backend because this one could not be reached "
+            "(connection refused, or closed before the request was written).",
+            ["backend"],
+            registry=r,
+        )
         self.backend_restarts = Counter(
             "loraport_backend_restarts_total",
             "Local vLLM restarts after a crash.",

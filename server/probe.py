@@ -24,6 +24,7 @@ a pure function:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -197,12 +198,14 @@ async def watch(
     restart: dict[str, Restart] | None = None,
     on_clean: Callable[[str, float], None] | None = None,
     on_unsure: Callable[[str], None] | None = None,
+    wake: asyncio.Event | None = None,
 ) -> None:
     """Probe forever: every second while any backend is not ready, else every interval.
     A backend judged `changed` is restarted when its supervisor is known;
     `on_clean(label, started)` hears of each probe the base model answered well, and
     `on_unsure(label)` of one that was degenerate under load (containment drains and
-    looks again)."""
+    looks again). Setting `wake` (a request found a backend unreachable) starts the next
+    round at once."""
     restart = restart or {}
     while True:
         started = time.monotonic()
@@ -224,4 +227,10 @@ async def watch(
             elif result.reason == "unsure" and on_unsure is not None:
                 on_unsure(backend.label)
         all_ready = all(b.state.ready for b in backends)
-        await asyncio.sleep(interval_s if all_ready else 1.0)
+        delay = interval_s if all_ready else 1.0
+        if wake is None:
+            await asyncio.sleep(delay)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), delay)
+        wake.clear()

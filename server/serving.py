@@ -43,12 +43,15 @@ from server.errors import (
 from server.metrics import Metrics, Series
 from server.protocol import PATHS, Endpoint, delta_of, parse, text_of
 from server.resolver import Resolver, Target
+from server.routing import BackendView, choose
 from server.settings import GatewaySettings
 from server.structured import Constraint, check_result, constraint_for
-from server.vllm_http import LoraNotLoadedError
+from server.vllm_http import LoraNotLoadedError, NotSentError
 
 log = logging.getLogger("loraport.gateway")
 T = TypeVar("T")
+CLOSED = BackendView(open=False, in_flight=0)
+"""A backend this request already failed to reach."""
 
 
 async def _unless_disconnected(request: HttpRequest, work: Awaitable[T]) -> T | None:
@@ -152,6 +155,8 @@ class Gateway:
         self.containment = containment
         self.limits = Limits.of(settings)
         self.in_flight = InFlight(self.limits, metrics)
+        self.backend_lost = asyncio.Event()
+        """Set when a request finds a backend unreachable: the probe looks at once."""
 
     async def serve(self, request: HttpRequest, endpoint: Endpoint) -> Response:
         started = time.perf_counter()
@@ -239,26 +244,46 @@ class Gateway:
         known = [n for n in lengths if n]
         return min([self.settings.max_tokens_limit, *known])
 
-    async def _pick(self, target: Target) -> AdapterSlots:
-        """A ready backend, preferring one that holds the adapter, then the least busy. A
-        backend drained for a check of its engine (server/containment.py, about a second)
-        is waited for, not failed: its requests queue here until the check ends."""
+    async def _pick(self, target: Target, tried: list[AdapterSlots]) -> AdapterSlots:
+        """A ready backend not in `tried`, as server/routing.py chooses. A backend drained
+        for a check of its engine (server/containment.py, about a second) is waited for,
+        not failed: its requests queue here until the check ends."""
         deadline = time.monotonic() + QUEUE_WHILE_DRAINED_S
+        name = target.lora_name
         while True:
-            ready = [s for s in self.slots if s.backend.state.ready]
-            if not ready:
+            if not self._others_ready(tried):
                 raise BackendUnavailableError(
                     "no vLLM backend is ready (starting, restarting or degraded); retry shortly"
                 )
-            open_ = [s for s in ready if not s.backend.state.draining]
-            if open_:
-                name = target.lora_name
-                return min(open_, key=lambda s: (name not in s.loaded, s.backend.state.in_flight))
+            views = [CLOSED if s in tried else s.view(name) for s in self.slots]
+            chosen = choose(views, name is not None, self.settings.spread_in_flight)
+            if chosen is not None:
+                return self.slots[chosen]
             if time.monotonic() > deadline:
                 raise BackendUnavailableError(
                     "every ready vLLM backend is drained for a check of its engine; retry shortly"
                 )
             await asyncio.sleep(0.05)
+
+    def _others_ready(self, tried: list[AdapterSlots]) -> bool:
+        return any(s.backend.state.ready for s in self.slots if s not in tried)
+
+    def _unreached(
+        self, slots: AdapterSlots, error: NotSentError, tried: list[AdapterSlots]
+    ) -> None:
+        """`slots`' backend could not be reached: out of rotation at once (its probe brings
+        it back). The request never got there, so it goes to another backend if one is
+        ready; if none is, `error` is the answer."""
+        backend = slots.backend
+        backend.state.unreachable(error.message)
+        self.metrics.backend_up.labels(backend.label).set(0)
+        self.backend_lost.set()
+        tried.append(slots)
+        if not self._others_ready(tried):
+            raise error
+        log.warning("backend %s unreachable (%s); sending the request elsewhere",
+                    backend.label, error.message)  # fmt: skip
+        self.metrics.requests_rerouted.labels(backend.label).inc()
 
     async def _unary(
         self,
@@ -268,23 +293,14 @@ class Gateway:
         constraint: Constraint | None,
         outcome: Outcome,
     ) -> dict[str, Any]:
-        slots = await self._pick(target)
-        for attempt in (0, 1):
+        tried: list[AdapterSlots] = []
+        while True:
+            slots = await self._pick(target, tried)
             try:
-                async with slots.use(target) as model_name:
-                    forward["model"] = model_name
-                    slots.backend.state.in_flight += 1
-                    self.containment.started(slots, target)
-                    try:
-                        data = await slots.backend.generate(PATHS[endpoint], forward)
-                    finally:
-                        slots.backend.state.in_flight -= 1
-                        self.containment.ended(slots, target)
+                data = await self._generate(slots, endpoint, forward, target)
                 break
-            except LoraNotLoadedError:
-                if attempt or target.lora_name is None:
-                    raise
-                slots.forget(target.lora_name)
+            except NotSentError as e:
+                self._unreached(slots, e, tried)
         usage = data.get("usage") or {}
         outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
@@ -307,24 +323,19 @@ class Gateway:
         outcome: Outcome,
         started: float,
     ) -> Response:
-        slots = await self._pick(target)
-        stack = AsyncExitStack()
-        try:
-            for attempt in (0, 1):
-                try:
-                    forward["model"] = await stack.enter_async_context(slots.use(target))
-                    upstream = await stack.enter_async_context(
-                        slots.backend.stream(PATHS[endpoint], forward)
-                    )
-                    break
-                except LoraNotLoadedError:
-                    await stack.aclose()
-                    if attempt or target.lora_name is None:
-                        raise
-                    slots.forget(target.lora_name)
-        except BaseException:
-            await stack.aclose()
-            raise
+        tried: list[AdapterSlots] = []
+        while True:
+            slots = await self._pick(target, tried)
+            stack = AsyncExitStack()
+            try:
+                upstream = await self._open_stream(slots, stack, endpoint, forward, target)
+                break
+            except NotSentError as e:
+                await stack.aclose()
+                self._unreached(slots, e, tried)
+            except BaseException:
+                await stack.aclose()
+                raise
         slots.backend.state.in_flight += 1
         self.containment.started(slots, target)
         closed = False
@@ -397,6 +408,49 @@ class Gateway:
                 await finish()
 
         return ClosingStreamingResponse(events(), finish, target_headers(target))
+
+    async def _generate(
+        self, slots: AdapterSlots, endpoint: Endpoint, forward: dict[str, Any], target: Target
+    ) -> dict[str, Any]:
+        """One answer from `slots`' backend (an adapter it forgot is loaded once more)."""
+        for attempt in (0, 1):
+            try:
+                async with slots.use(target) as model_name:
+                    forward["model"] = model_name
+                    slots.backend.state.in_flight += 1
+                    self.containment.started(slots, target)
+                    try:
+                        return await slots.backend.generate(PATHS[endpoint], forward)
+                    finally:
+                        slots.backend.state.in_flight -= 1
+                        self.containment.ended(slots, target)
+            except LoraNotLoadedError:
+                if attempt or target.lora_name is None:
+                    raise
+                slots.forget(target.lora_name)
+        raise AssertionError("unreachable")
+
+    async def _open_stream(
+        self,
+        slots: AdapterSlots,
+        stack: AsyncExitStack,
+        endpoint: Endpoint,
+        forward: dict[str, Any],
+        target: Target,
+    ) -> AsyncIterator[str]:
+        """An open stream from `slots`' backend, closed with `stack`."""
+        for attempt in (0, 1):
+            try:
+                forward["model"] = await stack.enter_async_context(slots.use(target))
+                return await stack.enter_async_context(
+                    slots.backend.stream(PATHS[endpoint], forward)
+                )
+            except LoraNotLoadedError:
+                await stack.aclose()
+                if attempt or target.lora_name is None:
+                    raise
+                slots.forget(target.lora_name)
+        raise AssertionError("unreachable")
 
     def _look_at(
         self,

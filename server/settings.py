@@ -88,6 +88,9 @@ class GatewaySettings(BaseSettings):
 
     max_loaded_adapters: int = 8
     """LRU bound: adapters registered in one vLLM server at once."""
+    spread_in_flight: int = Field(default=16, ge=1)
+    """With several backends: an adapter goes to a backend that does not hold it yet only
+    when every backend holding it has this many requests in flight (server/routing.py)."""
     max_body_bytes: int = 1 << 20
     max_tokens_limit: int = 1024
     default_max_tokens: int = 256

@@ -55,6 +55,12 @@ class BackendState:
         self.generation += 1
         self.detail = detail
 
+    def unreachable(self, detail: str) -> None:
+        """A request could not reach the server at all: out of rotation at once, until its
+        probe finds it answering again (a server that comes back is a new one)."""
+        if self.up:
+            self.restarted(detail)
+
     def answering_health(self, up: bool) -> None:
         if self.up and not up:
             self.restarted("not answering /health")
@@ -79,6 +85,11 @@ class EngineStats:
 
 class LoraNotLoadedError(BackendError):
     """vLLM does not know the adapter name: it restarted or evicted it on its own."""
+
+
+class NotSentError(BackendUnavailableError):
+    """The request never reached vLLM whole (connection refused, or closed before the
+    request was written): it cannot be running there, so another backend may serve it."""
 
 
 class VllmBackend:
@@ -180,7 +191,7 @@ class VllmBackend:
             except BackendUnavailableError as e:
                 # The request never reached vLLM whole (a pooled connection it had closed):
                 # sending it again cannot run it twice.
-                if attempt or not _unsent(e.__cause__):
+                if attempt or not _write_failed(e.__cause__):
                     raise
         raise AssertionError("unreachable")
 
@@ -233,6 +244,15 @@ async def _lines(resp: aiohttp.ClientResponse, label: str) -> AsyncIterator[str]
 
 
 def _unsent(cause: BaseException | None) -> bool:
+    """The request cannot have reached vLLM whole: the connection was refused, or was
+    closed before the request was written."""
+    if isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ClientConnectionResetError):
+        return True
+    return _write_failed(cause)
+
+
+def _write_failed(cause: BaseException | None) -> bool:
+    """A pooled connection the server had closed failed the request's write."""
     return isinstance(cause, aiohttp.ClientOSError) and "Can not write request body" in str(cause)
 
 
@@ -266,7 +286,8 @@ def _mapped(label: str) -> Iterator[None]:
     except TimeoutError as e:
         raise BackendError(f"vLLM backend {label} timed out", code="timeout") from e
     except aiohttp.ClientError as e:
-        raise BackendUnavailableError(f"vLLM backend {label} unreachable: {e}") from e
+        unavailable = NotSentError if _unsent(e) else BackendUnavailableError
+        raise unavailable(f"vLLM backend {label} unreachable: {e}") from e
 
 
 def _error_from(r: Answer, body: Any) -> GatewayError:

@@ -108,18 +108,20 @@ def gateway(
     registry_dir: Path,
     cache: Path,
     *,
-    backend: str | None,
+    backend: str | tuple[str, ...] | None,
     ready: bool = True,
     env: dict[str, str] | None = None,
     timeout_s: float = 120,
 ) -> Any:
-    """`gateway serve` on a free port: `--backend URL`, or (None) launching its own vLLM.
+    """`gateway serve` on a free port: `--backend URL` (one for each of several), or (None)
+    launching its own vLLM.
     Waits for /ready (or only /health with `ready=False`)."""
     port = free_port()
     cmd = [GATEWAY, "serve", "--registry", str(registry_dir), "--base", BASE_NAME,
            "--port", str(port), "--log-level", "warning"]  # fmt: skip
     if backend is not None:
-        cmd += ["--backend", backend]
+        for url in (backend,) if isinstance(backend, str) else backend:
+            cmd += ["--backend", url]
     else:
         timeout_s = max(timeout_s, VLLM_START_TIMEOUT_S)
     full_env = {**os.environ, "GATEWAY_CACHE_DIR": str(cache), **(env or {})}
