@@ -9,6 +9,7 @@ a quantized variant (whose compressed weights are not the served scale).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from registry.architecture import (
 )
 from registry.blobs import FileBlobStore
 from registry.deps import Deps
-from registry.digest import Digest, manifest_digest, parse_manifest
+from registry.digest import Digest, ManifestEntry, manifest_digest, parse_manifest
 from registry.dirscan import ScanError, ScannedFile, scan_directory
 from registry.errors import (
     IntegrityError,
@@ -71,6 +72,30 @@ def scan_base(path: Path, max_file_bytes: int, *, what: str, norms: bool) -> Sca
     except (ScanError, ValueError, OSError, RecursionError) as exc:
         raise InvalidBaseModelError(f"cannot record {what} from {path}: {exc}") from None
     return ScannedBase(files, architecture, template)
+
+
+def base_digest_of(path: Path, max_file_bytes: int) -> Digest:
+    """The digest ``add_base`` would record for the directory at ``path`` (its canonical
+    files, hashed; nothing stored): how a server proves which base it runs.
+    InvalidBaseModelError says what is wrong."""
+    try:
+        files = [
+            f for f in scan_directory(path, max_file_bytes) if is_canonical_base_file(f.relpath)
+        ]
+        entries = tuple(ManifestEntry(f.relpath, f.size, _sha256_file(f.path)) for f in files)
+    except (ScanError, OSError) as exc:
+        raise InvalidBaseModelError(f"cannot read base model {path}: {exc}") from None
+    if not entries:
+        raise InvalidBaseModelError(f"{path} holds no base model files")
+    return manifest_digest(entries)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def add_base(

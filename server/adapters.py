@@ -59,10 +59,19 @@ class AdapterSlots:
     """The adapters one vLLM backend holds, least recently used first."""
 
     def __init__(
-        self, backend: VllmBackend, cache: AdapterCache, capacity: int, metrics: Metrics
+        self,
+        backend: VllmBackend,
+        cache: AdapterCache,
+        capacity: int,
+        metrics: Metrics,
+        *,
+        pulls: bool = False,
     ) -> None:
         self.backend = backend
         self.capacity = capacity
+        self.pulls = pulls
+        """The backend pulls adapters itself, by name (GATEWAY_BACKENDS_PULL): a load is
+        only a slot made free; vLLM fetches the adapter on the first request that names it."""
         self._cache = cache
         self._metrics = metrics
         self._lru: OrderedDict[str, tuple[str, str]] = OrderedDict()  # name -> metric labels
@@ -142,15 +151,18 @@ class AdapterSlots:
         labels = (target.adapter.name, str(target.adapter.version))
         started = time.perf_counter()
         try:
-            path = await self._cache.path(target)
+            path = None if self.pulls else await self._cache.path(target)
             async with self._lock:
                 await self._adopt_leftovers()
                 await self._make_room()
-                await self.backend.load_lora(name, str(path))
+                if path is not None:
+                    await self.backend.load_lora(name, str(path))
                 self._lru[name] = labels
         except BaseException:
             self._metrics.adapter_loads.labels(*labels, "error").inc()
             raise
+        if path is None:  # the backend loads it on the request: its log has the figures
+            return
         self._metrics.adapter_loads.labels(*labels, "ok").inc()
         self._metrics.adapter_load_seconds.labels(*labels).observe(time.perf_counter() - started)
 

@@ -104,7 +104,10 @@ async def _bring_up(rt: Runtime) -> None:
         rt.backends = [VllmBackend(rt.supervisor.url, "local", timeout_s=s.request_timeout_s)]
         rt.tasks.append(asyncio.create_task(rt.supervisor.run(rt.backends[0])))
     cache = AdapterCache(s.cache_dir / "adapters", rt.resolver)
-    slots = [AdapterSlots(b, cache, s.max_loaded_adapters, rt.metrics) for b in rt.backends]
+    slots = [
+        AdapterSlots(b, cache, s.max_loaded_adapters, rt.metrics, pulls=s.backends_pull)
+        for b in rt.backends
+    ]
     restart: dict[str, probe.Restart] = {}
     if rt.supervisor is not None:
         restart["local"] = rt.supervisor.restart

@@ -78,6 +78,18 @@ async def _disconnected(request: HttpRequest) -> None:
         pass
 
 
+def _not_loaded(slots: AdapterSlots, target: Target, e: LoraNotLoadedError) -> GatewayError:
+    """vLLM still does not know the adapter after a second try. A backend that pulls by
+    name (GATEWAY_BACKENDS_PULL) could not fetch it: say where to look."""
+    if not slots.pulls:
+        return e
+    return BackendError(
+        f"vLLM backend {slots.backend.label} could not fetch {target.ref} from the registry "
+        f"({e.message}); check that it runs with REGISTRY_URL set and "
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (its log says why)"
+    )
+
+
 @dataclass
 class Outcome:
     """What one request did, for the metrics."""
@@ -424,9 +436,9 @@ class Gateway:
                     finally:
                         slots.backend.state.in_flight -= 1
                         self.containment.ended(slots, target)
-            except LoraNotLoadedError:
+            except LoraNotLoadedError as e:
                 if attempt or target.lora_name is None:
-                    raise
+                    raise _not_loaded(slots, target, e) from None
                 slots.forget(target.lora_name)
         raise AssertionError("unreachable")
 
@@ -445,10 +457,10 @@ class Gateway:
                 return await stack.enter_async_context(
                     slots.backend.stream(PATHS[endpoint], forward)
                 )
-            except LoraNotLoadedError:
+            except LoraNotLoadedError as e:
                 await stack.aclose()
                 if attempt or target.lora_name is None:
-                    raise
+                    raise _not_loaded(slots, target, e) from None
                 slots.forget(target.lora_name)
         raise AssertionError("unreachable")
 

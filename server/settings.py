@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.resolver import DEFAULT_MAX_LORA_RANK
@@ -77,6 +77,11 @@ class GatewaySettings(BaseSettings):
 
     backends: tuple[str, ...] = ()
     """URLs of running vLLM OpenAI servers; empty: launch one locally."""
+    backends_pull: bool = False
+    """The backends pull adapters from the registry themselves, by name (they run the
+    loraport resolver plugin with `REGISTRY_URL`: server/plugin/vllm.py), so they share no
+    directory with the gateway. Off: the gateway pulls each adapter and has vLLM load it
+    from the gateway's cache by path (the embedded default)."""
     base: str | None = None
     """Base model ref to serve; default: the registry's only base model."""
     cache_dir: Path = Path(".loraport/cache")
@@ -125,6 +130,15 @@ class GatewaySettings(BaseSettings):
     """One line per request (logger `loraport.access`) with its x-request-id."""
     price_per_accelerator_hour: float = 0.0
     """For the estimated cost per request metric (0 disables it)."""
+
+    @model_validator(mode="after")
+    def _pulls_need_backends(self) -> GatewaySettings:
+        if self.backends_pull and not self.backends:
+            raise ValueError(
+                "backends_pull is for vLLM servers given with --backend; the local vLLM "
+                "gets its adapters from the gateway"
+            )
+        return self
 
     @field_validator("cpu_affinity")
     @classmethod

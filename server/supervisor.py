@@ -77,7 +77,11 @@ def _kill_tree(pgid: int) -> None:
 
 
 def vllm_env() -> dict[str, str]:
-    return child_env({"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"})
+    """The local vLLM's environment, without the registry's (`REGISTRY_*`): the
+    gateway hands it adapters by path, so its resolver plugin (server/plugin/vllm.py)
+    stays off and the token goes no further than the gateway."""
+    env = child_env({"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"})
+    return {k: v for k, v in env.items() if not k.startswith("REGISTRY_")}
 
 
 class Supervisor:

@@ -105,7 +105,7 @@ def settings_env(**overrides: Any) -> dict[str, str]:
 
 
 def gateway(
-    registry_dir: Path,
+    registry_dir: Path | str,
     cache: Path,
     *,
     backend: str | tuple[str, ...] | None,
