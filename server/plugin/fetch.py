@@ -13,11 +13,13 @@ digest the registry gives.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,9 @@ from registry.catalog import base_digest_of
 from registry.refs import VersionRef
 
 log = logging.getLogger("vllm.loraport")
+STALE_INCOMING_S = 3600.0
+"""A half-done pull older than this is a dead process's (a live pull renews nothing, so
+this bounds the longest pull it must not disturb)."""
 
 
 class NotServable(Exception):
@@ -66,6 +71,7 @@ class AdapterFetcher:
         self._lock = threading.Lock()
         self._reg: registry.Registry | None = None
         self._bases: dict[str, registry.BaseModel] = {}
+        self._swept = False
 
     def close(self) -> None:
         if self._reg is not None:
@@ -141,6 +147,7 @@ class AdapterFetcher:
         if dest.is_dir():
             return dest
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._sweep()
         incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.cache_dir))
         try:
             reg.pull(adapter.ref, incoming / "adapter")  # digest-verified by the registry
@@ -153,3 +160,16 @@ class AdapterFetcher:
             shutil.rmtree(incoming, ignore_errors=True)
         log.info("loraport: pulled %s into %s", adapter.ref, dest)
         return dest
+
+    def _sweep(self) -> None:
+        """Remove pulls a killed server left half done (once per process): only a whole,
+        verified pull is ever renamed to its digest, so these are never read."""
+        with self._lock:
+            if self._swept:
+                return
+            self._swept = True
+        cutoff = time.time() - STALE_INCOMING_S
+        for leftover in self.cache_dir.glob(".incoming-*"):
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    shutil.rmtree(leftover, ignore_errors=True)

@@ -172,6 +172,13 @@ def test_a_vllm_server_pulls_an_adapter_by_its_ref(cluster: Cluster) -> None:
         stable = registry.lora_name(reg.adapter("extract@1"))
     assert chat(vllm.url, stable).status_code == 200
     assert cached(cache) == [digest_hex(cluster, "extract@1")]
+    # First requests for two versions at once, four each: one pull per version.
+    names = ["triage@1", "support-v1@1"] * 4
+    with ThreadPoolExecutor(len(names)) as pool:
+        answers = list(pool.map(lambda name: chat(vllm.url, name), names))
+    assert [r.status_code for r in answers] == [200] * len(names), [r.text for r in answers]
+    expected = {digest_hex(cluster, ref) for ref in ("extract@1", "triage@1", "support-v1@1")}
+    assert set(cached(cache)) == expected
 
 
 def test_names_that_are_not_immutable_or_hostile_are_not_found(cluster: Cluster) -> None:

@@ -4,7 +4,9 @@ registry directory. The plugin inside real vLLM servers: tests/server/test_clust
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from vllm.lora.resolver import LoRAResolverRegistry
 
 import registry
 from server.plugin import vllm as vllm_plugin
-from server.plugin.fetch import AdapterFetcher, NotServable, Wanted, wanted
+from server.plugin.fetch import STALE_INCOMING_S, AdapterFetcher, NotServable, Wanted, wanted
 from tests.support.zoo import BASE_DIR, BASE_NAME, adapter_dir, fill_registry
 
 MAX_FILE_BYTES = 1 << 30
@@ -71,6 +73,18 @@ def test_a_version_is_pulled_once_into_the_cache_by_its_digest(zoo: Path, tmp_pa
     again = fetcher.fetch(str(BASE_DIR), stable_name(zoo, "support-v1@1"))
     assert again == path
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [digest.hex]
+
+
+def test_pulls_a_killed_server_left_half_done_are_swept(zoo: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    old, fresh = cache / ".incoming-old", cache / ".incoming-fresh"
+    for leftover in (old, fresh):
+        (leftover / "adapter").mkdir(parents=True)
+    os.utime(old, (time.time() - 2 * STALE_INCOMING_S,) * 2)
+    fetcher = AdapterFetcher(str(zoo), cache, MAX_FILE_BYTES)
+    assert fetcher.fetch(str(BASE_DIR), "triage@1") is not None
+    assert not old.exists()
+    assert fresh.exists()  # perhaps another server's pull in progress
 
 
 def test_names_that_are_not_ours_or_not_there_are_none(zoo: Path, tmp_path: Path) -> None:
