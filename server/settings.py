@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.resolver import DEFAULT_MAX_LORA_RANK
@@ -77,6 +77,15 @@ class GatewaySettings(BaseSettings):
 
     backends: tuple[str, ...] = ()
     """URLs of running vLLM OpenAI servers; empty: launch one locally."""
+    backends_dns: str | None = None
+    """One URL (`http://vllm-headless:8000`) whose host names every backend: each address
+    it resolves to is a backend (server/backend_dns.py). Exclusive with `backends`."""
+    backends_dns_refresh_s: float = Field(default=10.0, gt=0)
+    """How often `backends_dns` is resolved again (new addresses join, vanished ones leave)."""
+    backends_sync_s: float = Field(default=2.0, ge=0)
+    """With remote backends: how often each backend's `/v1/models` and `/metrics` are read, so
+    adapters and requests of other gateways in front of it count (server/backend_sync.py).
+    0 turns it off (this gateway alone fronts its backends)."""
     base: str | None = None
     """Base model ref to serve; default: the registry's only base model."""
     cache_dir: Path = Path(".loraport/cache")
@@ -125,6 +134,17 @@ class GatewaySettings(BaseSettings):
     """One line per request (logger `loraport.access`) with its x-request-id."""
     price_per_accelerator_hour: float = 0.0
     """For the estimated cost per request metric (0 disables it)."""
+
+    @model_validator(mode="after")
+    def _one_way_to_name_backends(self) -> GatewaySettings:
+        if self.backends and self.backends_dns:
+            raise ValueError("give backends or backends_dns, not both")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        """The backends are servers this gateway did not launch (and may share)."""
+        return bool(self.backends or self.backends_dns)
 
     @field_validator("cpu_affinity")
     @classmethod
