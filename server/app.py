@@ -167,6 +167,7 @@ def _apply(rt: Runtime, dns: backend_dns.Name, change: backend_dns.Change) -> No
         rt.tasks.append(asyncio.create_task(_retire(gone)))
     for address in change.joined:
         backend = _remote(rt, dns.url_of(address), address)
+        backend.state.judged(True, "joined: not probed yet")  # no request before a probe
         rt.backends.append(backend)
         gw.slots.append(AdapterSlots(backend, cache, rt.settings.max_loaded_adapters, rt.metrics))
     gw.containment.watch(gw.slots)
