@@ -186,7 +186,8 @@ class AdapterSlots:
         gateway run, or another gateway's, count against the bound too (oldest first), so
         the LRU frees them instead of leaking them, and the bound holds across gateways
         whose last sync is a moment old."""
-        self.observe(await self.backend.lora_names(), self._generation)
+        generation = self.backend.state.generation
+        self.observe(await self.backend.lora_names(), generation)
 
     async def _make_room(self) -> None:
         while len(self._lru) >= self.capacity:

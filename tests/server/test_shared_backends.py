@@ -3,8 +3,8 @@
 The arithmetic and the LRU bookkeeping are table tests; the rest runs two real
 `gateway serve` processes in front of real backend processes (bench/instant_backend.py,
 which speaks vLLM's HTTP API: `/v1/models` lists the adapters it holds, unknown models get
-vLLM's 404, `/metrics` counts what it runs and has answered). No vLLM is needed, so these
-run everywhere.
+vLLM's 404, `/metrics` counts what it runs and has answered), so they run everywhere; one
+(marked `vllm`) runs two gateways in front of the session's real vLLM.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import pytest
 from server.backend_sync import others_in_flight
 from server.supervisor import free_port
 from server.vllm_http import EngineStats, parse_engine_stats
-from tests.conftest import ADAPTERS, BASE_NAME
+from tests.conftest import ADAPTERS, BASE_NAME, TEST_DTYPE
 from tests.server.conftest import scrape, wait_until
 from tests.server.test_adapters import MemoryBackend, hold, slots, target
-from tests.server.test_scaleout import ask, backends_ready, loras
+from tests.server.test_scaleout import answered_by, ask, backends_ready, loras, tidy, unload
 from tests.support import launch
 from tests.support.launch import Process, settings_env
 
@@ -232,3 +232,40 @@ def test_requests_of_another_gateway_count_as_in_flight(zoo_registry: Path, tmp_
         assert ask(b.url, BASE_NAME).status_code == 200  # ... but b0 runs A's 3 now
         assert answered(b1) == first[1] + 1
         assert [f.result().status_code for f in busy] == [200] * 3
+
+
+@pytest.mark.vllm
+def test_two_gateways_in_front_of_the_real_vllm(
+    vllm_server: str, zoo_registry: Path, tmp_path: Path
+) -> None:
+    """The same against the session's real vLLM (its `/v1/models` and its 404): gateway A
+    fronts (vLLM, instant), B (instant, vLLM). An adapter A loaded on vLLM is served by B
+    from vLLM too (B alone would load it on the instant backend, its first). Then vLLM
+    loses it behind A's back (another gateway's eviction; A does not sync here): A's next
+    request gets vLLM's 404, A loads it once more, and the client gets a 200."""
+    port = free_port()
+    second = f"http://127.0.0.1:{port}"
+    common = {"GATEWAY_LOCAL__DTYPE": TEST_DTYPE, **settings_env(probe_interval_s=300)}
+    env_a = {**common, **settings_env(backends_sync_s=0)}
+    env_b = {**common, **settings_env(backends_sync_s=0.2)}
+    adapter = PLAIN[0]
+    with (
+        tidy(vllm_server, (adapter,)),
+        instant(port, tmp_path / "instant.log"),
+        launch.gateway(zoo_registry, tmp_path / "a", backend=(vllm_server, second), env=env_a) as a,
+        launch.gateway(zoo_registry, tmp_path / "b", backend=(second, vllm_server), env=env_b) as b,
+    ):
+        assert wait_until(lambda: backends_ready(a.url) == backends_ready(b.url) == [True] * 2)
+        first = ask(a.url, adapter)
+        assert first.status_code == 200 and answered_by(first) != "chatcmpl-instant", first.text
+        assert adapter in {n.split("@")[0] for n in loras(vllm_server)}
+        wait_until(lambda: False, 1.0)  # a few of B's syncs
+        shared = ask(b.url, adapter)
+        assert shared.status_code == 200 and answered_by(shared) != "chatcmpl-instant"
+        assert not loras(second), "B loaded the adapter on its first backend instead"
+
+        unload(vllm_server, {n for n in loras(vllm_server) if n.split("@")[0] == adapter})
+        again = ask(a.url, adapter)
+        assert again.status_code == 200 and answered_by(again) != "chatcmpl-instant", again.text
+        loads = scrape(a.url, "loraport_adapter_loads_total", adapter=adapter, result="ok")
+        assert loads == 2  # once at first, once after vLLM's 404
