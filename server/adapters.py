@@ -126,8 +126,8 @@ class AdapterSlots:
         self._sync_generation()
         if generation != self._generation:
             return  # asked before a restart: the list is of a server that is gone
-        for name in sorted(listed - self._lru.keys()):
-            labels = parse_lora_name(name)
+        for name in sorted(listed - self._lru.keys() - self._loading.keys()):
+            labels = parse_lora_name(name)  # one loading here is counted once it is loaded
             if labels:
                 self._lru[name] = labels
                 self._lru.move_to_end(name, last=False)

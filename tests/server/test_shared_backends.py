@@ -94,6 +94,22 @@ def test_what_vllm_lists_counts_and_what_it_dropped_is_gone() -> None:
     asyncio.run(run())
 
 
+def test_loading_an_adapter_another_gateway_loaded_evicts_nothing() -> None:
+    """Between syncs: vLLM already holds the adapter a request wants (another gateway
+    loaded it). The load finds it there and takes no slot of another adapter for it."""
+
+    async def run() -> None:
+        backend = MemoryBackend()
+        s = slots(backend, 2)
+        await hold(s, target("mine"), 0)
+        backend.held |= names("theirs")
+        await hold(s, target("theirs"), 0)
+        assert backend.held == names("mine", "theirs")
+        assert sorted(n.split("@")[0] for n in s.loaded) == ["mine", "theirs"]
+
+    asyncio.run(run())
+
+
 def test_others_in_flight_counts_for_routing() -> None:
     backend = MemoryBackend()
     backend.state.in_flight = 2
