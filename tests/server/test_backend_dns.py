@@ -106,11 +106,16 @@ def instant(host: str, port: int, log: Path, delay_s: float = 0.0) -> Iterator[P
 
 
 @contextmanager
-def in_process_gateway(settings: GatewaySettings, addresses: list[str]) -> Iterator[str]:
+def in_process_gateway(
+    settings: GatewaySettings, addresses: list[str], ready: str = "/ready"
+) -> Iterator[str]:
     """A real gateway app under uvicorn, in a thread; `backends_dns` resolves to whatever
-    `addresses` holds when asked (the test changes it)."""
+    `addresses` holds when asked (the test changes it; empty: the name does not resolve).
+    Waits for `ready` to answer 200."""
 
     async def resolver(host: str, port: int) -> list[str]:
+        if not addresses:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return list(addresses)
 
     config = uvicorn.Config(
@@ -124,7 +129,7 @@ def in_process_gateway(settings: GatewaySettings, addresses: list[str]) -> Itera
     thread.start()
     url = f"http://{settings.host}:{settings.port}"
     try:
-        launch.wait_for(url + "/ready", 60)
+        launch.wait_for(url + ready, 60)
         yield url
     finally:
         server.should_exit = True
@@ -199,6 +204,33 @@ def test_backends_follow_the_name(zoo_registry: Path, tmp_path: Path) -> None:
         wait_until(lambda: False, 0.6)
         assert ask(gw, ADAPTERS[3]).status_code == 200  # nobody holds it: most free slots
         assert ADAPTERS[3] in held(two.url)
+
+
+def test_a_name_that_resolves_only_later(zoo_registry: Path, tmp_path: Path) -> None:
+    """No address at start (pods not up yet): the gateway listens, not ready, and serves
+    once the name resolves."""
+    port = free_port()
+    addresses: list[str] = []
+    settings = GatewaySettings(
+        registry=str(zoo_registry),
+        base=BASE_NAME,
+        port=free_port(),
+        cache_dir=tmp_path / "cache",
+        backends_dns=f"http://vllm-headless.test:{port}",
+        backends_dns_refresh_s=0.2,
+        probe_interval_s=300,
+    )
+    with (
+        instant("127.0.0.1", port, tmp_path / "one.log"),
+        in_process_gateway(settings, addresses, ready="/health") as gw,
+    ):
+        r = httpx.get(f"{gw}/ready", timeout=10)
+        assert r.status_code == 503 and r.json()["backends"] == [], r.text
+        assert ask(gw, BASE_NAME).status_code == 503
+        addresses.append("127.0.0.1")
+        assert wait_until(lambda: ready_backends(gw) == {"127.0.0.1": True}, 30)
+        assert httpx.get(f"{gw}/ready", timeout=10).status_code == 200
+        assert ask(gw, BASE_NAME).status_code == 200
 
 
 def busy(url: str) -> bool:
