@@ -146,6 +146,15 @@ class GatewaySettings(BaseSettings):
         """The backends are servers this gateway did not launch (and may share)."""
         return bool(self.backends or self.backends_dns)
 
+    @field_validator("backends_dns")
+    @classmethod
+    def _dns_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from server.backend_dns import Name
+
+            Name.parse(value)
+        return value
+
     @field_validator("cpu_affinity")
     @classmethod
     def _cpus(cls, value: str | None) -> str | None:

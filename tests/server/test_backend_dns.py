@@ -78,6 +78,11 @@ def test_a_name_must_be_an_http_url_with_a_host(url: str) -> None:
         Name.parse(url)
 
 
+def test_a_bad_name_is_refused_by_the_settings() -> None:
+    with pytest.raises(ValueError, match="backends_dns must be an http"):
+        GatewaySettings(backends_dns="vllm-headless:8000")
+
+
 def test_backends_and_backends_dns_are_exclusive() -> None:
     with pytest.raises(ValueError, match="not both"):
         GatewaySettings(backends=("http://a:8000",), backends_dns="http://b:8000")
