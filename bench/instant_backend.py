@@ -11,6 +11,7 @@ backend answered).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -22,6 +23,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 LORAS: set[str] = set()
+DELAY_S = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+RUNNING = 0
+DONE = 0
 
 
 async def health(_: Request) -> Response:
@@ -44,8 +48,24 @@ async def unload(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+async def metrics(_: Request) -> Response:
+    text = f"vllm:num_requests_running {RUNNING}\nvllm:num_requests_waiting 0\n"
+    text += f"vllm:request_success_total {DONE}\n"
+    return PlainTextResponse(text)
+
+
 async def chat(request: Request) -> Response:
+    global RUNNING, DONE
     body = await request.json()
+    if body["model"] != "tiny-llama" and body["model"] not in LORAS:
+        error = {"message": f"The model `{body['model']}` does not exist.", "code": 404}
+        return JSONResponse({"error": error}, status_code=404)
+    RUNNING += 1
+    try:
+        await asyncio.sleep(DELAY_S)
+    finally:
+        RUNNING -= 1
+    DONE += 1
     answer = {
         "id": "chatcmpl-instant", "object": "chat.completion", "created": int(time.time()),
         "model": body["model"],
@@ -57,11 +77,12 @@ async def chat(request: Request) -> Response:
 
 
 app = Starlette(routes=[
-    Route("/health", health), Route("/v1/models", models),
+    Route("/health", health), Route("/v1/models", models), Route("/metrics", metrics),
     Route("/v1/load_lora_adapter", load, methods=["POST"]),
     Route("/v1/unload_lora_adapter", unload, methods=["POST"]),
     Route("/v1/chat/completions", chat, methods=["POST"]),
 ])  # fmt: skip
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    uvicorn.run(app, host=host, port=int(sys.argv[1]), log_level="warning")

@@ -79,7 +79,6 @@ class AdapterSlots:
         self._users: Counter[str] = Counter()
         self._lock = asyncio.Lock()
         self._generation = backend.state.generation
-        self._adopted = -1  # the generation whose leftover adapters were taken over
 
     @property
     def loaded(self) -> list[str]:
@@ -93,7 +92,7 @@ class AdapterSlots:
         state = self.backend.state
         return BackendView(
             open=state.ready and not state.draining,
-            in_flight=state.in_flight,
+            in_flight=state.in_flight + state.others_in_flight,
             holds=name is not None and (name in self._lru or name in self._loading),
             free_slots=max(0, self.capacity - len(self._lru)),
             evictable=any(self._users[n] == 0 for n in self._lru),
@@ -116,6 +115,34 @@ class AdapterSlots:
             yield name
         finally:
             self._users[name] -= 1
+
+    @property
+    def busy(self) -> bool:
+        """A request uses this backend, or an adapter is loading there."""
+        return (
+            self.backend.state.in_flight > 0
+            or bool(self._loading)
+            or any(n > 0 for n in self._users.values())
+        )
+
+    def observe(self, listed: set[str], generation: int) -> None:
+        """vLLM's own list of the adapters it holds (its `/v1/models`, asked while the
+        backend was at `generation`): other gateways in front of it load and evict too.
+        What it lists that this gateway did not load counts against the bound, as the
+        least recently used (an idle one may be evicted here: the other gateway's next
+        request for it gets vLLM's 404 and loads it again); what it no longer lists is
+        gone, unless a request of ours uses it or is loading it."""
+        self._sync_generation()
+        if generation != self._generation:
+            return  # asked before a restart: the list is of a server that is gone
+        for name in sorted(listed - self._lru.keys() - self._loading.keys()):
+            labels = parse_lora_name(name)  # one loading here is counted once it is loaded
+            if labels:
+                self._lru[name] = labels
+                self._lru.move_to_end(name, last=False)
+        for name in [n for n in self._lru if n not in listed]:
+            if self._users[name] == 0 and name not in self._loading:
+                del self._lru[name]
 
     def forget(self, name: str) -> None:
         """vLLM no longer knows `name` (restart, or evicted behind our back)."""
@@ -167,16 +194,12 @@ class AdapterSlots:
         self._metrics.adapter_load_seconds.labels(*labels).observe(time.perf_counter() - started)
 
     async def _adopt_leftovers(self) -> None:
-        """Adapters this backend holds from an earlier gateway run count against the
-        bound too (oldest first), so the LRU frees them instead of leaking them."""
-        if self._adopted == self._generation:
-            return
-        for held in sorted(await self.backend.lora_names()):
-            labels = parse_lora_name(held)
-            if labels and held not in self._lru:
-                self._lru[held] = labels
-                self._lru.move_to_end(held, last=False)
-        self._adopted = self._generation
+        """Before each load, what vLLM holds now (`observe`): adapters from an earlier
+        gateway run, or another gateway's, count against the bound too (oldest first), so
+        the LRU frees them instead of leaking them, and the bound holds across gateways
+        whose last sync is a moment old."""
+        generation = self.backend.state.generation
+        self.observe(await self.backend.lora_names(), generation)
 
     async def _make_room(self) -> None:
         while len(self._lru) >= self.capacity:

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from server import placement, probe
+from server import backend_dns, backend_sync, placement, probe
 from server.access import RequestIdMiddleware
 from server.adapters import AdapterCache, AdapterSlots
 from server.auth import allowed, authenticate
@@ -49,6 +49,9 @@ class Runtime:
     gateway: Gateway | None = None
     supervisor: Supervisor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    resolve: backend_dns.Resolve = backend_dns.getaddrinfo
+    """How `backends_dns` is resolved (a test may give its own)."""
+    cache: AdapterCache | None = None
 
 
 async def _start(rt: Runtime) -> None:
@@ -88,7 +91,11 @@ async def _bring_up(rt: Runtime) -> None:
     s = rt.settings
     base = rt.resolver.base
     assert base is not None
-    if s.backends:
+    dns = backend_dns.Name.parse(s.backends_dns) if s.backends_dns else None
+    if dns is not None:
+        addresses = await backend_dns.resolve(dns, rt.resolve) or []
+        rt.backends = [_remote(rt, dns.url_of(a), a) for a in addresses]
+    elif s.backends:
         rt.backends = [
             VllmBackend(url, str(i), timeout_s=s.request_timeout_s)
             for i, url in enumerate(s.backends)
@@ -103,7 +110,7 @@ async def _bring_up(rt: Runtime) -> None:
         )
         rt.backends = [VllmBackend(rt.supervisor.url, "local", timeout_s=s.request_timeout_s)]
         rt.tasks.append(asyncio.create_task(rt.supervisor.run(rt.backends[0])))
-    cache = AdapterCache(s.cache_dir / "adapters", rt.resolver)
+    rt.cache = cache = AdapterCache(s.cache_dir / "adapters", rt.resolver)
     slots = [
         AdapterSlots(b, cache, s.max_loaded_adapters, rt.metrics, pulls=s.backends_pull)
         for b in rt.backends
@@ -129,6 +136,59 @@ async def _bring_up(rt: Runtime) -> None:
         )
     )
     rt.tasks.append(asyncio.create_task(rt.resolver.watch_forever()))
+    if dns is not None:
+        follow = backend_dns.follow(
+            dns,
+            rt.resolve,
+            lambda: [b.label for b in rt.backends],
+            lambda change: _apply(rt, dns, change),
+            s.backends_dns_refresh_s,
+        )
+        rt.tasks.append(asyncio.create_task(follow))
+    if s.remote and s.backends_sync_s > 0:
+        sync = backend_sync.sync_forever(rt.gateway.slots, s.backends_sync_s)
+        rt.tasks.append(asyncio.create_task(sync))
+
+
+def _remote(rt: Runtime, url: str, label: str) -> VllmBackend:
+    return VllmBackend(url, label, timeout_s=rt.settings.request_timeout_s)
+
+
+def _apply(rt: Runtime, dns: backend_dns.Name, change: backend_dns.Change) -> None:
+    """Backends joined and left at `dns`'s name. The lists of backends (`rt.backends`, which
+    the probe and the metrics read each round, and `Gateway.slots`, which routing reads
+    for each request) change in place, here only. A new backend is probed before any
+    request goes to it (it is not ready until then); one that left takes no new request,
+    and its connections close once its requests in flight have ended."""
+    gw, cache = rt.gateway, rt.cache
+    assert gw is not None and cache is not None
+    for address in change.left:
+        gone = next(x for x in gw.slots if x.backend.label == address)
+        gw.slots.remove(gone)
+        rt.backends.remove(gone.backend)
+        rt.metrics.backend_up.labels(address).set(0)
+        rt.tasks.append(asyncio.create_task(_retire(gone)))
+    for address in change.joined:
+        backend = _remote(rt, dns.url_of(address), address)
+        backend.state.judged(True, "joined: not probed yet")  # no request before a probe
+        rt.backends.append(backend)
+        s = rt.settings
+        gw.slots.append(
+            AdapterSlots(backend, cache, s.max_loaded_adapters, rt.metrics, pulls=s.backends_pull)
+        )
+    gw.containment.watch(gw.slots)
+    if change.joined:
+        gw.backend_lost.set()  # a probe round now, not at the next interval
+    log.info("backends at %s: joined %s, left %s", dns.host, change.joined, change.left)
+
+
+async def _retire(slots: AdapterSlots) -> None:
+    """Close a backend that left once nothing of this gateway uses it any more."""
+    try:
+        while slots.busy:
+            await asyncio.sleep(0.1)
+    finally:
+        await slots.backend.aclose()
 
 
 async def _stop(rt: Runtime) -> None:
@@ -146,24 +206,28 @@ async def _stop(rt: Runtime) -> None:
 
 async def _engine_gauges(rt: Runtime) -> None:
     """vLLM's queue depth and KV-cache use, next to the gateway's own series."""
-    stats = await asyncio.gather(*(b.engine_stats(timeout_s=1.0) for b in rt.backends))
+    backends = list(rt.backends)  # with backends_dns the list may change meanwhile
+    stats = await asyncio.gather(*(b.engine_stats(timeout_s=1.0) for b in backends))
     m = rt.metrics
     m.registry_stale.set(rt.resolver.health.stale_s(time.monotonic()))
-    for backend, st in zip(rt.backends, stats, strict=True):
+    for backend, st in zip(backends, stats, strict=True):
         if st is not None:
             m.backend_requests_running.labels(backend.label).set(st.running)
             m.backend_requests_waiting.labels(backend.label).set(st.waiting)
             m.backend_kv_cache_usage.labels(backend.label).set(st.kv_cache_usage)
 
 
-def create_app(settings: GatewaySettings) -> FastAPI:
+def create_app(
+    settings: GatewaySettings, resolve: backend_dns.Resolve = backend_dns.getaddrinfo
+) -> FastAPI:
+    """`resolve`: how `backends_dns` is resolved (getaddrinfo; a test may give its own)."""
     resolver = Resolver(
         settings.registry,
         timeout_s=settings.registry_timeout_s,
         pull_timeout_s=settings.registry_pull_timeout_s,
         watch_s=settings.registry_watch_s,
     )
-    rt = Runtime(settings, Metrics(), resolver)
+    rt = Runtime(settings, Metrics(), resolver, resolve=resolve)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -35,6 +35,13 @@ def cli() -> None:
     help="A running vLLM OpenAI server; repeat for several. None: launch one locally.",
 )
 @click.option(
+    "--backends-dns",
+    default=None,
+    metavar="URL",
+    help="One URL whose host resolves to every backend (a headless Service); "
+    "re-resolved every GATEWAY_BACKENDS_DNS_REFRESH_S. Exclusive with --backend.",
+)
+@click.option(
     "--base",
     default=None,
     metavar="REF",
@@ -52,6 +59,7 @@ def serve(
     host: str | None,
     port: int | None,
     backends: tuple[str, ...],
+    backends_dns: str | None,
     base: str | None,
     structured_backend: str | None,
     log_level: str,
@@ -83,7 +91,8 @@ def serve(
         )
     overrides: dict[str, Any] = {
         "registry": registry_, "host": host, "port": port, "base": base,
-        "backends": backends or None, "structured_backend": structured_backend,
+        "backends": backends or None, "backends_dns": backends_dns,
+        "structured_backend": structured_backend,
     }  # fmt: skip
     for problem in unknown_variables():
         click.echo(f"warning: {problem}", err=True)
@@ -95,7 +104,7 @@ def serve(
             "(/ready answers 503 until it does)",
             err=True,
         )
-    elif not settings.backends:
+    elif not settings.remote:
         _check_engine(base_config)
     sock = _bind(settings)
     logging.basicConfig(
@@ -143,7 +152,8 @@ def _settings(overrides: dict[str, Any]) -> GatewaySettings:
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            name = "GATEWAY_" + "__".join(str(p) for p in err["loc"]).upper()
+            loc = "__".join(str(p) for p in err["loc"]).upper()
+            name = "GATEWAY_" + loc if loc else "settings"
             lines.append(f"  {name}: {err['msg']} (got {err.get('input')!r})")
         raise click.ClickException(
             "invalid gateway settings (see docs/gateway.md):\n" + "\n".join(lines)

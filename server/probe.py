@@ -209,10 +209,11 @@ async def watch(
     restart = restart or {}
     while True:
         started = time.monotonic()
+        current = list(backends)  # `backends` may change between rounds (backends_dns)
         results = await asyncio.gather(
-            *(check(b, timeout_s, metrics) for b in backends), return_exceptions=True
+            *(check(b, timeout_s, metrics) for b in current), return_exceptions=True
         )
-        for backend, result in zip(backends, results, strict=True):
+        for backend, result in zip(current, results, strict=True):
             if isinstance(result, BaseException):  # never let one bad answer stop the probing
                 log.exception("probe of backend %s failed", backend.label, exc_info=result)
                 backend.state.judged(True, "the generation probe failed")

@@ -339,16 +339,18 @@ class Gateway:
         while True:
             slots = await self._pick(target, tried)
             stack = AsyncExitStack()
+            slots.backend.state.in_flight += 1  # while it opens too (a backend that left waits)
             try:
                 upstream = await self._open_stream(slots, stack, endpoint, forward, target)
                 break
             except NotSentError as e:
+                slots.backend.state.in_flight -= 1
                 await stack.aclose()
                 self._unreached(slots, e, tried)
             except BaseException:
+                slots.backend.state.in_flight -= 1
                 await stack.aclose()
                 raise
-        slots.backend.state.in_flight += 1
         self.containment.started(slots, target)
         closed = False
 

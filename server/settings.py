@@ -82,6 +82,15 @@ class GatewaySettings(BaseSettings):
     loraport resolver plugin with `REGISTRY_URL`: server/plugin/vllm.py), so they share no
     directory with the gateway. Off: the gateway pulls each adapter and has vLLM load it
     from the gateway's cache by path (the embedded default)."""
+    backends_dns: str | None = None
+    """One URL (`http://vllm-headless:8000`) whose host names every backend: each address
+    it resolves to is a backend (server/backend_dns.py). Exclusive with `backends`."""
+    backends_dns_refresh_s: float = Field(default=10.0, gt=0)
+    """How often `backends_dns` is resolved again (new addresses join, vanished ones leave)."""
+    backends_sync_s: float = Field(default=2.0, ge=0)
+    """With remote backends: how often each backend's `/v1/models` and `/metrics` are read, so
+    adapters and requests of other gateways in front of it count (server/backend_sync.py).
+    0 turns it off (this gateway alone fronts its backends)."""
     base: str | None = None
     """Base model ref to serve; default: the registry's only base model."""
     cache_dir: Path = Path(".loraport/cache")
@@ -132,13 +141,29 @@ class GatewaySettings(BaseSettings):
     """For the estimated cost per request metric (0 disables it)."""
 
     @model_validator(mode="after")
-    def _pulls_need_backends(self) -> GatewaySettings:
-        if self.backends_pull and not self.backends:
+    def _one_way_to_name_backends(self) -> GatewaySettings:
+        if self.backends and self.backends_dns:
+            raise ValueError("give backends or backends_dns, not both")
+        if self.backends_pull and not self.remote:
             raise ValueError(
-                "backends_pull is for vLLM servers given with --backend; the local vLLM "
-                "gets its adapters from the gateway"
+                "backends_pull is for vLLM servers given with --backend or --backends-dns; "
+                "the local vLLM gets its adapters from the gateway"
             )
         return self
+
+    @property
+    def remote(self) -> bool:
+        """The backends are servers this gateway did not launch (and may share)."""
+        return bool(self.backends or self.backends_dns)
+
+    @field_validator("backends_dns")
+    @classmethod
+    def _dns_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from server.backend_dns import Name
+
+            Name.parse(value)
+        return value
 
     @field_validator("cpu_affinity")
     @classmethod

@@ -41,6 +41,9 @@ class BackendState:
     base_answer: str | None = None
     """The base model's greedy answer to the probe, from this server's first good probe."""
     in_flight: int = 0
+    """This gateway's requests running there."""
+    others_in_flight: int = 0
+    """Requests of other gateways there, at the last sample (server/backend_sync.py)."""
     draining: bool = False
     """Containment is checking the engine alone: new requests go elsewhere (or get 503)."""
     detail: str = "starting"
@@ -52,6 +55,7 @@ class BackendState:
     def restarted(self, detail: str) -> None:
         """The server went away (or was replaced): whatever it held is gone."""
         self.up, self.model_id, self.base_answer = False, None, None
+        self.others_in_flight = 0
         self.generation += 1
         self.detail = detail
 
@@ -71,6 +75,9 @@ class BackendState:
 
     def judged(self, degraded: bool, detail: str) -> None:
         self.degraded, self.detail = degraded, detail
+
+    def sampled(self, others_in_flight: int) -> None:
+        self.others_in_flight = others_in_flight
 
 
 @dataclass(frozen=True)
