@@ -11,6 +11,7 @@ depend on the :class:`registry.Registry` protocol, never on an implementation::
 """
 
 from registry.bases import pick_base
+from registry.catalog import base_digest_of
 from registry.digest import Digest
 from registry.errors import (
     AdapterProblem,
@@ -137,6 +138,7 @@ __all__ = [
     "VariantInfo",
     "VerifyReport",
     "VersionConflictError",
+    "base_digest_of",
     "error_class",
     "error_classes",
     "format_ref",

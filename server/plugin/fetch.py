@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import registry
-from registry.catalog import base_digest_of
 from registry.refs import VersionRef
 
 log = logging.getLogger("vllm.loraport")
@@ -127,7 +126,7 @@ class AdapterFetcher:
                 "adapters can be checked against it"
             )
         try:
-            digest = base_digest_of(path, self._max_file_bytes)
+            digest = registry.base_digest_of(path, self._max_file_bytes)
         except registry.InvalidBaseModelError as e:
             raise NotServable(str(e)) from None
         try:
