@@ -23,7 +23,7 @@ from tests.support.launch import settings_env
 def test_only_the_request_that_found_its_adapter_cold_counts_as_a_load_wait(
     vllm_server: str, zoo_registry: Path, tmp_path: Path
 ) -> None:
-    adapter = ADAPTERS[2]
+    adapter = ADAPTERS[1]  # plain text (extract answers JSON of its own schema)
     with (
         tidy(vllm_server, (adapter,)),
         running_gateway(vllm_server, zoo_registry, tmp_path / "cache") as gw,
