@@ -22,7 +22,9 @@ chat requests of `--max-tokens` tokens (ignore_eos); a 429 is retried after its
 Retry-After, as the OpenAI client does, and counted. Reported per configuration: requests
 per second (median of the rounds), p50 and p99 latency (all rounds' requests), the
 cold-load share (the gateway's `loraport_adapter_load_waits_total` over the requests
-answered), loads, evictions, errors and stalled rounds (below half the median rate).
+answered), loads, evictions, errors, stalled rounds (below half the median rate), and
+with two backends each one's share of the requests (vLLM's own count) and how many
+adapters both held at the end.
 
 On a 2-core CPU machine the two servers share the cores with each other, the gateway and
 this load generator: two backends show the routing, not a speed-up. The figure that
@@ -55,7 +57,9 @@ from tests.support.launch import VLLM_START_TIMEOUT_S, Process, serving
 from tests.support.zoo import BASE_DIR, BASE_NAME
 
 POLICIES = ("affinity", "least-loaded")
+DEFAULT_CONFIGS = tuple(f"{n}:{p}" for n in (1, 2) for p in POLICIES)
 WAITS = "loraport_adapter_load_waits_total"
+VLLM_DONE = "vllm:request_success_total"
 
 
 # -- pure parts (table-tested in tests/server/test_scaleout_bench.py) ----------------------
@@ -77,6 +81,17 @@ def zipf_sequence(names: Sequence[str], n: int, s: float, seed: int) -> list[str
 def cold_share(waits: float, answered: int) -> float:
     """The share of answered requests that waited for an adapter load (NaN: none answered)."""
     return waits / answered if answered else math.nan
+
+
+def parse_configs(text: str) -> list[tuple[int, str]]:
+    """`1:affinity,2:least-loaded` -> [(1, "affinity"), (2, "least-loaded")]."""
+    out = []
+    for item in text.split(","):
+        n, _, policy = item.strip().partition(":")
+        if n not in ("1", "2") or policy not in POLICIES:
+            raise ValueError(f"{item!r}: expected 1 or 2 backends and one of {POLICIES}")
+        out.append((int(n), policy))
+    return out
 
 
 def percentile(xs: Sequence[float], q: float) -> float:
@@ -171,6 +186,11 @@ class Run:
     waits: float = 0.0
     loads: float = 0.0
     evictions: float = 0.0
+    served_by: list[float] = field(default_factory=list)
+    """Each backend's share of the requests it finished (vLLM's own count, probes included)."""
+    held_on_all: int = 0
+    """With several backends: adapters every backend held at the end (spread, or
+    least-loaded's copies)."""
 
     @property
     def answered(self) -> int:
@@ -235,11 +255,16 @@ def one_run(
     for url in backends:
         unload_all(url)
     run = Run()
+    before = [scrape(url, VLLM_DONE) for url in backends]
     with gateway_for(registry_dir, cache, backends, policy, args.lru) as g:
         asyncio.run(_drive(g.url, bodies(models, args.max_tokens), args.concurrency, run))
         run.waits = scrape(g.url, WAITS)
         run.loads = scrape(g.url, "loraport_adapter_loads_total")
         run.evictions = scrape(g.url, "loraport_adapter_evictions_total")
+    done = [scrape(url, VLLM_DONE) - b for url, b in zip(backends, before, strict=True)]
+    run.served_by = [x / sum(done) if sum(done) else math.nan for x in done]
+    held = [{n.split("+")[0] for n in loras(url)} for url in backends]
+    run.held_on_all = len(set.intersection(*held)) if len(held) > 1 else 0
     return run
 
 
@@ -262,6 +287,8 @@ def summary(runs: list[Run]) -> dict[str, Any]:
         "errors": sum(r.errors for r in runs),
         "retried_429": sum(r.retried_429 for r in runs),
         "stalled_rounds": stalled(rates),
+        "held_on_every_backend_at_end": [r.held_on_all for r in runs],
+        "served_by_backend_rounds": [[round(x, 2) for x in r.served_by] for r in runs],
     }
 
 
@@ -297,6 +324,8 @@ def main() -> None:
     ap.add_argument("--lru", type=int, default=4, help="GATEWAY_MAX_LOADED_ADAPTERS (default 4)")
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                    help="BACKENDS:POLICY,... to run (default: all four)")  # fmt: skip
     args = ap.parse_args()
     if args.quick:
         args.requests, args.rounds = 48, 1
@@ -309,14 +338,14 @@ def main() -> None:
         "max_loaded_adapters": args.lru,
         "local_gpu_memory_utilization": 0.1,
     }
-    configs = [(n, p) for n in (1, 2) for p in POLICIES]
+    configs = parse_configs(args.configs)
     runs: dict[str, list[Run]] = {f"{n}:{p}": [] for n, p in configs}
     cache = work / "cache"
     started = time.monotonic()
     with ExitStack() as stack:
         servers = [
             stack.enter_context(vllm_on_core(core, work / f"vllm-{core}.log", **vllm_kw))
-            for core in (0, 1)
+            for core in range(max(n for n, _ in configs))
         ]
         urls = tuple(s.url for s in servers)
         binding = [omp_binding(s.log) for s in servers]
@@ -333,7 +362,7 @@ def main() -> None:
                           f"cold share {cold_share(run.waits, run.answered):.3f}, "
                           f"{run.errors} errors", flush=True)  # fmt: skip
     results = {k: summary(v) for k, v in runs.items()}
-    two = results["2:affinity"]["cold_share"], results["2:least-loaded"]["cold_share"]
+    two = [results.get(f"2:{p}", {}).get("cold_share") for p in POLICIES]
     out: dict[str, Any] = {
         "bench": "scaleout",
         "quick": args.quick,
@@ -349,7 +378,9 @@ def main() -> None:
         "spread_in_flight": "default (16)",
         "vllm_omp_binding": binding,
         "results": results,
-        "two_backends_affinity_over_least_loaded": round(two[0] / two[1], 3) if two[1] else None,
+        "two_backends_affinity_over_least_loaded": (
+            round(two[0] / two[1], 3) if two[0] is not None and two[1] else None
+        ),
         "wall_s": round(time.monotonic() - started, 1),
     }
     if args.json:

@@ -98,3 +98,24 @@ def test_help_starts_nothing() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "--quick" in r.stdout and "--json" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "configs"),
+    [
+        ("1:affinity", [(1, "affinity")]),
+        ("2:least-loaded, 1:affinity", [(2, "least-loaded"), (1, "affinity")]),
+        ("3:affinity", None),
+        ("1:random", None),
+        ("affinity", None),
+    ],
+)
+def test_parse_configs(
+    scaleout: ModuleType, text: str, configs: list[tuple[int, str]] | None
+) -> None:
+    if configs is None:
+        with pytest.raises(ValueError):
+            scaleout.parse_configs(text)
+    else:
+        assert scaleout.parse_configs(text) == configs
+    assert len(scaleout.parse_configs(",".join(scaleout.DEFAULT_CONFIGS))) == 4
