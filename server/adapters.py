@@ -110,6 +110,9 @@ class AdapterSlots:
         try:
             if name not in self._lru:
                 await self._ensure(name, target)
+                assert target.adapter is not None  # a LoRA name comes from an adapter
+                labels = (target.adapter.name, str(target.adapter.version))
+                self._metrics.adapter_load_waits.labels(*labels).inc()
             if name in self._lru:
                 self._lru.move_to_end(name)
             yield name

@@ -110,6 +110,13 @@ class Metrics:
             ["adapter", "version"],
             registry=r,
         )
+        self.adapter_load_waits = Counter(
+            "loraport_adapter_load_waits_total",
+            "Requests that waited for their adapter to load on the backend they were sent "
+            "to (not loaded there when they arrived); over all requests: the cold-load share.",
+            ["adapter", "version"],
+            registry=r,
+        )
         self.adapter_load_seconds = Histogram(
             "loraport_adapter_load_duration_seconds",
             "Pull + load of a cold adapter.",

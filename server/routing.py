@@ -12,12 +12,18 @@
   least busy backend (whose slots all serve requests: it answers 429).
 
 Ties go to the backend listed first, so one backend behaves as before.
+
+`least-loaded` (`GATEWAY_ROUTING`) is the plain policy to compare against: the open
+backend with the fewest requests in flight, whatever each holds (bench/scaleout.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
+
+RoutingPolicy = Literal["affinity", "least-loaded"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,22 @@ class BackendView:
     @property
     def room(self) -> bool:
         return self.free_slots > 0 or self.evictable
+
+
+def route(
+    policy: RoutingPolicy, backends: Sequence[BackendView], adapter: bool, spread_at: int
+) -> int | None:
+    """The backend `policy` picks: `affinity` (`choose`) or `least-loaded`."""
+    if policy == "least-loaded":
+        return least_loaded(backends)
+    return choose(backends, adapter, spread_at)
+
+
+def least_loaded(backends: Sequence[BackendView]) -> int | None:
+    """The open backend with the fewest requests in flight (ties: the first listed),
+    blind to what each holds; None when none is open."""
+    candidates = [i for i, b in enumerate(backends) if b.open]
+    return min(candidates, key=lambda i: (backends[i].in_flight, i)) if candidates else None
 
 
 def choose(backends: Sequence[BackendView], adapter: bool, spread_at: int) -> int | None:

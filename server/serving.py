@@ -43,7 +43,7 @@ from server.errors import (
 from server.metrics import Metrics, Series
 from server.protocol import PATHS, Endpoint, delta_of, parse, text_of
 from server.resolver import Resolver, Target
-from server.routing import BackendView, choose
+from server.routing import BackendView, route
 from server.settings import GatewaySettings
 from server.structured import Constraint, check_result, constraint_for
 from server.vllm_http import LoraNotLoadedError, NotSentError
@@ -268,7 +268,9 @@ class Gateway:
                     "no vLLM backend is ready (starting, restarting or degraded); retry shortly"
                 )
             views = [CLOSED if s in tried else s.view(name) for s in self.slots]
-            chosen = choose(views, name is not None, self.settings.spread_in_flight)
+            chosen = route(
+                self.settings.routing, views, name is not None, self.settings.spread_in_flight
+            )
             if chosen is not None:
                 return self.slots[chosen]
             if time.monotonic() > deadline:

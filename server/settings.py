@@ -16,6 +16,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.resolver import DEFAULT_MAX_LORA_RANK
+from server.routing import RoutingPolicy
 
 StructuredBackend = Literal["xgrammar", "guidance", "outlines"]
 
@@ -102,6 +103,10 @@ class GatewaySettings(BaseSettings):
 
     max_loaded_adapters: int = 8
     """LRU bound: adapters registered in one vLLM server at once."""
+    routing: RoutingPolicy = "affinity"
+    """With several backends: `affinity` sends an adapter to the backends that hold it
+    (bounded by `spread_in_flight`); `least-loaded` to the one with the fewest requests in
+    flight, whatever it holds (server/routing.py)."""
     spread_in_flight: int = Field(default=16, ge=1)
     """With several backends: an adapter goes to a backend that does not hold it yet only
     when every backend holding it has this many requests in flight (server/routing.py)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.routing import BackendView, choose
+from server.routing import BackendView, RoutingPolicy, choose, route
 
 SPREAD = 4
 
@@ -122,3 +122,34 @@ def test_a_hot_adapter_spreads_only_as_far_as_the_bound() -> None:
     assert chosen[:SPREAD] == [0] * SPREAD
     assert chosen[SPREAD] == 1
     assert [x.in_flight for x in backends] == [6, 6]
+
+
+LEAST_LOADED = [
+    # (why, backends, adapter?, chosen)
+    ("no backend at all", [], True, None),
+    ("every backend dead", [b(open=False), b(open=False)], True, None),
+    ("one backend: the embedded default", [b(3)], True, 0),
+    ("base: the least busy", [b(2), b(1)], False, 1),
+    ("adapter: the least busy, though the other holds it", [b(0), b(2, holds=True)], True, 0),
+    ("adapter: a tie goes to the first listed", [b(1), b(1, holds=True)], True, 0),
+    ("adapter: a dead backend never, however idle", [b(0, open=False), b(9)], True, 1),
+    ("adapter: a holder at the spread bound plays no part", [b(SPREAD, holds=True), b(1)], True, 1),
+    ("adapter: the least busy even with no room (it answers 429)", [b(3), b(1, free=0)], True, 1),
+]
+
+
+@pytest.mark.parametrize(
+    ("why", "backends", "adapter", "chosen"), LEAST_LOADED, ids=[c[0] for c in LEAST_LOADED]
+)
+def test_least_loaded(
+    why: str, backends: list[BackendView], adapter: bool, chosen: int | None
+) -> None:
+    assert route("least-loaded", backends, adapter, SPREAD) == chosen, why
+
+
+@pytest.mark.parametrize(("why", "backends", "adapter", "chosen"), CASES, ids=[c[0] for c in CASES])
+def test_affinity_is_choose(
+    why: str, backends: list[BackendView], adapter: bool, chosen: int | None
+) -> None:
+    policy: RoutingPolicy = "affinity"
+    assert route(policy, backends, adapter, SPREAD) == chosen, why
