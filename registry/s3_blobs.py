@@ -158,6 +158,10 @@ class S3BlobStore:
         """The object key of the blob with this hex digest."""
         return self.location.key("sha256", hexdigest)
 
+    def check(self) -> None:
+        """Raise StorageUnavailableError unless the bucket answers (``registry init``)."""
+        self._server_now()
+
     # -- errors -------------------------------------------------------------------------
     @contextlib.contextmanager
     def _unavailable_is_typed(self, doing: str) -> Iterator[None]:
