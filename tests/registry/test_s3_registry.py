@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,17 @@ def test_push_pull_verify_with_blobs_in_s3(
     assert _files(tmp_path / "pulled") == _files(adapter)
     code, out = cli("verify")
     assert code == 0, out
+
+    # What a killed push leaves in the bucket: listed by verify, collected by --gc.
+    client, bucket = seaweed_store.client(), seaweed_store.bucket
+    client.put_object(Bucket=bucket, Key=S3Location.parse(url).key("tmp", "killed"), Body=b"h")
+    code, out = cli("verify")
+    assert code == 0 and "tmp/killed" in out, out
+    time.sleep(1.1)  # ages are whole seconds on the store's clock
+    code, out = cli("verify", "--gc", "--grace", "0")
+    assert code == 0 and "tmp/killed" in out, out
+    assert "tmp/killed" not in cli("verify")[1]
+    assert set(store.digests()) == stored  # every referenced blob kept
 
     # Damage done in the bucket, around the registry: verify and pull both catch it.
     weights = (adapter / "adapter_model.safetensors").read_bytes()
