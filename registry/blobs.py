@@ -15,8 +15,8 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path, PurePath
 from typing import Protocol
 
 from registry.digest import CHUNK_BYTES, Digest
@@ -29,7 +29,8 @@ FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class BlobStore(Protocol):
-    """What the registry needs from a blob store (a local directory today, S3 later)."""
+    """What the registry needs from a blob store: a local directory
+    (:class:`FileBlobStore`) or an S3 bucket (:class:`registry.s3_blobs.S3BlobStore`)."""
 
     def put_file(
         self, src: Path, on_bytes: ByteCallback | None = None, before_rename: Hook | None = None
@@ -47,7 +48,7 @@ class BlobStore(Protocol):
 
     def digests(self) -> Iterator[str]: ...
 
-    def temp_files(self) -> list[Path]: ...
+    def temp_files(self) -> Sequence[PurePath]: ...
 
     def collect(self, keep: set[str], grace_s: float) -> list[str]: ...
 

@@ -17,13 +17,15 @@ import click
 
 from registry import errors as e
 from registry import render
+from registry.blob_location import record_blobs
 from registry.hooks import after_push_hooks, runs_here
-from registry.location import open_registry, scheme
+from registry.location import location_path, open_registry, scheme
 from registry.pending import PendingPair, pending_for
 from registry.protocol import Registry
 from registry.records import AdapterVersion, BaseModel
 from registry.refs import parse_version
 from registry.service.commands import hash_token_cmd, serve_cmd
+from registry.settings import RegistrySettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,10 +110,18 @@ def main(ctx: click.Context, location: str | None) -> None:
 
 @main.command()
 @location_option
-def init(location: str | None) -> None:
+@click.option(
+    "--blobs",
+    "blobs",
+    metavar="s3://BUCKET/PREFIX",
+    default=None,
+    help="Keep the blobs in S3-compatible object storage (endpoint and credentials from "
+    "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); default: blobs/ in the registry directory.",
+)
+def init(location: str | None, blobs: str | None) -> None:
     """Create a registry in a new or empty directory (or migrate an existing one).
 
-    Example: registry init --registry ./reg
+    Example: registry init --registry ./reg --blobs s3://models/loraport
     """
     given = command_location(location)
     if given and scheme(given) == "http":
@@ -119,8 +129,11 @@ def init(location: str | None) -> None:
             f"{given} is a registry service: its registry is created where it runs "
             "(`registry init --registry DIR`, then `registry serve --registry DIR` there)"
         )
+    if blobs is not None:
+        record_blobs(location_path(given, RegistrySettings()), blobs)
     with open_for_command(location, create=True) as reg:
-        click.echo(f"registry ready at {reg.location}")
+        where = f" (blobs in {blobs})" if blobs is not None else ""
+        click.echo(f"registry ready at {reg.location}{where}")
 
 
 @main.group(cls=RegistryGroup)

@@ -41,7 +41,8 @@ and unambiguous. Raise the most specific class; never a bare :class:`RegistryErr
     ├── ForbiddenError                 39   403  forbidden
     ├── RequestTooLargeError           43   413  request_too_large
     ├── BadRequestError                44   400  bad_request
-    └── ServiceFailedError             45   500  service_failed
+    ├── ServiceFailedError             45   500  service_failed
+    └── StorageUnavailableError        46   503  storage_unavailable
 
 Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
@@ -354,6 +355,16 @@ class ServiceFailedError(RegistryError):
     code = "service_failed"
 
 
+class StorageUnavailableError(RegistryError):
+    """The object store that holds the registry's blobs (``s3://``) did not answer, failed
+    (5xx), refused the credentials or lacks the bucket: nothing was recorded. Transient
+    when the store is down: run the command again once it is back."""
+
+    exit_code = 46
+    http_status = 503
+    code = "storage_unavailable"
+
+
 def error_classes() -> tuple[type[RegistryError], ...]:
     """Every class of the tree, root first (the table, in code)."""
     found: list[type[RegistryError]] = []
@@ -403,6 +414,7 @@ __all__ = [
     "SchemaVersionError",
     "SourceChangedError",
     "StorageFullError",
+    "StorageUnavailableError",
     "UnauthorizedError",
     "UnsupportedLocationError",
     "VersionConflictError",

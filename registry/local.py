@@ -16,7 +16,7 @@ from typing import Any
 
 from registry import aliases, catalog, push, quarantine, rollouts, transfer, variants
 from registry.bases import pick_base
-from registry.blobs import FileBlobStore
+from registry.blobs import BlobStore, FileBlobStore
 from registry.deps import Deps, StepHook
 from registry.digest import Digest
 from registry.errors import (
@@ -76,11 +76,12 @@ class LocalRegistry:
         settings: RegistrySettings,
         *,
         on_step: StepHook | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.root = root
         self.store = store
         self.settings = settings
-        self.blobs = FileBlobStore(root / "blobs")
+        self.blobs: BlobStore = blobs if blobs is not None else FileBlobStore(root / "blobs")
         self.deps = Deps(store, self.blobs, settings, on_step)
 
     @property

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from registry.blob_location import BLOBS_FILE, open_blobs
 from registry.deps import StepHook
 from registry.errors import NotARegistryError, UnsupportedLocationError
 from registry.local import LocalRegistry
@@ -82,7 +83,7 @@ def _check_directory(path: Path, *, create: bool) -> None:
             f"no registry at {path} (no such directory); check --registry / REGISTRY_URL "
             f"for a typo, or create one with `registry init --registry {path}`"
         )
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and any(p.name != BLOBS_FILE for p in path.iterdir()):
         raise NotARegistryError(
             f"{path} is a non-empty directory without a registry; a registry is created "
             "only in a new or empty directory, so pick another path"
@@ -168,4 +169,4 @@ def open_local(
     store = SqliteStore.open(
         path / DB_NAME, busy_timeout_s=settings.busy_timeout_s, create=create, read_only=read_only
     )
-    return LocalRegistry(path, store, settings, on_step=on_step)
+    return LocalRegistry(path, store, settings, on_step=on_step, blobs=open_blobs(path))

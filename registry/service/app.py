@@ -40,6 +40,7 @@ from registry.service.context import (
     WATCH_POLL_S,
     Service,
     WireResponse,
+    directory_blobs,
     error_response,
     field,
     files_of,
@@ -62,6 +63,7 @@ def create_app(
 ) -> MeasuredApp:
     """The service over ``reg`` (open, writable unless the registry is read-only)."""
     svc = Service(reg, settings, tokens)
+    blobs = directory_blobs(reg)
     app = FastAPI(title="loraport registry", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = svc
     ops = table()
@@ -159,7 +161,7 @@ def create_app(
             )
         if declared is not None and declared.isdigit():
             await run_in_threadpool(svc.check_room, int(declared))
-        writer = await run_in_threadpool(reg.blobs.writer, reg.blobs.uploads)
+        writer = await run_in_threadpool(blobs.writer, blobs.uploads)
         # One piece is hashed and written on a worker thread while the next arrives.
         writing: asyncio.Future[None] | None = None
         try:
@@ -198,7 +200,7 @@ def create_app(
     async def download(request: Request, digest: str) -> Response:
         """A stored blob's bytes (the client checks them against the digest it asked for)."""
         svc.caller(request, "read")
-        path = reg.blobs.path(Digest(digest).hex)
+        path = blobs.path(Digest(digest).hex)
         if not path.is_file():
             raise e.RefNotFoundError(f"no blob {digest} in the registry")
         svc.metrics.bytes_out.inc(path.stat().st_size)
@@ -247,7 +249,7 @@ def create_app(
                 if dataset_file is not None:
                     links.update(svc.place((dataset_file,), scratch / "dataset"))
                     data = scratch / "dataset" / dataset_file.path
-                with reg.blobs.linked(links):
+                with blobs.linked(links):
                     return reg.push_request(req, scratch / "adapter", data, who=who)
 
         return result(await run_in_threadpool(work))
@@ -265,7 +267,7 @@ def create_app(
 
         def work() -> Any:
             reg.store.check_writable()
-            with svc.scratch() as scratch, reg.blobs.linked(svc.place(files, scratch / name)):
+            with svc.scratch() as scratch, blobs.linked(svc.place(files, scratch / name)):
                 return reg.add_base(scratch / name, name=name, license=license_, who=who)
 
         return result(await run_in_threadpool(work))
@@ -281,7 +283,7 @@ def create_app(
 
         def work() -> Any:
             reg.store.check_writable()
-            with svc.scratch() as scratch, reg.blobs.linked(svc.place((file,), scratch)):
+            with svc.scratch() as scratch, blobs.linked(svc.place((file,), scratch)):
                 path = scratch / file.path
                 return reg.add_dataset(path, name=name, license=license_, who=who)
 
@@ -307,7 +309,7 @@ def create_app(
 
         def work() -> Any:
             reg.check_name_free(name)
-            with svc.scratch() as scratch, reg.blobs.linked(svc.place(files, scratch / name)):
+            with svc.scratch() as scratch, blobs.linked(svc.place(files, scratch / name)):
                 return reg.add_variant(scratch / name, name=name, who=who, **args)
 
         return result(await run_in_threadpool(work))

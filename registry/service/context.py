@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from registry import errors as e
+from registry.blobs import FileBlobStore
 from registry.digest import Digest
 from registry.dirscan import ScanError, check_relpath
 from registry.local import LocalRegistry
@@ -44,6 +45,18 @@ WATCH_POLL_S = 0.05
 UPLOAD_CHUNK = 4 * 2**20
 #: The most files one write may name (each becomes a link in a scratch directory).
 MAX_FILES = 10_000
+
+
+def directory_blobs(reg: LocalRegistry) -> FileBlobStore:
+    """The registry's blob directory, for what only it offers: uploads land beside the
+    blobs and are hard-linked into place. A registry whose blobs are in S3 cannot be served
+    yet (each upload would have to be copied again)."""
+    if not isinstance(reg.blobs, FileBlobStore):
+        raise e.UnsupportedLocationError(
+            f"the registry at {reg.root} keeps its blobs in S3, which `registry serve` does "
+            "not support yet; use it directly (`--registry DIR`)"
+        )
+    return reg.blobs
 
 
 class WireResponse(JSONResponse):
@@ -159,8 +172,8 @@ class Service:
 
     def check_room(self, size: int) -> None:
         """Refuse at once an upload the registry's disk cannot hold (not after filling it)."""
-        self.reg.blobs.root.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.reg.blobs.root).free
+        directory_blobs(self.reg).root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(directory_blobs(self.reg).root).free
         if size > free:
             raise e.StorageFullError(
                 f"an upload of {size} bytes does not fit in the {free} bytes free on the "
@@ -188,7 +201,7 @@ class Service:
                 check_relpath(ref.path)
             except ScanError as exc:
                 raise e.BadRequestError(f"file {ref.path!r}: {exc}") from None
-            blob = self.reg.blobs.path(Digest(ref.digest).hex)
+            blob = directory_blobs(self.reg).path(Digest(ref.digest).hex)
             try:
                 size = blob.stat().st_size
             except FileNotFoundError:

@@ -14,6 +14,7 @@ import uvicorn
 from registry.location import open_local
 from registry.service.app import create_app
 from registry.service.connections import MAX_HEAD_BYTES, guarded
+from registry.service.context import directory_blobs
 from registry.service.tokens import Token, check_bind, load_tokens, single_token
 from registry.settings import RegistrySettings
 
@@ -86,7 +87,7 @@ def serve(
     tokens = callers(tokens_file, settings)
     check_bind(host, tokens)
     reg = open_local(location, settings=settings, create=False)
-    presence = announce(reg.root, (reg.root / "incoming", reg.blobs.uploads))
+    presence = announce(reg.root, (reg.root / "incoming", directory_blobs(reg).uploads))
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     if tokens:

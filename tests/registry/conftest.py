@@ -108,3 +108,13 @@ def served_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = build_registry(work / "reg", work)
     with served(root, work / "serve.log") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def seaweed_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real SeaweedFS (S3 API) for the session, with an empty bucket; each test takes
+    its own prefix (``seaweed_store.location()``)."""
+    from tests.support.seaweed import seaweed
+
+    with seaweed(tmp_path_factory.mktemp("seaweed")) as store:
+        yield store

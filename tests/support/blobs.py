@@ -6,10 +6,10 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-from registry.blobs import FileBlobStore
+from registry.blobs import BlobStore
 
 
-def put_bytes(store: FileBlobStore, data: bytes) -> str:
+def put_bytes(store: BlobStore, data: bytes) -> str:
     """Store ``data`` as a blob (through the store's one write path); its hex digest."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "blob"
