@@ -131,7 +131,7 @@ async def _bring_up(rt: Runtime) -> None:
                 restart,
                 on_clean=containment.clean,
                 on_unsure=containment.check,
-                wake=rt.gateway.backend_lost,
+                wake=rt.gateway.dispatch.backend_lost,
             )
         )
     )
@@ -146,7 +146,7 @@ async def _bring_up(rt: Runtime) -> None:
         )
         rt.tasks.append(asyncio.create_task(follow))
     if s.remote and s.backends_sync_s > 0:
-        sync = backend_sync.sync_forever(rt.gateway.slots, s.backends_sync_s)
+        sync = backend_sync.sync_forever(rt.gateway.dispatch.slots, s.backends_sync_s)
         rt.tasks.append(asyncio.create_task(sync))
 
 
@@ -156,15 +156,16 @@ def _remote(rt: Runtime, url: str, label: str) -> VllmBackend:
 
 def _apply(rt: Runtime, dns: backend_dns.Name, change: backend_dns.Change) -> None:
     """Backends joined and left at `dns`'s name. The lists of backends (`rt.backends`, which
-    the probe and the metrics read each round, and `Gateway.slots`, which routing reads
+    the probe and the metrics read each round, and `Dispatch.slots`, which routing reads
     for each request) change in place, here only. A new backend is probed before any
     request goes to it (it is not ready until then); one that left takes no new request,
     and its connections close once its requests in flight have ended."""
     gw, cache = rt.gateway, rt.cache
     assert gw is not None and cache is not None
+    slots = gw.dispatch.slots
     for address in change.left:
-        gone = next(x for x in gw.slots if x.backend.label == address)
-        gw.slots.remove(gone)
+        gone = next(x for x in slots if x.backend.label == address)
+        slots.remove(gone)
         rt.backends.remove(gone.backend)
         rt.metrics.backend_up.labels(address).set(0)
         rt.tasks.append(asyncio.create_task(_retire(gone)))
@@ -173,12 +174,12 @@ def _apply(rt: Runtime, dns: backend_dns.Name, change: backend_dns.Change) -> No
         backend.state.judged(True, "joined: not probed yet")  # no request before a probe
         rt.backends.append(backend)
         s = rt.settings
-        gw.slots.append(
+        slots.append(
             AdapterSlots(backend, cache, s.max_loaded_adapters, rt.metrics, pulls=s.backends_pull)
         )
-    gw.containment.watch(gw.slots)
+    gw.containment.watch(slots)
     if change.joined:
-        gw.backend_lost.set()  # a probe round now, not at the next interval
+        gw.dispatch.backend_lost.set()  # a probe round now, not at the next interval
     log.info("backends at %s: joined %s, left %s", dns.host, change.joined, change.left)
 
 

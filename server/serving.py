@@ -25,15 +25,10 @@ from server.adapters import AdapterSlots
 from server.admission import InFlight, Limits, estimate
 from server.auth import authenticate, authorize
 from server.canary import SESSION_HEADER, sticky_key
-from server.containment import (
-    QUEUE_WHILE_DRAINED_S,
-    Containment,
-    client_shaped,
-    response_problem,
-)
+from server.containment import Containment, client_shaped, response_problem
+from server.dispatch import Dispatch
 from server.errors import (
     BackendError,
-    BackendUnavailableError,
     GatewayError,
     InvalidRequestError,
     RequestTooLargeError,
@@ -41,17 +36,13 @@ from server.errors import (
     to_gateway_error,
 )
 from server.metrics import Metrics, Series
-from server.protocol import PATHS, Endpoint, delta_of, parse, text_of
+from server.protocol import Endpoint, delta_of, parse, text_of
 from server.resolver import Resolver, Target
-from server.routing import BackendView, route
 from server.settings import GatewaySettings
 from server.structured import Constraint, check_result, constraint_for
-from server.vllm_http import LoraNotLoadedError, NotSentError
 
 log = logging.getLogger("loraport.gateway")
 T = TypeVar("T")
-CLOSED = BackendView(open=False, in_flight=0)
-"""A backend this request already failed to reach."""
 
 
 async def _unless_disconnected(request: HttpRequest, work: Awaitable[T]) -> T | None:
@@ -76,18 +67,6 @@ async def _unless_disconnected(request: HttpRequest, work: Awaitable[T]) -> T | 
 async def _disconnected(request: HttpRequest) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-def _not_loaded(slots: AdapterSlots, target: Target, e: LoraNotLoadedError) -> GatewayError:
-    """vLLM still does not know the adapter after a second try. A backend that pulls by
-    name (GATEWAY_BACKENDS_PULL) could not fetch it: say where to look."""
-    if not slots.pulls:
-        return e
-    return BackendError(
-        f"vLLM backend {slots.backend.label} could not fetch {target.ref} from the registry "
-        f"({e.message}); check that it runs with REGISTRY_URL set and "
-        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (its log says why)"
-    )
 
 
 @dataclass
@@ -162,13 +141,11 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.resolver = resolver
-        self.slots = slots
         self.metrics = metrics
         self.containment = containment
+        self.dispatch = Dispatch(settings, slots, metrics, containment)
         self.limits = Limits.of(settings)
         self.in_flight = InFlight(self.limits, metrics)
-        self.backend_lost = asyncio.Event()
-        """Set when a request finds a backend unreachable: the probe looks at once."""
 
     async def serve(self, request: HttpRequest, endpoint: Endpoint) -> Response:
         started = time.perf_counter()
@@ -252,52 +229,9 @@ class Gateway:
     def max_tokens_limit(self) -> int:
         """`max_tokens_limit`, or the served context length where a backend told a smaller
         one (a request for more could never be served whole)."""
-        lengths = [s.backend.state.max_model_len for s in self.slots]
-        known = [n for n in lengths if n]
-        return min([self.settings.max_tokens_limit, *known])
-
-    async def _pick(self, target: Target, tried: list[AdapterSlots]) -> AdapterSlots:
-        """A ready backend not in `tried`, as server/routing.py chooses. A backend drained
-        for a check of its engine (server/containment.py, about a second) is waited for,
-        not failed: its requests queue here until the check ends."""
-        deadline = time.monotonic() + QUEUE_WHILE_DRAINED_S
-        name = target.lora_name
-        while True:
-            if not self._others_ready(tried):
-                raise BackendUnavailableError(
-                    "no vLLM backend is ready (starting, restarting or degraded); retry shortly"
-                )
-            views = [CLOSED if s in tried else s.view(name) for s in self.slots]
-            chosen = route(
-                self.settings.routing, views, name is not None, self.settings.spread_in_flight
-            )
-            if chosen is not None:
-                return self.slots[chosen]
-            if time.monotonic() > deadline:
-                raise BackendUnavailableError(
-                    "every ready vLLM backend is drained for a check of its engine; retry shortly"
-                )
-            await asyncio.sleep(0.05)
-
-    def _others_ready(self, tried: list[AdapterSlots]) -> bool:
-        return any(s.backend.state.ready for s in self.slots if s not in tried)
-
-    def _unreached(
-        self, slots: AdapterSlots, error: NotSentError, tried: list[AdapterSlots]
-    ) -> None:
-        """`slots`' backend could not be reached: out of rotation at once (its probe brings
-        it back). The request never got there, so it goes to another backend if one is
-        ready; if none is, `error` is the answer."""
-        backend = slots.backend
-        backend.state.unreachable(error.message)
-        self.metrics.backend_up.labels(backend.label).set(0)
-        self.backend_lost.set()
-        tried.append(slots)
-        if not self._others_ready(tried):
-            raise error
-        log.warning("backend %s unreachable (%s); sending the request elsewhere",
-                    backend.label, error.message)  # fmt: skip
-        self.metrics.requests_rerouted.labels(backend.label).inc()
+        served = self.dispatch.max_model_len()
+        limit = self.settings.max_tokens_limit
+        return limit if served is None else min(limit, served)
 
     async def _unary(
         self,
@@ -307,14 +241,7 @@ class Gateway:
         constraint: Constraint | None,
         outcome: Outcome,
     ) -> dict[str, Any]:
-        tried: list[AdapterSlots] = []
-        while True:
-            slots = await self._pick(target, tried)
-            try:
-                data = await self._generate(slots, endpoint, forward, target)
-                break
-            except NotSentError as e:
-                self._unreached(slots, e, tried)
+        slots, data = await self.dispatch.unary(endpoint, forward, target)
         usage = data.get("usage") or {}
         outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
@@ -337,22 +264,8 @@ class Gateway:
         outcome: Outcome,
         started: float,
     ) -> Response:
-        tried: list[AdapterSlots] = []
-        while True:
-            slots = await self._pick(target, tried)
-            stack = AsyncExitStack()
-            slots.backend.state.in_flight += 1  # while it opens too (a backend that left waits)
-            try:
-                upstream = await self._open_stream(slots, stack, endpoint, forward, target)
-                break
-            except NotSentError as e:
-                slots.backend.state.in_flight -= 1
-                await stack.aclose()
-                self._unreached(slots, e, tried)
-            except BaseException:
-                slots.backend.state.in_flight -= 1
-                await stack.aclose()
-                raise
+        stack = AsyncExitStack()
+        slots, upstream = await self.dispatch.open_stream(stack, endpoint, forward, target)
         self.containment.started(slots, target)
         closed = False
 
@@ -424,49 +337,6 @@ class Gateway:
                 await finish()
 
         return ClosingStreamingResponse(events(), finish, target_headers(target))
-
-    async def _generate(
-        self, slots: AdapterSlots, endpoint: Endpoint, forward: dict[str, Any], target: Target
-    ) -> dict[str, Any]:
-        """One answer from `slots`' backend (an adapter it forgot is loaded once more)."""
-        for attempt in (0, 1):
-            try:
-                async with slots.use(target) as model_name:
-                    forward["model"] = model_name
-                    slots.backend.state.in_flight += 1
-                    self.containment.started(slots, target)
-                    try:
-                        return await slots.backend.generate(PATHS[endpoint], forward)
-                    finally:
-                        slots.backend.state.in_flight -= 1
-                        self.containment.ended(slots, target)
-            except LoraNotLoadedError as e:
-                if attempt or target.lora_name is None:
-                    raise _not_loaded(slots, target, e) from None
-                slots.forget(target.lora_name)
-        raise AssertionError("unreachable")
-
-    async def _open_stream(
-        self,
-        slots: AdapterSlots,
-        stack: AsyncExitStack,
-        endpoint: Endpoint,
-        forward: dict[str, Any],
-        target: Target,
-    ) -> AsyncIterator[str]:
-        """An open stream from `slots`' backend, closed with `stack`."""
-        for attempt in (0, 1):
-            try:
-                forward["model"] = await stack.enter_async_context(slots.use(target))
-                return await stack.enter_async_context(
-                    slots.backend.stream(PATHS[endpoint], forward)
-                )
-            except LoraNotLoadedError as e:
-                await stack.aclose()
-                if attempt or target.lora_name is None:
-                    raise _not_loaded(slots, target, e) from None
-                slots.forget(target.lora_name)
-        raise AssertionError("unreachable")
 
     def _look_at(
         self,
