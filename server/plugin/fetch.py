@@ -134,7 +134,7 @@ class AdapterFetcher:
         except registry.RefNotFoundError:
             raise NotServable(
                 f"the model vLLM serves ({model_path}, {digest}) is not a base in the registry "
-                f"at {self.location}; add it with `registry add-base`"
+                f"at {self.location}; add it with `registry base add {model_path} --name NAME`"
             ) from None
         log.info("loraport: this server runs base %s (%s)", base.name, base.digest)
         with self._lock:

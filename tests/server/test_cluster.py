@@ -12,6 +12,7 @@ last a vLLM server killed -9.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,8 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 import registry
 from server.settings import GatewaySettings, LocalVllm
@@ -261,11 +264,63 @@ def test_a_canary_moves_both_gateways_splits_together(cluster: Cluster, tmp_path
         )
 
 
+def widened(source: Path, dest: Path, rank: int) -> Path:
+    """`source`'s adapter at rank `rank`: zero rows and columns added and alpha scaled with
+    the rank, so its update (what the registry's checks see) is the same, but a vLLM
+    started with a smaller --max-lora-rank cannot load it."""
+    shutil.copytree(source, dest)
+    config = json.loads((dest / "adapter_config.json").read_text())
+    config["lora_alpha"] = config["lora_alpha"] * rank // config["r"]
+    old, config["r"] = config["r"], rank
+    (dest / "adapter_config.json").write_text(json.dumps(config))
+    tensors = load_file(dest / "adapter_model.safetensors")
+    for key, t in tensors.items():
+        if ".lora_A." in key:  # [r, in]
+            tensors[key] = torch.cat([t, t.new_zeros(rank - old, t.shape[1])], dim=0)
+        elif ".lora_B." in key:  # [out, r]
+            tensors[key] = torch.cat([t, t.new_zeros(t.shape[0], rank - old)], dim=1)
+    save_file(tensors, str(dest / "adapter_model.safetensors"))
+    return dest
+
+
+def test_an_adapter_vllm_cannot_load_is_refused_beside_good_ones(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Rank 16 is within the registry's bound but above these servers' --max-lora-rank 8
+    (a cluster whose vLLM pods were started narrower than the registry allows)."""
+    wide = widened(adapter_dir("extract"), tmp_path / "wide", 16)
+    with cluster.open() as reg:
+        pushed = reg.push_adapter(wide, name="wide", base=BASE_NAME, allow_unknown_dataset=True)
+        stable = registry.lora_name(pushed.adapter)
+    direct = chat(cluster.vllms[0].url, "wide@1")
+    print("vLLM directly:", direct.status_code, direct.text[:300])
+    gw = cluster.gateways[0]
+    wait_until(lambda: chat(gw.url, "wide").status_code != 404, 15)
+    r = chat(gw.url, "wide")
+    print("gateway:", r.status_code, r.text[:500])
+    assert r.status_code == 400, r.text
+    assert stable not in loras(cluster.vllms[0].url)
+    for model in (BASE_NAME, "extract", "triage", "fresh"):
+        assert chat(gw.url, model).status_code == 200, model
+    assert httpx.get(f"{gw.url}/ready", timeout=10).status_code == 200
+
+
 def test_a_registry_server_killed_and_restarted_loses_nothing(cluster: Cluster) -> None:
     with cluster.open() as reg:
         before = [(a.ref, a.digest) for a in reg.list_adapters()]
+        never_pulled = digest_hex(cluster, "support-v2@1")
     os.killpg(cluster.registry.popen.pid, signal.SIGKILL)
     cluster.registry.popen.wait()
+    # A version no server pulled yet cannot be fetched now: vLLM says "not found" (the
+    # plugin logs why) and keeps serving; a gateway that never resolved it says 503.
+    vllm = cluster.vllms[0]
+    r = chat(vllm.url, "support-v2@1")
+    assert r.status_code == 404, r.text
+    assert "cannot fetch 'support-v2@1' from the registry" in vllm.log.read_text(errors="replace")
+    assert never_pulled not in cached(cluster.plugin_caches[0])
+    assert chat(vllm.url, "fresh@1").status_code == 200
+    r = chat(cluster.gateways[0].url, "support-v2@1")
+    assert r.status_code == 503 and "retry-after" in r.headers, r.text
     # Known names keep serving while the registry is down (each gateway's route cache,
     # each backend's loaded adapters).
     for gw in cluster.gateways:

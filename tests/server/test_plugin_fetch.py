@@ -120,8 +120,9 @@ def test_a_model_that_is_not_a_registered_directory_is_refused(zoo: Path, tmp_pa
     unknown = tmp_path / "unknown-base"
     shutil.copytree(BASE_DIR, unknown)
     (unknown / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    with pytest.raises(NotServable, match="not a base in the registry"):
+    with pytest.raises(NotServable, match="not a base in the registry") as refused:
         fetcher.fetch(str(unknown), "support-v1@1")
+    assert f"registry base add {unknown} --name NAME" in str(refused.value)  # a real verb
 
 
 def test_a_quarantined_version_is_refused(tmp_path: Path) -> None:
