@@ -19,7 +19,7 @@ from typing import Any
 
 from server.adapters import AdapterSlots
 from server.containment import QUEUE_WHILE_DRAINED_S, Containment
-from server.errors import BackendError, BackendUnavailableError, GatewayError
+from server.errors import AdapterLoadError, BackendError, BackendUnavailableError, GatewayError
 from server.metrics import Metrics
 from server.protocol import PATHS, Endpoint
 from server.resolver import Target
@@ -41,6 +41,17 @@ def not_loaded(slots: AdapterSlots, target: Target, e: LoraNotLoadedError) -> Ga
         f"vLLM backend {slots.backend.label} could not fetch {target.ref} from the registry "
         f"({e.message}); check that it runs with REGISTRY_URL set and "
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (its log says why)"
+    )
+
+
+def load_failed(slots: AdapterSlots, target: Target, e: AdapterLoadError) -> AdapterLoadError:
+    """vLLM would not load the adapter: say which backend, what vLLM said, and the usual
+    cause (a rank above the server's --max-lora-rank) with this adapter's rank."""
+    rank = target.adapter.peft.r if target.adapter is not None else "?"
+    return AdapterLoadError(
+        f"vLLM backend {slots.backend.label} cannot load {target.ref} ({e.message}); its "
+        f"log says why. An adapter of rank {rank} needs vLLM started with --max-lora-rank "
+        f"{rank} or more; other adapters are served as before"
     )
 
 
@@ -161,6 +172,9 @@ class Dispatch:
                 if attempt or target.lora_name is None:
                     raise not_loaded(slots, target, e) from None
                 slots.forget(target.lora_name)
+            except AdapterLoadError as e:
+                slots.forget(target.lora_name or "")  # holds no slot on that backend
+                raise load_failed(slots, target, e) from None
         raise AssertionError("unreachable")
 
     async def _open(
@@ -183,4 +197,8 @@ class Dispatch:
                 if attempt or target.lora_name is None:
                     raise not_loaded(slots, target, e) from None
                 slots.forget(target.lora_name)
+            except AdapterLoadError as e:
+                await stack.aclose()
+                slots.forget(target.lora_name or "")  # holds no slot on that backend
+                raise load_failed(slots, target, e) from None
         raise AssertionError("unreachable")

@@ -152,6 +152,13 @@ class BackendError(GatewayError):
     code = "backend_failed"
 
 
+class AdapterLoadError(BackendError):
+    """vLLM has the adapter's files but will not load them (most often a rank above its
+    --max-lora-rank): nothing the client can change; other adapters serve as before."""
+
+    code = "adapter_load_failed"
+
+
 class BackendUnavailableError(_RetryAfter):
     status = 503
     type = "service_unavailable"

@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
 
 from server.errors import (
+    AdapterLoadError,
     BackendError,
     BackendUnavailableError,
     GatewayError,
@@ -24,6 +25,9 @@ from server.errors import (
 )
 
 _GRAMMAR_HINTS = ("grammar", "not supported", "unsupported", "schema")
+# What vLLM 0.32 answers (400) when a resolver plugin found an adapter it then failed to
+# load; the reason is only in its log.
+_FOUND_NOT_LOADED = "was found but could not be loaded"
 
 
 @dataclass
@@ -160,9 +164,9 @@ class VllmBackend:
         body = {"lora_name": name, "lora_path": path}
         try:
             await self._ok("POST", "/v1/load_lora_adapter", body)
-        except InvalidRequestError:
+        except InvalidRequestError as e:
             if name not in await self.lora_names():
-                raise
+                raise AdapterLoadError(e.message) from None
 
     async def unload_lora(self, name: str) -> None:
         await self._ok("POST", "/v1/unload_lora_adapter", {"lora_name": name})
@@ -307,6 +311,8 @@ def _error_from(r: Answer, body: Any) -> GatewayError:
     structured = isinstance(body, dict) and "structured_outputs" in body
     if r.status_code == 404:
         return LoraNotLoadedError(message)
+    if r.status_code == 400 and _FOUND_NOT_LOADED in message:
+        return AdapterLoadError(message)
     if r.status_code in (400, 422):
         if structured and any(h in message.lower() for h in _GRAMMAR_HINTS):
             return UnsupportedSchemaError(

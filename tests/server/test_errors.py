@@ -29,6 +29,7 @@ EXPECTED = {
     "RequestTooLargeError": 413,
     "TooManyRequestsError": 429,
     "BackendError": 502,
+    "AdapterLoadError": 502,
     "BackendUnavailableError": 503,
     "AdapterUnderCheckError": 503,
     "RegistryUnavailableError": 503,
