@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from server.errors import BackendError, BackendUnavailableError, GatewayError
+from server.errors import AdapterLoadError, BackendError, BackendUnavailableError, GatewayError
 from server.supervisor import free_port
 from server.vllm_http import NotSentError, VllmBackend
 
@@ -103,3 +103,53 @@ def test_a_slow_answer_times_out() -> None:
     with pytest.raises(GatewayError) as e:
         asyncio.run(call())
     assert e.value.code == "timeout" and e.value.status == 502
+
+
+def _refusal(message: str) -> web.Response:
+    body = {"error": {"message": message, "type": "BadRequestError", "param": None, "code": 400}}
+    return web.json_response(body, status=400)
+
+
+def test_an_adapter_vllm_will_not_load_is_its_own_error() -> None:
+    """By name through a resolver plugin (vLLM 0.32's words), and by path: both 502
+    adapter_load_failed, not a 400 that blames the client."""
+
+    async def by_name(request: web.Request) -> web.StreamResponse:
+        return _refusal("LoRA adapter 'wide@1' was found but could not be loaded.")
+
+    async def call_by_name() -> None:
+        runner, url = await _serve(by_name)
+        backend = VllmBackend(url, "t", timeout_s=5)
+        try:
+            await backend.generate("/v1/chat/completions", {"model": "wide@1"})
+        finally:
+            await backend.aclose()
+            await runner.cleanup()
+
+    async def call_by_path() -> None:
+        app = web.Application()
+
+        async def load(request: web.Request) -> web.Response:
+            return _refusal("LoRA rank 16 is greater than max_lora_rank 8.")
+
+        async def models(request: web.Request) -> web.Response:
+            return web.json_response({"data": [{"id": "base", "parent": None}]})
+
+        app.router.add_post("/v1/load_lora_adapter", load)
+        app.router.add_get("/v1/models", models)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        backend = VllmBackend(f"http://127.0.0.1:{port}", "t", timeout_s=5)
+        try:
+            await backend.load_lora("wide@1+abc", "/cache/wide")
+        finally:
+            await backend.aclose()
+            await runner.cleanup()
+
+    for call, said in ((call_by_name, "was found but"), (call_by_path, "max_lora_rank 8")):
+        with pytest.raises(AdapterLoadError) as e:
+            asyncio.run(call())
+        assert (e.value.status, e.value.code) == (502, "adapter_load_failed")
+        assert said in e.value.message
