@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from deploy.backoff import Backoff, retrying
 from deploy.controller import Controller, new_holder
@@ -29,6 +30,8 @@ from deploy.metrics import RolloutMetrics
 from deploy.source import MetricsSource
 from registry import Registry, RegistryError, RegistryUnavailableError, Rollout
 from registry.rollout_rules import lease_live
+
+T = TypeVar("T")
 
 
 class Stopped(Exception):
@@ -75,13 +78,16 @@ class Supervisor:
     holder: str = field(default_factory=new_holder)
     stop: threading.Event = field(default_factory=threading.Event)
     drivers: dict[int, threading.Thread] = field(default_factory=dict)
-    ended: list[Rollout] = field(default_factory=list)
     metrics: RolloutMetrics = field(default_factory=RolloutMetrics)
 
     def _sleep(self, seconds: float) -> None:
         """A driver's wait: returns after ``seconds`` or raises :class:`Stopped`."""
         if self.stop.wait(seconds):
             raise Stopped
+
+    def _retrying(self, call: Callable[[], T], what: str) -> T:
+        """A registry read, retried with back-off while the registry is unavailable."""
+        return retrying(call, self.backoff, what=what, sleep=self._sleep, say=self.say)
 
     def _drive(self, rollout: Rollout) -> None:
         name = rollout.name
@@ -92,7 +98,6 @@ class Supervisor:
                     backoff=self.backoff, sleep=self._sleep, say=self.say,
                 )  # fmt: skip
                 final = controller.run(rollout.id)
-            self.ended.append(final)
             self.metrics.count_end(final)
             self.say(f"{name}: rollout #{final.id} {final.state}: {final.reason}")
         except Stopped:
@@ -107,10 +112,8 @@ class Supervisor:
         names; returns those started."""
         for rid in [rid for rid, t in self.drivers.items() if not t.is_alive()]:
             del self.drivers[rid]
-        what = "listing active rollouts"
-        retry = dict(sleep=self._sleep, say=self.say, what=what)
-        active = retrying(lambda: active_rollouts(reg), self.backoff, **retry)  # type: ignore[arg-type]
-        now = retrying(reg.clock, self.backoff, **retry)  # type: ignore[arg-type]
+        active = self._retrying(lambda: active_rollouts(reg), "listing active rollouts")
+        now = self._retrying(reg.clock, "reading the registry's clock")
         started = to_drive(active, self.drivers.keys(), self.holder, now)
         self.metrics.observe(active, now, drivers=len(self.drivers) + len(started))
         for rollout in started:
@@ -147,8 +150,7 @@ class Supervisor:
         self.say(f"deploy run: supervising every active rollout as {self.holder}")
         try:
             with self.open_registry() as reg:
-                token = retrying(reg.change_token, self.backoff, what="reading the registry",
-                                 sleep=self._sleep, say=self.say)  # fmt: skip
+                token = self._retrying(reg.change_token, "reading the registry")
                 while True:
                     self.scan(reg)
                     token = self._wait(reg, token)
