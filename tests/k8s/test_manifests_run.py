@@ -191,7 +191,7 @@ def as_figures(expr: str) -> str:
 def test_every_dashboard_query_and_alert_returns_data(running: Running) -> None:
     recorded = subprocess.run(
         [DEPLOY, "canary", "support-v1", "--to", "2", "--detach", "--steps", "50,100",
-         "--interval", "1h"],
+         "--interval", "2s", "--min-requests", "100"],
         env={"REGISTRY_URL": running.lo.url("registry", 8700), "REGISTRY_TOKEN": TOKEN,
              "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True, timeout=60,
@@ -218,3 +218,12 @@ def test_every_dashboard_query_and_alert_returns_data(running: Running) -> None:
             queries[r["alert"]] = as_figures(r["expr"])
     empty = [f"{name}: {q}" for name, q in queries.items() if not promql(running.prometheus, q)]
     assert empty == []
+    # the controller the manifest starts judged the rollout from the Prometheus it names
+    # (too few requests for --min-requests 100: it holds, so the rollout stays active)
+    settings = registry.RegistrySettings(token=TOKEN)
+    with registry.open(running.lo.url("registry", 8700), settings=settings) as reg:
+        active = reg.rollout("support-v1")
+    assert active is not None and active.analyses, "the controller never judged the rollout"
+    assert {a.verdict for a in active.analyses} == {"hold"}
+    source = active.analyses[-1].figures["source"]
+    assert running.prometheus.removeprefix("http://") in source, source
