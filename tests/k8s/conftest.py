@@ -17,6 +17,7 @@ K8S = ROOT / "k8s"
 OVERLAYS = {"cpu": K8S / "overlays" / "cpu", "gpu": K8S / "overlays" / "gpu"}
 QUANTIZE_RUN = K8S / "jobs" / "quantize-run"
 POSTGRES_S3 = K8S / "components" / "registry-postgres-s3"
+IN_FLIGHT_HPA = K8S / "components" / "gateway-hpa-in-flight"
 
 Doc = dict[str, Any]
 
@@ -37,12 +38,12 @@ def render(directory: Path) -> list[Doc]:
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 
 
-def render_postgres_s3(tmp: Path) -> list[Doc]:
-    """The base with the PostgreSQL + S3 registry component instead of the volume one."""
-    base, component = (os.path.relpath(p, tmp) for p in (K8S / "base", POSTGRES_S3))
+def render_with(tmp: Path, components: list[Path]) -> list[Doc]:
+    """The base with ``components`` (an overlay a user writes)."""
+    names = "".join(f"  - {os.path.relpath(p, tmp)}\n" for p in components)
     (tmp / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n  - {base}\ncomponents:\n  - {component}\n"
+        f"resources:\n  - {os.path.relpath(K8S / 'base', tmp)}\ncomponents:\n{names}"
     )
     return render(tmp)
 
@@ -51,7 +52,9 @@ def render_postgres_s3(tmp: Path) -> list[Doc]:
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
     out = {name: render(path) for name, path in OVERLAYS.items()}
     out["quantize-run"] = render(QUANTIZE_RUN)
-    out["postgres-s3"] = render_postgres_s3(tmp_path_factory.mktemp("postgres-s3"))
+    out["postgres-s3"] = render_with(
+        tmp_path_factory.mktemp("postgres-s3"), [POSTGRES_S3, IN_FLIGHT_HPA]
+    )
     return out
 
 

@@ -1,5 +1,5 @@
 """The manifests render and validate: both overlays, the quantize job template and the
-PostgreSQL + S3 registry component go through `kubectl kustomize`; every object
+PostgreSQL + S3 registry and in-flight HPA components go through `kubectl kustomize`; every object
 validates against the Kubernetes API schema (kubernetes-validate, strict: an unknown
 field fails) and the Prometheus Operator objects against tests/k8s/crd_schemas.py; every
 container runs non-root, read-only, without privilege escalation, with requests and
@@ -13,7 +13,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from tests.k8s.conftest import Doc, containers, find, pod_spec
+from tests.k8s.conftest import ROOT, Doc, containers, find, pod_spec
 from tests.k8s.crd_schemas import SCHEMAS
 
 #: The oldest Kubernetes these manifests are for (the `sleep` pre-stop action is GA in 1.32).
@@ -58,6 +58,10 @@ def test_the_overlays_hold_every_object_the_system_needs(rendered: dict[str, lis
         assert all(d["metadata"].get("namespace", "loraport") == "loraport"
                    for d in rendered[overlay])  # fmt: skip
     assert find(rendered["quantize-run"], "Job", "quantize-run")
+    # the in-flight component adds a per-pod metric the gateway exports
+    hpa = find(rendered["postgres-s3"], "HorizontalPodAutoscaler", "gateway")
+    (pods,) = [m["pods"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+    assert f'"{pods["metric"]["name"]}"' in (ROOT / "server" / "metrics.py").read_text()
     registry = find(rendered["postgres-s3"], "Deployment", "registry")
     assert registry["spec"]["replicas"] > 1
     assert find(rendered["postgres-s3"], "PodDisruptionBudget", "registry")
