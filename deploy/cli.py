@@ -1,8 +1,10 @@
 """The ``deploy`` command line: canary rollouts of adapter versions.
 
 ``deploy canary`` starts a rollout (or resumes the active one to the same version) and
-runs its controller in the foreground until the rollout is promoted or rolled back;
-``status``, ``history``, ``promote`` and ``abort`` read or end it. Every verb takes
+runs its controller in the foreground until the rollout is promoted or rolled back (with
+``--detach`` it only records it); ``deploy run`` is the long-lived controller that drives
+every active rollout in the registry (:mod:`deploy.supervisor`, the in-cluster form);
+``status``, ``history``, ``promote`` and ``abort`` read or end a rollout. Every verb takes
 ``--registry LOCATION`` (else ``REGISTRY_URL``). Registry errors exit with the registry's
 own codes (``docs/registry.md``), deploy's own with theirs (:mod:`deploy.errors`); a
 refused option is click's usage error (2); a rollout that ends rolled back or aborted
@@ -30,9 +32,12 @@ from deploy.gateway_scrape import GatewayScrapeSource
 from deploy.plan import Plan, PlanError, parse_duration, parse_steps
 from deploy.prometheus import PrometheusSource
 from deploy.source import MetricsSource
+from deploy.supervisor import Supervisor
 from registry import Registry, RegistryError, RegistryUnavailableError, Rollout
+from registry import open as open_registry
 from registry.cli import (
     RegistryGroup,
+    command_location,
     location_option,
     open_for_command,
     remember_location,
@@ -165,6 +170,11 @@ def _source(prometheus: str | None, gateways: tuple[str, ...]) -> MetricsSource:
     show_default=True,
     help="How long a dead controller blocks another from resuming.",
 )
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Record the rollout and return; an in-cluster `deploy run` drives it.",
+)
 @location_option
 @who_option
 def canary(
@@ -183,12 +193,15 @@ def canary(
     max_regression: float,
     eval_gateway: str | None,
     lease_ttl: str,
+    detach: bool,
     location: str | None,
     who: str | None,
 ) -> None:
     """Roll NAME out to version --to, step by step, and drive it to the end.
 
     Run it again after a crash to resume the active rollout (its plan is the stored one).
+    With --detach it only records the rollout (and runs the eval gate, if asked): a
+    `deploy run` (the in-cluster controller) drives it; watch it with `deploy status`.
 
     Example: deploy canary support --to 2 --steps 10,50,100 --interval 5m
     --prometheus http://127.0.0.1:9090
@@ -206,7 +219,7 @@ def canary(
         )
     except PlanError as e:
         raise click.BadParameter(str(e)) from None
-    source = _source(prometheus, gateways)
+    source = None if detach else _source(prometheus, gateways)
     with open_for_command(location) as reg:
         resumed = to_resume(_waiting(lambda: reg.rollout(name), f"reading {name}"), version)
         if resumed is not None:
@@ -221,12 +234,86 @@ def canary(
             rollout = _start(reg, name, version, weights, plan, who)
             click.echo(f"rollout #{rollout.id}: {name}@{rollout.stable} -> {name}@{version} "
                        f"at {rollout.weight:g}%")  # fmt: skip
+        if source is None:
+            click.echo(f"recorded; a `deploy run` controller drives it (`deploy status {name}`)")
+            return
         controller = Controller(reg, source, name, lease_ttl_s=ttl, say=click.echo)
         _stop_on_sigterm()
         final = controller.run(rollout.id)
     click.echo(f"{name}: {final.state}: {final.reason}")
     if final.state != "promoted":
         sys.exit(1)
+
+
+@main.command()
+@click.option("--prometheus", default=None, metavar="URL", help="Read figures with PromQL.")
+@click.option(
+    "--gateway",
+    "gateways",
+    multiple=True,
+    metavar="URL",
+    help="Without Prometheus: scrape these gateways' /metrics (repeat).",
+)
+@click.option(
+    "--lease-ttl",
+    default="15s",
+    show_default=True,
+    help="How long a dead controller blocks another from taking its rollouts over.",
+)
+@click.option(
+    "--scan",
+    default="5s",
+    show_default=True,
+    help="Look for new rollouts at least this often (a registry write wakes it sooner).",
+)
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Serve the rollouts' state on /metrics at this port (all interfaces).",
+)
+@location_option
+def run(
+    prometheus: str | None,
+    gateways: tuple[str, ...],
+    lease_ttl: str,
+    scan: str,
+    metrics_port: int | None,
+    location: str | None,
+) -> None:
+    """Drive every active rollout recorded in the registry, until SIGTERM.
+
+    The in-cluster controller: rollouts recorded with `deploy canary ... --detach` (or
+    left by a `deploy canary` that died) are driven here, each under its own lease.
+
+    Example: deploy run --prometheus http://prometheus:9090
+    """
+    ttl = _option(lease_ttl, parse_duration, "--lease-ttl")
+    scan_s = _option(scan, parse_duration, "--scan")
+    _source(prometheus, gateways)  # refuse a missing or doubled source before starting
+    where = command_location(location)
+    supervisor = Supervisor(
+        open_registry=lambda: open_registry(where, create=False),
+        source=lambda: _source(prometheus, gateways),
+        lease_ttl_s=ttl,
+        scan_s=scan_s,
+        say=click.echo,
+    )
+    with open_registry(where, create=False) as reg:  # a wrong location fails here, plainly
+        click.echo(f"deploy run: registry {reg.location}")
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="0.0.0.0", registry=supervisor.metrics.registry)
+        click.echo(f"deploy run: /metrics on port {metrics_port}")
+
+    def stop(signum: int, frame: object) -> None:
+        supervisor.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    supervisor.run()
+    click.echo("deploy run: stopped")
 
 
 def _waiting(call: Callable[[], T], what: str) -> T:

@@ -215,3 +215,39 @@ def test_a_canary_already_quarantined_is_refused_at_start(
     assert "registry quarantine rm support@2" in output
     assert support_registry.rollouts("support") == []
     assert support_registry.resolve("support").version == 1
+
+
+def test_detach_records_the_rollout_without_a_source_and_returns(
+    support_registry: LocalRegistry,
+) -> None:
+    status, output = run(support_registry, "canary", "support", "--to", "2", "--detach",
+                         "--steps", "10,100", "--interval", "2m")  # fmt: skip
+    assert status == 0, output
+    assert "deploy run" in output
+    active = support_registry.rollout("support")
+    assert active is not None and active.holder is None and active.steps == (10.0, 100.0)
+    assert active.plan["interval_s"] == 120 and not active.analyses
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "--prometheus URL or --gateway URL"),
+        (["--prometheus", "http://p", "--gateway", "http://g"], "not both"),
+        (["--prometheus", "http://p", "--scan", "soon"], "not a duration"),
+        (["--prometheus", "http://p", "--lease-ttl", "0s"], "--lease-ttl"),
+        (["--prometheus", "http://p", "--metrics-port", "0"], "--metrics-port"),
+    ],
+)
+def test_deploy_run_refuses_bad_options_before_starting(
+    support_registry: LocalRegistry, args: list[str], message: str
+) -> None:
+    status, output = run(support_registry, "run", *args)
+    assert status == 2 and message in output, output
+
+
+def test_deploy_run_on_a_missing_registry_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--registry", str(tmp_path / "none"), "run",
+                                       "--prometheus", "http://p"])  # fmt: skip
+    assert result.exit_code not in (0, 2) and "registry" in result.output.lower(), result.output
+    assert not (tmp_path / "none").exists()

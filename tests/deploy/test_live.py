@@ -363,6 +363,45 @@ def test_a_killed_controller_resumes_on_the_gateways_own_metrics(live: Live) -> 
     assert "/metrics of 2 gateway(s)" in final.analyses[-1].figures["source"]
 
 
+def test_deploy_run_drives_a_rollout_recorded_from_a_laptop(live: Live) -> None:
+    """The in-cluster form: `deploy canary --detach` records the plan and returns; a
+    `deploy run` process (reading Prometheus) finds it and promotes it; SIGTERM stops
+    it."""
+    reset(live, "support")
+    recorded = subprocess.run(
+        [DEPLOY, "--registry", str(live.registry), "canary", "support", "--to", "2", "--detach",
+         "--steps", "50,100", "--min-requests", "5", "--interval", f"{INTERVAL_S}s",
+         *NOT_ABOUT_LATENCY],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    assert "deploy run" in recorded.stdout
+    with registry.open(live.registry, create=False) as reg:
+        active = reg.rollout("support")
+    assert active is not None and active.holder is None and not active.analyses
+    runner = subprocess.Popen(
+        [DEPLOY, "--registry", str(live.registry), "run", "--prometheus", live.prometheus,
+         "--scan", "1s"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        with Traffic(live, "support"):
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and final_rollout(live, "support").active:
+                time.sleep(0.5)
+        assert runner.poll() is None  # it outlives the rollout: it waits for the next one
+    finally:
+        runner.terminate()
+        output = runner.communicate(timeout=30)[0]
+    assert runner.returncode == 0, output
+    final = final_rollout(live, "support")
+    assert final.state == "promoted", output
+    assert [(a.step, a.verdict) for a in final.analyses if a.verdict != "hold"] == [
+        (0, "advance"), (1, "promote")
+    ]  # fmt: skip
+    assert "driving rollout" in output and "deploy run: stopped" in output
+
+
 def test_a_canary_that_answers_users_degenerately_is_rolled_back(live: Live) -> None:
     """triage@2 loops on the users' question but not on the probe's, so no gateway
     quarantines it: only its degenerate-answer rate, read from Prometheus, rolls it back
