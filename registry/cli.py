@@ -18,6 +18,7 @@ import click
 from registry import errors as e
 from registry import render
 from registry.blob_location import record_blobs
+from registry.durations import parse_duration
 from registry.hooks import after_push_hooks, runs_here
 from registry.location import location_path, open_registry, scheme
 from registry.pending import PendingPair, pending_for
@@ -517,6 +518,27 @@ def verify(ref: str | None, gc: bool, grace: float, location: str | None) -> Non
         click.echo(line)
     if not report.ok:
         raise e.IntegrityError(f"verify found {len(report.errors)} problem(s)")
+
+
+@main.command()
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    help="Keep orphans younger than this (a write in flight): 90s, 30m, 1h, 2d, or 0.",
+)
+@location_option
+def gc(grace: str, location: str | None) -> None:
+    """Remove blobs no record references, and the temp files and unfinished uploads of
+    killed writes, once older than the grace period (directory or S3 blobs alike).
+
+    Example: registry gc --grace 1h
+    """
+    seconds = parse_duration(grace)
+    with open_for_command(location) as reg:
+        report = reg.gc(grace_s=seconds)
+    for line in render.gc_lines(report, grace):
+        click.echo(line)
 
 
 @main.command()
