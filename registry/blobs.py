@@ -123,6 +123,8 @@ class FileBlobStore:
         final = self.path(hexdigest)
         if final.exists():
             temp.unlink()
+            with contextlib.suppress(PermissionError):  # a registry this user does not own
+                os.utime(final)  # needed again: its gc grace period starts over (collect)
             return
         shard = final.parent
         if not shard.exists():

@@ -74,6 +74,8 @@ class HttpRegistry:
             timeout=httpx.Timeout(settings.timeout_s),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
+        # Presigned URLs point at the object store: no registry token goes there.
+        self._direct = httpx.Client(timeout=httpx.Timeout(settings.timeout_s))
         self._ops = table()
         self._server_max_file_bytes: int | None = None
 
@@ -267,6 +269,7 @@ class HttpRegistry:
 
     def close(self) -> None:
         self._servers.close()
+        self._direct.close()
 
     def resolve(self, ref: str) -> Resolved:
         return self._read("resolve", ref=ref)  # type: ignore[no-any-return]
@@ -360,10 +363,9 @@ class HttpRegistry:
         """The blob from its presigned URL (no registry token goes there); False, with
         nothing left at ``out``, when the store cannot be reached or refuses."""
         try:
-            with (
-                httpx.Client(timeout=httpx.Timeout(self._settings.timeout_s)) as direct,
-                direct.stream("GET", url, headers={"accept-encoding": "identity"}) as response,
-            ):
+            with self._direct.stream(
+                "GET", url, headers={"accept-encoding": "identity"}
+            ) as response:
                 if response.status_code != 200:
                     return False
                 self._receive(response, hexdigest, out, on_bytes)

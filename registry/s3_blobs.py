@@ -24,6 +24,10 @@ object appears under a digest key only once its bytes were hashed:
   not match. S3's own multipart checksum is a checksum of the parts'
   checksums, not the object's sha256, so it cannot name the object.
 
+A file whose digest is already stored sends nothing more, but the object is made new
+(a server-side copy onto itself) so a ``gc`` of old orphans spares it until the write
+that needs it again has committed its record.
+
 **Reading** re-hashes every byte (:meth:`~S3BlobStore.copy_out`,
 :meth:`~S3BlobStore.read_bytes`, :meth:`~S3BlobStore.problem`): a bucket is writable by
 whoever holds its keys, so a lost or altered object is an ``IntegrityError`` and
@@ -253,6 +257,8 @@ class S3BlobStore:
                     before_rename()
                 if not self.has(hexdigest):
                     self._copy(temp, self.key(hexdigest), size)
+                else:
+                    self._touch(hexdigest, size)
             finally:
                 self._client.delete_object(Bucket=self.bucket, Key=temp)
         return hexdigest, size
@@ -269,7 +275,25 @@ class S3BlobStore:
             self._client.put_object(
                 Bucket=self.bucket, Key=self.key(hexdigest), Body=data, ChecksumSHA256=checksum
             )
+        else:
+            self._touch(hexdigest, len(data))
         return hexdigest, len(data)
+
+    def _touch(self, hexdigest: str, size: int) -> None:
+        """Make a blob stored before look new (its ``LastModified`` now): a write that
+        needs it again must not lose it to a ``gc`` of orphans older than the grace
+        period. A server-side copy onto itself: no byte passes through this process."""
+        key = self.key(hexdigest)
+        if size > MAX_COPY_BYTES:
+            self._copy(key, key, size)
+            return
+        self._client.copy_object(
+            Bucket=self.bucket,
+            Key=key,
+            CopySource={"Bucket": self.bucket, "Key": key},
+            MetadataDirective="REPLACE",
+            Metadata={"needed": "again"},
+        )
 
     def _upload_parts(
         self,

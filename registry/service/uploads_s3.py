@@ -32,6 +32,7 @@ from pathlib import Path
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from registry import errors as e
+from registry.blobs import FULL
 from registry.digest import Digest
 from registry.prepare import FileRef
 from registry.s3_blobs import S3BlobStore
@@ -54,6 +55,8 @@ class SpooledUpload:
             while written < len(view):
                 written += os.write(self._fd, view[written:])
         except OSError as exc:
+            if exc.errno not in FULL:
+                raise
             raise e.StorageFullError(
                 f"the registry service's spool ({self._temp.parent}) cannot take the upload "
                 f"({exc.strerror or exc}); nothing was stored"
@@ -61,9 +64,16 @@ class SpooledUpload:
         self._hash.update(data)
         self.size += len(data)
 
+    def _close(self) -> None:
+        """Close the spool file once (a second close could hit a descriptor another
+        thread has since opened under the same number)."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        self._close()
         self._temp.unlink(missing_ok=True)
 
     def commit(self, expected: str | None = None) -> str:
@@ -74,7 +84,7 @@ class SpooledUpload:
                     f"the bytes received hash to {Digest.from_hex(hexdigest)}, not "
                     f"{Digest.from_hex(expected)}; nothing was stored (send the file again)"
                 )
-            os.close(self._fd)
+            self._close()
             sent, _ = self._store.put_file(self._temp)  # hashed again as it is sent
             if sent != hexdigest:  # the spool file changed on this disk: store nothing
                 raise e.IntegrityError(

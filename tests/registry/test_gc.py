@@ -86,6 +86,21 @@ def test_gc_on_a_directory(
     assert _referenced(reg, "support@1", tmp_path)
 
 
+def test_a_blob_stored_again_starts_its_grace_over(
+    local_reg: LocalRegistry, tmp_path: Path
+) -> None:
+    """A push whose content matches an old orphan reuses that blob: storing it again must
+    make it young, else a gc between that push's blobs and its record would take it."""
+    assert isinstance(local_reg.blobs, FileBlobStore)
+    blobs, src = local_reg.blobs, _orphan(tmp_path)
+    hexdigest, _ = blobs.put_file(src)
+    old = time.time() - 7200
+    os.utime(blobs.path(hexdigest), (old, old))
+    blobs.put_file(src)  # the push's blobs, before its record
+    assert local_reg.gc(grace_s=3600).removed == ()
+    assert blobs.has(hexdigest)
+
+
 def test_gc_refuses_a_negative_grace(reg: registry.Registry) -> None:
     with pytest.raises(BadRequestError, match="grace"):
         reg.gc(grace_s=-1)
@@ -144,6 +159,14 @@ def test_gc_on_s3_over_http_and_the_cli(
         assert not store.has(hexdigest) and store.temp_files() == []
         assert referenced <= {str(Digest.from_hex(h)) for h in store.digests()}
         assert _referenced(client, "support@1", tmp_path) == referenced
+
+        # An old orphan stored again (a push of the same bytes) starts its grace over.
+        again = _orphan(tmp_path, 2000)
+        store.put_file(again)
+        time.sleep(2.1)
+        store.put_file(again)  # the push's blobs, before its record
+        assert client.gc(grace_s=2).removed == ()
+        assert len(client.gc(grace_s=2).kept) == 1
 
         # verify over HTTP catches an object altered, then lost, in the bucket
         victim = Digest(sorted(referenced)[0]).hex
