@@ -10,7 +10,7 @@ directory, on a scratch directory of hard links to those blobs: every byte is re
 validated again here, nothing the client claims is trusted. An upload cut off leaves
 nothing (its temp file goes at once; one a killed server left, in ``blobs/uploads/``, when
 the server starts again); a refused push leaves unreferenced blobs, invisible, which
-``registry verify --gc`` collects after their grace period. Every error is one JSON envelope
+``registry gc`` collects after their grace period. Every error is one JSON envelope
 ``{"error": {"code", "message", "type"}}`` with the status of its class
 (:mod:`registry.errors`); the client raises the same class again.
 """
