@@ -64,6 +64,17 @@ class Rates:
         }
 
 
+def parse_configs(text: str) -> tuple[tuple[str, int], ...]:
+    """``dir:1,s3:2`` -> (("dir", 1), ("s3", 2)); ValueError for anything else."""
+    configs = []
+    for part in text.split(","):
+        blobs, _, count = part.strip().partition(":")
+        if blobs not in ("dir", "s3") or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"{part!r}: expected dir:N or s3:N with N >= 1")
+        configs.append((blobs, int(count)))
+    return tuple(configs)
+
+
 def assign(pushers: int, urls: Sequence[str]) -> list[str]:
     """The server each pusher talks to: round-robin, as a Service spreads connections."""
     if not urls:
@@ -153,20 +164,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None, help="scratch directory (default: /tmp)")
     parser.add_argument("--pushers", type=int, default=8)
     parser.add_argument("--pushes", type=int, default=None, help="per pusher (default 5)")
+    parser.add_argument(
+        "--configs",
+        type=parse_configs,
+        default=CONFIGS,
+        help="which to run, e.g. dir:1,s3:2 (default: all four)",
+    )
     args = parser.parse_args(argv)
     pushes = args.pushes or (2 if args.quick else 5)
     from tests.support.seaweed import seaweed  # only once the arguments are known good
 
     work = Path(tempfile.mkdtemp(prefix="registry-scale-", dir=args.workdir))
     results: dict[str, Any] = {}
-    try:
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
         shape = replace(SHAPE, layers=2 if args.quick else 8)
         base = write_base(work / "base", shape, "{{ messages }}", random=True)
         adapter = write_adapter(work / "adapter", shape, r=16, targets=("up_proj",))
         mib = sum(p.stat().st_size for p in adapter.iterdir()) / 2**20
-        with seaweed(work / "seaweed") as store:
+        # SeaweedFS's unix sockets live in its directory: keep that path short (< 108).
+        weed_dir = Path(tempfile.mkdtemp(prefix="weed-"))
+        stack.callback(shutil.rmtree, weed_dir, ignore_errors=True)
+        with seaweed(weed_dir / "s") as store:
             os.environ.update(store.env())  # the servers (children) inherit it
-            for blobs, count in CONFIGS:
+            for blobs, count in args.configs:
                 root = work / f"{blobs}-{count}"
                 if blobs == "s3":
                     record_blobs(root, store.location())
@@ -176,8 +197,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                     results[f"{blobs}_{count}_servers"] = measure(
                         root, adapter, urls, args.pushers, pushes
                     )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     print(
         json.dumps(
             {

@@ -6,6 +6,7 @@ eight registry servers)."""
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 import threading
@@ -77,3 +78,35 @@ def test_help_starts_nothing() -> None:
         timeout=60,
     )
     assert done.returncode == 0 and "--pushers" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("dir:1", (("dir", 1),)), ("dir:1, s3:2", (("dir", 1), ("s3", 2)))],
+)
+def test_parse_configs(bench: ModuleType, text: str, expected: tuple[tuple[str, int], ...]) -> None:
+    assert bench.parse_configs(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "nfs:1", "s3:0", "s3", "dir:x"])
+def test_parse_configs_refuses(bench: ModuleType, text: str) -> None:
+    with pytest.raises(ValueError):
+        bench.parse_configs(text)
+
+
+def test_a_tiny_run_prints_its_figures(tmp_path: Path) -> None:
+    """The whole script end to end at the smallest size (SeaweedFS, two servers of an
+    S3-blob registry, two pushers of one push each): it runs and prints one JSON line.
+    A smoke test of the script, not a measurement."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "registry_scale.py"), "--quick", "--pushers", "2",
+         "--pushes", "1", "--configs", "s3:2", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["bench"] == "registry_scale" and result["pushers"] == 2
+    figures = result["s3_2_servers"]
+    assert figures["push"]["per_s"] > 0 and figures["pull"]["per_s"] > 0
