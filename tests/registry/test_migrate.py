@@ -91,6 +91,14 @@ def test_migrate_the_zoo_into_s3(
         assert isinstance(reg.blobs, S3BlobStore)
         assert reg.verify().ok and reg.verify().orphans == ()  # the orphan stayed behind
 
+    # And back out of S3 into a directory (blobs read from the bucket, verified).
+    back = tmp_path / "back"
+    assert ": ok" in _cli(dest, "migrate", "--to", str(back))
+    assert _view(back) == _view(zoo)
+    assert _pulled(back, "extract", tmp_path / "back-extract") == _pulled(
+        zoo, "extract", tmp_path / "zoo-extract"
+    )
+
     # Into an existing registry: refused, nothing touched.
     result = CliRunner().invoke(main, ["--registry", str(zoo), "migrate", "--to", str(dest)])
     assert result.exit_code == DestinationExistsError.exit_code, result.output

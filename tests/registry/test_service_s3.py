@@ -26,7 +26,7 @@ from registry.location import open_local
 from registry.s3_blobs import S3BlobStore, S3Location
 from tests.support.mounted_service import MountedServer
 from tests.support.registry_service import registry_service
-from tests.support.seaweed import free_ports
+from tests.support.seaweed import free_ports, seaweed
 
 
 @pytest.fixture
@@ -216,3 +216,41 @@ def test_registry_serve_over_blobs_in_s3_end_to_end(
         assert cli("verify")[0] == 0
     assert not (root / "blobs").exists()
     assert S3Location.parse(url).prefix
+
+
+def test_an_object_store_killed_mid_life_is_a_503(
+    service: MountedServer,
+    settings: registry.RegistrySettings,
+    tmp_path: Path,
+    base_dir: Path,
+    dataset_file: Path,
+    make_adapter: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A private SeaweedFS (the session's must live on), killed under a serving registry."""
+    with seaweed(tmp_path / "weed") as store:
+        for name, value in store.env().items():
+            monkeypatch.setenv(name, value)
+        root = tmp_path / "reg"
+        record_blobs(root, store.location())
+        with (
+            open_local(root, settings=settings) as local,
+            service.serve(local, settings) as url,
+            HttpRegistry(url, settings) as client,
+        ):
+            local.add_base(base_dir, name="tiny-base", license="apache-2.0")
+            local.add_dataset(dataset_file, name="support-data")
+            client.push_adapter(make_adapter("support"), dataset="support-data")
+            store.stop(grace_s=0.1)  # SIGKILL
+
+            entries = httpx.get(f"{url}/v1/manifest", params={"ref": "support@1"}).json()
+            digest = entries["result"]["entries"][0]["sha256"]
+            answer = httpx.get(f"{url}/v1/blobs/sha256:{digest}", timeout=60)
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "storage_unavailable"
+            assert answer.headers["retry-after"] == "1"
+            with pytest.raises(StorageUnavailableError):
+                client.pull("support@1", tmp_path / "pulled")
+            with pytest.raises(StorageUnavailableError):
+                client.push_adapter(make_adapter("other"), dataset="support-data")
+            assert [a.ref for a in client.list_adapters()] == ["support@1"]  # records answer
