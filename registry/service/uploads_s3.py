@@ -8,10 +8,13 @@ object appears under a digest before any record names it, and the spool file goe
 killed server leaves a spool file (removed when a server starts with no other present)
 or a ``tmp/`` object or unfinished multipart upload in the bucket (``registry gc``).
 
-**Writes** that name uploaded files lay each one out in the write's scratch directory by
-copying it back out of the bucket, every byte verified (the upload may have reached
-another server of the same registry); the registry then validates them as on a
-directory, and storing them sends nothing again (:meth:`S3BlobStore.linked`).
+**Writes** that name uploaded files lay each one out in the write's scratch directory:
+the upload's spool file, kept in ``incoming/uploads/ready/<hex>`` once it reached the
+bucket, is moved there (one write takes it; one no write takes within an hour is
+dropped), else the object is copied back out of the bucket, every byte verified (the
+upload reached another server of the same registry, or another write took it). The
+registry then validates the files as on a directory, and storing them sends nothing
+again (:meth:`S3BlobStore.linked`).
 
 **Downloads.** With ``REGISTRY_PRESIGN_S`` above 0 (the default, 300), ``GET
 /v1/blobs/{digest}`` answers ``307`` to a presigned URL of the object, valid that many
@@ -27,6 +30,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -37,15 +41,20 @@ from registry.digest import Digest
 from registry.prepare import FileRef
 from registry.s3_blobs import S3BlobStore
 
+#: How long an upload's spool file waits in ``ready/`` for the write that names it.
+READY_S = 3600.0
+
 
 class SpooledUpload:
     """An upload spooled to a local temp file while hashed, sent to the bucket on
-    :meth:`commit`; the temp file goes either way."""
+    :meth:`commit`, then kept in ``ready/<hex>`` for the write that names it (the temp
+    file goes if anything fails)."""
 
-    def __init__(self, store: S3BlobStore, spool: Path) -> None:
+    def __init__(self, store: S3BlobStore, spool: Path, ready: Path) -> None:
         spool.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=spool, prefix="blob-")
         self._store, self._fd, self._temp = store, fd, Path(name)
+        self._ready = ready
         self._hash = hashlib.sha256()
         self.size = 0
 
@@ -91,6 +100,8 @@ class SpooledUpload:
                     f"the upload's spool file changed before it reached the object store "
                     f"({Digest.from_hex(sent)}, not {Digest.from_hex(hexdigest)}); send it again"
                 )
+            self._ready.mkdir(exist_ok=True)
+            os.replace(self._temp, self._ready / hexdigest)  # same bytes if one was there
         finally:
             self.abort()
         return hexdigest
@@ -102,6 +113,7 @@ class S3Blobs:
     def __init__(self, store: S3BlobStore, incoming: Path, presign_s: int) -> None:
         self.store = store
         self.spool = incoming / "uploads"
+        self.ready = self.spool / "ready"
         self.presign_s = presign_s
 
     def leftovers(self) -> tuple[Path, ...]:
@@ -117,7 +129,18 @@ class S3Blobs:
             )
 
     def writer(self) -> SpooledUpload:
-        return SpooledUpload(self.store, self.spool)
+        self._sweep()
+        return SpooledUpload(self.store, self.spool, self.ready)
+
+    def _sweep(self) -> None:
+        """Drop ready uploads no write took within :data:`READY_S` (a client that gave
+        up between its uploads and its write); the bucket still has them."""
+        cutoff = time.time() - READY_S
+        with contextlib.suppress(FileNotFoundError):
+            for path in self.ready.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
 
     def lay_out(self, ref: FileRef, out: Path) -> bool:
         size = self.store.size(Digest(ref.digest).hex)
@@ -127,6 +150,13 @@ class S3Blobs:
             )
         if size != ref.size:
             raise e.BadRequestError(f"{ref.path} is {size} bytes, not {ref.size}")
+        try:  # the upload's own spool file, hashed as it arrived here: taken by one write
+            os.rename(self.ready / Digest(ref.digest).hex, out)
+            if out.stat().st_size == size:
+                return True
+            out.unlink()
+        except FileNotFoundError:
+            pass  # uploaded to another server, taken by another write, or swept
         self.store.copy_out(Digest(ref.digest).hex, out)  # verified: IntegrityError if not
         return True
 

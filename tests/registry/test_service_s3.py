@@ -19,11 +19,14 @@ from click.testing import CliRunner
 import registry
 from registry.blob_location import record_blobs
 from registry.cli import main
-from registry.errors import IntegrityError, StorageUnavailableError
+from registry.digest import Digest
+from registry.errors import BadRequestError, IntegrityError, StorageUnavailableError
 from registry.http_client import HttpRegistry
 from registry.local import LocalRegistry
 from registry.location import open_local
+from registry.prepare import FileRef
 from registry.s3_blobs import S3BlobStore, S3Location
+from registry.service.uploads_s3 import S3Blobs
 from tests.support.mounted_service import MountedServer
 from tests.support.registry_service import registry_service
 from tests.support.seaweed import free_ports, seaweed
@@ -93,7 +96,8 @@ def test_push_and_pull_through_the_service(
             if path.is_file():
                 assert hashlib.sha256(path.read_bytes()).hexdigest() in stored
         assert not (s3_reg.root / "blobs").exists()  # not a byte on the server's disk
-        assert not list((s3_reg.root / "incoming").rglob("*.*"))
+        # each upload's spool file went to the write that named it, then with its scratch
+        assert [p for p in (s3_reg.root / "incoming").rglob("*") if p.is_file()] == []
         assert store.temp_files() == []
 
         client.pull("support@1", tmp_path / "pulled")
@@ -131,7 +135,9 @@ def test_a_large_upload_goes_multipart_and_leaves_nothing_behind(
         answer = http.post("/v1/blobs", params={"digest": f"sha256:{hexdigest}"}, content=data)
         assert answer.status_code == 200, answer.text
         assert store.has(hexdigest) and store.temp_files() == []
-        assert list((s3_reg.root / "incoming" / "uploads").iterdir()) == []
+        spool = s3_reg.root / "incoming" / "uploads"
+        assert not list(spool.glob("blob-*"))  # no temp file left
+        assert [p.name for p in (spool / "ready").iterdir()] == [hexdigest]
         back = http.get(f"/v1/blobs/sha256:{hexdigest}", params={"via": "server"})
         assert back.status_code == 200 and back.content == data
         redirect = http.get(f"/v1/blobs/sha256:{hexdigest}")
@@ -139,6 +145,18 @@ def test_a_large_upload_goes_multipart_and_leaves_nothing_behind(
         assert httpx.get(redirect.headers["location"], timeout=60).content == data
         missing = http.get(f"/v1/blobs/sha256:{'1' * 64}")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "ref_not_found"
+
+    # A write takes the upload's own spool file once; after that (or on another server)
+    # the file comes back out of the bucket, verified.
+    served = S3Blobs(store, s3_reg.root / "incoming", 0)
+    ref = FileRef("weights.bin", len(data), Digest.from_hex(hexdigest))
+    assert served.lay_out(ref, s3_reg.root / "incoming" / "first")
+    assert not (spool / "ready" / hexdigest).exists()
+    assert served.lay_out(ref, s3_reg.root / "incoming" / "second")
+    for name in ("first", "second"):
+        assert (s3_reg.root / "incoming" / name).read_bytes() == data
+    with pytest.raises(BadRequestError, match="bytes, not 5"):
+        served.lay_out(FileRef("w", 5, ref.digest), s3_reg.root / "incoming" / "third")
 
 
 def test_a_pull_goes_through_the_server_when_the_store_is_out_of_reach(
