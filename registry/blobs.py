@@ -4,7 +4,7 @@ Layout: ``<root>/sha256/ab/abcdef...`` (the full hex digest, sharded by its firs
 characters) and ``<root>/tmp/`` for writes in progress. A blob is written to a temp
 file while it is hashed (each byte read once), fsynced, renamed into place, and the
 directory fsynced, so a blob that is visible is complete. A temp file or a blob that
-no metadata names (left by a killed push) is harmless; ``verify --gc`` removes it.
+no metadata names (left by a killed push) is harmless; ``registry gc`` removes it.
 """
 
 from __future__ import annotations
@@ -123,6 +123,8 @@ class FileBlobStore:
         final = self.path(hexdigest)
         if final.exists():
             temp.unlink()
+            with contextlib.suppress(PermissionError):  # a registry this user does not own
+                os.utime(final)  # needed again: its gc grace period starts over (collect)
             return
         shard = final.parent
         if not shard.exists():
@@ -288,7 +290,7 @@ class BlobWriter:
 
     :meth:`write` pieces, then :meth:`commit` (fsync, check, rename) or :meth:`abort`
     (the temp file goes; nothing is stored). A process killed in between leaves a temp
-    file that ``verify --gc`` collects after its grace period.
+    file that ``registry gc`` collects after its grace period.
     """
 
     def __init__(self, store: FileBlobStore, fd: int, temp: Path) -> None:

@@ -18,8 +18,9 @@ import click
 from registry import errors as e
 from registry import render
 from registry.blob_location import record_blobs
+from registry.durations import parse_duration
 from registry.hooks import after_push_hooks, runs_here
-from registry.location import location_path, open_registry, scheme
+from registry.location import location_path, open_local, open_registry, scheme
 from registry.pending import PendingPair, pending_for
 from registry.protocol import Registry
 from registry.records import AdapterVersion, BaseModel
@@ -134,6 +135,46 @@ def init(location: str | None, blobs: str | None) -> None:
     with open_for_command(location, create=True) as reg:
         where = f" (blobs in {blobs})" if blobs is not None else ""
         click.echo(f"registry ready at {reg.location}{where}")
+
+
+@main.command()
+@location_option
+@click.option("--to", "to", required=True, metavar="DIR", help="A new or empty directory.")
+@click.option(
+    "--blobs",
+    "blobs",
+    metavar="s3://BUCKET/PREFIX",
+    default=None,
+    help="Put the new registry's blobs in S3-compatible object storage (as `init --blobs`); "
+    "default: blobs/ in DIR.",
+)
+def migrate(location: str | None, to: str, blobs: str | None) -> None:
+    """Copy a registry directory, every record and blob, to a new location, verified.
+
+    Example: registry migrate --registry ./reg --to /srv/reg --blobs s3://models/loraport
+    """
+    from registry.migrate import migrate as run_migration
+
+    settings = RegistrySettings()
+    given = command_location(location)
+    if given and scheme(given) == "http":
+        raise e.UnsupportedLocationError(
+            f"{given} is a registry service: migrate the directory it serves, where it runs"
+        )
+    if scheme(to) != "directory":
+        raise e.UnsupportedLocationError(
+            f"--to {to}: migrate into a directory (with --blobs s3://... for object storage)"
+        )
+    with open_local(location_path(given, settings), settings=settings, create=False) as reg:
+        report = run_migration(reg, location_path(to, settings), blobs=blobs, settings=settings)
+    click.echo(
+        f"copied {report.copied} blob(s), {report.copied_bytes} bytes "
+        f"({report.present} already there) and every record to {to}"
+    )
+    for line in render.verify_lines(report.verify):
+        click.echo(line)
+    if not report.verify.ok:
+        raise e.IntegrityError(f"the migrated registry at {to} failed verify")
 
 
 @main.group(cls=RegistryGroup)
@@ -517,6 +558,27 @@ def verify(ref: str | None, gc: bool, grace: float, location: str | None) -> Non
         click.echo(line)
     if not report.ok:
         raise e.IntegrityError(f"verify found {len(report.errors)} problem(s)")
+
+
+@main.command()
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    help="Keep orphans younger than this (a write in flight): 90s, 30m, 1h, 2d, or 0.",
+)
+@location_option
+def gc(grace: str, location: str | None) -> None:
+    """Remove blobs no record references, and the temp files and unfinished uploads of
+    killed writes, once older than the grace period (directory or S3 blobs alike).
+
+    Example: registry gc --grace 1h
+    """
+    seconds = parse_duration(grace)
+    with open_for_command(location) as reg:
+        report = reg.gc(grace_s=seconds)
+    for line in render.gc_lines(report, grace):
+        click.echo(line)
 
 
 @main.command()

@@ -37,6 +37,7 @@ from registry.records import (
     BaseModel,
     Dataset,
     Event,
+    GcReport,
     Kind,
     PairInput,
     PairResult,
@@ -426,6 +427,12 @@ class LocalRegistry:
         """Re-hash stored blobs (all, or those of ``ref``); optionally collect orphans."""
         target = self.resolve(ref) if ref is not None else None
         return transfer.verify(self.deps, target, ref or "", gc=gc, gc_grace_s=gc_grace_s)
+
+    def gc(self, *, grace_s: float = 3600.0) -> GcReport:
+        """Collect orphan blobs and temp files older than ``grace_s``; see
+        :func:`registry.transfer.collect_garbage`."""
+        self.store.check_writable()
+        return transfer.collect_garbage(self.deps, grace_s)
 
     # -- quarantine (registry.quarantine) ----------------------------------------------
     def quarantine(self, ref: str, *, reason: str, who: str | None = None) -> AdapterVersion:

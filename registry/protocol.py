@@ -19,6 +19,7 @@ from registry.records import (
     BaseModel,
     Dataset,
     Event,
+    GcReport,
     Kind,
     PairInput,
     PairResult,
@@ -92,6 +93,11 @@ class Registry(Protocol):
     def verify(
         self, ref: str | None = None, *, gc: bool = False, gc_grace_s: float = 3600.0
     ) -> VerifyReport: ...
+
+    def gc(self, *, grace_s: float = 3600.0) -> GcReport:
+        """Remove blobs no record references and temp files of killed writes, once older
+        than ``grace_s`` (never a referenced blob, never one younger: a write in flight)."""
+        ...
 
     # -- writes -----------------------------------------------------------------------
     def push_adapter(

@@ -157,6 +157,16 @@ class VerifyReport:
         return not self.errors
 
 
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    """Result of ``gc``: what was removed (orphan blobs as digests, temp files as
+    ``tmp/NAME``), and the orphans kept because they are younger than the grace period
+    (an upload or push that may still be in flight)."""
+
+    removed: tuple[str, ...]
+    kept: tuple[str, ...]
+
+
 RolloutState = Literal["active", "promoted", "rolled_back", "aborted"]
 
 

@@ -13,6 +13,7 @@ from registry.records import (
     CodeLineage,
     Dataset,
     Event,
+    GcReport,
     PairResult,
     VariantInfo,
     VerifyReport,
@@ -181,10 +182,18 @@ def event_json(event: Event) -> dict[str, Any]:
     return dataclasses.asdict(event)
 
 
+def gc_lines(report: GcReport, grace: str) -> list[str]:
+    """What ``registry gc`` removed and kept, and a summary line."""
+    lines = [f"removed {r}" for r in report.removed]
+    lines += [f"kept {k} (younger than {grace})" for k in report.kept]
+    lines.append(f"gc: removed {len(report.removed)}, kept {len(report.kept)} (grace {grace})")
+    return lines
+
+
 def verify_lines(report: VerifyReport) -> list[str]:
     """Errors, orphans and a summary line."""
     lines = [f"ERROR {e}" for e in report.errors]
-    lines += [f"orphan {o} (harmless; `registry verify --gc` removes it)" for o in report.orphans]
+    lines += [f"orphan {o} (harmless; `registry gc` removes it)" for o in report.orphans]
     lines += [f"removed {c}" for c in report.collected]
     verdict = "ok" if report.ok else f"{len(report.errors)} problem(s)"
     lines.append(f"checked {report.checked} blob(s): {verdict}")

@@ -24,6 +24,10 @@ object appears under a digest key only once its bytes were hashed:
   not match. S3's own multipart checksum is a checksum of the parts'
   checksums, not the object's sha256, so it cannot name the object.
 
+A file whose digest is already stored sends nothing more, but the object is made new
+(a server-side copy onto itself) so a ``gc`` of old orphans spares it until the write
+that needs it again has committed its record.
+
 **Reading** re-hashes every byte (:meth:`~S3BlobStore.copy_out`,
 :meth:`~S3BlobStore.read_bytes`, :meth:`~S3BlobStore.problem`): a bucket is writable by
 whoever holds its keys, so a lost or altered object is an ``IntegrityError`` and
@@ -141,13 +145,17 @@ class S3BlobStore:
     """A :class:`~registry.blobs.BlobStore` in an S3 bucket, under a prefix.
 
     ``client`` is a boto3 S3 client (default: :func:`s3_client`). Thread-safe: boto3
-    clients are, and the store keeps no other state.
+    clients are, and the only other state is :meth:`linked`'s table, keyed by files no
+    two writes share.
     """
 
     def __init__(self, location: S3Location | str, client: Any | None = None) -> None:
         self.location = location if isinstance(location, S3Location) else S3Location.parse(location)
         self.bucket = self.location.bucket
         self._client = client if client is not None else s3_client()
+        # (st_dev, st_ino) -> hex digest of files the registry service copied out of the
+        # bucket (verified) for one write: put_file of one uploads nothing again.
+        self._linked: dict[tuple[int, int], str] = {}
 
     @property
     def endpoint(self) -> str:
@@ -196,12 +204,44 @@ class S3BlobStore:
         return exc.response.get("Error", {}).get("Code") in _MISSING
 
     # -- writing ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def linked(self, links: dict[Path, str]) -> Iterator[None]:
+        """While the block runs, ``put_file`` of a path in ``links`` (a file whose bytes
+        the caller verified to be the stored blob of the given hex digest) is that blob:
+        nothing is read or sent again, once the object is seen still there."""
+        keys = []
+        for path, hexdigest in links.items():
+            info = path.stat()
+            keys.append((info.st_dev, info.st_ino))
+            self._linked[keys[-1]] = hexdigest
+        try:
+            yield
+        finally:
+            for key in keys:
+                self._linked.pop(key, None)
+
+    def _already_stored(self, src: Path) -> tuple[str, int] | None:
+        if not self._linked:
+            return None
+        info = src.stat()
+        hexdigest = self._linked.get((info.st_dev, info.st_ino))
+        if hexdigest is None or not self.has(hexdigest):
+            return None
+        return hexdigest, info.st_size
+
     def put_file(
         self, src: Path, on_bytes: ByteCallback | None = None, before_rename: Hook | None = None
     ) -> tuple[str, int]:
         """Store a file's bytes, hashed as they are sent; return (hex digest, size).
         ``before_rename`` runs once the bytes are hashed, before anything appears under
         the digest key."""
+        stored = self._already_stored(src)
+        if stored is not None:
+            if on_bytes is not None:
+                on_bytes(stored[1])
+            if before_rename is not None:
+                before_rename()
+            return stored
         with open(src, "rb", buffering=0) as fh, self._unavailable_is_typed("writing to"):
             part = part_bytes(os.fstat(fh.fileno()).st_size)
             first = _read_full(fh, part)
@@ -217,6 +257,8 @@ class S3BlobStore:
                     before_rename()
                 if not self.has(hexdigest):
                     self._copy(temp, self.key(hexdigest), size)
+                else:
+                    self._touch(hexdigest, size)
             finally:
                 self._client.delete_object(Bucket=self.bucket, Key=temp)
         return hexdigest, size
@@ -233,7 +275,25 @@ class S3BlobStore:
             self._client.put_object(
                 Bucket=self.bucket, Key=self.key(hexdigest), Body=data, ChecksumSHA256=checksum
             )
+        else:
+            self._touch(hexdigest, len(data))
         return hexdigest, len(data)
+
+    def _touch(self, hexdigest: str, size: int) -> None:
+        """Make a blob stored before look new (its ``LastModified`` now): a write that
+        needs it again must not lose it to a ``gc`` of orphans older than the grace
+        period. A server-side copy onto itself: no byte passes through this process."""
+        key = self.key(hexdigest)
+        if size > MAX_COPY_BYTES:
+            self._copy(key, key, size)
+            return
+        self._client.copy_object(
+            Bucket=self.bucket,
+            Key=key,
+            CopySource={"Bucket": self.bucket, "Key": key},
+            MetadataDirective="REPLACE",
+            Metadata={"needed": "again"},
+        )
 
     def _upload_parts(
         self,
@@ -289,6 +349,33 @@ class S3BlobStore:
                     return False
                 raise
         return True
+
+    def size(self, hexdigest: str) -> int | None:
+        """The blob's size in bytes, or None when it is missing."""
+        with self._unavailable_is_typed("reading"):
+            try:
+                head = self._client.head_object(Bucket=self.bucket, Key=self.key(hexdigest))
+            except ClientError as exc:
+                if self._is_missing(exc):
+                    return None
+                raise
+        return int(head["ContentLength"])
+
+    def presigned_url(self, hexdigest: str, expires_s: int) -> str:
+        """A URL that fetches the blob's object without credentials for ``expires_s``
+        seconds (signed here, no request made; whoever fetches it verifies the bytes)."""
+        with self._unavailable_is_typed("signing for"):
+            url: str = self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self.key(hexdigest)},
+                ExpiresIn=expires_s,
+            )
+        return url
+
+    def chunks(self, hexdigest: str) -> Generator[bytes, None, None]:
+        """The blob's bytes as stored, unverified (the reader verifies them); an
+        IntegrityError when it is missing."""
+        return self._chunks(hexdigest)
 
     def _body(self, hexdigest: str) -> Any | None:
         """The object's streaming body, or None when it is missing."""

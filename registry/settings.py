@@ -50,6 +50,13 @@ class RegistrySettings(BaseSettings):
     serve_read_timeout_s: float = Field(
         default=60.0, gt=0, description="the service drops a client that sends nothing this long"
     )
+    presign_s: int = Field(
+        default=300,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="a registry service whose blobs are in S3 hands pulls a presigned URL "
+        "valid this long (the bytes skip the service); 0 streams them through the service",
+    )
     max_lora_rank: int = Field(default=DEFAULT_MAX_LORA_RANK, ge=1)
     max_file_bytes: int = Field(default=20 * 2**30, ge=1, description="largest single file")
     max_weight_abs: float = Field(default=DEFAULT_MAX_WEIGHT_ABS, gt=0, allow_inf_nan=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -12,13 +13,15 @@ from registry.blobs import ByteCallback, fsync_dir
 from registry.deps import Deps
 from registry.digest import Digest, ManifestEntry, manifest_digest, parse_manifest, sha256_bytes
 from registry.errors import (
+    BadRequestError,
     DestinationExistsError,
     DestinationUnwritableError,
     IntegrityError,
     RefNotFoundError,
 )
 from registry.progress import byte_progress, want_progress
-from registry.records import Resolved, VerifyReport
+from registry.records import GcReport, Resolved, VerifyReport
+from registry.sqlite_store import SqliteStore
 
 
 def _manifest(deps: Deps, digest: Digest) -> tuple[ManifestEntry, ...]:
@@ -112,11 +115,16 @@ def materialise(
 
 def _referenced(deps: Deps) -> dict[str, list[str]]:
     """blob hex digest -> the records/manifests that need it."""
+    return referenced_blobs(deps.store)
+
+
+def referenced_blobs(store: SqliteStore) -> dict[str, list[str]]:
+    """blob hex digest -> the records/manifests of ``store`` that need it."""
     needed: dict[str, list[str]] = {}
-    for digest, body in deps.store.manifests():
+    for digest, body in store.manifests():
         for entry in parse_manifest(body):
             needed.setdefault(entry.sha256, []).append(f"{digest}:{entry.path}")
-    for name, hexdigest in deps.store.dataset_blobs():
+    for name, hexdigest in store.dataset_blobs():
         needed.setdefault(hexdigest, []).append(f"dataset {name}")
     return needed
 
@@ -157,3 +165,20 @@ def verify(
         orphans=tuple(orphans),
         collected=tuple(collected),
     )
+
+
+def collect_garbage(deps: Deps, grace_s: float) -> GcReport:
+    """Remove what no record references (blobs, temp files of killed writes) once older
+    than ``grace_s`` on the blob store's own clock; report what stayed for being young.
+
+    The references are read before the store is listed, so a blob a write stores after
+    that read is younger than any sane grace period and stays; the grace period must be
+    longer than the longest write (its blobs are stored before its record commits)."""
+    if not math.isfinite(grace_s) or grace_s < 0:
+        raise BadRequestError(f"the grace period must be 0 s or more, not {grace_s!r}")
+    needed = _referenced(deps)
+    orphans = [str(Digest.from_hex(h)) for h in sorted(set(deps.blobs.digests()) - needed.keys())]
+    orphans += [f"tmp/{p.name}" for p in deps.blobs.temp_files()]
+    removed = deps.blobs.collect(set(needed), grace_s)
+    gone = set(removed)
+    return GcReport(removed=tuple(removed), kept=tuple(o for o in orphans if o not in gone))

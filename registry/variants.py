@@ -10,7 +10,7 @@ and the figures. The gateway refuses a failed pair.
 Registering a variant is one write: blobs are stored (fsynced) first, then the base row,
 its variant row, every pair result and the events go in one transaction, so a crash at
 any point leaves either the whole variant or nothing but unreferenced blobs (which
-``registry verify --gc`` collects).
+``registry gc`` collects).
 
 These are the write use cases, over :class:`Deps` like :mod:`registry.rollouts`; the
 reads and every query are the store's (:mod:`registry.sqlite_store.variants`), and

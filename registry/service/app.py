@@ -10,7 +10,7 @@ directory, on a scratch directory of hard links to those blobs: every byte is re
 validated again here, nothing the client claims is trusted. An upload cut off leaves
 nothing (its temp file goes at once; one a killed server left, in ``blobs/uploads/``, when
 the server starts again); a refused push leaves unreferenced blobs, invisible, which
-``registry verify --gc`` collects after their grace period. Every error is one JSON envelope
+``registry gc`` collects after their grace period. Every error is one JSON envelope
 ``{"error": {"code", "message", "type"}}`` with the status of its class
 (:mod:`registry.errors`); the client raises the same class again.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -40,7 +40,6 @@ from registry.service.context import (
     WATCH_POLL_S,
     Service,
     WireResponse,
-    directory_blobs,
     error_response,
     field,
     files_of,
@@ -63,7 +62,7 @@ def create_app(
 ) -> MeasuredApp:
     """The service over ``reg`` (open, writable unless the registry is read-only)."""
     svc = Service(reg, settings, tokens)
-    blobs = directory_blobs(reg)
+    blobs = svc.blobs
     app = FastAPI(title="loraport registry", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = svc
     ops = table()
@@ -160,8 +159,8 @@ def create_app(
                 "(REGISTRY_MAX_FILE_BYTES)"
             )
         if declared is not None and declared.isdigit():
-            await run_in_threadpool(svc.check_room, int(declared))
-        writer = await run_in_threadpool(blobs.writer, blobs.uploads)
+            await run_in_threadpool(blobs.check_room, int(declared))
+        writer = await run_in_threadpool(blobs.writer)
         # One piece is hashed and written on a worker thread while the next arrives.
         writing: asyncio.Future[None] | None = None
         try:
@@ -197,15 +196,16 @@ def create_app(
         return result({"digest": Digest.from_hex(hexdigest), "size": writer.size})
 
     @app.get("/v1/blobs/{digest}")
-    async def download(request: Request, digest: str) -> Response:
-        """A stored blob's bytes (the client checks them against the digest it asked for)."""
+    async def download(request: Request, digest: str, via: str | None = None) -> Response:
+        """A stored blob's bytes, or a redirect to where to fetch them (a presigned URL
+        when they are in S3; ``?via=server`` streams them through here); the client
+        checks them against the digest it asked for."""
         svc.caller(request, "read")
-        path = blobs.path(Digest(digest).hex)
-        if not path.is_file():
-            raise e.RefNotFoundError(f"no blob {digest} in the registry")
-        svc.metrics.bytes_out.inc(path.stat().st_size)
-        response = FileResponse(path, media_type="application/octet-stream")
-        response.chunk_size = UPLOAD_CHUNK  # 64 KiB pieces cost a thread hop each
+        if via not in (None, "server"):
+            raise e.BadRequestError(f"via={via!r}: the only value is 'server'")
+        hexdigest = Digest(digest).hex
+        response, sent = await run_in_threadpool(blobs.download, hexdigest, via is not None)
+        svc.metrics.bytes_out.inc(sent)
         return response
 
     @app.get("/v1/manifest")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -20,7 +19,6 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from registry import errors as e
-from registry.blobs import FileBlobStore
 from registry.digest import Digest
 from registry.dirscan import ScanError, check_relpath
 from registry.local import LocalRegistry
@@ -32,6 +30,7 @@ from registry.service.inputs import (
 )
 from registry.service.metrics import ServiceMetrics
 from registry.service.tokens import Scope, Token, authenticate, may
+from registry.service.uploads import served_blobs
 from registry.settings import RegistrySettings
 from registry.wire import WireError, dumps, from_wire
 
@@ -45,18 +44,6 @@ WATCH_POLL_S = 0.05
 UPLOAD_CHUNK = 4 * 2**20
 #: The most files one write may name (each becomes a link in a scratch directory).
 MAX_FILES = 10_000
-
-
-def directory_blobs(reg: LocalRegistry) -> FileBlobStore:
-    """The registry's blob directory, for what only it offers: uploads land beside the
-    blobs and are hard-linked into place. A registry whose blobs are in S3 cannot be served
-    yet (each upload would have to be copied again)."""
-    if not isinstance(reg.blobs, FileBlobStore):
-        raise e.UnsupportedLocationError(
-            f"the registry at {reg.root} keeps its blobs in S3, which `registry serve` does "
-            "not support yet; use it directly (`--registry DIR`)"
-        )
-    return reg.blobs
 
 
 class WireResponse(JSONResponse):
@@ -90,6 +77,7 @@ class Service:
         self.settings = settings
         self.tokens = tokens
         self.incoming = reg.root / "incoming"
+        self.blobs = served_blobs(reg, settings)
         self.metrics = ServiceMetrics()
 
     def caller(self, request: Request, needed: Scope) -> str | None:
@@ -170,16 +158,6 @@ class Service:
         finally:
             self.metrics.bytes_in.inc(received)
 
-    def check_room(self, size: int) -> None:
-        """Refuse at once an upload the registry's disk cannot hold (not after filling it)."""
-        directory_blobs(self.reg).root.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(directory_blobs(self.reg).root).free
-        if size > free:
-            raise e.StorageFullError(
-                f"an upload of {size} bytes does not fit in the {free} bytes free on the "
-                "registry's storage; nothing was stored"
-            )
-
     @contextlib.contextmanager
     def scratch(self) -> Any:
         """A directory for one write's hard links, on the blobs' filesystem; always removed."""
@@ -191,8 +169,8 @@ class Service:
             shutil.rmtree(path, ignore_errors=True)
 
     def place(self, files: tuple[FileRef, ...], into: Path) -> dict[Path, str]:
-        """Lay uploaded blobs out as ``into/<path>`` (hard links; copies where links fail);
-        the links made, for :meth:`FileBlobStore.linked`."""
+        """Lay uploaded blobs out as ``into/<path>`` (:meth:`ServedBlobs.lay_out`); the
+        files known to be their blobs, for :meth:`ServedBlobs.linked`."""
         links: dict[Path, str] = {}
         if not files:
             raise e.BadRequestError("a write needs at least one file")
@@ -201,15 +179,6 @@ class Service:
                 check_relpath(ref.path)
             except ScanError as exc:
                 raise e.BadRequestError(f"file {ref.path!r}: {exc}") from None
-            blob = directory_blobs(self.reg).path(Digest(ref.digest).hex)
-            try:
-                size = blob.stat().st_size
-            except FileNotFoundError:
-                raise e.BadRequestError(
-                    f"{ref.path} ({ref.digest}) was not uploaded: POST /v1/blobs first"
-                ) from None
-            if size != ref.size:
-                raise e.BadRequestError(f"{ref.path} is {size} bytes, not {ref.size}")
             out = into.joinpath(*ref.path.split("/"))
             try:
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -217,11 +186,8 @@ class Service:
                 raise e.BadRequestError(
                     f"file {ref.path!r} cannot sit beside the other files of this write"
                 ) from None
-            try:
-                os.link(blob, out)
+            if self.blobs.lay_out(ref, out):
                 links[out] = Digest(ref.digest).hex
-            except OSError:
-                shutil.copyfile(blob, out)
         return links
 
 

@@ -60,6 +60,7 @@ WRITES: tuple[str, ...] = (
     "check_name_free",
     "record_pairs",
     "log_variant_refused",
+    "gc",
 )
 #: Methods with routes of their own, or that never cross the wire.
 SPECIAL: frozenset[str] = frozenset(

@@ -14,8 +14,8 @@ import uvicorn
 from registry.location import open_local
 from registry.service.app import create_app
 from registry.service.connections import MAX_HEAD_BYTES, guarded
-from registry.service.context import directory_blobs
 from registry.service.tokens import Token, check_bind, load_tokens, single_token
+from registry.service.uploads import served_blobs
 from registry.settings import RegistrySettings
 
 log = logging.getLogger("loraport.registry.service")
@@ -87,7 +87,7 @@ def serve(
     tokens = callers(tokens_file, settings)
     check_bind(host, tokens)
     reg = open_local(location, settings=settings, create=False)
-    presence = announce(reg.root, (reg.root / "incoming", directory_blobs(reg).uploads))
+    presence = announce(reg.root, (reg.root / "incoming", *served_blobs(reg, settings).leftovers()))
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     if tokens:

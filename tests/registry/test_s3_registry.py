@@ -22,9 +22,7 @@ from registry.errors import (
     StorageUnavailableError,
     UnsupportedLocationError,
 )
-from registry.location import open_local
 from registry.s3_blobs import S3BlobStore, S3Location
-from registry.service.context import directory_blobs
 from tests.support.seaweed import free_ports
 
 Cli = Callable[..., tuple[int, str]]
@@ -140,14 +138,3 @@ def test_init_with_an_unreachable_store_creates_nothing(
     code, out = cli("init", "--registry", str(reg), "--blobs", "s3://bucket/x")
     assert code == StorageUnavailableError.exit_code and f"127.0.0.1:{port}" in out, out
     assert not reg.exists() or not any(reg.iterdir())
-
-
-def test_serving_a_registry_with_blobs_in_s3_is_refused_for_now(
-    cli: Cli, seaweed_store: Any, tmp_path: Path
-) -> None:
-    reg = tmp_path / "reg"
-    assert cli("init", "--registry", str(reg), "--blobs", seaweed_store.location())[0] == 0
-    with open_local(reg, create=False) as opened, pytest.raises(UnsupportedLocationError):
-        directory_blobs(opened)
-    code, out = cli("serve", "--registry", str(reg), "--port", str(free_ports(1)[0]))
-    assert code == UnsupportedLocationError.exit_code and "S3" in out, out

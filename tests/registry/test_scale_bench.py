@@ -1,0 +1,112 @@
+"""bench/registry_scale.py's pure parts (which server each pusher talks to, running jobs
+concurrently, the summary of a phase), table-tested, and its `--help`, which must work
+without starting anything. The bench itself is not run here (it starts SeaweedFS and
+eight registry servers)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module("registry_scale")
+    finally:
+        if str(BENCH) in sys.path:  # the script drops its own directory (see its top)
+            sys.path.remove(str(BENCH))
+
+
+@pytest.mark.parametrize(
+    ("pushers", "urls", "expected"),
+    [
+        (3, ["a"], ["a", "a", "a"]),
+        (4, ["a", "b"], ["a", "b", "a", "b"]),
+        (3, ["a", "b"], ["a", "b", "a"]),
+        (0, ["a"], []),
+    ],
+)
+def test_assign(bench: ModuleType, pushers: int, urls: list[str], expected: list[str]) -> None:
+    assert bench.assign(pushers, urls) == expected
+
+
+def test_assign_needs_a_server(bench: ModuleType) -> None:
+    with pytest.raises(ValueError):
+        bench.assign(2, [])
+
+
+def test_jobs_run_concurrently_and_errors_come_back(bench: ModuleType) -> None:
+    barrier = threading.Barrier(4, timeout=5)  # passes only if all four run at once
+
+    def job() -> list[float]:
+        barrier.wait()
+        return [0.5]
+
+    wall, each = bench.run_concurrently([job] * 4)
+    assert each == [0.5] * 4 and wall < 5
+
+    def broken() -> list[float]:
+        time.sleep(0.01)
+        raise RuntimeError("push refused")
+
+    with pytest.raises(RuntimeError, match="push refused"):
+        bench.run_concurrently([broken, lambda: [1.0]])
+
+
+def test_rates_summary(bench: ModuleType) -> None:
+    rates = bench.Rates(ops=16, seconds=4.0, mib=32.0, each_s=(0.1, 0.3, 0.2, 2.0))
+    assert rates.summary() == {"per_s": 4.0, "mib_s": 8.0, "median_s": 0.25, "worst_s": 2.0}
+
+
+def test_help_starts_nothing() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "registry_scale.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "--pushers" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("dir:1", (("dir", 1),)), ("dir:1, s3:2", (("dir", 1), ("s3", 2)))],
+)
+def test_parse_configs(bench: ModuleType, text: str, expected: tuple[tuple[str, int], ...]) -> None:
+    assert bench.parse_configs(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "nfs:1", "s3:0", "s3", "dir:x"])
+def test_parse_configs_refuses(bench: ModuleType, text: str) -> None:
+    with pytest.raises(ValueError):
+        bench.parse_configs(text)
+
+
+def test_a_tiny_run_prints_its_figures(tmp_path: Path) -> None:
+    """The whole script end to end at the smallest size (SeaweedFS, two servers of an
+    S3-blob registry, two pushers of one push each): it runs and prints one JSON line.
+    A smoke test of the script, not a measurement."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "registry_scale.py"), "--quick", "--pushers", "2",
+         "--pushes", "1", "--configs", "s3:2", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["bench"] == "registry_scale" and result["pushers"] == 2
+    figures = result["s3_2_servers"]
+    assert figures["push"]["per_s"] > 0 and figures["pull"]["per_s"] > 0
