@@ -183,7 +183,10 @@ class StoreCore:
             migrate(self.db)
 
     def close(self) -> None:
-        self.conn.close()
+        # Under the lock: a watch thread may be inside a query on this connection, and
+        # sqlite3 closing a connection another thread is using can crash the process.
+        with self.lock:
+            self.conn.close()
 
     def check_writable(self) -> None:
         """Raise ReadOnlyRegistryError when this store was opened read-only."""
