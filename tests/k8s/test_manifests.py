@@ -1,9 +1,9 @@
 """The manifests render and validate: both overlays, the quantize job template and the
 PostgreSQL + S3 registry and in-flight HPA components go through `kubectl kustomize`; every object
 validates against the Kubernetes API schema (kubernetes-validate, strict: an unknown
-field fails) and the Prometheus Operator objects against tests/k8s/crd_schemas.py; every
-container runs non-root, read-only, without privilege escalation, with requests and
-limits, and takes tokens from Secrets."""
+field fails) and the Prometheus Operator objects against the operator's published schemas,
+made strict (tests/k8s/operator_schemas.py); every container runs non-root, read-only,
+without privilege escalation, with requests and limits, and takes tokens from Secrets."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 
 from tests.k8s.conftest import ROOT, Doc, containers, find, pod_spec
-from tests.k8s.crd_schemas import SCHEMAS
+from tests.k8s.operator_schemas import API_VERSION, SCHEMAS
 
 #: The oldest Kubernetes these manifests are for (the `sleep` pre-stop action is GA in 1.32).
 KUBERNETES = "1.32.0"
@@ -29,8 +29,10 @@ def test_every_object_validates(rendered: dict[str, list[Doc]], name: str) -> No
     for doc in rendered[name]:
         what = f"{doc['kind']}/{doc['metadata']['name']}"
         try:
-            if doc["kind"] in SCHEMAS:
+            if doc["apiVersion"] == API_VERSION and doc["kind"] in SCHEMAS:
                 jsonschema.validate(doc, SCHEMAS[doc["kind"]])
+            elif doc["apiVersion"].startswith("monitoring.coreos.com/"):
+                problems.append(f"{what}: no published schema for {doc['apiVersion']} here")
             else:
                 kubernetes_validate.validate(doc, KUBERNETES, strict=True)
         except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as e:
@@ -38,6 +40,26 @@ def test_every_object_validates(rendered: dict[str, list[Doc]], name: str) -> No
         except kubernetes_validate.SchemaNotFoundError:
             problems.append(f"{what}: no schema for {doc['apiVersion']} {doc['kind']}")
     assert problems == []
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_operator_objects_keep_what_their_schema_leaves_to_the_operator(
+    rendered: dict[str, list[Doc]], name: str
+) -> None:
+    """What the CRD schema does not say: the operator's admission webhook refuses a rule
+    with both or neither of `alert` and `record`; a ServiceMonitor with no endpoint, or
+    a relative path, scrapes nothing."""
+    for doc in rendered[name]:
+        if doc["kind"] == "PrometheusRule":
+            assert doc["apiVersion"] == API_VERSION
+            for group in doc["spec"]["groups"]:
+                assert group["rules"], group["name"]
+                for rule in group["rules"]:
+                    assert ("alert" in rule) != ("record" in rule), rule
+        if doc["kind"] == "ServiceMonitor":
+            assert doc["spec"]["endpoints"], doc["metadata"]["name"]
+            for endpoint in doc["spec"]["endpoints"]:
+                assert endpoint.get("path", "/metrics").startswith("/"), endpoint
 
 
 def test_the_overlays_hold_every_object_the_system_needs(rendered: dict[str, list[Doc]]) -> None:
