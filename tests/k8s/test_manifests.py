@@ -8,6 +8,7 @@ without privilege escalation, with requests and limits, and takes tokens from Se
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import kubernetes_validate
@@ -19,6 +20,8 @@ from tests.k8s.operator_schemas import API_VERSION, SCHEMAS
 #: The oldest Kubernetes these manifests are for (the `sleep` pre-stop action is GA in 1.32).
 KUBERNETES = "1.32.0"
 ALL = ["cpu", "gpu", "quantize-run", "postgres-s3"]
+#: The API server's rule for an object's name (RFC 1123 subdomain).
+DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 SECRET_VARS = {"REGISTRY_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                "REGISTRY_STORE_URL", "REGISTRY_BLOBS_URL"}  # fmt: skip
 
@@ -46,10 +49,15 @@ def test_every_object_validates(rendered: dict[str, list[Doc]], name: str) -> No
 def test_the_operator_objects_keep_what_their_schema_leaves_to_the_operator(
     rendered: dict[str, list[Doc]], name: str
 ) -> None:
-    """What the CRD schema does not say: the operator's admission webhook refuses a rule
-    with both or neither of `alert` and `record`; a ServiceMonitor with no endpoint, or
-    a relative path, scrapes nothing."""
+    """What the CRD schema does not say: the API server wants a DNS-subdomain name (the
+    schema's ObjectMeta has no pattern) and these objects live in the namespace; the
+    operator's admission webhook refuses a rule with both or neither of `alert` and
+    `record`; a ServiceMonitor with no endpoint, or a relative path, scrapes nothing."""
     for doc in rendered[name]:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            meta = doc["metadata"]
+            assert re.fullmatch(DNS_SUBDOMAIN, meta["name"]) and len(meta["name"]) <= 253, meta
+            assert meta.get("namespace") == "loraport", meta
         if doc["kind"] == "PrometheusRule":
             assert doc["apiVersion"] == API_VERSION
             for group in doc["spec"]["groups"]:
