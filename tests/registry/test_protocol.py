@@ -23,7 +23,7 @@ IMPLEMENTATION = {
     "registry.local",
     "registry.location",
     "registry.deps",
-    "registry.sqlite_store",
+    "registry.sql_store",
     "registry.push",
     "registry.catalog",
     "registry.rollouts",

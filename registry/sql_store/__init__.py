@@ -1,6 +1,6 @@
 """The SQLite metadata store: every query the registry runs is in this package.
 
-:class:`SqliteStore` (reads, and :meth:`SqliteStore.write` for a transaction) and
+:class:`SqlStore` (reads, and :meth:`SqlStore.write` for a transaction) and
 :class:`Tx` (the writes of one transaction) are composed from one module per kind of
 record, each holding that kind's reads and writes and nothing else:
 
@@ -19,21 +19,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from registry.sqlite_store.adapters import AdapterReads, AdapterWrites
-from registry.sqlite_store.catalog import CatalogReads, CatalogWrites
-from registry.sqlite_store.core import Row, now_iso
-from registry.sqlite_store.names import NameReads, NameWrites
-from registry.sqlite_store.rollouts import RolloutReads, RolloutWrites
-from registry.sqlite_store.variants import VariantReads, VariantWrites
+from registry.sql_store.adapters import AdapterReads, AdapterWrites
+from registry.sql_store.catalog import CatalogReads, CatalogWrites
+from registry.sql_store.core import Row, now_iso
+from registry.sql_store.names import NameReads, NameWrites
+from registry.sql_store.rollouts import RolloutReads, RolloutWrites
+from registry.sql_store.variants import VariantReads, VariantWrites
 
-__all__ = ["Row", "SqliteStore", "Tx", "now_iso"]
+__all__ = ["Row", "SqlStore", "Tx", "now_iso"]
 
 
 class Tx(AdapterWrites, CatalogWrites, RolloutWrites, VariantWrites, NameWrites):
-    """The writes of one transaction (only made by :meth:`SqliteStore.write`)."""
+    """The writes of one transaction (only made by :meth:`SqlStore.write`)."""
 
 
-class SqliteStore(NameReads, AdapterReads, CatalogReads, RolloutReads, VariantReads):
+class SqlStore(NameReads, AdapterReads, CatalogReads, RolloutReads, VariantReads):
     """Metadata of one registry, in ``registry.db``. Open with :meth:`open`."""
 
     @contextmanager
