@@ -1,9 +1,12 @@
-"""The SQLite metadata store: every query the registry runs is in this package.
+"""The metadata store: every query the registry runs is in this package, one SQL for
+SQLite (a registry directory's ``registry.db``) and PostgreSQL (a registry on servers).
 
 :class:`SqlStore` (reads, and :meth:`SqlStore.write` for a transaction) and
 :class:`Tx` (the writes of one transaction) are composed from one module per kind of
 record, each holding that kind's reads and writes and nothing else:
 
+- :mod:`.connection`: the seam every query runs through, and what it hides;
+- :mod:`.sqlite`, :mod:`.postgres`: the two connections (each dialect's few spots);
 - :mod:`.core`: opening and refusing a database, migrating, transactions, the event log;
 - :mod:`.names`: the one namespace, lookups across kinds, soft removal;
 - :mod:`.adapters`: adapter versions and aliases;
@@ -34,10 +37,12 @@ class Tx(AdapterWrites, CatalogWrites, RolloutWrites, VariantWrites, NameWrites)
 
 
 class SqlStore(NameReads, AdapterReads, CatalogReads, RolloutReads, VariantReads):
-    """Metadata of one registry, in ``registry.db``. Open with :meth:`open`."""
+    """Metadata of one registry, in ``registry.db`` (:meth:`open`) or a PostgreSQL
+    database (:meth:`over` a :class:`~registry.sql_store.postgres.PostgresConnection`)."""
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        """A write transaction (``BEGIN IMMEDIATE``); commits on success."""
+        """A write transaction, one writer at a time (``BEGIN IMMEDIATE``, or PostgreSQL's
+        advisory lock); commits on success."""
         with self._transaction():
             yield Tx(self)
