@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from registry.errors import DatabaseUnavailableError, LeaseHeldError
 from registry.http_client import HttpRegistry
 from registry.local import LocalRegistry
 from registry.server_location import open_store
+from server.supervisor import free_port
 from tests.support.postgres import Postgres, postgres
 from tests.support.registry_service import registry_service
 
@@ -179,8 +181,7 @@ def test_postgres_stopped_mid_push_is_a_clear_error_and_nothing_half_visible(
         assert "PostgreSQL database" in message and f"127.0.0.1:{pg.port}" in message
         assert "nothing of this command was recorded" in message
         # While it is down, the CLI says so: its own exit code, the database, no traceback.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        env = _cli_env()
         cli = subprocess.run(
             [REGISTRY, "push", str(make_adapter(seed=2)), "--registry", url,
              "--name", "support", "--dataset", "support-data"],
@@ -233,3 +234,68 @@ def test_a_password_never_appears_in_messages_or_the_location(
     with pytest.raises(DatabaseUnavailableError) as caught:
         open_store(closed, settings=settings)
     assert "s3cret-pw" not in str(caught.value) and "127.0.0.1:1" in str(caught.value)
+
+
+def _cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env.update(extra or {})
+    return env
+
+
+def test_init_and_serve_with_store_and_blobs_on_the_command_line(
+    postgres_server: Postgres,
+    seaweed_store: Any,
+    tmp_path: Path,
+    settings: registry.RegistrySettings,
+    base_dir: Path,
+) -> None:
+    url = postgres_server.new_database()
+    env = _cli_env(seaweed_store.env())
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [REGISTRY, *args], capture_output=True, text=True, env=env, timeout=120
+        )
+
+    refused = run("init", "--store", url)
+    assert refused.returncode == registry.UnsupportedLocationError.exit_code
+    assert "--blobs s3://" in refused.stderr
+    s3 = seaweed_store.location()
+    made = run("init", "--store", url, "--blobs", s3)
+    assert made.returncode == 0 and f"registry ready at {url} (blobs in {s3})" in made.stdout
+    added = run("base", "add", str(base_dir), "--name", "tiny-base", "--registry", url)
+    assert added.returncode == 0, added.stderr
+    other = run("serve", "--store", url, "--blobs", f"{s3}-other", "--port", "0")
+    assert other.returncode == registry.UnsupportedLocationError.exit_code
+    assert f"keeps its blobs at {s3}" in other.stderr and "Traceback" not in other.stderr
+    listed = run("ls", "--json", "--registry", url)
+    assert listed.returncode == 0 and "tiny-base" in listed.stdout
+
+    served_url = postgres_server.new_database()
+    blobs = str(tmp_path / "shared")
+    assert run("init", "--store", served_url, "--blobs", blobs).returncode == 0
+    port = str(free_port())
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [REGISTRY, "serve", "--store", served_url, "--port", port],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with HttpRegistry(f"http://127.0.0.1:{port}", settings) as client:
+                    assert client.list_bases() == []
+                    client.add_base(base_dir, name="tiny-base")
+                    break
+            except registry.RegistryUnavailableError:
+                assert server.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+    finally:
+        server.terminate()
+        server.wait(30)
+    with open_store(served_url, settings=settings) as reg:
+        assert [b.name for b in reg.list_bases()] == ["tiny-base"]
