@@ -22,6 +22,7 @@ DUNDERS = {"__enter__", "__exit__"}
 IMPLEMENTATION = {
     "registry.local",
     "registry.location",
+    "registry.server_location",
     "registry.deps",
     "registry.sql_store",
     "registry.push",
