@@ -72,7 +72,7 @@ def raw_copy(src: Path, dest: Path) -> float:
 def fill(reg: LocalRegistry, versions: int, per_name: int = 10) -> list[str]:
     """Insert ``versions`` adapter rows (unique digests) straight into the store's tables.
 
-    Raw SQL on purpose, outside ``sqlite_store``: pushing 10,000 real versions would take
+    Raw SQL on purpose, outside ``sql_store``: pushing 10,000 real versions would take
     most of the run, and only the rows' shape matters to ``resolve``.
     """
     template = reg.store.one("SELECT * FROM adapters WHERE name = 'adapter'")

@@ -21,11 +21,11 @@ from registry.errors import InvalidRefError, RefNotFoundError
 from registry.quarantine import refuse_quarantined
 from registry.refs import PRODUCTION, check_alias, check_name, check_version
 from registry.rollouts import refuse_hand_move
-from registry.sqlite_store import SqliteStore, now_iso
+from registry.sql_store import SqlStore, now_iso
 from registry.targets import live_version
 
 
-def check_production_move(store: SqliteStore, name: str, version: int | None) -> None:
+def check_production_move(store: SqlStore, name: str, version: int | None) -> None:
     """Refuse moving ``name@production`` to ``version`` (None: removing it). Call inside
     the write transaction that moves it; a no-op move passes."""
     current = store.alias_target(name, PRODUCTION)

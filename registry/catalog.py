@@ -37,7 +37,7 @@ from registry.errors import (
 )
 from registry.names import check_new_name
 from registry.records import BaseModel, Dataset
-from registry.sqlite_store import Tx, now_iso
+from registry.sql_store import Tx, now_iso
 from registry.staging import store_files
 from registry.weights import module_norms
 

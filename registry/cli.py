@@ -25,6 +25,7 @@ from registry.pending import PendingPair, pending_for
 from registry.protocol import Registry
 from registry.records import AdapterVersion, BaseModel
 from registry.refs import parse_version
+from registry.server_location import open_store
 from registry.service.commands import hash_token_cmd, serve_cmd
 from registry.settings import RegistrySettings
 
@@ -112,6 +113,13 @@ def main(ctx: click.Context, location: str | None) -> None:
 @main.command()
 @location_option
 @click.option(
+    "--store",
+    metavar="postgresql://USER@HOST:PORT/DB",
+    default=None,
+    help="Keep the records in this PostgreSQL database (created empty beforehand); with "
+    "--blobs, what many `registry serve` processes share. Default: a registry directory.",
+)
+@click.option(
     "--blobs",
     "blobs",
     metavar="s3://BUCKET/PREFIX",
@@ -119,10 +127,12 @@ def main(ctx: click.Context, location: str | None) -> None:
     help="Keep the blobs in S3-compatible object storage (endpoint and credentials from "
     "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); default: blobs/ in the registry directory.",
 )
-def init(location: str | None, blobs: str | None) -> None:
-    """Create a registry in a new or empty directory (or migrate an existing one).
+def init(location: str | None, store: str | None, blobs: str | None) -> None:
+    """Create a registry in a new or empty directory or database (or migrate one).
 
     Example: registry init --registry ./reg --blobs s3://models/loraport
+
+    Example: registry init --store postgresql://loraport@db/loraport --blobs s3://models/reg
     """
     given = command_location(location)
     if given and scheme(given) == "http":
@@ -130,6 +140,19 @@ def init(location: str | None, blobs: str | None) -> None:
             f"{given} is a registry service: its registry is created where it runs "
             "(`registry init --registry DIR`, then `registry serve --registry DIR` there)"
         )
+    if store is None and given and scheme(given) == "postgresql":
+        store = given
+    elif store is not None and location is not None:
+        raise e.UnsupportedLocationError("give --registry DIR or --store URL, not both")
+    if store is not None:
+        if blobs is None:
+            raise e.UnsupportedLocationError(
+                "a registry in PostgreSQL needs somewhere for its blobs: add "
+                "--blobs s3://BUCKET/PREFIX"
+            )
+        with open_store(store, blobs, create=True) as reg:
+            click.echo(f"registry ready at {reg.location} (blobs in {blobs})")
+        return
     if blobs is not None:
         record_blobs(location_path(given, RegistrySettings()), blobs)
     with open_for_command(location, create=True) as reg:

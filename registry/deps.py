@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from registry.blobs import BlobStore
 from registry.settings import RegistrySettings
-from registry.sqlite_store import SqliteStore
+from registry.sql_store import SqlStore
 
 #: Called with the name of each step a write reaches (tests use it to kill a push).
 StepHook = Callable[[str], None]
@@ -34,7 +34,7 @@ def default_who(who: str | None, settings: RegistrySettings) -> str:
 class Deps:
     """What a use case may touch."""
 
-    store: SqliteStore
+    store: SqlStore
     blobs: BlobStore
     settings: RegistrySettings
     on_step: StepHook | None = None

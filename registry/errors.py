@@ -43,6 +43,7 @@ and unambiguous. Raise the most specific class; never a bare :class:`RegistryErr
     ├── BadRequestError                44   400  bad_request
     ├── ServiceFailedError             45   500  service_failed
     └── StorageUnavailableError        46   503  storage_unavailable
+        └── DatabaseUnavailableError   47   503  database_unavailable
 
 Exit status 0 is success and 2 is click's usage error; neither is in the table.
 """
@@ -365,6 +366,17 @@ class StorageUnavailableError(RegistryError):
     code = "storage_unavailable"
 
 
+class DatabaseUnavailableError(StorageUnavailableError):
+    """The database that holds the registry's records (PostgreSQL) refused the connection,
+    did not answer, or went away in the middle of a command: nothing of that command was
+    recorded (its transaction rolled back). Transient when the database is down: run the
+    command again once it is back. The message names the database, never a password."""
+
+    exit_code = 47
+    http_status = 503
+    code = "database_unavailable"
+
+
 def error_classes() -> tuple[type[RegistryError], ...]:
     """Every class of the tree, root first (the table, in code)."""
     found: list[type[RegistryError]] = []
@@ -390,6 +402,7 @@ __all__ = [
     "AmbiguousRefError",
     "BadRequestError",
     "BaseMismatchError",
+    "DatabaseUnavailableError",
     "DestinationExistsError",
     "DestinationUnwritableError",
     "ForbiddenError",

@@ -49,8 +49,8 @@ def after_push_hooks() -> list[Hook]:
 
 def runs_here(location: str) -> bool:
     """Whether ``registry push`` runs the after-push hooks for a registry at ``location``:
-    on a directory, yes; on a registry service, no (its pairs wait for ``quantize eval
-    --pending``: a client measuring through the network would pull the parent, the
-    variant and the adapter on every push, and the server cannot run ``.venv-quantize``
-    on a request's path)."""
-    return scheme(location) == "directory"
+    on a directory or a database (PostgreSQL), yes; on a registry service, no (its pairs
+    wait for ``quantize eval --pending``: a client measuring through the network would
+    pull the parent, the variant and the adapter on every push, and the server cannot
+    run ``.venv-quantize`` on a request's path)."""
+    return scheme(location) != "http"

@@ -1,7 +1,8 @@
-"""The embedded registry: a directory holding ``registry.db`` and ``blobs/``.
+"""The registry in-process: its records in a :class:`SqlStore` (``registry.db`` in a
+directory, or a PostgreSQL database), its bytes in a blob store.
 
 :class:`LocalRegistry` implements :class:`registry.Registry` by composition: reads go
-to its :class:`SqliteStore`; writes are use cases (:mod:`registry.push`,
+to its :class:`SqlStore`; writes are use cases (:mod:`registry.push`,
 :mod:`registry.catalog`, :mod:`registry.transfer`, :mod:`registry.rollouts`,
 :mod:`registry.variants`) run over narrow :class:`Deps`. This class resolves refs and
 turns arguments into what those use cases take; it holds no SQL.
@@ -59,7 +60,7 @@ from registry.refs import (
 )
 from registry.rollouts import Outcome as RolloutOutcome
 from registry.settings import RegistrySettings
-from registry.sqlite_store import SqliteStore, now_iso
+from registry.sql_store import SqlStore, now_iso
 from registry.targets import dead_version
 from registry.validation import inspect_adapter_dir
 
@@ -68,18 +69,23 @@ WATCH_POLL_S = 0.05
 
 
 class LocalRegistry:
-    """A registry stored in one directory. Thread-safe; one SQLite connection."""
+    """A registry opened in this process (a directory, or PostgreSQL + a blob store).
+    Thread-safe; one database connection. ``root``: the directory (for a registry on
+    servers, where this host keeps a server's scratch); ``location``: what a CLI takes
+    (default: ``root``)."""
 
     def __init__(
         self,
         root: Path,
-        store: SqliteStore,
+        store: SqlStore,
         settings: RegistrySettings,
         *,
         on_step: StepHook | None = None,
         blobs: BlobStore | None = None,
+        location: str | None = None,
     ) -> None:
         self.root = root
+        self._location = location if location is not None else str(root)
         self.store = store
         self.settings = settings
         self.blobs: BlobStore = blobs if blobs is not None else FileBlobStore(root / "blobs")
@@ -87,7 +93,7 @@ class LocalRegistry:
 
     @property
     def location(self) -> str:
-        return str(self.root)
+        return self._location
 
     @property
     def read_only(self) -> bool:
@@ -213,8 +219,9 @@ class LocalRegistry:
         return self.store.events(name)
 
     def clock(self) -> float:
-        """This host's ``time.time()``: what the registry's timestamps and leases use."""
-        return time.time()
+        """The registry's clock (its database's: one clock for every server sharing it),
+        what leases are written and compared on."""
+        return self.store.clock()
 
     def change_token(self) -> int:
         """Grows whenever a push, alias move or removal is committed (the last event id)."""

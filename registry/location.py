@@ -2,7 +2,9 @@
 
 The location's scheme picks the implementation from one table (:data:`OPENERS`), as
 MLflow picks its store: a directory path (or ``file:``) gives :class:`LocalRegistry`;
-``http(s)://`` gives :class:`HttpRegistry`, the client of a ``registry serve``. Only
+``http(s)://`` gives :class:`HttpRegistry`, the client of a ``registry serve``;
+``postgresql://`` gives a :class:`LocalRegistry` over that database and the blob store
+``registry init`` recorded in it (:mod:`registry.server_location`). Only
 ``create=True`` makes a new registry, and only in a missing or empty directory: a typo
 in ``--registry`` or a directory of something else is an error that says so, never a
 fresh empty registry.
@@ -19,8 +21,9 @@ from registry.deps import StepHook
 from registry.errors import NotARegistryError, UnsupportedLocationError
 from registry.local import LocalRegistry
 from registry.protocol import Registry
+from registry.server_location import is_store_url, open_store
 from registry.settings import RegistrySettings
-from registry.sqlite_store import SqliteStore
+from registry.sql_store import SqlStore
 
 DB_NAME = "registry.db"
 
@@ -47,13 +50,17 @@ def location_path(location: str | os.PathLike[str] | None, settings: RegistrySet
         )
     if scheme(text) == "http":
         raise UnsupportedLocationError(f"{text} is a registry service, not a directory")
+    if scheme(text) == "postgresql":
+        raise UnsupportedLocationError(f"{text} is a database, not a registry directory")
     return Path(text.removeprefix("file:")).expanduser()
 
 
 def scheme(text: str) -> str:
-    """``http`` for a registry service's URL, ``directory`` for a path; raise
-    UnsupportedLocationError for any other ``scheme://``."""
+    """``http`` for a registry service's URL, ``postgresql`` for a database's,
+    ``directory`` for a path; raise UnsupportedLocationError for any other ``scheme://``."""
     lowered = text.lower()
+    if is_store_url(text):
+        return "postgresql"
     if lowered.startswith(("http://", "https://")):
         rest = text.split("://", 1)[1]
         if not rest or rest.startswith("/"):
@@ -61,8 +68,8 @@ def scheme(text: str) -> str:
         return "http"
     if "://" in text:
         raise UnsupportedLocationError(
-            f"unsupported registry location {text!r}: use a directory path or the "
-            "http(s):// URL of a `registry serve`"
+            f"unsupported registry location {text!r}: use a directory path, the "
+            "http(s):// URL of a `registry serve`, or a postgresql:// database"
         )
     return "directory"
 
@@ -133,12 +140,24 @@ def _open_http(
     return HttpRegistry(url, settings)
 
 
+def _open_postgresql(
+    location: str | os.PathLike[str] | None,
+    settings: RegistrySettings,
+    create: bool,
+    read_only: bool | None,
+) -> Registry:
+    url = os.fspath(location) if location is not None else settings.url
+    assert url is not None
+    return open_store(url, settings=settings, create=create, read_only=read_only)
+
+
 #: A location's scheme -> how to open it (the one place a new kind of registry plugs in).
 OPENERS: dict[
     str, Callable[[str | os.PathLike[str] | None, RegistrySettings, bool, bool | None], Registry]
 ] = {
     "directory": _open_directory,
     "http": _open_http,
+    "postgresql": _open_postgresql,
 }
 
 
@@ -166,7 +185,7 @@ def open_local(
             raise NotARegistryError(
                 f"cannot create a registry at {path}: {exc.strerror or exc}"
             ) from None
-    store = SqliteStore.open(
+    store = SqlStore.open(
         path / DB_NAME, busy_timeout_s=settings.busy_timeout_s, create=create, read_only=read_only
     )
     return LocalRegistry(path, store, settings, on_step=on_step, blobs=open_blobs(path))

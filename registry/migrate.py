@@ -41,7 +41,8 @@ from registry.local import LocalRegistry
 from registry.location import DB_NAME, open_local
 from registry.records import VerifyReport
 from registry.settings import RegistrySettings
-from registry.sqlite_store import SqliteStore
+from registry.sql_store import SqlStore
+from registry.sql_store.sqlite import SqliteConnection
 from registry.transfer import referenced_blobs
 
 WORK = ".migrate"
@@ -79,8 +80,14 @@ def _snapshot(source: LocalRegistry, into: Path) -> None:
     into.unlink(missing_ok=True)
     target = sqlite3.connect(into)
     try:
+        conn = source.store.conn
+        if not isinstance(conn, SqliteConnection):
+            raise UnsupportedLocationError(
+                f"registry migrate copies from a registry directory; {source.location} keeps "
+                "its records in PostgreSQL (back it up with pg_dump instead)"
+            )
         with source.store.lock:
-            source.store.conn.backup(target)
+            conn.raw.backup(target)
         target.commit()
     finally:
         target.close()
@@ -139,7 +146,7 @@ def migrate(
     copied = copied_bytes = present = 0
     scratch = Path(tempfile.mkdtemp(prefix="blobs-", dir=work))
     try:
-        records = SqliteStore.open(
+        records = SqlStore.open(
             snapshot, busy_timeout_s=settings.busy_timeout_s, create=False, read_only=True
         )
         try:

@@ -1,4 +1,9 @@
-"""Ordered schema migrations, one function each; ``PRAGMA user_version`` counts them.
+"""Ordered schema migrations, one function each; the schema version counts them.
+
+Each migration runs on either database through the store's
+:class:`~registry.sql_store.connection.Connection`: plain statements in the dialects'
+common SQL, DDL through ``conn.ddl`` (which maps SQLite's types to PostgreSQL's), and
+the schema version where the dialect keeps it (``PRAGMA user_version`` in SQLite).
 
 Append new migrations to :data:`MIGRATIONS`; never edit one that has shipped. Room is
 left for later issues: ``bases.parent_id``/``quantization`` hold variants, and traffic
@@ -10,10 +15,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING
 
 from registry.errors import SchemaVersionError
+
+if TYPE_CHECKING:
+    from registry.sql_store.connection import Connection
 
 _INITIAL = (
     """CREATE TABLE names (
@@ -95,28 +102,25 @@ _INITIAL = (
         version INTEGER,
         detail TEXT NOT NULL DEFAULT '{}')""",
     "CREATE INDEX events_name ON events(name, id)",
-    """CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
-        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END""",
-    """CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
-        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END""",
 )
 
 
-def m0001_initial(db: Database) -> None:
+def m0001_initial(db: Connection) -> None:
     """Names, manifests, bases, datasets, adapter versions, aliases, events."""
     for statement in _INITIAL:
-        db.execute(statement)
+        db.ddl(statement)
+    db.forbid_changes("events", "the event log is append-only")
 
 
-def m0002_code_lineage_and_production(db: Database) -> None:
+def m0002_code_lineage_and_production(db: Connection) -> None:
     """The training code's commit on each version; plain NAME becomes NAME@production.
 
     Before this, plain ``NAME`` meant the only live version when no ``production`` alias
     existed. Each such name now gets the alias on that version (logged as an event by
     ``migration``), so what ``NAME`` served is unchanged while the rule becomes strict.
     """
-    db.execute("ALTER TABLE adapters ADD COLUMN code_commit TEXT")
-    db.execute("ALTER TABLE adapters ADD COLUMN code_dirty INTEGER")
+    db.ddl("ALTER TABLE adapters ADD COLUMN code_commit TEXT")
+    db.ddl("ALTER TABLE adapters ADD COLUMN code_dirty INTEGER")
     rows = db.execute(
         "SELECT name, MIN(version) FROM adapters WHERE removed_at IS NULL GROUP BY name"
         " HAVING COUNT(*) = 1 AND name NOT IN"
@@ -136,11 +140,11 @@ def m0002_code_lineage_and_production(db: Database) -> None:
         )
 
 
-def m0003_rollouts(db: Database) -> None:
+def m0003_rollouts(db: Connection) -> None:
     """Canary rollouts: one row per rollout (plan, step, weight, state, lease) and its
     analyses. A partial unique index keeps at most one active rollout per name; the
     gateway's split for NAME is the active rollout's (production, canary, weight)."""
-    db.execute(
+    db.ddl(
         """CREATE TABLE rollouts (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         name TEXT NOT NULL REFERENCES names(name),
@@ -162,9 +166,9 @@ def m0003_rollouts(db: Database) -> None:
         FOREIGN KEY (name, stable) REFERENCES adapters(name, version),
         FOREIGN KEY (name, canary) REFERENCES adapters(name, version))"""
     )
-    db.execute("CREATE UNIQUE INDEX rollouts_one_active ON rollouts(name) WHERE state = 'active'")
-    db.execute("CREATE INDEX rollouts_name ON rollouts(name, id)")
-    db.execute(
+    db.ddl("CREATE UNIQUE INDEX rollouts_one_active ON rollouts(name) WHERE state = 'active'")
+    db.ddl("CREATE INDEX rollouts_name ON rollouts(name, id)")
+    db.ddl(
         """CREATE TABLE rollout_analyses (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         rollout_id INTEGER NOT NULL REFERENCES rollouts(id),
@@ -176,10 +180,10 @@ def m0003_rollouts(db: Database) -> None:
         reason TEXT NOT NULL,
         figures TEXT NOT NULL)"""
     )
-    db.execute("CREATE INDEX rollout_analyses_rollout ON rollout_analyses(rollout_id, id)")
+    db.ddl("CREATE INDEX rollout_analyses_rollout ON rollout_analyses(rollout_id, id)")
 
 
-def m0004_variants(db: Database) -> None:
+def m0004_variants(db: Connection) -> None:
     """Quantized variants and their fidelity; adapter x variant evaluations.
 
     A variant is a row of ``bases`` (``parent_id`` and ``quantization`` = its method, the
@@ -187,7 +191,7 @@ def m0004_variants(db: Database) -> None:
     and library lineage, and the fidelity measured against the parent (JSON).
     ``pair_evals`` holds the latest gated result of each adapter version on each variant;
     re-evaluation replaces it (each evaluation is also an event)."""
-    db.execute(
+    db.ddl(
         """CREATE TABLE variants (
         base_id INTEGER PRIMARY KEY REFERENCES bases(id),
         quantization TEXT NOT NULL,
@@ -195,7 +199,7 @@ def m0004_variants(db: Database) -> None:
         passed INTEGER NOT NULL,
         forced INTEGER NOT NULL DEFAULT 0)"""
     )
-    db.execute(
+    db.ddl(
         """CREATE TABLE pair_evals (
         adapter_id INTEGER NOT NULL REFERENCES adapters(id),
         base_id INTEGER NOT NULL REFERENCES bases(id),
@@ -206,17 +210,17 @@ def m0004_variants(db: Database) -> None:
         evaluated_at TEXT NOT NULL,
         PRIMARY KEY (adapter_id, base_id))"""
     )
-    db.execute("CREATE INDEX pair_evals_base ON pair_evals(base_id)")
+    db.ddl("CREATE INDEX pair_evals_base ON pair_evals(base_id)")
 
 
-def m0005_quarantine(db: Database) -> None:
+def m0005_quarantine(db: Connection) -> None:
     """Quarantine of an adapter version: the reason, who and when (all NULL while it is
     not quarantined). Lifting clears them; the event log keeps both moves."""
     for column in ("quarantine_reason", "quarantined_by", "quarantined_at"):
-        db.execute(f"ALTER TABLE adapters ADD COLUMN {column} TEXT")
+        db.ddl(f"ALTER TABLE adapters ADD COLUMN {column} TEXT")
 
 
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     m0001_initial,
     m0002_code_lineage_and_production,
     m0003_rollouts,
@@ -225,23 +229,16 @@ MIGRATIONS: tuple[Callable[[Database], None], ...] = (
 )
 
 
-def migrate(db: Database) -> int:
+def migrate(conn: Connection) -> int:
     """Apply pending migrations in one write transaction; return the schema version."""
-    conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    with conn.write_transaction():
+        current = conn.user_version()
         if current > len(MIGRATIONS):
             raise SchemaVersionError(
                 f"registry schema version {current} is newer than this loraport "
                 f"({len(MIGRATIONS)}); upgrade loraport"
             )
         for number, migration in enumerate(MIGRATIONS[current:], start=current + 1):
-            migration(db)
-            conn.execute(f"PRAGMA user_version = {number}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+            migration(conn)
+            conn.set_user_version(number)
     return len(MIGRATIONS)

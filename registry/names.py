@@ -16,7 +16,7 @@ from registry.records import Kind, a_kind
 from registry.refs import check_name
 
 if TYPE_CHECKING:
-    from registry.sqlite_store import SqliteStore
+    from registry.sql_store import SqlStore
 
 
 def name_refusal(name: str, existing: Kind | None, wanted: Kind | None) -> NameConflictError | None:
@@ -33,7 +33,7 @@ def name_refusal(name: str, existing: Kind | None, wanted: Kind | None) -> NameC
     )
 
 
-def check_new_name(store: SqliteStore, name: str, kind: Kind | None) -> None:
+def check_new_name(store: SqlStore, name: str, kind: Kind | None) -> None:
     """Refuse, before any work, what :func:`name_refusal` refuses, an invalid name, or a
     read-only registry."""
     check_name(name)

@@ -33,7 +33,7 @@ from registry.errors import AdapterProblem as P
 from registry.errors import InvalidAdapterError
 from registry.records import BaseModel, CodeLineage, PeftSummary, PushResult
 from registry.refs import PRODUCTION
-from registry.sqlite_store import Tx, now_iso
+from registry.sql_store import Tx, now_iso
 from registry.staging import store_files
 from registry.validation import (
     AdapterDir,

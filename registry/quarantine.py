@@ -19,7 +19,7 @@ from registry.errors import (
     QuarantinedError,
 )
 from registry.records import AdapterVersion
-from registry.sqlite_store import now_iso
+from registry.sql_store import now_iso
 from registry.targets import live_version
 
 #: A reason is one line a person reads in `registry show` and in a gateway's error.

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -42,7 +41,7 @@ from registry.quarantine import refuse_quarantined
 from registry.records import Rollout
 from registry.refs import PRODUCTION, check_name, check_version
 from registry.rollout_rules import already_active, claim_refused, write_refused
-from registry.sqlite_store import SqliteStore, Tx, now_iso
+from registry.sql_store import SqlStore, Tx, now_iso
 from registry.targets import live_version
 
 Outcome = Literal["promoted", "rolled_back", "aborted"]
@@ -120,7 +119,7 @@ def start(
     return _get(deps, rollout_id)
 
 
-def refuse_hand_move(store: SqliteStore, name: str) -> None:
+def refuse_hand_move(store: SqlStore, name: str) -> None:
     """Refuse a move of ``name@production`` other than the rollout's own while one is
     active (call inside the write transaction that would move it)."""
     found = store.active_rollout(name)
@@ -168,9 +167,9 @@ def _current(deps: Deps, name: str, rollout_id: int | None) -> Rollout:
     return found
 
 
-def _check_lease(rollout: Rollout, holder: str | None) -> None:
+def _check_lease(deps: Deps, rollout: Rollout, holder: str | None) -> None:
     """Apply :func:`write_refused` with the registry's clock (inside the write)."""
-    refused = write_refused(rollout, holder, time.time())
+    refused = write_refused(rollout, holder, deps.store.clock())
     if refused is not None:
         raise refused
 
@@ -184,7 +183,7 @@ def claim(
         raise InvalidRolloutError("a lease needs a holder id and a positive finite ttl")
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
-        now = time.time()  # the registry's clock: the expiry it stores is on it too
+        now = deps.store.clock()  # the database's: the expiry it stores is on it too
         refused = claim_refused(found, holder, now)
         if refused is not None:
             raise refused
@@ -225,7 +224,7 @@ def advance(
     """Move an active rollout to ``step`` (compare-and-set: it must be the next one)."""
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
-        _check_lease(found, holder)
+        _check_lease(deps, found, holder)
         if step != found.step + 1 or step >= len(found.steps):
             raise RolloutConflictError(
                 f"rollout #{found.id} of {name} is at step {found.step} of {len(found.steps)}; "
@@ -258,7 +257,7 @@ def record_analysis(
     figures = _check_plan(figures)
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
-        _check_lease(found, holder)
+        _check_lease(deps, found, holder)
         if found.step != step:
             raise RolloutConflictError(
                 f"rollout #{found.id} of {name} moved to step {found.step}; this analysis was "
@@ -292,7 +291,7 @@ def end(
     with deps.store.write() as tx:
         found = _current(deps, name, rollout_id)
         if holder is not None:
-            _check_lease(found, holder)
+            _check_lease(deps, found, holder)
         by, at = deps.who(who), now_iso()
         if outcome == "promoted":
             canary = deps.store.adapter(name, found.canary)

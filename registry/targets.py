@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from registry.errors import RefNotFoundError
 from registry.records import AdapterVersion
-from registry.sqlite_store import SqliteStore
+from registry.sql_store import SqlStore
 
 
 def dead_version(name: str, version: int, live: bool | None) -> RefNotFoundError | None:
@@ -23,7 +23,7 @@ def dead_version(name: str, version: int, live: bool | None) -> RefNotFoundError
     return None
 
 
-def live_version(store: SqliteStore, name: str, version: int) -> AdapterVersion:
+def live_version(store: SqlStore, name: str, version: int) -> AdapterVersion:
     """The record of live ``name@version``; RefNotFoundError otherwise."""
     record = store.adapter(name, version)
     problem = dead_version(name, version, None if record is None else record.removed_at is None)

@@ -21,7 +21,7 @@ from registry.errors import (
 )
 from registry.progress import byte_progress, want_progress
 from registry.records import GcReport, Resolved, VerifyReport
-from registry.sqlite_store import SqliteStore
+from registry.sql_store import SqlStore
 
 
 def _manifest(deps: Deps, digest: Digest) -> tuple[ManifestEntry, ...]:
@@ -118,7 +118,7 @@ def _referenced(deps: Deps) -> dict[str, list[str]]:
     return referenced_blobs(deps.store)
 
 
-def referenced_blobs(store: SqliteStore) -> dict[str, list[str]]:
+def referenced_blobs(store: SqlStore) -> dict[str, list[str]]:
     """blob hex digest -> the records/manifests of ``store`` that need it."""
     needed: dict[str, list[str]] = {}
     for digest, body in store.manifests():

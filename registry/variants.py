@@ -13,7 +13,7 @@ any point leaves either the whole variant or nothing but unreferenced blobs (whi
 ``registry gc`` collects).
 
 These are the write use cases, over :class:`Deps` like :mod:`registry.rollouts`; the
-reads and every query are the store's (:mod:`registry.sqlite_store.variants`), and
+reads and every query are the store's (:mod:`registry.sql_store.variants`), and
 :class:`registry.Registry` is how callers reach both.
 """
 
@@ -28,7 +28,7 @@ from registry.deps import Deps
 from registry.errors import RefNotFoundError
 from registry.names import check_new_name
 from registry.records import BaseModel, PairInput
-from registry.sqlite_store import now_iso
+from registry.sql_store import now_iso
 from registry.staging import store_files
 
 

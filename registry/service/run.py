@@ -11,7 +11,9 @@ from typing import IO
 
 import uvicorn
 
-from registry.location import open_local
+from registry.local import LocalRegistry
+from registry.location import open_local, scheme
+from registry.server_location import open_store
 from registry.service.app import create_app
 from registry.service.connections import MAX_HEAD_BYTES, guarded
 from registry.service.tokens import Token, check_bind, load_tokens, single_token
@@ -72,6 +74,25 @@ def announce(root: Path, leftovers: tuple[Path, ...]) -> IO[bytes] | None:
     return lock
 
 
+def open_served(
+    location: str | None, store: str | None, blobs: str | None, settings: RegistrySettings
+) -> LocalRegistry:
+    """The registry ``serve`` is asked for: a directory (``--registry``), or a database
+    (``--store``, or a ``postgresql://`` ``--registry``) and its blobs."""
+    if location is not None and store is not None:
+        raise ServeError("give --registry DIR or --store URL, not both")
+    if store is None and location is not None and scheme(location) == "postgresql":
+        store = location
+    if store is not None:
+        return open_store(store, blobs, settings=settings, create=False)
+    if blobs is not None:
+        raise ServeError(
+            "--blobs goes with --store (a registry directory records its own blobs at "
+            "`registry init --blobs`)"
+        )
+    return open_local(location, settings=settings, create=False)
+
+
 def serve(
     location: str | None,
     *,
@@ -79,30 +100,33 @@ def serve(
     port: int,
     tokens_file: Path | None,
     settings: RegistrySettings | None = None,
+    store: str | None = None,
+    blobs: str | None = None,
 ) -> None:
-    """Serve the registry directory ``location`` until interrupted."""
+    """Serve the registry at ``location`` (or in the database ``store``) until interrupted."""
     settings = settings if settings is not None else RegistrySettings()
     if location is not None and location.lower().startswith(("http://", "https://")):
         raise ServeError(f"serve a registry directory, not another service ({location})")
     tokens = callers(tokens_file, settings)
     check_bind(host, tokens)
-    reg = open_local(location, settings=settings, create=False)
+    reg = open_served(location, store, blobs, settings)
+    reg.root.mkdir(parents=True, exist_ok=True)
     presence = announce(reg.root, (reg.root / "incoming", *served_blobs(reg, settings).leftovers()))
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     if tokens:
         log.warning(
-            "registry %s on http://%s:%d (%d token(s))", reg.root, host, actual, len(tokens)
+            "registry %s on http://%s:%d (%d token(s))", reg.location, host, actual, len(tokens)
         )
     else:
         log.warning(
             "registry %s on http://%s:%d with no tokens: open to anyone on this machine, "
             "so bound to loopback only (give --tokens FILE or REGISTRY_TOKEN to serve wider)",
-            reg.root,
+            reg.location,
             host,
             actual,
         )
-    print(f"registry serving {reg.root} on http://{host}:{actual}", flush=True)
+    print(f"registry serving {reg.location} on http://{host}:{actual}", flush=True)
     app = create_app(reg, settings, tokens)
     config = uvicorn.Config(
         app,

@@ -2,7 +2,13 @@
 the registry under test: ``reg`` runs each test twice, on a directory and through a real
 registry service app over HTTP (one session server, one fresh mount per test), so the
 HTTP form cannot drift from the directory. ``local_reg`` is for what only a directory
-has (crash hooks, SQLite internals, blob files)."""
+has (crash hooks, SQLite internals, blob files).
+
+The records on PostgreSQL: a module that sets ``records`` to ``RECORDS`` (the contract
+files do) runs each test on SQLite and on a real PostgreSQL (one cluster per session, a
+fresh database per test), ``local_reg`` then being PostgreSQL records with blobs in a
+directory (what the HTTP form can serve); a module whose ``reg_kind`` takes
+``postgresql`` runs ``reg`` on PostgreSQL records with blobs in a real SeaweedFS."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import registry
 from registry.http_client import HttpRegistry
 from registry.local import LocalRegistry
 from registry.location import open_local
+from registry.server_location import open_store
 from tests.support.mounted_service import MountedServer, mounted_server
 from tests.support.synthetic import CHAT_TEMPLATE, write_adapter, write_base
 
@@ -23,6 +30,8 @@ __all__ = ["CHAT_TEMPLATE", "write_adapter", "write_base"]
 
 #: The implementations every protocol test runs on.
 KINDS = ["directory", "http"]
+#: Where the records live, for the modules that run on both (see the module docstring).
+RECORDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture
@@ -65,14 +74,51 @@ def service() -> Iterator[MountedServer]:
 
 
 @pytest.fixture
+def records() -> str:
+    """Where ``local_reg`` keeps its records (a module overrides this to run on both)."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One real PostgreSQL cluster for the session; each test takes its own database
+    (``postgres_server.new_database()``)."""
+    from tests.support.postgres import postgres
+
+    with postgres() as server:
+        yield server
+
+
+@pytest.fixture
 def local_reg(
-    reg_path: Path, settings: registry.RegistrySettings, base_dir: Path, dataset_file: Path
+    reg_path: Path,
+    settings: registry.RegistrySettings,
+    base_dir: Path,
+    dataset_file: Path,
+    records: str,
+    request: pytest.FixtureRequest,
 ) -> Iterator[LocalRegistry]:
-    """A registry directory, open, holding base ``tiny-base`` and dataset ``support-data``."""
-    with open_local(reg_path, settings=settings) as opened:
+    """A registry, open, holding base ``tiny-base`` and dataset ``support-data``: a
+    directory, or (``records`` = postgresql) a fresh PostgreSQL database whose blobs are
+    in ``reg_path``."""
+    if records == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        opener = open_store(server.new_database(), str(reg_path), settings=settings, create=True)
+    else:
+        opener = open_local(reg_path, settings=settings)
+    with opener as opened:
         opened.add_base(base_dir, name="tiny-base", license="apache-2.0")
         opened.add_dataset(dataset_file, name="support-data")
         yield opened
+
+
+def reopen(
+    opened: LocalRegistry, settings: registry.RegistrySettings, *, read_only: bool | None = None
+) -> LocalRegistry:
+    """Open again the registry ``opened`` is (a directory, or its PostgreSQL database)."""
+    if opened.location.startswith("postgresql://"):
+        return open_store(opened.location, settings=settings, read_only=read_only)
+    return open_local(opened.root, settings=settings, read_only=read_only)
 
 
 @pytest.fixture(params=KINDS)
@@ -92,9 +138,32 @@ def reg(
     if reg_kind == "directory":
         yield local_reg
         return
+    if reg_kind == "postgresql":
+        yield request.getfixturevalue("pg_s3_reg")
+        return
     service: MountedServer = request.getfixturevalue("service")
     with service.serve(local_reg, settings) as url, HttpRegistry(url, settings) as client:
         yield client
+
+
+@pytest.fixture
+def pg_s3_reg(
+    postgres_server: Any,
+    seaweed_store: Any,
+    settings: registry.RegistrySettings,
+    base_dir: Path,
+    dataset_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[LocalRegistry]:
+    """A registry on servers: records in a fresh PostgreSQL database, blobs in a fresh
+    prefix of the session's SeaweedFS; holding ``tiny-base`` and ``support-data``."""
+    for key, value in seaweed_store.env().items():
+        monkeypatch.setenv(key, value)
+    url = postgres_server.new_database()
+    with open_store(url, seaweed_store.location(), settings=settings, create=True) as opened:
+        opened.add_base(base_dir, name="tiny-base", license="apache-2.0")
+        opened.add_dataset(dataset_file, name="support-data")
+        yield opened
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,17 @@ from registry.local import LocalRegistry
 from registry.protocol import Registry
 from registry.service import app
 from registry.settings import RegistrySettings
+from tests.registry.conftest import RECORDS
 from tests.support.mounted_service import MountedServer
 from tests.support.synthetic import write_base
 
 SD = "support-data"
+
+
+@pytest.fixture(params=RECORDS)
+def records(request: pytest.FixtureRequest) -> str:
+    """Every test here runs with its records in SQLite and in PostgreSQL."""
+    return str(request.param)
 
 
 def _outcome(call: Callable[[Registry], object], reg: Registry) -> tuple[str, str]:

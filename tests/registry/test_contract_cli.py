@@ -19,10 +19,17 @@ import registry
 from registry.cli import main
 from registry.local import LocalRegistry
 from registry.settings import RegistrySettings
+from tests.registry.conftest import RECORDS
 from tests.support.mounted_service import MountedServer
 from tests.support.registry_service import registry_service
 
 REGISTRY = str(Path(sys.executable).with_name("registry"))
+
+
+@pytest.fixture(params=RECORDS)
+def records(request: pytest.FixtureRequest) -> str:
+    """Every test here runs with its records in SQLite and in PostgreSQL."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -80,11 +87,11 @@ READS = [
 @pytest.mark.parametrize("args", READS, ids=" ".join)
 def test_reads_print_the_same_on_both(args: list[str], rich: LocalRegistry, url: str) -> None:
     runner = CliRunner()
-    on_directory = runner.invoke(main, [*args, "--registry", str(rich.root)])
+    on_directory = runner.invoke(main, [*args, "--registry", rich.location])
     over_http = runner.invoke(main, [*args, "--registry", url])
     assert over_http.exit_code == on_directory.exit_code, over_http.output
     assert over_http.output.replace(url, "LOCATION") == on_directory.output.replace(
-        str(rich.root), "LOCATION"
+        rich.location, "LOCATION"
     )
 
 

@@ -19,14 +19,20 @@ from registry import errors as e
 from registry.cli import main
 from registry.http_client import HttpRegistry
 from registry.local import LocalRegistry
-from registry.location import open_local
 from registry.service.tokens import hash_token, load_tokens
 from registry.settings import RegistrySettings
+from tests.registry.conftest import RECORDS, reopen
 from tests.support.mounted_service import MountedServer
 from tests.support.synthetic import write_base
 
 #: Every class a registry raises (the root is never raised bare).
 RAISED = [cls for cls in e.error_classes() if cls is not e.RegistryError]
+
+
+@pytest.fixture(params=RECORDS)
+def records(request: pytest.FixtureRequest) -> str:
+    """Every test here runs with its records in SQLite and in PostgreSQL."""
+    return str(request.param)
 
 
 def _instance(cls: type[e.RegistryError], message: str) -> e.RegistryError:
@@ -201,7 +207,7 @@ def test_a_read_only_registry_refuses_writes_as_read_only(
     local_reg.push_adapter(make_adapter("support"), dataset="support-data")
     local_reg.close()
     with (
-        open_local(reg_path, settings=settings, read_only=True) as ro,
+        reopen(local_reg, settings, read_only=True) as ro,
         service.serve(ro, settings) as url,
         _client(url, None) as reg,
     ):
@@ -254,7 +260,7 @@ def test_the_servers_limits_refuse_as_a_directory_with_them_does(
         "dataset": lambda r: r.add_dataset(big_data, name="big"),
     }
     with (
-        open_local(reg_path, settings=tight) as directory,
+        reopen(local_reg, tight) as directory,
         service.serve(directory, tight) as url,
         _client(url, None) as client,
     ):
@@ -270,7 +276,7 @@ def test_the_servers_limits_refuse_as_a_directory_with_them_does(
             )
         roomy = RegistrySettings(user="tester", max_file_bytes=10**6, max_lora_rank=2)
     with (
-        open_local(reg_path, settings=roomy) as directory,
+        reopen(local_reg, roomy) as directory,
         service.serve(directory, roomy) as url,
         _client(url, None) as client,
     ):

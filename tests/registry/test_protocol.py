@@ -22,8 +22,9 @@ DUNDERS = {"__enter__", "__exit__"}
 IMPLEMENTATION = {
     "registry.local",
     "registry.location",
+    "registry.server_location",
     "registry.deps",
-    "registry.sqlite_store",
+    "registry.sql_store",
     "registry.push",
     "registry.catalog",
     "registry.rollouts",

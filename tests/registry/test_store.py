@@ -12,8 +12,15 @@ import registry
 from registry.local import LocalRegistry
 from registry.protocol import Registry
 from registry.push import DatasetFile, dataset_argument
+from tests.registry.conftest import KINDS
 
 MakeAdapter = Callable[..., Path]
+
+
+@pytest.fixture(params=[*KINDS, "postgresql"])
+def reg_kind(request: pytest.FixtureRequest) -> str:
+    """Every test here also runs on PostgreSQL records with blobs in SeaweedFS (S3)."""
+    return str(request.param)
 
 
 def test_push_records_lineage(reg: Registry, make_adapter: MakeAdapter) -> None:
@@ -172,12 +179,14 @@ def test_schema_from_dir_and_argument(reg: Registry, make_adapter: MakeAdapter) 
 def test_reopen_and_change_token(
     reg_path: Path,
     reg: Registry,
+    reg_kind: str,
     make_adapter: MakeAdapter,
     settings: registry.RegistrySettings,
 ) -> None:
     reg.push_adapter(make_adapter(), dataset="support-data")
     token = reg.change_token()
-    with registry.open(reg_path, settings=settings) as again:
+    where = reg.location if reg_kind == "postgresql" else reg_path  # the records' home
+    with registry.open(where, settings=settings) as again:
         assert again.change_token() == token
         assert [v.ref for v in again.list_adapters()] == ["support@1"]
         assert again.list_adapters()[0] == reg.adapter("support@1")

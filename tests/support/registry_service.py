@@ -16,7 +16,7 @@ REGISTRY = str(Path(sys.executable).with_name("registry"))
 
 @contextmanager
 def registry_service(
-    directory: Path,
+    directory: Path | str,
     log: Path,
     *,
     token: str | None = None,
@@ -25,7 +25,8 @@ def registry_service(
     env: dict[str, str] | None = None,
     host: str | None = None,
 ) -> Iterator[Process]:
-    """`registry serve --registry DIR` on a free loopback port until the block ends;
+    """`registry serve --registry DIR` (or a ``postgresql://`` URL) on a free loopback
+    port until the block ends;
     with ``token``, that one write token (``REGISTRY_TOKEN``) is required; with
     ``tokens_file``, the tokens it lists; ``env`` adds ``REGISTRY_*`` settings; ``host``
     binds another address (the test still calls it on loopback)."""

@@ -11,8 +11,8 @@ from typing import Any
 
 from registry.digest import Digest
 from registry.records import AdapterVersion, CodeLineage, Lineage, PeftSummary, Quarantine
-from registry.sqlite_store.core import Row, StoreCore
-from registry.sqlite_store.names import NameWrites
+from registry.sql_store.core import Row, StoreCore
+from registry.sql_store.names import NameWrites
 
 _ADAPTER_SELECT = """
 SELECT a.*, b.name AS base_name, b.digest AS base_digest,

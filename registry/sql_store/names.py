@@ -12,7 +12,7 @@ from typing import cast
 from registry.digest import Digest
 from registry.names import name_refusal
 from registry.records import Kind
-from registry.sqlite_store.core import StoreCore, TxCore
+from registry.sql_store.core import StoreCore, TxCore
 
 
 class NameReads(StoreCore):
@@ -67,7 +67,7 @@ class NameWrites(TxCore):
     def claim_name(self, name: str, kind: Kind, at: str) -> None:
         """Record ``name`` as a ``kind`` (no-op if it already is one)."""
         self.conn.execute(
-            "INSERT OR IGNORE INTO names (name, kind, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO names (name, kind, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (name, kind, at),
         )
         row = self.conn.execute("SELECT kind FROM names WHERE name = ?", (name,)).fetchone()

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from registry.records import Analysis, Rollout
-from registry.sqlite_store.core import Row, StoreCore, TxCore
+from registry.sql_store.core import Row, StoreCore, TxCore
 
 
 class RolloutReads(StoreCore):
@@ -62,14 +62,14 @@ class RolloutWrites(TxCore):
         at: str,
     ) -> int:
         """Record a new active rollout at its first step and log it."""
-        cursor = self.conn.execute(
+        row = self.conn.execute(
             "INSERT INTO rollouts (name, stable, canary, steps, plan, step, weight, state,"
             " started_by, started_at, step_started_at) VALUES (?, ?, ?, ?, ?, 0, ?, 'active',"
-            " ?, ?, ?)",
+            " ?, ?, ?) RETURNING id",
             (name, stable, canary, json.dumps(list(steps)), json.dumps(plan, sort_keys=True),
              steps[0], who, at, at),
-        )  # fmt: skip
-        rollout_id = int(cursor.lastrowid or 0)
+        ).fetchone()  # fmt: skip
+        rollout_id = int(row[0])
         self.event(
             at=at,
             who=who,

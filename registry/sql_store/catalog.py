@@ -12,7 +12,7 @@ from typing import Any
 
 from registry.digest import Digest, ManifestEntry, manifest_digest, manifest_json
 from registry.records import BaseModel, Dataset
-from registry.sqlite_store.core import Row, StoreCore, TxCore
+from registry.sql_store.core import Row, StoreCore, TxCore
 
 _BASE_SELECT = """
 SELECT b.*, p.name AS parent_name FROM bases b LEFT JOIN bases p ON p.id = b.parent_id
@@ -69,7 +69,8 @@ class CatalogWrites(TxCore):
     def insert_manifest(self, entries: tuple[ManifestEntry, ...]) -> Digest:
         digest = manifest_digest(entries)
         self.conn.execute(
-            "INSERT OR IGNORE INTO manifests (digest, body, size, files) VALUES (?, ?, ?, ?)",
+            "INSERT INTO manifests (digest, body, size, files) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (digest, manifest_json(entries).decode(), sum(e.size for e in entries), len(entries)),
         )
         return digest

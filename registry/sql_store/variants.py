@@ -16,7 +16,7 @@ from typing import Any
 from registry.digest import Digest
 from registry.errors import RefNotFoundError
 from registry.records import PairInput, PairResult, VariantInfo
-from registry.sqlite_store.core import Row, StoreCore, TxCore
+from registry.sql_store.core import Row, StoreCore, TxCore
 
 _VARIANT_SELECT = """
 SELECT b.name, b.digest, p.name AS parent, p.digest AS parent_digest,
