@@ -11,9 +11,12 @@ a pure function:
   model answering "" with status 200 until another adapter ran; a corrupted engine must
   not keep answering. The embedded server is then restarted; a remote one stays out of
   rotation until it answers as before. Batching perturbs a greedy answer (seen in float32
-  while the parity test ran 49 prompts), so answers are compared only when the probe ran
-  alone on the engine (nothing running or waiting just before or after it); a changed
-  answer is asked again twice before it counts. Under steady load the degenerate-text
+  while the parity test ran 49 prompts, and between two gateways probing one vLLM), so
+  answers are compared only when the probe ran alone on the engine: nothing running or
+  waiting just before or after it, *and* vLLM's prompt and generated token counters moved
+  by exactly the probe's own usage. (The gauges alone miss a short request that starts
+  and ends inside the probe: measured, both samples read 0 while it was batched with
+  it.) A changed answer is asked again twice before it counts. Under steady load the degenerate-text
   rule still catches an engine that answers "";
 - a timeout while vLLM is *making progress* (requests running and its generated-token
   counter moving between the probe's start and its end): `busy`, still ready. A huge but
@@ -151,16 +154,41 @@ async def probe_once(backend: VllmBackend, timeout_s: float) -> ProbeRun:
     after = await backend.engine_stats()
     choices = data.get("choices") or [{}]
     text = str((choices[0].get("message") or {}).get("content") or "")
-    alone = idle(before, after)
+    alone = idle(before, after, Usage.of(data))
     return ProbeRun(judge(text, None, state.base_answer, False, alone), text, alone)
 
 
-def idle(before: EngineStats | None, after: EngineStats | None) -> bool:
-    """Nothing but the probe ran: no request running or waiting just before it or just
-    after it. Only then is its greedy answer compared (batching perturbs it)."""
-    if before is None or after is None:
+@dataclass(frozen=True)
+class Usage:
+    """The probe's own token counts, as vLLM reported them in its answer."""
+
+    prompt: float
+    completion: float
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Usage | None:
+        usage = data.get("usage")
+        if not isinstance(usage, dict):
+            return None
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        return cls(prompt, completion)
+
+
+def idle(before: EngineStats | None, after: EngineStats | None, own: Usage | None) -> bool:
+    """Nothing but the probe ran (pure): no request running or waiting just before it or
+    just after it, and the engine's token counters moved by the probe's own tokens and no
+    more. Only then is its greedy answer compared (batching perturbs it). Unknown is not
+    alone."""
+    if before is None or after is None or own is None:
         return False
-    return before.running + before.waiting + after.running + after.waiting == 0
+    if before.running + before.waiting + after.running + after.waiting != 0:
+        return False
+    return (
+        after.prompt_tokens - before.prompt_tokens == own.prompt
+        and after.generation_tokens - before.generation_tokens == own.completion
+    )
 
 
 async def check(backend: VllmBackend, timeout_s: float, metrics: Metrics) -> Verdict:

@@ -92,6 +92,7 @@ class EngineStats:
     waiting: float
     kv_cache_usage: float
     generation_tokens: float
+    prompt_tokens: float = 0.0
 
 
 class LoraNotLoadedError(BackendError):
@@ -272,6 +273,7 @@ _STATS = {
     "vllm:num_requests_waiting": "waiting",
     "vllm:kv_cache_usage_perc": "kv_cache_usage",
     "vllm:generation_tokens_total": "generation_tokens",
+    "vllm:prompt_tokens_total": "prompt_tokens",
 }
 
 

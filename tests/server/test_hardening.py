@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.probe import progressing
+from server.probe import probe_once, progressing
 from server.vllm_http import VllmBackend
 from tests.conftest import BASE_NAME
 from tests.server.conftest import RunningGateway, running_gateway, scrape, wait_until
@@ -136,6 +136,36 @@ def test_heavy_batch_keeps_ready_and_small_requests_served(
             time.sleep(0.3)
         assert batch.communicate()[0].startswith("HTTP/1.1 200")
         assert seen and set(seen) == {200}, seen
+
+
+def test_probe_batched_with_a_short_request_is_not_alone(vllm_server: str) -> None:
+    """The probe compares the base model's greedy answer only when it ran alone: batching
+    perturbs it. A short request that starts and ends inside the probe leaves vLLM's
+    running/waiting gauges at 0 in both samples (measured; CI once restarted a healthy
+    backend for it), so the token counters must show it. A probe with company is never
+    alone; one on an idle engine is (up to five tries: other tests' gateways probe this
+    vLLM too)."""
+
+    async def run() -> tuple[list[bool], list[bool]]:
+        b = VllmBackend(vllm_server, "t", timeout_s=60)
+        try:
+            short = {"model": BASE_NAME, "prompt": "Hi", "max_tokens": 4, "temperature": 0}
+            together = []
+            for _ in range(4):  # sent as the probe starts: the probe takes ~40 ms here
+                run, _ = await asyncio.gather(
+                    probe_once(b, 60), b.generate("/v1/completions", short)
+                )
+                together.append(run.alone)
+            alone = []
+            while len(alone) < 5 and not any(alone):
+                alone.append((await probe_once(b, 60)).alone)
+            return together, alone
+        finally:
+            await b.aclose()
+
+    together, alone = asyncio.run(run())
+    assert not any(together), together
+    assert any(alone), alone
 
 
 def test_progress_tells_busy_from_hung(vllm_server: str) -> None:

@@ -22,7 +22,7 @@ def test_degenerate(text, problem):
 
 
 # --- the verdict (pure): busy is not dead, a changed base answer is corruption ---
-from server.probe import idle, judge, progressing  # noqa: E402
+from server.probe import Usage, idle, judge, progressing  # noqa: E402
 from server.vllm_http import EngineStats, parse_engine_stats  # noqa: E402
 
 HELLO = "Hello Ruby. I'm sorry to hear that"
@@ -56,15 +56,38 @@ def test_a_changed_answer_counts_only_when_the_probe_ran_alone():
     assert judge("", None, None, False, alone=False).reason == "degenerate"  # never good
 
 
+PROBE_USAGE = Usage(prompt=18, completion=16)
+
+
 def test_idle():
-    assert idle(stats(0, 5), stats(0, 21))
-    assert not idle(stats(1, 5), stats(0, 21))
-    assert not idle(stats(0, 5), stats(2, 21))
-    assert not idle(None, stats(0, 21))
+    assert idle(stats(0, 5, 100), stats(0, 21, 118), PROBE_USAGE)
+    assert not idle(stats(1, 5, 100), stats(0, 21, 118), PROBE_USAGE)
+    assert not idle(stats(0, 5, 100), stats(2, 21, 118), PROBE_USAGE)
+    assert not idle(None, stats(0, 21, 118), PROBE_USAGE)
+    assert not idle(stats(0, 5, 100), stats(0, 21, 118), None)  # vLLM gave no usage
 
 
-def stats(running: float, tokens: float) -> EngineStats:
-    return EngineStats(running=running, waiting=0, kv_cache_usage=0, generation_tokens=tokens)
+def test_idle_sees_a_request_that_came_and_went_inside_the_probe():
+    """Measured on vLLM: a 4-token request sent while the probe ran left both samples'
+    gauges at 0, and only the counters showed it (prompt +29 for the probe's 18, tokens
+    +20 for its 16). Its greedy answer may then differ without anything being wrong."""
+    assert not idle(stats(0, 5, 100), stats(0, 25, 129), PROBE_USAGE)
+    assert not idle(stats(0, 5, 100), stats(0, 21, 129), PROBE_USAGE)  # prefilled only
+    assert not idle(stats(0, 5, 100), stats(0, 25, 118), PROBE_USAGE)
+    # The probe's own tokens not yet counted: unknown, so not alone (never compared).
+    assert not idle(stats(0, 5, 100), stats(0, 5, 100), PROBE_USAGE)
+
+
+def test_usage_of_an_answer():
+    assert Usage.of({"usage": {"prompt_tokens": 18, "completion_tokens": 16}}) == PROBE_USAGE
+    assert Usage.of({"usage": {"prompt_tokens": "18", "completion_tokens": 16}}) is None
+    assert Usage.of({}) is None
+
+
+def stats(running: float, tokens: float, prompt: float = 0) -> EngineStats:
+    return EngineStats(
+        running=running, waiting=0, kv_cache_usage=0, generation_tokens=tokens, prompt_tokens=prompt
+    )
 
 
 @pytest.mark.parametrize(
@@ -91,5 +114,6 @@ vllm:num_requests_waiting_by_reason{engine="0",reason="capacity"} 5.0
 vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
 vllm:generation_tokens_total{engine="0",model_name="m"} 1234.0
 vllm:generation_tokens_created{engine="0",model_name="m"} 1.79e+09
+vllm:prompt_tokens_total{engine="0",model_name="m"} 567.0
 """
-    assert parse_engine_stats(text) == EngineStats(3, 7, 0.25, 1234)
+    assert parse_engine_stats(text) == EngineStats(3, 7, 0.25, 1234, 567)
