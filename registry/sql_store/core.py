@@ -146,8 +146,9 @@ class StoreCore:
             )
         if self.read_only:
             raise ReadOnlyRegistryError(
-                f"the registry at {self.where} is open read-only (this process cannot "
-                "write there); run writes where the registry's directory is writable"
+                f"the registry at {self.where} is open read-only in this process; run "
+                "writes from one that opens it writable (for a directory: where its files "
+                "are writable)"
             )
 
     @contextmanager

@@ -7,8 +7,14 @@ has (crash hooks, SQLite internals, blob files).
 The records on PostgreSQL: a module that sets ``records`` to ``RECORDS`` (the contract
 files do) runs each test on SQLite and on a real PostgreSQL (one cluster per session, a
 fresh database per test), ``local_reg`` then being PostgreSQL records with blobs in a
-directory (what the HTTP form can serve); a module whose ``reg_kind`` takes
-``postgresql`` runs ``reg`` on PostgreSQL records with blobs in a real SeaweedFS."""
+directory (what the HTTP form can serve). ``reg`` also runs every protocol test on
+``servers``: two registry services over one PostgreSQL database and one SeaweedFS (S3)
+prefix, each with its own open store, behind a balancer that alternates requests between
+them, so nothing a test sees can live in one server's memory. A module whose ``reg_kind``
+takes ``postgresql`` runs ``reg`` on PostgreSQL records with blobs in SeaweedFS, directly.
+
+Four forms in all: a directory; HTTP over a directory; HTTP over PostgreSQL + S3 with two
+servers; PostgreSQL + S3 opened directly (test_store.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +35,9 @@ from tests.support.synthetic import CHAT_TEMPLATE, write_adapter, write_base
 __all__ = ["CHAT_TEMPLATE", "write_adapter", "write_base"]
 
 #: The implementations every protocol test runs on.
-KINDS = ["directory", "http"]
+KINDS = ["directory", "http", "servers"]
+#: For a test that reaches the directory behind ``reg`` by its path (``reg_path``).
+ON_A_DIRECTORY = pytest.mark.parametrize("reg_kind", ["directory", "http"])
 #: Where the records live, for the modules that run on both (see the module docstring).
 RECORDS = ["sqlite", "postgresql"]
 
@@ -127,22 +135,37 @@ def reg_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def backing_reg(
+    reg_kind: str, local_reg: LocalRegistry, request: pytest.FixtureRequest
+) -> LocalRegistry:
+    """The store behind ``reg``, opened directly: ``local_reg`` (a directory, or records
+    in PostgreSQL with blobs in a directory), or ``pg_s3_reg`` for the kinds on servers.
+    (``local_reg`` is a static dependency so that a module's ``records`` parameters reach
+    it; on servers it is built and unused.)"""
+    if reg_kind in ("servers", "postgresql"):
+        backing: LocalRegistry = request.getfixturevalue("pg_s3_reg")
+        return backing
+    return local_reg
+
+
+@pytest.fixture
 def reg(
     reg_kind: str,
-    local_reg: LocalRegistry,
+    backing_reg: LocalRegistry,
     settings: registry.RegistrySettings,
     request: pytest.FixtureRequest,
 ) -> Iterator[registry.Registry]:
-    """The registry under test (``local_reg``'s directory, or a service over it), holding
-    base ``tiny-base`` and dataset ``support-data``. ``reg.location`` is what a CLI takes."""
-    if reg_kind == "directory":
-        yield local_reg
+    """The registry under test (``backing_reg`` itself, or a service over it, or two),
+    holding base ``tiny-base`` and dataset ``support-data``. ``reg.location`` is what a
+    CLI takes."""
+    if reg_kind in ("directory", "postgresql"):
+        yield backing_reg
         return
-    if reg_kind == "postgresql":
-        yield request.getfixturevalue("pg_s3_reg")
+    if reg_kind == "servers":
+        yield request.getfixturevalue("pg_s3_servers")
         return
     service: MountedServer = request.getfixturevalue("service")
-    with service.serve(local_reg, settings) as url, HttpRegistry(url, settings) as client:
+    with service.serve(backing_reg, settings) as url, HttpRegistry(url, settings) as client:
         yield client
 
 
@@ -164,6 +187,23 @@ def pg_s3_reg(
         opened.add_base(base_dir, name="tiny-base", license="apache-2.0")
         opened.add_dataset(dataset_file, name="support-data")
         yield opened
+
+
+@pytest.fixture
+def pg_s3_servers(
+    pg_s3_reg: LocalRegistry, settings: registry.RegistrySettings, service: MountedServer
+) -> Iterator[HttpRegistry]:
+    """A client of two registry services over ``pg_s3_reg``'s database and bucket prefix
+    (the second opened anew, as a second `registry serve` would), requests alternating
+    between them."""
+    with (
+        open_store(pg_s3_reg.location, settings=settings) as second,
+        service.serve_balanced([pg_s3_reg, second], settings) as (url, balancer),
+        HttpRegistry(url, settings) as client,
+    ):
+        yield client
+        if sum(balancer.served) > 2:
+            assert min(balancer.served) > 0, f"one server got every request: {balancer.served}"
 
 
 @pytest.fixture(scope="session")

@@ -247,18 +247,18 @@ ABSURD: dict[str, tuple[P, Mutator, tuple[str, ...]]] = {
 
 @pytest.mark.parametrize("case", sorted(ABSURD))
 def test_absurd_adapter_is_refused_before_writing(
-    reg: Registry, local_reg: LocalRegistry, reg_kind: str, tmp_path: Path, case: str
+    reg: Registry, backing_reg: LocalRegistry, reg_kind: str, tmp_path: Path, case: str
 ) -> None:
     reason, mutate, words = ABSURD[case]
     path = write_adapter(tmp_path / "a" / "evil", targets=("q_proj",), config={"r": 4})
     mutate(path)
-    blobs, token = sorted(local_reg.blobs.digests()), reg.change_token()
+    blobs, token = sorted(backing_reg.blobs.digests()), reg.change_token()
     with pytest.raises(registry.InvalidAdapterError) as info:
         reg.push_adapter(path, allow_unknown_dataset=True)
     assert info.value.reason == reason, str(info.value)
     for word in words:
         assert word in str(info.value), (word, str(info.value))
-    assert_nothing_kept(reg, local_reg, reg_kind, blobs)
+    assert_nothing_kept(reg, backing_reg, reg_kind, blobs)
     assert reg.change_token() == token and reg.list_adapters() == []
 
 

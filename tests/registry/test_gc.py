@@ -28,6 +28,7 @@ from registry.http_client import HttpRegistry
 from registry.local import LocalRegistry
 from registry.location import open_local
 from registry.s3_blobs import S3BlobStore
+from tests.registry.conftest import ON_A_DIRECTORY
 from tests.support.mounted_service import MountedServer
 
 
@@ -54,6 +55,7 @@ def _referenced(reg: registry.Registry, ref: str, tmp_path: Path) -> set[str]:
     return {str(Digest.from_hex(hashlib.sha256(p.read_bytes()).hexdigest())) for p in files}
 
 
+@ON_A_DIRECTORY
 def test_gc_on_a_directory(
     reg: registry.Registry,
     local_reg: LocalRegistry,

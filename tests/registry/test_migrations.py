@@ -12,6 +12,7 @@ import registry
 from registry.local import LocalRegistry
 from registry.location import open_local
 from registry.migrations import MIGRATIONS
+from tests.registry.conftest import ON_A_DIRECTORY
 
 
 def _as_schema_1(path: Path) -> None:
@@ -32,6 +33,7 @@ def _as_schema_1(path: Path) -> None:
     conn.close()
 
 
+@ON_A_DIRECTORY
 def test_plain_name_keeps_serving_the_only_version(
     reg: LocalRegistry, reg_path: Path, make_adapter: Callable[..., Path]
 ) -> None:
@@ -50,6 +52,7 @@ def test_plain_name_keeps_serving_the_only_version(
         assert migrated.adapter("solo@1").code is None
 
 
+@ON_A_DIRECTORY
 def test_a_newer_schema_is_refused(reg: LocalRegistry, reg_path: Path) -> None:
     reg.close()
     conn = sqlite3.connect(reg_path / "registry.db")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import registry
 from registry.local import LocalRegistry
+from tests.registry.conftest import ON_A_DIRECTORY
 from tests.support.registry_service import REGISTRY, registry_service
 from tests.support.synthetic import write_base
 
@@ -46,6 +47,7 @@ def push(adapter: Path, location: str, *extra: str) -> subprocess.CompletedProce
     )  # fmt: skip
 
 
+@ON_A_DIRECTORY
 def test_a_push_over_http_leaves_its_pairs_and_says_so(
     reg: LocalRegistry, reg_path: Path, tmp_path: Path, make_adapter: Callable[..., Path]
 ) -> None:
@@ -70,6 +72,7 @@ def test_a_push_over_http_leaves_its_pairs_and_says_so(
         assert local.pairs_on("tiny-base-fp8") == []  # nothing was measured or recorded
 
 
+@ON_A_DIRECTORY
 def test_a_push_to_a_directory_runs_the_hook_as_before(
     reg: LocalRegistry, reg_path: Path, tmp_path: Path, make_adapter: Callable[..., Path]
 ) -> None:

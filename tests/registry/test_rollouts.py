@@ -12,8 +12,8 @@ import pytest
 
 import registry
 from registry.local import LocalRegistry
-from registry.location import open_local
 from registry.protocol import Registry
+from tests.registry.conftest import reopen
 from tests.support.synthetic import write_base
 
 
@@ -47,10 +47,12 @@ def test_one_active_rollout_per_name(two: Registry, make_adapter: Callable[..., 
     assert two.start_rollout("support", 3, steps=[10]).canary == 3
 
 
-def test_the_unique_index_holds_without_the_check(two: Registry, local_reg: LocalRegistry) -> None:
+def test_the_unique_index_holds_without_the_check(
+    two: Registry, backing_reg: LocalRegistry
+) -> None:
     two.start_rollout("support", 2, steps=[10])
-    with pytest.raises(Exception, match="UNIQUE"):
-        local_reg.store.conn.execute(
+    with pytest.raises(Exception, match=r"(?i)unique"):
+        backing_reg.store.conn.execute(
             "INSERT INTO rollouts (name, stable, canary, steps, plan, weight, state, started_by,"
             " started_at, step_started_at) VALUES ('support', 1, 2, '[5]', '{}', 5, 'active',"
             " 'x', 'now', 'now')"
@@ -179,13 +181,15 @@ def test_a_person_promotes_or_aborts_over_a_lease(two: Registry) -> None:
     assert two.end_rollout("support", None, "aborted", reason="by hand").state == "aborted"
 
 
-def test_two_processes_race_for_one_lease(two: Registry, reg_path: Path) -> None:
+def test_two_processes_race_for_one_lease(
+    two: Registry, backing_reg: LocalRegistry, settings: registry.RegistrySettings
+) -> None:
     r = two.start_rollout("support", 2, steps=[10, 50])
     wins: list[str] = []
     errors: list[Exception] = []
 
     def contend(holder: str) -> None:
-        with open_local(reg_path, create=False) as mine:
+        with reopen(backing_reg, settings) as mine:
             try:
                 mine.claim_rollout("support", r.id, holder, ttl_s=30)
                 wins.append(holder)
@@ -200,11 +204,13 @@ def test_two_processes_race_for_one_lease(two: Registry, reg_path: Path) -> None
     assert len(wins) == 1 and len(errors) == 5
 
 
-def test_rollouts_survive_reopening(two: Registry, reg_path: Path) -> None:
+def test_rollouts_survive_reopening(
+    two: Registry, backing_reg: LocalRegistry, settings: registry.RegistrySettings
+) -> None:
     r = two.start_rollout("support", 2, steps=[10, 50])
     two.advance_rollout("support", r.id, 1)
     two.close()
-    with open_local(reg_path, create=False) as again:
+    with reopen(backing_reg, settings) as again:
         found = again.rollout("support")
         assert found is not None and (found.id, found.step, found.weight) == (r.id, 1, 50.0)
 

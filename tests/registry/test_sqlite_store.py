@@ -10,6 +10,7 @@ import pytest
 import registry
 from registry.local import LocalRegistry
 from registry.protocol import Registry
+from tests.registry.conftest import reopen
 
 
 def test_a_taken_version_number_is_a_version_conflict(
@@ -32,10 +33,13 @@ def test_a_taken_version_number_is_a_version_conflict(
 
 
 def test_writes_on_a_read_only_store_refuse_before_any_work(
-    reg: Registry, reg_path: Path, make_adapter: Callable[..., Path]
+    reg: Registry,
+    backing_reg: LocalRegistry,
+    settings: registry.RegistrySettings,
+    make_adapter: Callable[..., Path],
 ) -> None:
     reg.close()
-    with registry.open(reg_path, read_only=True) as ro:
+    with reopen(backing_reg, settings, read_only=True) as ro:
         assert ro.read_only and ro.list_bases()[0].name == "tiny-base"
         with pytest.raises(registry.ReadOnlyRegistryError, match="read-only"):
             ro.push_adapter(make_adapter(), dataset="support-data")

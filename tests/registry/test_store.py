@@ -12,7 +12,7 @@ import registry
 from registry.local import LocalRegistry
 from registry.protocol import Registry
 from registry.push import DatasetFile, dataset_argument
-from tests.registry.conftest import KINDS
+from tests.registry.conftest import KINDS, reopen
 
 MakeAdapter = Callable[..., Path]
 
@@ -177,16 +177,14 @@ def test_schema_from_dir_and_argument(reg: Registry, make_adapter: MakeAdapter) 
 
 
 def test_reopen_and_change_token(
-    reg_path: Path,
+    backing_reg: LocalRegistry,
     reg: Registry,
-    reg_kind: str,
     make_adapter: MakeAdapter,
     settings: registry.RegistrySettings,
 ) -> None:
     reg.push_adapter(make_adapter(), dataset="support-data")
     token = reg.change_token()
-    where = reg.location if reg_kind == "postgresql" else reg_path  # the records' home
-    with registry.open(where, settings=settings) as again:
+    with reopen(backing_reg, settings) as again:  # the records' home, opened anew
         assert again.change_token() == token
         assert [v.ref for v in again.list_adapters()] == ["support@1"]
         assert again.list_adapters()[0] == reg.adapter("support@1")

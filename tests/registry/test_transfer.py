@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import registry
 from registry.digest import ManifestEntry, manifest_digest
 from registry.local import LocalRegistry
 from registry.protocol import Registry
-from tests.support.blobs import hash_file, put_bytes
+from tests.support.blobs import delete_blob, hash_file, overwrite_blob, put_bytes
 
 
 def _digest_of(directory: Path) -> str:
@@ -25,11 +24,9 @@ def _digest_of(directory: Path) -> str:
 
 
 def _corrupt(reg: LocalRegistry, directory: Path, relpath: str) -> None:
-    blob = reg.blobs.path(hashlib.sha256((directory / relpath).read_bytes()).hexdigest())
-    os.chmod(blob, 0o644)
-    with open(blob, "r+b") as fh:
-        fh.seek(20)
-        fh.write(b"\x00\x01\x02")
+    data = bytearray((directory / relpath).read_bytes())
+    data[20:23] = b"\x00\x01\x02"
+    overwrite_blob(reg.blobs, hashlib.sha256((directory / relpath).read_bytes()).hexdigest(), data)
 
 
 def test_pull_round_trip(reg: Registry, make_adapter: Callable[..., Path], tmp_path: Path) -> None:
@@ -56,12 +53,12 @@ def test_pull_base_and_dataset(reg: Registry, base_dir: Path, tmp_path: Path) ->
 
 
 def test_corrupt_blob_is_reported_and_refused(
-    reg: Registry, local_reg: LocalRegistry, make_adapter: Callable[..., Path], tmp_path: Path
+    reg: Registry, backing_reg: LocalRegistry, make_adapter: Callable[..., Path], tmp_path: Path
 ) -> None:
     src = make_adapter()
     reg.push_adapter(src, dataset="support-data")
     assert reg.verify().ok and reg.verify("support@1").ok
-    _corrupt(local_reg, src, "adapter_model.safetensors")
+    _corrupt(backing_reg, src, "adapter_model.safetensors")
     report = reg.verify()
     assert not report.ok and "corrupt" in report.errors[0]
     assert not reg.verify("support@1").ok
@@ -72,16 +69,16 @@ def test_corrupt_blob_is_reported_and_refused(
 
 
 def test_missing_blob_and_orphans(
-    reg: Registry, local_reg: LocalRegistry, make_adapter: Callable[..., Path]
+    reg: Registry, backing_reg: LocalRegistry, make_adapter: Callable[..., Path]
 ) -> None:
     src = make_adapter()
     reg.push_adapter(src, dataset="support-data")
-    orphan = put_bytes(local_reg.blobs, b"left by a killed push")
+    orphan = put_bytes(backing_reg.blobs, b"left by a killed push")
     report = reg.verify()
     assert report.ok and report.orphans == (f"sha256:{orphan}",)
     assert reg.verify(gc=True, gc_grace_s=0).collected == (f"sha256:{orphan}",)
     assert reg.verify().orphans == ()
-    local_reg.blobs.path(hash_file(src / "adapter_config.json")[0]).unlink()
+    delete_blob(backing_reg.blobs, hash_file(src / "adapter_config.json")[0])
     assert "missing" in reg.verify().errors[0]
 
 

@@ -178,7 +178,7 @@ def _shrink_tensor(path: Path) -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_refused_before_writing(
     reg: Registry,
-    local_reg: LocalRegistry,
+    backing_reg: LocalRegistry,
     reg_kind: str,
     make_adapter: Callable[..., Path],
     case: str,
@@ -186,13 +186,13 @@ def test_refused_before_writing(
     reason, mutate = CASES[case]
     path = make_adapter("support")
     mutate(path)
-    blobs_before = sorted(local_reg.blobs.digests())
+    blobs_before = sorted(backing_reg.blobs.digests())
     token = reg.change_token()
     with pytest.raises(registry.InvalidAdapterError) as info:
         reg.push_adapter(path, dataset="support-data")
     assert info.value.reason == reason, str(info.value)
     assert str(info.value)
-    assert_nothing_kept(reg, local_reg, reg_kind, blobs_before)
+    assert_nothing_kept(reg, backing_reg, reg_kind, blobs_before)
     assert reg.change_token() == token and reg.list_adapters() == []
 
 

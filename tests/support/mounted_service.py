@@ -3,8 +3,11 @@ app mounted per test at ``/m<N>``: the registry suite runs every protocol test a
 real ``registry serve`` app over real HTTP without paying a process start per test.
 
 The mounts are a plain ASGI dispatcher: ``/m3/v1/resolve`` goes to app 3 as
-``/v1/resolve``. The client sees an ordinary base URL with a path
-(``http://127.0.0.1:PORT/m3``), which :class:`registry.http_client.HttpRegistry` supports.
+``/v1/resolve``. :meth:`MountedServer.serve_balanced` mounts several apps (several
+registry servers over one store) behind one key that hands each request to the next app
+in turn, as a Kubernetes Service in front of several `registry serve` pods does. The
+client sees an ordinary base URL with a path (``http://127.0.0.1:PORT/m3``), which
+:class:`registry.http_client.HttpRegistry` supports.
 """
 
 from __future__ import annotations
@@ -61,6 +64,20 @@ class Mounts:
         await app(dict(scope, path=path, raw_path=path.encode()), receive, send)
 
 
+class RoundRobin:
+    """ASGI: each request (HTTP or lifespan alike) to the next of ``apps`` in turn."""
+
+    def __init__(self, apps: list[ASGIApp]) -> None:
+        self.apps = apps
+        self._turn = itertools.count()
+        self.served = [0] * len(apps)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        index = next(self._turn) % len(self.apps)
+        self.served[index] += 1
+        await self.apps[index](scope, receive, send)
+
+
 class MountedServer:
     """The session's server: :meth:`serve` one registry as a service for one test."""
 
@@ -75,6 +92,19 @@ class MountedServer:
         key = self.mounts.mount(create_app(local, settings, tokens))
         try:
             yield f"http://127.0.0.1:{self.port}/{key}"
+        finally:
+            self.mounts.unmount(key)
+
+    @contextmanager
+    def serve_balanced(
+        self, servers: list[LocalRegistry], settings: RegistrySettings
+    ) -> Iterator[tuple[str, RoundRobin]]:
+        """One base URL whose requests go to a service over each of ``servers`` in turn
+        (each its own app and its own open store, as separate processes would have)."""
+        balancer = RoundRobin([create_app(local, settings, ()) for local in servers])
+        key = self.mounts.mount(balancer)
+        try:
+            yield f"http://127.0.0.1:{self.port}/{key}", balancer
         finally:
             self.mounts.unmount(key)
 
@@ -102,4 +132,4 @@ def mounted_server() -> Iterator[MountedServer]:
         thread.join(timeout=10)
 
 
-__all__ = ["MountedServer", "Mounts", "mounted_server"]
+__all__ = ["MountedServer", "Mounts", "RoundRobin", "mounted_server"]
