@@ -168,13 +168,19 @@ def test_the_zoo_reads_the_same_in_postgresql_and_s3(
             copy, name="support-v1", base="tiny-llama", dataset="support-v1-data"
         )
         assert pushed.adapter.version == 4
-        assert [e.id for e in moved.events()][-3:] == [last_event + 1, last_event + 2, last_event + 3]
+        assert [e.id for e in moved.events()][-3:] == [
+            last_event + 1,
+            last_event + 2,
+            last_event + 3,
+        ]
 
     # Into a database that now holds a registry: refused, nothing touched.
     before = _view(url)
-    with open_local(zoo, settings=SETTINGS, create=False) as source:
-        with pytest.raises(DestinationExistsError, match="already holds a registry"):
-            migrate_to_store(source, url, blobs=blobs, settings=SETTINGS)
+    with (
+        open_local(zoo, settings=SETTINGS, create=False) as source,
+        pytest.raises(DestinationExistsError, match="already holds a registry"),
+    ):
+        migrate_to_store(source, url, blobs=blobs, settings=SETTINGS)
     assert _view(url) == before
 
 
@@ -224,9 +230,7 @@ def test_refusals(zoo: Path, postgres_server: Postgres, s3_env: Any, tmp_path: P
     assert no_blobs.exit_code == UnsupportedLocationError.exit_code, no_blobs.output
     assert "--blobs s3://BUCKET/PREFIX" in no_blobs.output
 
-    from_pg = CliRunner().invoke(
-        main, ["--registry", url, "migrate", "--to", str(tmp_path / "x")]
-    )
+    from_pg = CliRunner().invoke(main, ["--registry", url, "migrate", "--to", str(tmp_path / "x")])
     assert from_pg.exit_code == UnsupportedLocationError.exit_code, from_pg.output
     assert "pg_dump" in from_pg.output
 
