@@ -9,7 +9,9 @@ status is the error class's own ``exit_code`` (the table is :mod:`registry.error
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -25,7 +27,7 @@ from registry.pending import PendingPair, pending_for
 from registry.protocol import Registry
 from registry.records import AdapterVersion, BaseModel
 from registry.refs import parse_version
-from registry.server_location import open_store
+from registry.server_location import open_store, without_password
 from registry.service.commands import hash_token_cmd, serve_cmd
 from registry.settings import RegistrySettings
 
@@ -162,21 +164,31 @@ def init(location: str | None, store: str | None, blobs: str | None) -> None:
 
 @main.command()
 @location_option
-@click.option("--to", "to", required=True, metavar="DIR", help="A new or empty directory.")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    metavar="DIR | postgresql://USER@HOST:PORT/DB",
+    help="A new or empty directory, or an empty PostgreSQL database (with --blobs).",
+)
 @click.option(
     "--blobs",
     "blobs",
     metavar="s3://BUCKET/PREFIX",
     default=None,
     help="Put the new registry's blobs in S3-compatible object storage (as `init --blobs`); "
-    "default: blobs/ in DIR.",
+    "default: blobs/ in DIR. Required with a postgresql:// --to.",
 )
 def migrate(location: str | None, to: str, blobs: str | None) -> None:
     """Copy a registry directory, every record and blob, to a new location, verified.
 
     Example: registry migrate --registry ./reg --to /srv/reg --blobs s3://models/loraport
+
+    Example: registry migrate --registry ./reg --to postgresql://loraport@db/loraport
+    --blobs s3://models/loraport
     """
     from registry.migrate import migrate as run_migration
+    from registry.migrate import migrate_to_store
 
     settings = RegistrySettings()
     given = command_location(location)
@@ -184,20 +196,58 @@ def migrate(location: str | None, to: str, blobs: str | None) -> None:
         raise e.UnsupportedLocationError(
             f"{given} is a registry service: migrate the directory it serves, where it runs"
         )
-    if scheme(to) != "directory":
+    if given and scheme(given) == "postgresql":
         raise e.UnsupportedLocationError(
-            f"--to {to}: migrate into a directory (with --blobs s3://... for object storage)"
+            f"registry migrate copies from a registry directory; {given} keeps its records "
+            "in PostgreSQL (back it up with pg_dump instead)"
         )
-    with open_local(location_path(given, settings), settings=settings, create=False) as reg:
-        report = run_migration(reg, location_path(to, settings), blobs=blobs, settings=settings)
+    target = scheme(to)
+    if target == "http":
+        raise e.UnsupportedLocationError(
+            f"--to {to}: migrate into a directory (with --blobs s3://... for object storage) "
+            "or a postgresql:// database, then serve that with `registry serve`"
+        )
+    if target == "postgresql" and blobs is None:
+        raise e.UnsupportedLocationError(
+            f"--to {without_password(to)}: a registry in PostgreSQL needs somewhere for its "
+            "blobs: add --blobs s3://BUCKET/PREFIX"
+        )
+    with (
+        open_local(location_path(given, settings), settings=settings, create=False) as reg,
+        _blob_progress() as on_blob,
+    ):
+        if target == "postgresql":
+            report = migrate_to_store(reg, to, blobs=blobs, settings=settings, on_blob=on_blob)
+            shown = without_password(to)
+        else:
+            dest = location_path(to, settings)
+            report = run_migration(reg, dest, blobs=blobs, settings=settings, on_blob=on_blob)
+            shown = to
     click.echo(
         f"copied {report.copied} blob(s), {report.copied_bytes} bytes "
-        f"({report.present} already there) and every record to {to}"
+        f"({report.present} already there) and every record to {shown}"
     )
     for line in render.verify_lines(report.verify):
         click.echo(line)
     if not report.verify.ok:
-        raise e.IntegrityError(f"the migrated registry at {to} failed verify")
+        raise e.IntegrityError(f"the migrated registry at {shown} failed verify")
+
+
+@contextmanager
+def _blob_progress() -> Iterator[Callable[[int, int], None] | None]:
+    """A bar of blobs copied, on stderr when it is a terminal (else nothing)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc="blobs", unit="blob", file=sys.stderr) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield advance
 
 
 @main.group(cls=RegistryGroup)

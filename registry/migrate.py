@@ -35,6 +35,7 @@ from pathlib import Path
 
 from registry.blob_location import BLOBS_FILE, open_blobs, record_blobs
 from registry.blobs import BlobStore, FileBlobStore, fsync_dir
+from registry.deps import StepHook
 from registry.digest import Digest
 from registry.errors import DestinationExistsError, IntegrityError, UnsupportedLocationError
 from registry.local import LocalRegistry
@@ -118,6 +119,40 @@ def _copy_blob(source: BlobStore, dest: BlobStore, hexdigest: str, scratch: Path
     return size
 
 
+def _copy_blobs(
+    source: LocalRegistry,
+    snapshot: Path,
+    target: BlobStore,
+    work: Path,
+    *,
+    settings: RegistrySettings,
+    on_blob: Callable[[int, int], None] | None,
+) -> tuple[int, int, int]:
+    """Copy every blob the ``snapshot`` references into ``target`` (skipping those already
+    there); how many were copied, their bytes, and how many were there."""
+    copied = copied_bytes = present = 0
+    scratch = Path(tempfile.mkdtemp(prefix="blobs-", dir=work))
+    try:
+        records = SqlStore.open(
+            snapshot, busy_timeout_s=settings.busy_timeout_s, create=False, read_only=True
+        )
+        try:
+            needed = sorted(referenced_blobs(records))
+        finally:
+            records.close()
+        for done, hexdigest in enumerate(needed, start=1):
+            if target.has(hexdigest):
+                present += 1
+            else:
+                copied_bytes += _copy_blob(source.blobs, target, hexdigest, scratch)
+                copied += 1
+            if on_blob is not None:
+                on_blob(done, len(needed))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return copied, copied_bytes, present
+
+
 def migrate(
     source: LocalRegistry,
     dest: Path,
@@ -143,26 +178,9 @@ def migrate(
     snapshot = work / DB_NAME
     _snapshot(source, snapshot)
     target_blobs = open_blobs(dest)
-    copied = copied_bytes = present = 0
-    scratch = Path(tempfile.mkdtemp(prefix="blobs-", dir=work))
-    try:
-        records = SqlStore.open(
-            snapshot, busy_timeout_s=settings.busy_timeout_s, create=False, read_only=True
-        )
-        try:
-            needed = sorted(referenced_blobs(records))
-        finally:
-            records.close()
-        for done, hexdigest in enumerate(needed, start=1):
-            if target_blobs.has(hexdigest):
-                present += 1
-            else:
-                copied_bytes += _copy_blob(source.blobs, target_blobs, hexdigest, scratch)
-                copied += 1
-            if on_blob is not None:
-                on_blob(done, len(needed))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    copied, copied_bytes, present = _copy_blobs(
+        source, snapshot, target_blobs, work, settings=settings, on_blob=on_blob
+    )
     for leftover in work.glob(f"{DB_NAME}-*"):  # a read-only open's -wal / -shm
         leftover.unlink(missing_ok=True)
     os.replace(snapshot, dest / DB_NAME)  # the records appear last, all at once
@@ -170,5 +188,62 @@ def migrate(
     with contextlib.suppress(OSError):
         work.rmdir()
     with open_local(dest, settings=settings, create=False) as migrated:
+        report = migrated.verify()
+    return MigrateReport(copied, copied_bytes, present, report)
+
+
+def migrate_to_store(
+    source: LocalRegistry,
+    store_url: str,
+    *,
+    blobs: str | None,
+    settings: RegistrySettings | None = None,
+    on_blob: Callable[[int, int], None] | None = None,
+    on_step: StepHook | None = None,
+) -> MigrateReport:
+    """Copy ``source`` into the empty PostgreSQL database ``store_url``, its blobs into
+    ``blobs`` (``s3://BUCKET/PREFIX``, required); see the module docstring. ``on_step``
+    is told ``blobs-copied`` and (inside the records' transaction) ``records-loaded``."""
+    from registry.migrate_records import check_empty, load  # psycopg: only here
+    from registry.server_location import blob_store_at, blobs_location, check_new_blobs
+    from registry.sql_store.postgres import PostgresConnection
+
+    settings = settings if settings is not None else RegistrySettings()
+    if blobs is None:
+        raise UnsupportedLocationError(
+            "a registry in PostgreSQL needs somewhere for its blobs: add --blobs s3://BUCKET/PREFIX"
+        )
+    wanted = blobs_location(blobs)
+    conn = PostgresConnection(store_url)
+    try:
+        check_empty(conn, wanted)  # before any byte is copied
+        check_new_blobs(wanted)  # a typo in the bucket or endpoint fails here
+        target_blobs, _ = blob_store_at(wanted)
+        work = Path(tempfile.mkdtemp(prefix="loraport-migrate-"))
+        try:
+            snapshot = work / DB_NAME
+            _snapshot(source, snapshot)
+            # A private copy: brought to this loraport's schema as a writable open would
+            # (a newer one is refused), so its tables are the ones the database gets.
+            SqlStore.open(
+                snapshot, busy_timeout_s=settings.busy_timeout_s, create=False, read_only=False
+            ).close()
+            copied, copied_bytes, present = _copy_blobs(
+                source, snapshot, target_blobs, work, settings=settings, on_blob=on_blob
+            )
+            if on_step is not None:
+                on_step("blobs-copied")
+            records = sqlite3.connect(snapshot)
+            try:
+                load(records, conn, blobs=wanted, on_step=on_step)  # the records, all at once
+            finally:
+                records.close()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        conn.close()
+    from registry.server_location import open_store
+
+    with open_store(store_url, settings=settings) as migrated:
         report = migrated.verify()
     return MigrateReport(copied, copied_bytes, present, report)

@@ -63,7 +63,7 @@ def blobs_location(blobs: str) -> str:
     return str(Path(blobs).expanduser().absolute())
 
 
-def _blob_store(recorded: str) -> tuple[BlobStore, Path]:
+def blob_store_at(recorded: str) -> tuple[BlobStore, Path]:
     """The blob store a recorded location names, and the directory a server keeps its
     scratch in (uploads must land on the blobs' file system, so a blob directory's own)."""
     if recorded.startswith("s3://"):
@@ -75,7 +75,7 @@ def _blob_store(recorded: str) -> tuple[BlobStore, Path]:
     return FileBlobStore(root / "blobs"), root
 
 
-def _check_new_blobs(recorded: str) -> None:
+def check_new_blobs(recorded: str) -> None:
     """Before a blob location is recorded: a typo in the bucket or endpoint fails now."""
     if recorded.startswith("s3://"):
         from registry.s3_blobs import S3BlobStore
@@ -119,7 +119,7 @@ def open_store(
                     f"the registry in {conn.where} records no blob store; create it with "
                     f"{INIT_HINT}"
                 )
-            _check_new_blobs(wanted)
+            check_new_blobs(wanted)
             with store.write():
                 recorded = conn.meta(BLOBS_KEY)
                 if recorded is None:
@@ -130,7 +130,7 @@ def open_store(
                 f"the registry in {conn.where} keeps its blobs at {recorded}, not {wanted}; "
                 f"start every server with --blobs {recorded} (or leave --blobs out)"
             )
-        blob_store, root = _blob_store(recorded)
+        blob_store, root = blob_store_at(recorded)
     except BaseException:
         store.close()
         raise

@@ -30,13 +30,14 @@ restart since the last call) is tried once more on a new one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
@@ -243,6 +244,44 @@ class PostgresConnection:
 
     def clock(self) -> float:
         return float(self.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0])
+
+    # -- bulk loading (``registry migrate --to postgresql://``) -------------------------
+    def columns(self, table: str) -> list[str]:
+        """The columns of ``table``, in order."""
+        rows = self.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+            (table,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Load ``rows`` into ``table`` with ``COPY ... FROM STDIN`` (inside the caller's
+        write transaction; ids as given); how many rows."""
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        count = 0
+        with self._typed():
+            raw = self._live()
+            with raw.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    count += 1
+        return count
+
+    def identity_tables(self) -> set[str]:
+        """The tables whose ``id`` is an identity column (SQLite's rowid or AUTOINCREMENT)."""
+        rows = self.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema ="
+            " current_schema() AND column_name = 'id' AND is_identity = 'YES'"
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def advance_identity(self, table: str, last: int) -> None:
+        """Make ``table``'s next generated id ``last + 1`` (after rows were loaded with
+        their own ids, which an identity does not see)."""
+        self.execute("SELECT setval(pg_get_serial_sequence(?, 'id'), ?, true)", (table, int(last)))
 
     def close(self) -> None:
         if self._raw is not None:
