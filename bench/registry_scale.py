@@ -1,20 +1,31 @@
-"""Registry at scale: push and pull rates with blobs on the directory's disk against
-blobs in S3 (a private SeaweedFS on loopback), and 8 concurrent pushers against one and
-two `registry serve` processes of the same registry.
+"""Registry at scale: push and pull rates with records and blobs on the directory's disk,
+blobs in S3 (a private SeaweedFS on loopback), and records in PostgreSQL with blobs in
+S3; 8 concurrent pushers against one and two `registry serve` processes of the same
+registry; and resolve latency with 100k versions in PostgreSQL.
 
     .venv/bin/python bench/registry_scale.py [--quick] [--workdir DIR] [--pushers 8]
 
-For each configuration (blobs: ``dir`` | ``s3``; servers: 1 | 2) it builds a registry,
-starts the servers, and has ``--pushers`` threads each push ``--pushes`` adapters under
-names of their own (pusher i talks to server i mod N, as a Service spreading
-connections would), then pull them all back the same way (with S3, pulls are presigned:
-the bytes come from the store). Prints one JSON line: per configuration, pushes/s,
-pulls/s, MiB/s each way, and the median and worst single push and pull.
+For each configuration (``dir``: SQLite + blobs on disk; ``s3``: SQLite + blobs in S3;
+``pg``: PostgreSQL + blobs in S3; each with 1 or 2 servers) it builds a registry, starts
+the servers, and has ``--pushers`` threads each push ``--pushes`` adapters under names of
+their own (pusher i talks to server i mod N, as a Service spreading connections would),
+then pull them all back the same way (with S3, pulls are presigned: the bytes come from
+the store). PostgreSQL runs with fsync on, as in production (the tests run it without).
+
+Then (unless ``--versions 0``) a PostgreSQL registry is filled with ``--versions`` adapter
+versions (rows inserted directly) and ``resolve`` is timed three ways: in the process that
+holds the store (a registry server's own work per lookup), over HTTP from a client of
+`registry serve` (loopback), and at a gateway (``server.resolver.Resolver.route`` over
+that service: its first ask of each ref, then its cache).
+
+Prints one JSON line: per configuration, pushes/s, pulls/s, MiB/s each way, and the
+median and worst single push and pull; per resolve path, p50/p99 in microseconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -36,14 +47,20 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
 
 import registry
+from bench.registry import fill, resolve_latency
 from registry.blob_location import record_blobs
 from registry.location import open_local
+from registry.server_location import open_store
+from server.resolver import Resolver
 from tests.support.registry_service import registry_service
 from tests.support.synthetic import Shape, write_adapter, write_base
 
 SHAPE = Shape(hidden=16, intermediate=8192, heads=1)
-#: (blobs, servers) in the order they run.
-CONFIGS: tuple[tuple[str, int], ...] = (("dir", 1), ("dir", 2), ("s3", 1), ("s3", 2))
+#: (store, servers) in the order they run.
+CONFIGS: tuple[tuple[str, int], ...] = (
+    ("dir", 1), ("dir", 2), ("s3", 1), ("s3", 2), ("pg", 1), ("pg", 2)
+)  # fmt: skip
+STORES = ("dir", "s3", "pg")
 
 
 @dataclass(frozen=True)
@@ -65,13 +82,13 @@ class Rates:
 
 
 def parse_configs(text: str) -> tuple[tuple[str, int], ...]:
-    """``dir:1,s3:2`` -> (("dir", 1), ("s3", 2)); ValueError for anything else."""
+    """``dir:1,pg:2`` -> (("dir", 1), ("pg", 2)); ValueError for anything else."""
     configs = []
     for part in text.split(","):
-        blobs, _, count = part.strip().partition(":")
-        if blobs not in ("dir", "s3") or not count.isdigit() or int(count) < 1:
-            raise ValueError(f"{part!r}: expected dir:N or s3:N with N >= 1")
-        configs.append((blobs, int(count)))
+        store, _, count = part.strip().partition(":")
+        if store not in STORES or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"{part!r}: expected dir:N, s3:N or pg:N with N >= 1")
+        configs.append((store, int(count)))
     return tuple(configs)
 
 
@@ -107,13 +124,70 @@ def run_concurrently(jobs: Sequence[Callable[[], list[float]]]) -> tuple[float, 
 
 
 @contextmanager
-def servers(root: Path, count: int, log_dir: Path) -> Iterator[list[str]]:
+def servers(location: Path | str, count: int, log_dir: Path) -> Iterator[list[str]]:
     with ExitStack() as stack:
         procs = [
-            stack.enter_context(registry_service(root, log_dir / f"serve-{i}.log"))
+            stack.enter_context(registry_service(location, log_dir / f"serve-{i}.log"))
             for i in range(count)
         ]
         yield [p.url for p in procs]
+
+
+def percentiles(samples_ns: list[int]) -> dict[str, float]:
+    """p50 and p99 of nanosecond samples, in microseconds."""
+    ordered = sorted(samples_ns)
+    return {
+        "p50_us": round(ordered[len(ordered) // 2] / 1000, 1),
+        "p99_us": round(ordered[int(len(ordered) * 0.99)] / 1000, 1),
+    }
+
+
+async def gateway_routes(url: str, models: list[str], hits: int) -> dict[str, Any]:
+    """A gateway's resolver over the service at ``url``: its first ask of each model
+    (a registry call), then ``hits`` cached answers, each timed."""
+    resolver = Resolver(url)
+    try:
+        await resolver.open("base")
+        first = []
+        for model in models:
+            started = time.perf_counter_ns()
+            await resolver.route(model)
+            first.append(time.perf_counter_ns() - started)
+        cached = []
+        for i in range(hits):
+            model = models[i % len(models)]
+            started = time.perf_counter_ns()
+            await resolver.route(model)
+            cached.append(time.perf_counter_ns() - started)
+    finally:
+        await resolver.close()
+    return {"first_ask": percentiles(first), "cached": percentiles(cached)}
+
+
+def resolve_at_scale(
+    pg_url: str, blobs: str, base: Path, adapter: Path, versions: int, calls: int, logs: Path
+) -> dict[str, Any]:
+    """Resolve latency with ``versions`` adapter versions in PostgreSQL, three ways."""
+    settings = registry.RegistrySettings(user="bench")
+    with open_store(pg_url, blobs, settings=settings, create=True) as reg:
+        reg.add_base(base, name="base")
+        reg.push_adapter(adapter, name="adapter", allow_unknown_dataset=True)
+        started = time.perf_counter()
+        refs = fill(reg, versions)
+        fill_s = time.perf_counter() - started
+        in_process = resolve_latency(reg, refs, calls)
+    # The gateway routes names and pinned versions (its `model` field), not digests.
+    models = [r for r in refs if not r.startswith("sha256:")][: min(2000, calls)]
+    with servers(pg_url, 1, logs) as (url,), registry.open(url, settings=settings) as client:
+        over_http = resolve_latency(client, refs, max(calls // 10, 200))
+        gateway = asyncio.run(gateway_routes(url, models, calls))
+    return {
+        "versions": versions,
+        "fill_s": round(fill_s, 1),
+        "server_in_process": {k: round(v, 1) for k, v in in_process.items()},
+        "http_client": {k: round(v, 1) for k, v in over_http.items()},
+        "gateway": gateway,
+    }
 
 
 def measure(
@@ -159,7 +233,9 @@ def measure(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small adapter, 2 pushes each")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: /tmp)")
     parser.add_argument("--pushers", type=int, default=8)
@@ -168,11 +244,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--configs",
         type=parse_configs,
         default=CONFIGS,
-        help="which to run, e.g. dir:1,s3:2 (default: all four)",
+        help="which to run, e.g. dir:1,pg:2 (default: all six)",
+    )
+    parser.add_argument(
+        "--versions",
+        type=int,
+        default=None,
+        help="adapter versions in PostgreSQL for the resolve timing (default 100000, "
+        "2000 with --quick; 0 skips it)",
     )
     args = parser.parse_args(argv)
     pushes = args.pushes or (2 if args.quick else 5)
-    from tests.support.seaweed import seaweed  # only once the arguments are known good
+    versions = args.versions if args.versions is not None else (2000 if args.quick else 100_000)
+    # Only once the arguments are known good:
+    from tests.support.postgres import postgres
+    from tests.support.seaweed import seaweed
 
     work = Path(tempfile.mkdtemp(prefix="registry-scale-", dir=args.workdir))
     results: dict[str, Any] = {}
@@ -185,18 +271,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         # SeaweedFS's unix sockets live in its directory: keep that path short (< 108).
         weed_dir = Path(tempfile.mkdtemp(prefix="weed-"))
         stack.callback(shutil.rmtree, weed_dir, ignore_errors=True)
+        settings = registry.RegistrySettings(user="bench")
         with seaweed(weed_dir / "s") as store:
             os.environ.update(store.env())  # the servers (children) inherit it
-            for blobs, count in args.configs:
-                root = work / f"{blobs}-{count}"
-                if blobs == "s3":
-                    record_blobs(root, store.location())
-                with open_local(root, settings=registry.RegistrySettings(user="bench")) as reg:
-                    reg.add_base(base, name="base")
-                with servers(root, count, work) as urls:
-                    results[f"{blobs}_{count}_servers"] = measure(
-                        root, adapter, urls, args.pushers, pushes
+            pg = None
+            if versions > 0 or any(kind == "pg" for kind, _ in args.configs):
+                pg = stack.enter_context(postgres(fsync=True))
+            for kind, count in args.configs:
+                location: Path | str = work / f"{kind}-{count}"
+                if kind == "pg":
+                    assert pg is not None
+                    location = pg.new_database()
+                    blobs = store.location()
+                    with open_store(location, blobs, settings=settings, create=True) as reg:
+                        reg.add_base(base, name="base")
+                else:
+                    if kind == "s3":
+                        record_blobs(Path(location), store.location())
+                    with open_local(location, settings=settings) as reg:
+                        reg.add_base(base, name="base")
+                with servers(location, count, work) as urls:
+                    results[f"{kind}_{count}_servers"] = measure(
+                        work, adapter, urls, args.pushers, pushes
                     )
+            if versions > 0:
+                assert pg is not None
+                calls = 2_000 if args.quick else 20_000
+                results["resolve"] = resolve_at_scale(
+                    pg.new_database(), store.location(), base, adapter, versions, calls, work
+                )
     print(
         json.dumps(
             {
@@ -206,10 +309,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "pushes_each": pushes,
                 "adapter_mib": round(mib, 2),
                 **results,
-                "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                "machine": f"{platform.machine()} {os.cpu_count()} cpus, {cpu_model()}",
             }
         )
     )
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ the server starts again); a refused push leaves unreferenced blobs, invisible, w
 from __future__ import annotations
 
 import asyncio
-import time
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,6 +33,7 @@ from registry.local import LocalRegistry
 from registry.prepare import FileRef, PushRequest
 from registry.records import PairInput, Resolved
 from registry.refs import check_name
+from registry.service.changes import ChangeFeed
 from registry.service.context import (
     MAX_WATCH_S,
     UNEXPECTED,
@@ -62,6 +63,8 @@ def create_app(
 ) -> MeasuredApp:
     """The service over ``reg`` (open, writable unless the registry is read-only)."""
     svc = Service(reg, settings, tokens)
+    # One reader of the change token for every watcher (registry/service/changes.py).
+    feed = ChangeFeed(partial(run_in_threadpool, reg.change_token), WATCH_POLL_S)
     blobs = svc.blobs
     app = FastAPI(title="loraport registry", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = svc
@@ -133,14 +136,12 @@ def create_app(
             else whole(raw_since, "since", low=0, high=MAX_TOKEN, default=0)
         )
         timeout = seconds(query.get("timeout"), "timeout", high=MAX_WATCH_S)
-        deadline = time.monotonic() + timeout
-        while True:
-            token = await run_in_threadpool(reg.change_token)
-            if since is None or token != since or time.monotonic() >= deadline:
-                break
-            if await request.is_disconnected():
+        token = await run_in_threadpool(reg.change_token)
+        if since is not None and token == since and timeout > 0:
+            waited = await feed.wait(since, timeout, request.is_disconnected)
+            if waited is None:
                 return Response(status_code=499)
-            await asyncio.sleep(WATCH_POLL_S)
+            token = waited
         if request.headers.get("if-none-match") == f'"{token}"':
             return Response(status_code=304, headers={"ETag": f'"{token}"'})
         return result(token, token)

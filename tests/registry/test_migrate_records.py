@@ -19,7 +19,6 @@ import pytest
 from click.testing import CliRunner
 
 import registry
-from registry.blobs import FileBlobStore
 from registry.cli import main
 from registry.errors import (
     DestinationExistsError,
@@ -31,52 +30,17 @@ from registry.location import open_local
 from registry.migrate import migrate_to_store
 from registry.s3_blobs import S3BlobStore
 from registry.server_location import open_store
+from tests.support.migration import SETTINGS, pulled, used_zoo, view
 from tests.support.postgres import Postgres
 from tests.support.registry_service import registry_service
-from tests.support.zoo import ADAPTERS, adapter_dir, fill_registry
+from tests.support.zoo import adapter_dir
 
 REGISTRY = str(Path(sys.executable).with_name("registry"))
-SETTINGS = registry.RegistrySettings(user="migrator")
 
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo zoo, plus what a registry in use holds beyond first pushes."""
-    root = tmp_path_factory.mktemp("zoo") / "reg"
-    fill_registry(root)
-    with open_local(root, settings=SETTINGS, create=False) as reg:
-        for version, source in ((2, "support-v2"), (3, "extract")):
-            copy = root.parent / f"support-v1-{version}"
-            shutil.copytree(adapter_dir(source), copy)
-            pushed = reg.push_adapter(
-                copy, name="support-v1", base="tiny-llama", dataset="support-v1-data"
-            )
-            assert pushed.adapter.version == version
-        reg.set_alias("support-v1", "staging", 3)
-        first = reg.start_rollout("support-v1", 2, steps=[10, 50, 100])
-        reg.claim_rollout("support-v1", first.id, "controller-a", ttl_s=3600)
-        reg.advance_rollout("support-v1", first.id, 1, holder="controller-a", reason="healthy")
-        reg.record_analysis(
-            "support-v1",
-            first.id,
-            step=1,
-            verdict="fail",
-            reason="error rate 0.2 over 0.05",
-            figures={"error_rate": 0.2, "requests": 40},
-            holder="controller-a",
-        )
-        reg.end_rollout(
-            "support-v1", first.id, "rolled_back", reason="error rate", holder="controller-a"
-        )
-        reg.remove("support-v1@2")  # a removed version: the next push is still 4
-        second = reg.start_rollout("support-v1", 3, steps=[25, 100])
-        reg.claim_rollout("support-v1", second.id, "controller-b", ttl_s=7200)
-        reg.quarantine("triage@1", reason="answers in the wrong language")
-        assert isinstance(reg.blobs, FileBlobStore)
-        orphan = root.parent / "orphan.bin"
-        orphan.write_bytes(b"left by a killed push")
-        reg.blobs.put_file(orphan)
-    return root
+    return used_zoo(tmp_path_factory.mktemp("zoo") / "reg")
 
 
 @pytest.fixture
@@ -84,51 +48,6 @@ def s3_env(seaweed_store: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in seaweed_store.env().items():
         monkeypatch.setenv(name, value)
     return seaweed_store
-
-
-def _cli(location: str | Path, *args: str) -> str:
-    result = CliRunner().invoke(main, ["--registry", str(location), *args])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-REFS = (
-    *ADAPTERS,
-    "support-v1@1",
-    "support-v1@3",
-    "support-v1@staging",
-    "support-v1@production",
-    "tiny-llama",
-    "support-v1-data",
-)
-
-
-def _view(location: str | Path) -> dict[str, Any]:
-    """Everything a user or a gateway reads, as the CLI and the protocol give it."""
-    view: dict[str, Any] = {
-        "ls": _cli(location, "ls", "--json"),
-        "log": _cli(location, "log", "--json"),
-        "quarantine": _cli(location, "quarantine", "ls", "--json"),
-    }
-    for ref in REFS:
-        view[f"show {ref}"] = _cli(location, "show", ref, "--json")
-    with registry.open(location, settings=SETTINGS, create=False) as reg:
-        view["resolve"] = {ref: repr(reg.resolve(ref)) for ref in REFS}
-        view["adapters"] = repr(reg.list_adapters())
-        view["aliases"] = {name: reg.aliases(name) for name in ADAPTERS}
-        view["rollouts"] = repr(reg.rollouts("support-v1"))
-        view["active"] = repr(reg.rollout("support-v1"))
-        view["events"] = repr(reg.events())
-        view["bases"] = repr(reg.list_bases())
-        view["datasets"] = repr(reg.list_datasets())
-        view["token"] = reg.change_token()
-    return view
-
-
-def _pulled(location: str | Path, ref: str, dest: Path) -> dict[str, bytes]:
-    with registry.open(location, settings=SETTINGS, create=False) as reg:
-        out = reg.pull(ref, dest)
-    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
 
 def test_the_zoo_reads_the_same_in_postgresql_and_s3(
@@ -144,9 +63,9 @@ def test_the_zoo_reads_the_same_in_postgresql_and_s3(
     assert report.verify.ok and report.verify.errors == ()
     assert report.copied == len(steps) == needed and report.present == 0
     assert steps[-1] == (needed, needed)
-    assert _view(url) == _view(zoo)
+    assert view(url) == view(zoo)
     for ref in ("support-v1@3", "extract", "tiny-llama"):
-        assert _pulled(url, ref, tmp_path / f"new-{ref}") == _pulled(
+        assert pulled(url, ref, tmp_path / f"new-{ref}") == pulled(
             zoo, ref, tmp_path / f"old-{ref}"
         )
 
@@ -175,13 +94,13 @@ def test_the_zoo_reads_the_same_in_postgresql_and_s3(
         ]
 
     # Into a database that now holds a registry: refused, nothing touched.
-    before = _view(url)
+    before = view(url)
     with (
         open_local(zoo, settings=SETTINGS, create=False) as source,
         pytest.raises(DestinationExistsError, match="already holds a registry"),
     ):
         migrate_to_store(source, url, blobs=blobs, settings=SETTINGS)
-    assert _view(url) == before
+    assert view(url) == before
 
 
 def test_the_cli_form_end_to_end_then_served(
@@ -281,4 +200,4 @@ def test_killed_before_the_records_commit_leaves_an_empty_database_and_runs_agai
         report = migrate_to_store(source, url, blobs=blobs, settings=SETTINGS)
         assert report.copied == 0 and report.present == source.verify().checked  # resumed
         assert report.verify.ok
-    assert _view(url) == _view(zoo)
+    assert view(url) == view(zoo)

@@ -82,25 +82,35 @@ def test_help_starts_nothing() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("dir:1", (("dir", 1),)), ("dir:1, s3:2", (("dir", 1), ("s3", 2)))],
+    [
+        ("dir:1", (("dir", 1),)),
+        ("dir:1, s3:2", (("dir", 1), ("s3", 2))),
+        ("pg:2,dir:1", (("pg", 2), ("dir", 1))),
+    ],
 )
 def test_parse_configs(bench: ModuleType, text: str, expected: tuple[tuple[str, int], ...]) -> None:
     assert bench.parse_configs(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "nfs:1", "s3:0", "s3", "dir:x"])
+@pytest.mark.parametrize("text", ["", "nfs:1", "s3:0", "s3", "dir:x", "pg:-1", "PG:1"])
 def test_parse_configs_refuses(bench: ModuleType, text: str) -> None:
     with pytest.raises(ValueError):
         bench.parse_configs(text)
 
 
+def test_percentiles(bench: ModuleType) -> None:
+    samples = [i * 1000 for i in range(1, 101)]  # 1..100 us, shuffled below
+    assert bench.percentiles(samples[::-1]) == {"p50_us": 51.0, "p99_us": 100.0}
+
+
 def test_a_tiny_run_prints_its_figures(tmp_path: Path) -> None:
-    """The whole script end to end at the smallest size (SeaweedFS, two servers of an
-    S3-blob registry, two pushers of one push each): it runs and prints one JSON line.
-    A smoke test of the script, not a measurement."""
+    """The whole script end to end at the smallest size (SeaweedFS and PostgreSQL, two
+    servers of a PostgreSQL + S3 registry, two pushers of one push each, resolve over 200
+    versions): it runs and prints one JSON line. A smoke test of the script, not a
+    measurement."""
     done = subprocess.run(
         [sys.executable, str(BENCH / "registry_scale.py"), "--quick", "--pushers", "2",
-         "--pushes", "1", "--configs", "s3:2", "--workdir", str(tmp_path)],
+         "--pushes", "1", "--configs", "pg:2", "--versions", "200", "--workdir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -108,5 +118,10 @@ def test_a_tiny_run_prints_its_figures(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["bench"] == "registry_scale" and result["pushers"] == 2
-    figures = result["s3_2_servers"]
+    figures = result["pg_2_servers"]
     assert figures["push"]["per_s"] > 0 and figures["pull"]["per_s"] > 0
+    resolve = result["resolve"]
+    assert resolve["versions"] == 200
+    for path in (resolve["gateway"]["cached"], resolve["gateway"]["first_ask"]):
+        assert 0 < path["p50_us"] <= path["p99_us"]
+    assert resolve["server_in_process"]["resolve_p50_us"] > 0

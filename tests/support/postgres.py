@@ -61,6 +61,8 @@ class Postgres:
     log: Path
     bin: Path
     user: str
+    #: Off for tests (speed); on for benches, which must time a durable commit.
+    fsync: bool = False
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
@@ -85,7 +87,8 @@ class Postgres:
 
     def start(self) -> None:
         options = (
-            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
+            f" -c fsync={'on' if self.fsync else 'off'}"
             " -c max_connections=200"
         )
         self.pg_ctl("-o", options, "-l", str(self.log), "-w", "-t", str(START_TIMEOUT_S), "start")
@@ -99,8 +102,9 @@ class Postgres:
 
 
 @contextmanager
-def postgres() -> Iterator[Postgres]:
-    """A PostgreSQL cluster in a new temporary directory until the block ends."""
+def postgres(*, fsync: bool = False) -> Iterator[Postgres]:
+    """A PostgreSQL cluster in a new temporary directory until the block ends (``fsync``:
+    commits durable, as in production; tests run without)."""
     bin_dir = server_bin()
     work = Path(tempfile.mkdtemp(prefix="loraport-pg-"))
     work.chmod(0o755)
@@ -122,7 +126,7 @@ def postgres() -> Iterator[Postgres]:
         stderr=subprocess.PIPE,
         timeout=120,
     )  # fmt: skip
-    server = Postgres(free_ports(1)[0], data, sockets, log, bin_dir, user)
+    server = Postgres(free_ports(1)[0], data, sockets, log, bin_dir, user, fsync)
     try:
         server.start()
         yield server
