@@ -133,6 +133,23 @@ def servers(location: Path | str, count: int, log_dir: Path) -> Iterator[list[st
         yield [p.url for p in procs]
 
 
+def across(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration over its rounds: the median of each phase's rate, how many rounds
+    stalled (below half that median), and every round's rates."""
+    summary: dict[str, Any] = {}
+    for phase in ("push", "pull"):
+        rates = [r[phase]["per_s"] for r in rounds]
+        middle = statistics.median(rates)
+        summary[f"{phase}_per_s_median"] = round(middle, 2)
+        summary[f"{phase}_mib_s_median"] = round(
+            statistics.median(r[phase]["mib_s"] for r in rounds), 1
+        )
+        summary[f"{phase}_stalled_rounds"] = sum(rate < middle / 2 for rate in rates)
+        summary[f"{phase}_worst_single_s"] = max(r[phase]["worst_s"] for r in rounds)
+        summary[f"{phase}_per_s_rounds"] = rates
+    return summary
+
+
 def percentiles(samples_ns: list[int]) -> dict[str, float]:
     """p50 and p99 of nanosecond samples, in microseconds."""
     ordered = sorted(samples_ns)
@@ -247,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="which to run, e.g. dir:1,pg:2 (default: all six)",
     )
     parser.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds (default 5, 1 with --quick)"
+    )
+    parser.add_argument(
         "--versions",
         type=int,
         default=None,
@@ -255,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     pushes = args.pushes or (2 if args.quick else 5)
+    args.rounds = args.rounds or (1 if args.quick else 5)
     versions = args.versions if args.versions is not None else (2000 if args.quick else 100_000)
     # Only once the arguments are known good:
     from tests.support.postgres import postgres
@@ -277,23 +298,31 @@ def main(argv: Sequence[str] | None = None) -> None:
             pg = None
             if versions > 0 or any(kind == "pg" for kind, _ in args.configs):
                 pg = stack.enter_context(postgres(fsync=True))
-            for kind, count in args.configs:
-                location: Path | str = work / f"{kind}-{count}"
-                if kind == "pg":
-                    assert pg is not None
-                    location = pg.new_database()
-                    blobs = store.location()
-                    with open_store(location, blobs, settings=settings, create=True) as reg:
-                        reg.add_base(base, name="base")
-                else:
-                    if kind == "s3":
-                        record_blobs(Path(location), store.location())
-                    with open_local(location, settings=settings) as reg:
-                        reg.add_base(base, name="base")
-                with servers(location, count, work) as urls:
-                    results[f"{kind}_{count}_servers"] = measure(
-                        work, adapter, urls, args.pushers, pushes
-                    )
+            rounds: dict[str, list[dict[str, Any]]] = {}
+            for r in range(args.rounds):
+                # Interleaved: every configuration once a round, the order reversed on odd
+                # rounds, so drift on this shared machine falls on all of them alike.
+                order = args.configs if r % 2 == 0 else tuple(reversed(args.configs))
+                for kind, count in order:
+                    location: Path | str = work / f"{kind}-{count}-{r}"
+                    if kind == "pg":
+                        assert pg is not None
+                        location = pg.new_database()
+                        blobs = store.location()
+                        with open_store(location, blobs, settings=settings, create=True) as reg:
+                            reg.add_base(base, name="base")
+                    else:
+                        if kind == "s3":
+                            record_blobs(Path(location), store.location())
+                        with open_local(location, settings=settings) as reg:
+                            reg.add_base(base, name="base")
+                    with servers(location, count, work) as urls:
+                        rounds.setdefault(f"{kind}_{count}_servers", []).append(
+                            measure(work, adapter, urls, args.pushers, pushes)
+                        )
+                    if kind != "pg":
+                        shutil.rmtree(location, ignore_errors=True)
+            results.update({config: across(each) for config, each in rounds.items()})
             if versions > 0:
                 assert pg is not None
                 calls = 2_000 if args.quick else 20_000
@@ -307,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "quick": args.quick,
                 "pushers": args.pushers,
                 "pushes_each": pushes,
+                "rounds": args.rounds,
                 "adapter_mib": round(mib, 2),
                 **results,
                 "machine": f"{platform.machine()} {os.cpu_count()} cpus, {cpu_model()}",

@@ -98,6 +98,19 @@ def test_parse_configs_refuses(bench: ModuleType, text: str) -> None:
         bench.parse_configs(text)
 
 
+def test_across_rounds(bench: ModuleType) -> None:
+    def phase(per_s: float) -> dict[str, float]:
+        return {"per_s": per_s, "mib_s": per_s * 4, "median_s": 0.1, "worst_s": 1 / per_s}
+
+    rounds = [{"push": phase(p), "pull": phase(2 * p)} for p in (10.0, 12.0, 4.0, 11.0, 9.0)]
+    summary = bench.across(rounds)
+    assert summary["push_per_s_median"] == 10.0 and summary["pull_per_s_median"] == 20.0
+    assert summary["push_mib_s_median"] == 40.0
+    assert summary["push_stalled_rounds"] == 1  # 4.0 is below half of 10
+    assert summary["push_worst_single_s"] == 0.25
+    assert summary["push_per_s_rounds"] == [10.0, 12.0, 4.0, 11.0, 9.0]
+
+
 def test_percentiles(bench: ModuleType) -> None:
     samples = [i * 1000 for i in range(1, 101)]  # 1..100 us, shuffled below
     assert bench.percentiles(samples[::-1]) == {"p50_us": 51.0, "p99_us": 100.0}
@@ -119,7 +132,8 @@ def test_a_tiny_run_prints_its_figures(tmp_path: Path) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["bench"] == "registry_scale" and result["pushers"] == 2
     figures = result["pg_2_servers"]
-    assert figures["push"]["per_s"] > 0 and figures["pull"]["per_s"] > 0
+    assert figures["push_per_s_median"] > 0 and figures["pull_per_s_median"] > 0
+    assert len(figures["push_per_s_rounds"]) == result["rounds"] == 1
     resolve = result["resolve"]
     assert resolve["versions"] == 200
     for path in (resolve["gateway"]["cached"], resolve["gateway"]["first_ask"]):
