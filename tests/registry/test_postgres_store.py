@@ -299,3 +299,58 @@ def test_init_and_serve_with_store_and_blobs_on_the_command_line(
         server.wait(30)
     with open_store(served_url, settings=settings) as reg:
         assert [b.name for b in reg.list_bases()] == ["tiny-base"]
+
+
+def test_watches_on_a_server_fail_fast_while_postgres_is_down_and_work_after(
+    private_postgres: Postgres,
+    tmp_path: Path,
+    settings: registry.RegistrySettings,
+    base_dir: Path,
+    make_adapter: Callable[..., Path],
+) -> None:
+    """Six long polls wait on one `registry serve` (one poller reads the token for all of
+    them: registry/service/changes.py). PostgreSQL stopped as if killed: every watch ends
+    within a few seconds with 503 `database_unavailable` (DatabaseUnavailableError), not at
+    its 30 s timeout; once PostgreSQL is back, a new watch sees the next push."""
+    pg = private_postgres
+    url = pg.new_database()
+    with open_store(url, str(tmp_path / "blobs-home"), settings=settings, create=True) as setup:
+        setup.add_base(base_dir, name="tiny-base")
+    with (
+        registry_service(url, tmp_path / "serve.log") as server,
+        HttpRegistry(server.url, settings) as client,
+    ):
+        since = client.change_token()
+        ended: list[tuple[BaseException | int, float]] = []
+
+        def watch() -> None:
+            try:
+                ended.append((client.wait_for_change(since, timeout_s=30), time.monotonic()))
+            except Exception as exc:
+                ended.append((exc, time.monotonic()))
+
+        watchers = [threading.Thread(target=watch) for _ in range(6)]
+        for w in watchers:
+            w.start()
+        time.sleep(0.5)  # all six wait at the server
+        pg.stop("immediate")
+        stopped = time.monotonic()
+        for w in watchers:
+            w.join(40)
+        assert len(ended) == 6, ended
+        for outcome, at in ended:
+            assert isinstance(outcome, DatabaseUnavailableError), outcome
+            assert at - stopped < 10, f"a watch ended {at - stopped:.1f} s after the stop"
+        pg.start()
+        since = client.change_token()  # the server reconnects
+        seen: list[int] = []
+
+        def watch_again() -> None:
+            seen.append(client.wait_for_change(since, timeout_s=20))
+
+        again = threading.Thread(target=watch_again)
+        again.start()
+        time.sleep(0.3)
+        client.push_adapter(make_adapter(), allow_unknown_dataset=True)
+        again.join(25)
+        assert seen and seen[0] > since
