@@ -109,14 +109,14 @@ class InFlight:
         """Admit a request of `work` tokens, or raise 429; the requests now in flight."""
         self.load = admit(self.load, work, self.limits)
         self._show()
-        self.metrics.adapter_in_flight.labels(*series.values()).inc()
+        self.metrics.child(self.metrics.adapter_in_flight, *series.values()).inc()
         return self.load.requests
 
     def leave(self, work: int, series: Series) -> None:
         """An admitted request of `work` tokens has finished."""
         self.load = release(self.load, work)
         self._show()
-        self.metrics.adapter_in_flight.labels(*series.values()).dec()
+        self.metrics.child(self.metrics.adapter_in_flight, *series.values()).dec()
 
     def _show(self) -> None:
         self.metrics.in_flight.set(self.load.requests)
