@@ -24,6 +24,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -83,15 +84,18 @@ def cpu_s(p: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-def top_frames(collapsed: Path, n: int = 25) -> list[tuple[str, float, float]]:
-    """(frame, % of samples with it anywhere on the stack, % with it on top)."""
+def top_frames(collapsed: Path, n: int = 40) -> list[tuple[str, float, float]]:
+    """(function, % of samples with it anywhere on the stack, % with it on top), line
+    numbers dropped so that a function's lines count together."""
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
         k = int(count)
-        frames = stack.split(";")
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
         total += k
         for f in set(frames):
             inclusive[f] += k
