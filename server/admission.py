@@ -98,26 +98,23 @@ def release(load: Load, work: int) -> Load:
 
 
 class InFlight:
-    """The gateway's load: the one place it changes, and the gauges that show it."""
+    """The gateway's load: the one place it changes. Its two gauges read it when scraped
+    (nothing to set on each request)."""
 
     def __init__(self, limits: Limits, metrics: Metrics) -> None:
         self.limits = limits
         self.metrics = metrics
         self.load = Load()
+        metrics.in_flight.set_function(lambda: self.load.requests)
+        metrics.tokens_in_flight.set_function(lambda: self.load.tokens)
 
     def enter(self, work: int, series: Series) -> int:
         """Admit a request of `work` tokens, or raise 429; the requests now in flight."""
         self.load = admit(self.load, work, self.limits)
-        self._show()
-        self.metrics.adapter_in_flight.labels(*series.values()).inc()
+        self.metrics.child(self.metrics.adapter_in_flight, *series.values()).inc()
         return self.load.requests
 
     def leave(self, work: int, series: Series) -> None:
         """An admitted request of `work` tokens has finished."""
         self.load = release(self.load, work)
-        self._show()
-        self.metrics.adapter_in_flight.labels(*series.values()).dec()
-
-    def _show(self) -> None:
-        self.metrics.in_flight.set(self.load.requests)
-        self.metrics.tokens_in_flight.set(self.load.tokens)
+        self.metrics.child(self.metrics.adapter_in_flight, *series.values()).dec()

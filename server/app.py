@@ -265,13 +265,17 @@ def create_app(
     async def on_any_error(request: Request, e: Exception) -> Response:
         return error_response(to_gateway_error(e))
 
-    @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         return await gateway().serve(request, "chat")
 
-    @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         return await gateway().serve(request, "completions")
+
+    # The two hot routes as plain Starlette routes: they take the raw request, and
+    # FastAPI's per-request dependency solving and response handling would cost CPU that
+    # vLLM beside the gateway needs (bench/README.md, "The gateway's own CPU").
+    app.router.add_route("/v1/chat/completions", chat, methods=["POST"])
+    app.router.add_route("/v1/completions", completions, methods=["POST"])
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

@@ -9,6 +9,7 @@ HTTP status codes, error types, and configured backend indices. Never raw user i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,11 +19,13 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 COST_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 SERIES = ("adapter", "version", "arm")
+M = TypeVar("M", bound=MetricWrapperBase)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` twin of every counter and histogram
         r = self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         self.requests = Counter(
             "loraport_requests_total",
             "Requests answered.",
@@ -207,6 +211,17 @@ class Metrics:
             "how stale the routes this gateway serves may be (read at scrape time).",
             registry=r,
         )
+
+    def child(self, metric: M, *values: str) -> M:
+        """`metric.labels(*values)`, looked up once: the request path records under a few
+        bounded label sets, and prometheus_client's `labels()` checks and locks each
+        time. Created on first use, as `labels()` creates it (a series shows from then);
+        children are never removed from these metrics."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found  # type: ignore[return-value]
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -356,23 +356,23 @@ class Gateway:
         m, s = self.metrics, o.series.values()
         elapsed = time.perf_counter() - started
         status = o.error.status if o.error is not None else o.status
-        m.requests.labels(*s, endpoint, str(status)).inc()
-        degenerate = m.degenerate_answers.labels(*s)  # at 0 from the series' first request
+        m.child(m.requests, *s, endpoint, str(status)).inc()
+        degenerate = m.child(m.degenerate_answers, *s)  # at 0 from the series' first request
         if o.degenerate:
             degenerate.inc()
-        m.latency.labels(*s, endpoint).observe(elapsed)
+        m.child(m.latency, *s, endpoint).observe(elapsed)
         if o.error is not None:
-            m.errors.labels(*s, o.error.type).inc()
+            m.child(m.errors, *s, o.error.type).inc()
             if isinstance(o.error, StructuredOutputError):
-                m.structured_failures.labels(*s, o.error.reason).inc()
+                m.child(m.structured_failures, *s, o.error.reason).inc()
         if o.prompt_tokens:
-            m.prompt_tokens.labels(*s).inc(o.prompt_tokens)
+            m.child(m.prompt_tokens, *s).inc(o.prompt_tokens)
         if o.completion_tokens:
-            m.completion_tokens.labels(*s).inc(o.completion_tokens)
+            m.child(m.completion_tokens, *s).inc(o.completion_tokens)
         if o.ttft_s is not None:
-            m.ttft.labels(*s).observe(o.ttft_s)
+            m.child(m.ttft, *s).observe(o.ttft_s)
             if o.completion_tokens > 1:
-                m.tpot.labels(*s).observe((elapsed - o.ttft_s) / (o.completion_tokens - 1))
+                m.child(m.tpot, *s).observe((elapsed - o.ttft_s) / (o.completion_tokens - 1))
         price = self.settings.price_per_accelerator_hour
         if price > 0 and status < 500:
-            m.cost.labels(*s).observe(elapsed * price / 3600 / max(1, o.concurrency))
+            m.child(m.cost, *s).observe(elapsed * price / 3600 / max(1, o.concurrency))
