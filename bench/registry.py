@@ -113,11 +113,18 @@ def resolve_latency(reg: LocalRegistry, refs: list[str], calls: int) -> dict[str
         start = time.perf_counter_ns()
         reg.resolve(ref)
         samples.append(time.perf_counter_ns() - start)
-    samples.sort()
     return {
-        "resolve_p50_us": samples[len(samples) // 2] / 1000,
-        "resolve_p99_us": samples[int(len(samples) * 0.99)] / 1000,
+        **{f"resolve_{k}": v for k, v in percentiles(samples).items()},
         "resolve_mean_us": statistics.fmean(samples) / 1000,
+    }
+
+
+def percentiles(samples_ns: list[int]) -> dict[str, float]:
+    """p50 and p99 of nanosecond samples, in microseconds."""
+    ordered = sorted(samples_ns)
+    return {
+        "p50_us": ordered[len(ordered) // 2] / 1000,
+        "p99_us": ordered[int(len(ordered) * 0.99)] / 1000,
     }
 
 

@@ -47,7 +47,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
 
 import registry
-from bench.registry import fill, resolve_latency
+from bench.registry import fill, percentiles, resolve_latency
 from registry.blob_location import record_blobs
 from registry.location import open_local
 from registry.server_location import open_store
@@ -150,15 +150,6 @@ def across(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def percentiles(samples_ns: list[int]) -> dict[str, float]:
-    """p50 and p99 of nanosecond samples, in microseconds."""
-    ordered = sorted(samples_ns)
-    return {
-        "p50_us": round(ordered[len(ordered) // 2] / 1000, 1),
-        "p99_us": round(ordered[int(len(ordered) * 0.99)] / 1000, 1),
-    }
-
-
 async def gateway_routes(url: str, models: list[str], hits: int) -> dict[str, Any]:
     """A gateway's resolver over the service at ``url``: its first ask of each model
     (a registry call), then ``hits`` cached answers, each timed."""
@@ -178,7 +169,10 @@ async def gateway_routes(url: str, models: list[str], hits: int) -> dict[str, An
             cached.append(time.perf_counter_ns() - started)
     finally:
         await resolver.close()
-    return {"first_ask": percentiles(first), "cached": percentiles(cached)}
+    return {
+        phase: {k: round(v, 1) for k, v in percentiles(samples).items()}
+        for phase, samples in (("first_ask", first), ("cached", cached))
+    }
 
 
 def resolve_at_scale(

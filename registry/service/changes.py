@@ -65,14 +65,16 @@ class ChangeFeed:
         failure. A fresh feed starts from no token, so its first read wakes everyone to
         compare with their own ``since``."""
         self._last = None
-        while self._waiters > 0:
-            try:
-                token: int | BaseException = await self._read()
-            except Exception as exc:  # handed to every waiter, which raises it
-                token = exc
-            if token != self._last or isinstance(token, BaseException):
-                self._last = token
-                moved, self._moved = self._moved, asyncio.Event()
-                moved.set()
-            await asyncio.sleep(self._poll_s)
-        self._last = None
+        try:
+            while self._waiters > 0:
+                try:
+                    token: int | BaseException = await self._read()
+                except Exception as exc:  # handed to every waiter, which raises it
+                    token = exc
+                if token != self._last or isinstance(token, BaseException):
+                    self._last = token
+                    moved, self._moved = self._moved, asyncio.Event()
+                    moved.set()
+                await asyncio.sleep(self._poll_s)
+        finally:  # ended or cancelled (shutdown): a later poller starts from no token
+            self._last = None
