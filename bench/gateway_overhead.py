@@ -23,10 +23,13 @@ burst below half its path's median rate).
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,10 @@ from harness import (
 from server import placement
 
 ADAPTER = "support-v1"
+GAP_S = 0.005
+"""Concurrency 1 is measured twice: back to back (a request's trailing work, on either
+path, then lands in the next one's time), and with this pause after each answer (each
+request timed alone, as a client that is not a closed loop sees it)."""
 
 
 def prompts() -> list[Any]:
@@ -67,14 +74,87 @@ def bodies(model: str, n: int, tokens: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+class Where:
+    """Where vLLM's own processes ran during a burst: every 20 ms, each thread's CPU time
+    and the core it last ran on (/proc). Per burst, for each process by title, the share of
+    its CPU time spent on the worker's cores. A burst that is slow because the OS put, say,
+    the engine core beside the spinning worker shows here, not in the gateway's cost."""
+
+    def __init__(self, group: int, worker_cores: frozenset[int]) -> None:
+        self.worker_cores = worker_cores
+        self.pids = {
+            pid: _comm(pid) for pid in _members(group) if not _comm(pid).startswith("VLLM::Worker")
+        }
+
+    def during(self, work: Any) -> tuple[Any, dict[str, float]]:
+        on, total = collections.Counter[str](), collections.Counter[str]()
+        last: dict[tuple[int, int], int] = {}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.02):
+                for pid, title in self.pids.items():
+                    for tid, ticks, core in _threads(pid):
+                        used = ticks - last.get((pid, tid), ticks)
+                        last[(pid, tid)] = ticks
+                        total[title] += used
+                        if core in self.worker_cores:
+                            on[title] += used
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            result = work()
+        finally:
+            stop.set()
+            thread.join()
+        return result, {t: round(on[t] / total[t], 2) for t in total if total[t]}
+
+
+def _members(group: int) -> list[int]:
+    return [p.pid for p in psutil.process_iter() if _pgid(p.pid) == group]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _threads(pid: int) -> list[tuple[int, int, int]]:
+    """(thread id, CPU ticks used so far, the core it last ran on) of each thread."""
+    out = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+                out.append((int(tid), int(fields[11]) + int(fields[12]), int(fields[36])))
+    return out
+
+
 def rounds_of(
-    direct: str, via: str, d_model: str, g_model: str, tokens: int, burst: int, rounds: int
+    direct: str,
+    via: str,
+    d_model: str,
+    g_model: str,
+    tokens: int,
+    burst: int,
+    rounds: int,
+    where: Where | None,
 ) -> dict[str, Any]:
     d_tps, g_tps, errors = [], [], 0
+    d_where: list[dict[str, float]] = []
+    g_where: list[dict[str, float]] = []
     for i in range(rounds):
-        order = [(direct, d_model, d_tps), (via, g_model, g_tps)]
-        for url, model, out in order if i % 2 == 0 else reversed(order):
-            r = load(url, bodies(model, burst, tokens), 16)
+        order = [(direct, d_model, d_tps, d_where), (via, g_model, g_tps, g_where)]
+        for url, model, out, seen in order if i % 2 == 0 else reversed(order):
+            payload = bodies(model, burst, tokens)
+            if where is None:
+                r = load(url, payload, 16)
+            else:
+                r, shares = where.during(lambda u=url, b=payload: load(u, b, 16))
+                seen.append(shares)
             out.append(r.tokens_per_s)
             errors += r.errors
     ratios = [g / d for g, d in zip(g_tps, d_tps, strict=True)]
@@ -90,6 +170,10 @@ def rounds_of(
         "gateway_tokens_per_s_median": round(g_med, 1),
         "stalled_rounds_direct": sum(x < d_med / 2 for x in d_tps),
         "stalled_rounds_gateway": sum(x < g_med / 2 for x in g_tps),
+        "direct_tokens_per_s": [round(x) for x in d_tps],
+        "gateway_tokens_per_s": [round(x) for x in g_tps],
+        "on_worker_cores_direct": d_where,
+        "on_worker_cores_gateway": g_where,
     }
 
 
@@ -159,12 +243,18 @@ def main() -> None:
              if m["id"].startswith(f"{ADAPTER}@")), ADAPTER,
         )  # fmt: skip
         load(direct, bodies(lora, 8, 8), 1)
-        d_lat, g_lat = interleaved(
-            [((direct, d), (via, g)) for d, g in zip(
-                bodies(BASE_NAME, pairs, 8), bodies(BASE_NAME, pairs, 8), strict=True)]
-        )  # fmt: skip
-        short = rounds_of(direct, via, BASE_NAME, BASE_NAME, 8, 96, rounds)
-        long = None if args.instant else rounds_of(direct, via, lora, ADAPTER, 64, 48, rounds)
+        c1 = [((direct, d), (via, g)) for d, g in zip(
+            bodies(BASE_NAME, pairs, 8), bodies(BASE_NAME, pairs, 8), strict=True)]  # fmt: skip
+        d_lat, g_lat = interleaved(c1)
+        d_gap, g_gap = interleaved(c1, gap_s=GAP_S)
+        where = None
+        if not args.instant:
+            group = vllm_group_of(direct)
+            where = Where(group, frozenset(range(os.cpu_count() or 1)) - free_cores(group))
+        short = rounds_of(direct, via, BASE_NAME, BASE_NAME, 8, 96, rounds, where)
+        long = None
+        if not args.instant:
+            long = rounds_of(direct, via, lora, ADAPTER, 64, 48, rounds, where)
     print(
         json.dumps(
             {
@@ -177,6 +267,10 @@ def main() -> None:
                 "c1_direct_p50_ms": ms(statistics.median(d_lat)),
                 "c1_gateway_p50_ms": ms(statistics.median(g_lat)),
                 "c1_added_p50_ms": ms(statistics.median(g_lat) - statistics.median(d_lat)),
+                "c1_spaced_gap_ms": ms(GAP_S),
+                "c1_spaced_direct_p50_ms": ms(statistics.median(d_gap)),
+                "c1_spaced_gateway_p50_ms": ms(statistics.median(g_gap)),
+                "c1_spaced_added_p50_ms": ms(statistics.median(g_gap) - statistics.median(d_gap)),
                 "c16_short": short,
                 "c16_long": long,
                 "wall_s": round(time.perf_counter() - started),

@@ -137,10 +137,11 @@ def load(url: str, bodies: list[dict[str, Any]], concurrency: int) -> LoadResult
 
 
 async def _interleaved(
-    pairs: list[tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]],
+    pairs: list[tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]], gap_s: float
 ) -> tuple[list[float], list[float]]:
     """Alternate A and B requests one at a time, each side on its own kept-alive
-    connection; returns (A latencies, B latencies)."""
+    connection, `gap_s` between one answer and the next request; returns (A latencies,
+    B latencies)."""
     a_lat: list[float] = []
     b_lat: list[float] = []
     async with httpx.AsyncClient(timeout=300) as ca, httpx.AsyncClient(timeout=300) as cb:
@@ -151,13 +152,16 @@ async def _interleaved(
                 out.append(time.perf_counter() - t0)
                 if r.status_code != 200:
                     raise RuntimeError(f"{url}: {r.status_code} {r.text[:200]}")
+                if gap_s:
+                    await asyncio.sleep(gap_s)
     return a_lat, b_lat
 
 
 def interleaved(
     pairs: list[tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]],
+    gap_s: float = 0.0,
 ) -> tuple[list[float], list[float]]:
-    return asyncio.run(_interleaved(pairs))
+    return asyncio.run(_interleaved(pairs, gap_s))
 
 
 def ms(x: float) -> float:

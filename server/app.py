@@ -8,12 +8,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import backend_dns, backend_sync, placement, probe
 from server.access import RequestIdMiddleware
@@ -29,6 +30,7 @@ from server.errors import (
     to_gateway_error,
 )
 from server.metrics import Metrics
+from server.protocol import PATHS, Endpoint
 from server.resolver import Resolver, Target
 from server.serving import Gateway, error_response
 from server.settings import GatewaySettings
@@ -218,6 +220,29 @@ async def _engine_gauges(rt: Runtime) -> None:
             m.backend_kv_cache_usage.labels(backend.label).set(st.kv_cache_usage)
 
 
+HOT_PATHS: dict[str, Endpoint] = {v: k for k, v in PATHS.items()}
+
+
+class HotRoutes:
+    """ASGI middleware: `POST /v1/chat/completions` and `POST /v1/completions` straight to
+    the gateway; everything else on to FastAPI."""
+
+    def __init__(self, app: ASGIApp, gateway: Callable[[], Gateway]) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = HOT_PATHS.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            answer = await self.gateway().serve(scope, receive, endpoint)
+        except GatewayError as e:  # not started yet
+            answer = error_response(e)
+        await answer(scope, receive, send)
+
+
 def create_app(
     settings: GatewaySettings, resolve: backend_dns.Resolve = backend_dns.getaddrinfo
 ) -> FastAPI:
@@ -239,7 +264,6 @@ def create_app(
             await _stop(rt)
 
     app = FastAPI(title="loraport gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.add_middleware(RequestIdMiddleware)
     app.state.runtime = rt
 
     def gateway() -> Gateway:
@@ -250,6 +274,13 @@ def create_app(
                 )
             raise BackendUnavailableError("the gateway is starting; retry shortly")
         return rt.gateway
+
+    # Outermost first: x-request-id and the access log wrap everything, then the two hot
+    # routes go straight to the gateway, past FastAPI's routing, exception middleware and
+    # request/response objects: CPU that vLLM beside the gateway needs (bench/README.md,
+    # "The gateway's own CPU"). Starlette inserts each middleware outside the last.
+    app.add_middleware(HotRoutes, gateway=gateway)
+    app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(GatewayError)
     async def on_gateway_error(request: Request, e: GatewayError) -> Response:
@@ -265,17 +296,12 @@ def create_app(
     async def on_any_error(request: Request, e: Exception) -> Response:
         return error_response(to_gateway_error(e))
 
-    async def chat(request: Request) -> Response:
-        return await gateway().serve(request, "chat")
+    async def not_here(request: Request) -> Response:  # POST never gets here (HotRoutes)
+        raise MethodNotAllowedError(f"{request.method} not allowed here")
 
-    async def completions(request: Request) -> Response:
-        return await gateway().serve(request, "completions")
-
-    # The two hot routes as plain Starlette routes: they take the raw request, and
-    # FastAPI's per-request dependency solving and response handling would cost CPU that
-    # vLLM beside the gateway needs (bench/README.md, "The gateway's own CPU").
-    app.router.add_route("/v1/chat/completions", chat, methods=["POST"])
-    app.router.add_route("/v1/completions", completions, methods=["POST"])
+    # Registered so that other methods on the hot paths get the 405 envelope.
+    for path in HOT_PATHS:
+        app.router.add_route(path, not_here, methods=["POST"])
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

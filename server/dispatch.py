@@ -75,8 +75,9 @@ class Dispatch:
 
     async def unary(
         self, endpoint: Endpoint, forward: dict[str, Any], target: Target
-    ) -> tuple[AdapterSlots, dict[str, Any]]:
-        """One whole answer, and the backend that gave it."""
+    ) -> tuple[AdapterSlots, bytes]:
+        """One whole answer (its body as vLLM sent it), and the backend that gave it.
+        ``forward["model"]`` is then the name it was sent to that backend under."""
         tried: list[AdapterSlots] = []
         while True:
             slots = await self._pick(target, tried)
@@ -155,7 +156,7 @@ class Dispatch:
 
     async def _generate(
         self, slots: AdapterSlots, endpoint: Endpoint, forward: dict[str, Any], target: Target
-    ) -> dict[str, Any]:
+    ) -> bytes:
         """One answer from `slots`' backend (an adapter it forgot is loaded once more)."""
         for attempt in (0, 1):
             try:
@@ -164,7 +165,7 @@ class Dispatch:
                     slots.backend.state.in_flight += 1
                     self.containment.started(slots, target)
                     try:
-                        return await slots.backend.generate(PATHS[endpoint], forward)
+                        return await slots.backend.answer(PATHS[endpoint], forward)
                     finally:
                         slots.backend.state.in_flight -= 1
                         self.containment.ended(slots, target)

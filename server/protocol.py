@@ -140,3 +140,21 @@ def delta_of(endpoint: Endpoint, choice: dict[str, Any]) -> str:
     if endpoint == "chat":
         return str((choice.get("delta") or {}).get("content") or "")
     return str(choice.get("text") or "")
+
+
+def renamed(answer: bytes, sent: str, ref: str) -> bytes | None:
+    """vLLM's whole answer with its top-level `"model"` (the name it was `sent` under) made
+    `ref`, without a parse and re-encode of the body; None where the answer is not laid
+    out as vLLM's serialiser writes it (compact, `"model"` among the first keys, before
+    any nested value, the object closed): then the caller parses it.
+
+    Safe because `"model":` followed by a quote can only be a key in raw JSON (inside a
+    string its quotes are escaped), and with no `{` or `[` before it, a top-level one."""
+    key = b'"model":' + json.dumps(sent).encode()
+    at = answer.find(key, 0, 512)
+    if at < 0 or answer[:1] != b"{" or answer.rstrip()[-1:] != b"}":
+        return None
+    head = answer[1:at]
+    if b"{" in head or b"[" in head:
+        return None
+    return b"".join((answer[:at], b'"model":', json.dumps(ref).encode(), answer[at + len(key) :]))

@@ -14,12 +14,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
-from starlette.requests import Request as HttpRequest
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.adapters import AdapterSlots
 from server.admission import InFlight, Limits, estimate
@@ -36,22 +37,23 @@ from server.errors import (
     to_gateway_error,
 )
 from server.metrics import Metrics, Series
-from server.protocol import Endpoint, delta_of, parse, text_of
+from server.protocol import PATHS, Endpoint, delta_of, parse, renamed, text_of
 from server.resolver import Resolver, Target
 from server.settings import GatewaySettings
 from server.structured import Constraint, check_result, constraint_for
+from server.vllm_http import json_object
 
 log = logging.getLogger("loraport.gateway")
 T = TypeVar("T")
 
 
-async def _unless_disconnected(request: HttpRequest, work: Awaitable[T]) -> T | None:
+async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T | None:
     """`work`'s result, or None if the client disconnected first: then `work` is cancelled,
     which closes its upstream connection, and vLLM aborts the request (its handlers watch
     for disconnects). The request body has been read, so the next ASGI message is the
     disconnect."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher = asyncio.ensure_future(_disconnected(receive))
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -64,9 +66,46 @@ async def _unless_disconnected(request: HttpRequest, work: Awaitable[T]) -> T | 
     return None
 
 
-async def _disconnected(request: HttpRequest) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
         pass
+
+
+_WANTED = (b"authorization", SESSION_HEADER.encode(), b"content-length")
+
+
+def _headers(scope: Scope) -> dict[bytes, str]:
+    """The few request headers the request path reads (one pass over the raw list)."""
+    found: dict[bytes, str] = {}
+    for k, v in scope["headers"]:
+        if k in _WANTED:
+            found.setdefault(k, v.decode("latin-1"))
+    return found
+
+
+class JsonAnswer:
+    """A whole JSON answer as two ASGI messages, its headers built once (starlette's
+    Response would build and check them again per request), and `after`: the request's
+    bookkeeping, done once the answer is on its way so that it does not delay it."""
+
+    __slots__ = ("after", "body", "headers")
+
+    def __init__(self, body: bytes, target: Target, after: Callable[[], None]) -> None:
+        self.body = body
+        self.after = after
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-loraport-adapter", target.ref.encode()),
+            (b"x-loraport-arm", target.arm.encode()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            await send({"type": "http.response.body", "body": self.body})
+        finally:
+            self.after()
 
 
 @dataclass
@@ -147,18 +186,22 @@ class Gateway:
         self.limits = Limits.of(settings)
         self.in_flight = InFlight(self.limits, metrics)
 
-    async def serve(self, request: HttpRequest, endpoint: Endpoint) -> Response:
+    async def serve(self, scope: Scope, receive: Receive, endpoint: Endpoint) -> ASGIApp:
+        """The answer to one request (an ASGI app to call with the same scope): the two
+        hot routes come here straight from server/app.py, past FastAPI's routing."""
         started = time.perf_counter()
         outcome = Outcome()
         target: Target | None = None
         admitted = False
         try:
-            key = authenticate(self.settings.api_keys, request.headers.get("authorization"))
-            body, req = parse(endpoint, await self._read_body(request))
+            headers = _headers(scope)
+            key = authenticate(self.settings.api_keys, headers.get(b"authorization"))
+            raw = await self._read_body(receive, headers.get(b"content-length"))
+            body, req = parse(endpoint, raw)
             budget = req.token_budget()
             forward = self._budgeted(body, budget)
             outcome.work = estimate(req, budget or self.settings.default_max_tokens, self.limits)
-            sticky = sticky_key(req.user, request.headers.get(SESSION_HEADER))
+            sticky = sticky_key(req.user, headers.get(_WANTED[1]))
             target = await self.resolver.resolve(req.model, sticky)
             outcome.series = target.series
             authorize(key, target.name)
@@ -177,15 +220,19 @@ class Gateway:
                 )
                 admitted = False  # the stream releases its own slot when it ends
                 return response
-            data = await _unless_disconnected(
-                request, self._unary(endpoint, forward, target, constraint, outcome)
+            done = await _unless_disconnected(
+                receive, self._unary(endpoint, forward, target, constraint, outcome)
             )
-            if data is None:  # the client left: the upstream request was closed (aborted)
+            if done is None:  # the client left: the upstream request was closed (aborted)
                 outcome.status = 499
                 return Response(status_code=499)
-            return Response(
-                json.dumps(data), headers=target_headers(target), media_type="application/json"
-            )
+            answer, look = done
+            admitted = False  # released once the answer is sent
+            after = partial(self._answered, look, endpoint, outcome, started)
+            return JsonAnswer(answer, target, after)
+        except ClientDisconnect:  # gone while sending its body: nothing was started
+            outcome.status = 499
+            return Response(status_code=499)
         except Exception as e:
             error = to_gateway_error(e)
             if error is not e:
@@ -199,18 +246,22 @@ class Gateway:
             elif outcome.error is not None:
                 self._record(endpoint, outcome, started)
 
-    async def _read_body(self, request: HttpRequest) -> bytes:
+    async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
         limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise RequestTooLargeError(f"the request body is over the {limit}-byte limit")
         chunks, size = [], 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise RequestTooLargeError(f"the request body is over the {limit}-byte limit")
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _budgeted(self, body: dict[str, Any], budget: int | None) -> dict[str, Any]:
         limit = self.max_tokens_limit()
@@ -240,19 +291,73 @@ class Gateway:
         target: Target,
         constraint: Constraint | None,
         outcome: Outcome,
-    ) -> dict[str, Any]:
-        slots, data = await self.dispatch.unary(endpoint, forward, target)
+    ) -> tuple[bytes, Callable[[], None] | None]:
+        """The answer's body for the client, and what is left to look at once it is sent.
+        An answer with no JSON contract is passed on as vLLM wrote it, only its `model`
+        renamed (server.protocol.renamed); its usage and text are read after it is sent.
+        A constrained one is parsed and checked before anything is sent."""
+        slots, raw = await self.dispatch.unary(endpoint, forward, target)
+        if constraint is None:
+            body = renamed(raw, str(forward["model"]), target.ref)
+            if body is not None:
+                look = partial(self._read_answer, endpoint, raw, forward, outcome, slots, target)
+                return body, look
+        data = json_object(PATHS[endpoint], raw)
+        answers = self._take(endpoint, data, forward, outcome, slots, target)
+        if constraint is not None:
+            for text, finish_reason in answers.values():
+                check_result(constraint, text, finish_reason)
+        data["model"] = target.ref
+        return json.dumps(data).encode(), None
+
+    def _take(
+        self,
+        endpoint: Endpoint,
+        data: dict[str, Any],
+        forward: dict[str, Any],
+        outcome: Outcome,
+        slots: AdapterSlots,
+        target: Target,
+    ) -> dict[int, tuple[str, str | None]]:
+        """The answer's usage for the metrics, and its texts (looked at for degeneracy)."""
         usage = data.get("usage") or {}
         outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
         choices = data.get("choices", [])
         answers = {i: (text_of(endpoint, c), c.get("finish_reason")) for i, c in enumerate(choices)}
         self._look_at(answers, forward, outcome, slots, target)
-        if constraint is not None:
-            for text, finish_reason in answers.values():
-                check_result(constraint, text, finish_reason)
-        data["model"] = target.ref
-        return data
+        return answers
+
+    def _read_answer(
+        self,
+        endpoint: Endpoint,
+        raw: bytes,
+        forward: dict[str, Any],
+        outcome: Outcome,
+        slots: AdapterSlots,
+        target: Target,
+    ) -> None:
+        """An answer passed on unparsed, read once it is sent (usage, degeneracy)."""
+        try:
+            self._take(endpoint, json_object(PATHS[endpoint], raw), forward, outcome, slots, target)
+        except (BackendError, AttributeError, TypeError, ValueError) as e:
+            log.warning("could not read vLLM's answer after passing it on: %s", e)
+
+    def _answered(
+        self,
+        look: Callable[[], None] | None,
+        endpoint: Endpoint,
+        outcome: Outcome,
+        started: float,
+    ) -> None:
+        """After a whole answer is sent: what is left to read of it, then the request's
+        slot and metrics."""
+        try:
+            if look is not None:
+                look()
+        finally:
+            self.in_flight.leave(outcome.work, outcome.series)
+            self._record(endpoint, outcome, started)
 
     async def _stream(
         self,

@@ -178,6 +178,11 @@ class VllmBackend:
     async def generate(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._json("POST", path, body)
 
+    async def answer(self, path: str, body: dict[str, Any]) -> bytes:
+        """A successful answer's body as vLLM sent it (the request path passes it on
+        without a parse where it can: server/serving.py)."""
+        return (await self._ok("POST", path, body)).content
+
     @asynccontextmanager
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[str]]:
         """The lines of an open streaming answer. Leaving the block before the answer has
@@ -214,14 +219,18 @@ class VllmBackend:
         return r
 
     async def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        r = await self._ok(method, path, body)
-        try:
-            data = json.loads(r.content)
-        except ValueError as e:
-            raise BackendError(f"vLLM answered {path} with a body that is not JSON") from e
-        if not isinstance(data, dict):
-            raise BackendError(f"vLLM answered {path} with JSON that is not an object")
-        return data
+        return json_object(path, (await self._ok(method, path, body)).content)
+
+
+def json_object(path: str, content: bytes) -> dict[str, Any]:
+    """vLLM's answer to `path` as a JSON object, or the BackendError that says it is not."""
+    try:
+        data = json.loads(content)
+    except ValueError as e:
+        raise BackendError(f"vLLM answered {path} with a body that is not JSON") from e
+    if not isinstance(data, dict):
+        raise BackendError(f"vLLM answered {path} with JSON that is not an object")
+    return data
 
 
 @dataclass(frozen=True)

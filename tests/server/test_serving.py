@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 import registry
+from server.protocol import renamed
 from tests.conftest import ADAPTERS, BASE_NAME, EXAMPLES, adapter_dir
 from tests.server.conftest import RunningGateway, scrape
 
@@ -215,3 +216,31 @@ def test_metrics_per_adapter_version(gateway: RunningGateway) -> None:
 
 def _metric(gw: RunningGateway, name: str, **labels: str) -> float:
     return scrape(gw.url, name, **labels)
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_an_answer_without_a_contract_is_passed_on_as_vllm_wrote_it(
+    gateway: RunningGateway, path: str
+) -> None:
+    """Unconstrained answers skip a parse and re-encode on the way back
+    (server.protocol.renamed). This vLLM lays its answers out as that expects, so the fast
+    path is the one taken; the client gets vLLM's answer but for `model`, and its usage
+    still reaches the metrics (read once the answer is sent, before the next request)."""
+    body: dict[str, Any] = {"model": BASE_NAME, "max_tokens": 5, "temperature": 0}
+    if path == "/v1/completions":
+        body["prompt"] = "Order A8167 is late"
+    else:
+        body["messages"] = EVAL[0]["messages"]
+    direct = httpx.post(f"{gateway.vllm_url}{path}", json=body, timeout=120)
+    assert renamed(direct.content, BASE_NAME, "x@1") is not None, direct.text
+    tokens = {"adapter": "base", "version": "-"}
+    before = scrape(gateway.url, "loraport_completion_tokens_total", **tokens)
+    with gateway.client() as c:
+        r = c.post(path, json=body)
+    assert r.status_code == 200, r.text
+    assert scrape(gateway.url, "loraport_completion_tokens_total", **tokens) - before == 5
+    got, want = r.json(), direct.json()
+    for answer in (got, want):
+        answer.pop("id"), answer.pop("created")
+    assert got == want  # the base model's ref is its name: nothing renamed here
+    assert r.headers["content-length"] == str(len(r.content))
