@@ -60,6 +60,19 @@ class LocalVllm(BaseModel):
     restart_backoff_max_s: float = 30.0
     extra_args: tuple[str, ...] = ()
 
+    @model_validator(mode="after")
+    def _socket_or_address(self) -> LocalVllm:
+        """A host or port given while vLLM listens on a socket would be ignored: refused,
+        so an address someone relies on does not silently go away."""
+        given = sorted({"host", "port"} & self.model_fields_set)
+        if self.unix_socket and given:
+            names = " and ".join(f"GATEWAY_LOCAL__{n.upper()}" for n in given)
+            raise ValueError(
+                f"{names} only apply with GATEWAY_LOCAL__UNIX_SOCKET=false (the local vLLM "
+                "listens on a Unix socket by default): set that too, or leave them unset"
+            )
+        return self
+
 
 class GatewaySettings(BaseSettings):
     """Everything `gateway serve` can be told. CLI flags override the environment."""

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from server.metrics import Metrics
 from server.settings import GatewaySettings, LocalVllm
@@ -23,7 +24,7 @@ def test_the_command_line_names_a_socket_or_a_port_never_both() -> None:
     uds = vllm_command(_settings(), Path("/m"), "base", Path("/tmp/x/vllm.sock"))
     assert uds[uds.index("--uds") + 1] == "/tmp/x/vllm.sock"
     assert "--host" not in uds and "--port" not in uds
-    tcp = vllm_command(_settings(host="127.0.0.2"), Path("/m"), "base", 8001)
+    tcp = vllm_command(_settings(unix_socket=False, host="127.0.0.2"), Path("/m"), "base", 8001)
     assert tcp[tcp.index("--host") + 1] == "127.0.0.2"
     assert tcp[tcp.index("--port") + 1] == "8001"
     assert "--uds" not in tcp
@@ -67,3 +68,22 @@ def test_a_temporary_directory_too_long_for_a_socket_falls_back_to_tcp(
     sup = _supervisor(_settings())
     assert sup.socket_path is None and "--port" in sup.command
     assert "too long a path for a Unix socket" in caplog.text
+
+
+def test_an_address_given_with_the_socket_on_is_refused() -> None:
+    with pytest.raises(ValidationError, match="GATEWAY_LOCAL__PORT only apply with"):
+        LocalVllm(port=8100)
+    with pytest.raises(ValidationError, match="GATEWAY_LOCAL__HOST and GATEWAY_LOCAL__PORT"):
+        LocalVllm(host="127.0.0.2", port=8100)
+    assert LocalVllm(unix_socket=False, port=8100).port == 8100
+
+
+def test_the_cli_says_which_setting_to_add(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from server.cli import cli
+
+    monkeypatch.setenv("GATEWAY_LOCAL__PORT", "8100")
+    result = CliRunner().invoke(cli, ["serve", "--registry", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "GATEWAY_LOCAL__UNIX_SOCKET=false" in result.output
