@@ -107,8 +107,16 @@ def vllm_env() -> dict[str, str]:
 
 def socket_dir() -> Path | None:
     """A fresh private directory for the local vLLM's socket, or None (after a log line)
-    when the socket's path in it would be too long for `sun_path`."""
-    made = Path(tempfile.mkdtemp(prefix="loraport-vllm-"))  # mode 0700
+    when none can be made or the socket's path in it would be too long for `sun_path`."""
+    try:
+        made = Path(tempfile.mkdtemp(prefix="loraport-vllm-"))  # mode 0700
+    except OSError as e:
+        log.warning(
+            "cannot make a directory for the local vLLM's socket (%s): it listens on TCP "
+            "on loopback instead",
+            e,
+        )
+        return None
     if len(os.fsencode(made / SOCKET_NAME)) <= SUN_PATH_MAX:
         return made
     made.rmdir()

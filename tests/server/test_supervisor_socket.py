@@ -87,3 +87,12 @@ def test_the_cli_says_which_setting_to_add(tmp_path: Path, monkeypatch: pytest.M
     result = CliRunner().invoke(cli, ["serve", "--registry", str(tmp_path)])
     assert result.exit_code == 1, result.output
     assert "GATEWAY_LOCAL__UNIX_SOCKET=false" in result.output
+
+
+def test_no_writable_temporary_directory_falls_back_to_tcp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    sup = _supervisor(_settings())
+    assert sup.socket_path is None and "--port" in sup.command
+    assert "cannot make a directory for the local vLLM's socket" in caplog.text
