@@ -5,7 +5,8 @@ vLLM and through the gateway, interleaved, in one run. Prints one JSON line.
 
 - `--backend` (default): `gateway serve --backend URL` beside a vLLM this script starts;
   `--embedded`: `gateway serve` launching its own vLLM (the direct path then calls that
-  vLLM at the port the gateway gave it).
+  vLLM where the gateway does: on its Unix socket, or its port with
+  `GATEWAY_LOCAL__UNIX_SOCKET=false`).
 - `--placement none|gateway|gateway+vllm` (server/placement.py): where the gateway, and
   vLLM's API server and engine-core processes, run relative to the cores vLLM's worker
   binds. With `--backend` the script applies it (the gateway through `cpu_affinity`), with
@@ -34,14 +35,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 from harness import (
     BASE_NAME,
     EXAMPLES,
+    UNIX,
     embedded_gateway,
     fill_registry,
     gateway,
+    get,
     instant_backend,
     interleaved,
     load,
@@ -178,10 +180,11 @@ def rounds_of(
 
 
 def vllm_group_of(url: str) -> int:
-    port = url.rsplit(":", 1)[1]
+    """The process group of the vLLM server at `url` (a base URL or `unix:PATH`)."""
+    where = url[len(UNIX) :] if url.startswith(UNIX) else url.rsplit(":", 1)[1]
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if "vllm.entrypoints.openai.api_server" in " ".join(cmd) and port in cmd:
+        if "vllm.entrypoints.openai.api_server" in " ".join(cmd) and where in cmd:
             return os.getpgid(p.pid)
     raise RuntimeError(f"no vLLM server on {url}")
 
@@ -239,7 +242,7 @@ def main() -> None:
         warm = load(via, bodies(ADAPTER, 8, 8), 1)
         assert warm.errors == 0, "gateway warm-up failed"
         lora = next(
-            (m["id"] for m in httpx.get(f"{direct}/v1/models").json()["data"]
+            (m["id"] for m in get(direct, "/v1/models").json()["data"]
              if m["id"].startswith(f"{ADAPTER}@")), ADAPTER,
         )  # fmt: skip
         load(direct, bodies(lora, 8, 8), 1)

@@ -2,7 +2,9 @@
 front of it, a registry holding the demo zoo (all three from `tests.support`, the same
 code the tests use), and a closed-loop load generator.
 
-Everything runs on this machine's loopback; every loop is bounded in count and time.
+Everything runs on this machine's loopback; every loop is bounded in count and time. A
+target is a base URL (`http://127.0.0.1:PORT`) or `unix:PATH`, a server on a Unix socket
+(the embedded gateway's vLLM listens on one: server/supervisor.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,28 @@ from tests.support.launch import Process, serving  # noqa: E402
 from tests.support.zoo import ADAPTERS, BASE_DIR, BASE_NAME, EXAMPLES, fill_registry  # noqa: E402
 
 __all__ = ["ADAPTERS", "BASE_DIR", "BASE_NAME", "EXAMPLES", "ROOT", "fill_registry"]
+
+
+UNIX = "unix:"
+
+
+def client(target: str, **kw: Any) -> httpx.AsyncClient:
+    """An async client of `target` (a base URL or `unix:PATH`); `limits` and the rest go
+    to httpx."""
+    if target.startswith(UNIX):
+        limits = kw.pop("limits", httpx.Limits())
+        transport = httpx.AsyncHTTPTransport(uds=target[len(UNIX) :], limits=limits)
+        return httpx.AsyncClient(transport=transport, base_url="http://localhost", **kw)
+    return httpx.AsyncClient(base_url=target, **kw)
+
+
+def get(target: str, path: str) -> httpx.Response:
+    """One GET of `path` at `target` (a base URL or `unix:PATH`)."""
+    if target.startswith(UNIX):
+        transport = httpx.HTTPTransport(uds=target[len(UNIX) :])
+        with httpx.Client(transport=transport, base_url="http://localhost") as c:
+            return c.get(path)
+    return httpx.get(f"{target}{path}")
 
 
 def machine() -> str:
@@ -72,15 +96,19 @@ def gateway(
 def embedded_gateway(
     registry_dir: Path, cache: Path, env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, str]]:
-    """`gateway serve` with no backend: it launches its own vLLM. Yields (that vLLM's URL,
-    the gateway's URL)."""
+    """`gateway serve` with no backend: it launches its own vLLM. Yields (that vLLM as a
+    target: `unix:PATH` on its socket, the default, or its URL with
+    `GATEWAY_LOCAL__UNIX_SOCKET=false`; the gateway's URL)."""
     import psutil
 
     with launch.gateway(registry_dir, cache, backend=None, env=env) as g:
         for child in psutil.Process(g.popen.pid).children(recursive=True):
             args = child.cmdline()
             if "vllm.entrypoints.openai.api_server" in " ".join(args):
-                yield f"http://127.0.0.1:{args[args.index('--port') + 1]}", g.url
+                if "--uds" in args:
+                    yield f"{UNIX}{args[args.index('--uds') + 1]}", g.url
+                else:
+                    yield f"http://127.0.0.1:{args[args.index('--port') + 1]}", g.url
                 return
         raise RuntimeError("the gateway launched no vLLM")
 
@@ -112,14 +140,14 @@ async def _load(
     latencies: list[float] = []
     tokens = errors = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+    async with client(url, timeout=300, limits=limits) as c:
 
         async def worker() -> None:
             nonlocal tokens, errors
             while queue:
                 body = queue.pop()
                 t0 = time.perf_counter()
-                r = await client.post(path, json=body)
+                r = await c.post(path, json=body)
                 latencies.append(time.perf_counter() - t0)
                 if r.status_code != 200:
                     errors += 1
@@ -140,15 +168,21 @@ async def _interleaved(
     pairs: list[tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]], gap_s: float
 ) -> tuple[list[float], list[float]]:
     """Alternate A and B requests one at a time, each side on its own kept-alive
-    connection, `gap_s` between one answer and the next request; returns (A latencies,
-    B latencies)."""
+    connection (one client per side and target), `gap_s` between one answer and the next
+    request; returns (A latencies, B latencies)."""
     a_lat: list[float] = []
     b_lat: list[float] = []
-    async with httpx.AsyncClient(timeout=300) as ca, httpx.AsyncClient(timeout=300) as cb:
+    clients: dict[tuple[str, str], httpx.AsyncClient] = {}
+    async with contextlib.AsyncExitStack() as stack:
         for (a_url, a_body), (b_url, b_body) in pairs:
-            for client, url, body, out in ((ca, a_url, a_body, a_lat), (cb, b_url, b_body, b_lat)):
+            for side, url, body, out in (("a", a_url, a_body, a_lat), ("b", b_url, b_body, b_lat)):
+                c = clients.get((side, url))
+                if c is None:
+                    c = clients[side, url] = await stack.enter_async_context(
+                        client(url, timeout=300)
+                    )
                 t0 = time.perf_counter()
-                r = await client.post(f"{url}/v1/chat/completions", json=body)
+                r = await c.post("/v1/chat/completions", json=body)
                 out.append(time.perf_counter() - t0)
                 if r.status_code != 200:
                     raise RuntimeError(f"{url}: {r.status_code} {r.text[:200]}")

@@ -6,7 +6,8 @@ the same cores. Tests of serving use it in one place: as the second backend that
 tests/server/test_scaleout.py kills -9 (its answers' id, `chatcmpl-instant`, tells which
 backend answered).
 
-    .venv/bin/python bench/instant_backend.py PORT
+    .venv/bin/python bench/instant_backend.py PORT [HOST [DELAY_S]]
+    .venv/bin/python bench/instant_backend.py unix:PATH     # on a Unix socket (bench/uds_hop.py)
 """
 
 from __future__ import annotations
@@ -86,5 +87,8 @@ app = Starlette(routes=[
 ])  # fmt: skip
 
 if __name__ == "__main__":
-    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
-    uvicorn.run(app, host=host, port=int(sys.argv[1]), log_level="warning")
+    if sys.argv[1].startswith("unix:"):
+        uvicorn.run(app, uds=sys.argv[1][len("unix:") :], log_level="warning")
+    else:
+        host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+        uvicorn.run(app, host=host, port=int(sys.argv[1]), log_level="warning")

@@ -110,7 +110,7 @@ async def _bring_up(rt: Runtime) -> None:
         rt.supervisor = Supervisor(
             s, model_dir.resolve(), base.name, s.cache_dir / "vllm.log", rt.metrics
         )
-        rt.backends = [VllmBackend(rt.supervisor.url, "local", timeout_s=s.request_timeout_s)]
+        rt.backends = [rt.supervisor.backend(s.request_timeout_s)]
         rt.tasks.append(asyncio.create_task(rt.supervisor.run(rt.backends[0])))
     rt.cache = cache = AdapterCache(s.cache_dir / "adapters", rt.resolver)
     slots = [

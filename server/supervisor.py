@@ -4,6 +4,14 @@ If the process dies it is restarted with exponential back-off; meanwhile its bac
 down, so requests get 503 with Retry-After and `/ready` is false. The command line is a
 pure function of the settings so tests and benchmarks launch vLLM exactly as the
 gateway does.
+
+By default the gateway reaches its vLLM over a Unix domain socket, not TCP on loopback
+(issue 22: the hop is cheaper, and no other process on the host gets a port to it). The
+socket lives in a private (0700) directory made for this supervisor under the system's
+temporary directory, because a socket's path is limited to 107 bytes (`sun_path`) and a
+cache directory may be longer; the directory is removed at stop. vLLM binds the path
+and fails when a file is already there (EADDRINUSE), so the file a killed server left
+behind is removed before each start.
 """
 
 from __future__ import annotations
@@ -13,8 +21,10 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -43,17 +53,28 @@ def structured_config(settings: GatewaySettings) -> dict[str, object]:
     return config
 
 
+# sun_path holds 108 bytes, one of them the terminating NUL.
+SUN_PATH_MAX = 107
+SOCKET_NAME = "vllm.sock"
+
+
 def vllm_command(
-    settings: GatewaySettings, model_dir: Path, served_name: str, port: int
+    settings: GatewaySettings, model_dir: Path, served_name: str, listen: int | Path
 ) -> list[str]:
-    """The exact command line of the local vLLM server (docs/vllm.md says why these flags)."""
+    """The exact command line of the local vLLM server (docs/vllm.md says why these flags).
+    `listen` is a TCP port (on `settings.local.host`) or the path of a Unix socket, where
+    vLLM then listens alone (its `--uds` ignores `--host` and `--port`)."""
     local = settings.local
+    where = (
+        ["--uds", str(listen)]
+        if isinstance(listen, Path)
+        else ["--host", local.host, "--port", str(listen)]
+    )
     return [
         local.python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir),
         "--served-model-name", served_name,
-        "--host", local.host,
-        "--port", str(port),
+        *where,
         "--dtype", local.dtype,
         "--max-model-len", str(local.max_model_len),
         "--enforce-eager",
@@ -84,6 +105,29 @@ def vllm_env() -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("REGISTRY_")}
 
 
+def socket_dir() -> Path | None:
+    """A fresh private directory for the local vLLM's socket, or None (after a log line)
+    when none can be made or the socket's path in it would be too long for `sun_path`."""
+    try:
+        made = Path(tempfile.mkdtemp(prefix="loraport-vllm-"))  # mode 0700
+    except OSError as e:
+        log.warning(
+            "cannot make a directory for the local vLLM's socket (%s): it listens on TCP "
+            "on loopback instead",
+            e,
+        )
+        return None
+    if len(os.fsencode(made / SOCKET_NAME)) <= SUN_PATH_MAX:
+        return made
+    made.rmdir()
+    log.warning(
+        "the temporary directory %s is too long a path for a Unix socket (%d bytes at "
+        "most): the local vLLM listens on TCP on loopback instead",
+        made.parent, SUN_PATH_MAX,
+    )  # fmt: skip
+    return None
+
+
 class Supervisor:
     """Runs the local vLLM until stopped, restarting it when it dies."""
 
@@ -96,9 +140,16 @@ class Supervisor:
         metrics: Metrics,
     ) -> None:
         self.settings = settings
-        self.port = settings.local.port or free_port(settings.local.host)
-        self.url = f"http://{settings.local.host}:{self.port}"
-        self.command = vllm_command(settings, model_dir, served_name, self.port)
+        self._socket_dir = socket_dir() if settings.local.unix_socket else None
+        self.socket_path: Path | None = None
+        listen: int | Path
+        if self._socket_dir is not None:
+            self.socket_path = listen = self._socket_dir / SOCKET_NAME
+            self.url = "http://localhost"  # the host only fills the Host header
+        else:
+            listen = settings.local.port or free_port(settings.local.host)
+            self.url = f"http://{settings.local.host}:{listen}"
+        self.command = vllm_command(settings, model_dir, served_name, listen)
         self.log_path = log_path
         self._metrics = metrics
         self._proc: asyncio.subprocess.Process | None = None
@@ -109,6 +160,11 @@ class Supervisor:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def backend(self, timeout_s: float) -> VllmBackend:
+        """The client of this server, over its socket or its port."""
+        path = None if self.socket_path is None else str(self.socket_path)
+        return VllmBackend(self.url, "local", timeout_s=timeout_s, unix_socket=path)
+
     async def run(self, backend: VllmBackend) -> None:
         local = self.settings.local
         backoff = local.restart_backoff_s
@@ -116,6 +172,8 @@ class Supervisor:
         state = backend.state
         while not self._stopping:
             started = time.monotonic()
+            if self.socket_path is not None:  # a killed server's socket: vLLM would not bind
+                self.socket_path.unlink(missing_ok=True)
             try:
                 with self.log_path.open("ab") as log_file:
                     self._proc = await asyncio.create_subprocess_exec(
@@ -175,6 +233,13 @@ class Supervisor:
 
     async def stop(self) -> None:
         self._stopping = True
+        try:
+            await self._stop_server()
+        finally:
+            if self._socket_dir is not None:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    async def _stop_server(self) -> None:
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return

@@ -108,7 +108,17 @@ class VllmBackend:
     """The client side of one vLLM server (aiohttp: half httpx's cost per call, measured
     in bench/README.md). Create it inside the running event loop."""
 
-    def __init__(self, url: str, label: str, *, timeout_s: float, max_connections: int = 256):
+    def __init__(
+        self,
+        url: str,
+        label: str,
+        *,
+        timeout_s: float,
+        max_connections: int = 256,
+        unix_socket: str | None = None,
+    ):
+        """`unix_socket`: reach the server over that socket (the embedded default's, see
+        server/supervisor.py); `url` then only gives the Host header."""
         self.url = url.rstrip("/")
         self.label = label
         self.state = BackendState()
@@ -117,10 +127,7 @@ class VllmBackend:
         self._session = aiohttp.ClientSession(
             self.url,
             timeout=timeout,
-            # vLLM's uvicorn drops idle connections after 5 s; a pooled connection kept
-            # longer races that close and fails a large body's write ("Can not write
-            # request body"), so the pool lets go first.
-            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=3.0),
+            connector=_connector(unix_socket, max_connections),
             read_bufsize=1 << 20,  # a streamed line (one SSE event) may be up to 2 MiB
         )
 
@@ -231,6 +238,15 @@ def json_object(path: str, content: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BackendError(f"vLLM answered {path} with JSON that is not an object")
     return data
+
+
+def _connector(unix_socket: str | None, limit: int) -> aiohttp.BaseConnector:
+    # vLLM's uvicorn drops idle connections after 5 s; a pooled connection kept longer
+    # races that close and fails a large body's write ("Can not write request body"), so
+    # the pool lets go first. The same holds over a Unix socket.
+    if unix_socket is not None:
+        return aiohttp.UnixConnector(path=unix_socket, limit=limit, keepalive_timeout=3.0)
+    return aiohttp.TCPConnector(limit=limit, keepalive_timeout=3.0)
 
 
 @dataclass(frozen=True)

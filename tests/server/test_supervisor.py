@@ -1,12 +1,14 @@
 """The embedded default, end to end: `gateway serve` with no --backend launches its own
-vLLM, answers 503 + Retry-After while that vLLM is dead, restarts it, and takes it down
-on exit."""
+vLLM (on a Unix socket, or with `GATEWAY_LOCAL__UNIX_SOCKET=false` on a loopback port),
+answers 503 + Retry-After while that vLLM is dead, restarts it, and takes it down on
+exit."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from tests.conftest import TEST_DTYPE, VLLM_START_TIMEOUT_S, adapter_dir, fill_r
 from tests.server.conftest import wait_until
 from tests.support import launch
 from tests.support.harmful import harmful_adapter, push_as_older_loraport
+from tests.support.unix_forward import tcp_to_unix
 
 pytestmark = pytest.mark.vllm
 
@@ -50,7 +53,10 @@ def embedded(embedded_root: Path) -> Iterator[tuple[str, psutil.Process]]:
         "GATEWAY_PROBE_INTERVAL_S": "2",
     }
     with launch.gateway(root / "registry", root, backend=None, env=env) as proc:
-        yield proc.url, psutil.Process(proc.popen.pid)
+        gateway = psutil.Process(proc.popen.pid)
+        yield proc.url, gateway
+        socket_dir = socket_of(vllm_of(gateway)).parent
+    assert not socket_dir.exists(), "the gateway left its vLLM's socket directory behind"
 
 
 def vllm_of(gateway: psutil.Process) -> psutil.Process:
@@ -58,6 +64,22 @@ def vllm_of(gateway: psutil.Process) -> psutil.Process:
         if "vllm.entrypoints.openai.api_server" in " ".join(child.cmdline()):
             return child
     raise AssertionError("no vLLM child process")
+
+
+def socket_of(server: psutil.Process) -> Path:
+    cmd = server.cmdline()
+    return Path(cmd[cmd.index("--uds") + 1])
+
+
+def over_socket(path: Path) -> httpx.Client:
+    """A client of the vLLM listening at `path`."""
+    return httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(path)), base_url="http://localhost", timeout=60
+    )
+
+
+def tcp_listening(proc: psutil.Process) -> list[Any]:
+    return [c for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
 
 
 def chat(url: str, model: str = "support-v1", **extra: Any) -> httpx.Response:
@@ -75,6 +97,25 @@ def test_serves_through_its_own_vllm(embedded: tuple[str, psutil.Process]) -> No
     assert r.headers["x-loraport-adapter"] == "support-v1@1"
 
 
+def test_its_vllm_listens_on_a_private_unix_socket_alone(
+    embedded: tuple[str, psutil.Process],
+) -> None:
+    """Issue 22: the embedded vLLM is reached over a Unix socket (a cheaper hop than TCP
+    on loopback), and has no TCP port at all."""
+    _, gateway = embedded
+    server = vllm_of(gateway)
+    cmd = server.cmdline()
+    assert "--port" not in cmd and "--host" not in cmd
+    path = socket_of(server)
+    assert path.is_socket()
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert path.parent.stat().st_uid == os.getuid()
+    assert tcp_listening(server) == [], "the embedded vLLM listens on TCP too"
+    assert str(path) in {c.laddr for c in server.net_connections(kind="unix")}
+    with over_socket(path) as vllm:
+        assert vllm.get("/health").status_code == 200
+
+
 def group_members(pgid: int) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter():
@@ -90,12 +131,16 @@ def test_vllm_crash_gives_503_then_recovers_leaving_no_orphans(
     embedded: tuple[str, psutil.Process],
 ) -> None:
     """kill -9 of vLLM's API server alone (as an OOM kill would): its engine core and
-    worker must not survive it. Twice: every restart cleans up after itself."""
+    worker must not survive it. Twice: every restart cleans up after itself. The killed
+    server's socket file stays behind (vLLM will not bind over it): the new server listens
+    on a fresh socket at the same path."""
     url, gateway = embedded
     restarts = 0
     for _ in range(2):
         old = vllm_of(gateway)
         assert len(group_members(old.pid)) >= 3  # API server, engine core, worker (+ tracker)
+        path = socket_of(old)
+        old_socket = path.stat().st_ino
         os.kill(old.pid, signal.SIGKILL)
         assert wait_until(lambda: httpx.get(f"{url}/ready").status_code == 503, 30)
         r = chat(url)
@@ -107,6 +152,8 @@ def test_vllm_crash_gives_503_then_recovers_leaving_no_orphans(
         restarts += 1
         assert vllm_of(gateway).pid != old.pid
         assert group_members(old.pid) == [], "the killed server's engine or worker lives on"
+        assert socket_of(vllm_of(gateway)) == path
+        assert path.is_socket() and path.stat().st_ino != old_socket
         r = chat(url, "triage")  # adapters load again into the new server
         assert r.status_code == 200, r.text
     engines = [
@@ -125,9 +172,7 @@ def test_a_corrupted_engine_is_detected_and_restarted(
     the base model answer "" with status 200 afterwards. The probe notices the base
     model's answer changed and the supervisor replaces the engine."""
     url, gateway = embedded
-    server = vllm_of(gateway)
-    port = server.cmdline()[server.cmdline().index("--port") + 1]
-    vllm = f"http://127.0.0.1:{port}"
+    vllm = over_socket(socket_of(vllm_of(gateway)))
     nan = tmp_path / "nan-adapter"
     shutil.copytree(adapter_dir("triage"), nan)
     weights = load_file(nan / "adapter_model.safetensors")
@@ -138,11 +183,11 @@ def test_a_corrupted_engine_is_detected_and_restarted(
     before = httpx.get(f"{url}/metrics").text
     restarts = _sample(before, "loraport_backend_restarts_total")
     load = {"lora_name": "nan", "lora_path": str(nan)}
-    assert httpx.post(f"{vllm}/v1/load_lora_adapter", json=load, timeout=60).status_code == 200
-    body = {"messages": MSGS, "max_tokens": 8, "temperature": 0}
-    httpx.post(f"{vllm}/v1/chat/completions", json={**body, "model": "nan"}, timeout=60)
-    base = httpx.post(f"{vllm}/v1/chat/completions", json={**body, "model": "tiny-llama"},
-                      timeout=60).json()  # fmt: skip
+    with vllm:
+        assert vllm.post("/v1/load_lora_adapter", json=load).status_code == 200
+        body = {"messages": MSGS, "max_tokens": 8, "temperature": 0}
+        vllm.post("/v1/chat/completions", json={**body, "model": "nan"})
+        base = vllm.post("/v1/chat/completions", json={**body, "model": "tiny-llama"}).json()
     assert base["choices"][0]["message"]["content"] == ""  # the corruption is real
     assert wait_until(
         lambda: (
@@ -242,17 +287,20 @@ def test_an_engine_corrupting_adapter_is_quarantined_for_every_gateway(
         r = chat(url, model)
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].strip()
     # a second gateway on the same registry, in front of the same engine, never ran it
-    server = vllm_of(gateway)
-    vllm = f"http://127.0.0.1:{server.cmdline()[server.cmdline().index('--port') + 1]}"
     env = {"GATEWAY_LOCAL__DTYPE": TEST_DTYPE}
-    with launch.gateway(location, tmp_path / "gw2", backend=vllm, env=env) as other:
+    with (
+        tcp_to_unix(socket_of(vllm_of(gateway))) as vllm,
+        launch.gateway(location, tmp_path / "gw2", backend=vllm, env=env) as other,
+    ):
         r = chat(other.url, ref)
         assert r.status_code == 403 and r.json()["error"]["code"] == "adapter_quarantined"
         assert "engine was corrupted" in r.json()["error"]["message"]
 
 
-def test_stopping_the_gateway_stops_its_vllm(tmp_path: Path) -> None:
-    """SIGTERM to the gateway takes its vLLM process group down with it: no orphans."""
+def test_on_tcp_it_serves_and_stopping_the_gateway_stops_its_vllm(tmp_path: Path) -> None:
+    """With the Unix socket turned off the local vLLM listens on a loopback port and
+    serves as before; SIGTERM to the gateway takes its vLLM process group down with it:
+    no orphans."""
     root = tmp_path
     fill_registry(root / "registry")
     port = free_port()
@@ -261,6 +309,7 @@ def test_stopping_the_gateway_stops_its_vllm(tmp_path: Path) -> None:
         "GATEWAY_LOCAL__DTYPE": TEST_DTYPE,
         "GATEWAY_CACHE_DIR": str(root),
         "GATEWAY_LOCAL__MAX_LORA_RANK": "8",
+        "GATEWAY_LOCAL__UNIX_SOCKET": "false",
     }
     proc = subprocess.Popen(
         [launch.GATEWAY, "serve", "--registry", str(root / "registry"), "--port", str(port)],
@@ -275,6 +324,18 @@ def test_stopping_the_gateway_stops_its_vllm(tmp_path: Path) -> None:
         ),
         60,
     )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ready", VLLM_START_TIMEOUT_S)
+        r = chat(f"http://127.0.0.1:{port}")
+        assert r.status_code == 200, r.text
+        server = vllm_of(gateway)
+        cmd = server.cmdline()
+        assert "--uds" not in cmd
+        assert int(cmd[cmd.index("--port") + 1]) in {c.laddr.port for c in tcp_listening(server)}
+    except BaseException:
+        proc.terminate()  # the gateway takes its vLLM down (asserted below when all went well)
+        proc.wait(60)
+        raise
     children = gateway.children(recursive=True)
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)

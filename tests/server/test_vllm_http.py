@@ -4,7 +4,9 @@ aiohttp server that misbehaves on purpose (real vLLM is tested in the other modu
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -153,3 +155,69 @@ def test_an_adapter_vllm_will_not_load_is_its_own_error() -> None:
             asyncio.run(call())
         assert (e.value.status, e.value.code) == (502, "adapter_load_failed")
         assert said in e.value.message
+
+
+def test_every_call_goes_over_a_unix_socket(tmp_path: Path) -> None:
+    """The embedded default's transport: generate, stream, /health, /metrics, /v1/models
+    and loading an adapter all reach the server over its socket."""
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.StreamResponse:
+        seen.append(f"{request.method} {request.path}")
+        if request.path == "/v1/models":
+            return web.json_response({"data": [{"id": "base", "parent": None}]})
+        if request.path == "/metrics":
+            return web.Response(text="vllm:num_requests_running 3.0\n")
+        if request.path == "/v1/completions":
+            return await _events(request, [b"data: one\n\n", b"data: [DONE]\n\n"])
+        return web.json_response({"ok": True})
+
+    async def call() -> None:
+        app = web.Application()
+        for method, path in [("GET", "/health"), ("GET", "/metrics"), ("GET", "/v1/models"),
+                             ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
+                             ("POST", "/v1/load_lora_adapter")]:  # fmt: skip
+            app.router.add_route(method, path, record)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        path = str(tmp_path / "vllm.sock")
+        await web.UnixSite(runner, path).start()
+        backend = VllmBackend("http://localhost", "local", timeout_s=5, unix_socket=path)
+        try:
+            assert await backend.health()
+            stats = await backend.engine_stats()
+            assert stats is not None and stats.running == 3.0
+            assert await backend.discover_model() == ("base", None)
+            assert await backend.generate("/v1/chat/completions", {}) == {"ok": True}
+            async with backend.stream("/v1/completions", {"stream": True}) as lines:
+                assert "data: one" in [line async for line in lines]
+            await backend.load_lora("a", "/adapters/a")
+        finally:
+            await backend.aclose()
+            await runner.cleanup()
+
+    asyncio.run(call())
+    assert seen == ["GET /health", "GET /metrics", "GET /v1/models", "POST /v1/chat/completions",
+                    "POST /v1/completions", "POST /v1/load_lora_adapter"]  # fmt: skip
+
+
+@pytest.mark.parametrize("left", ["nothing", "a dead socket"])
+def test_a_socket_nobody_listens_on_is_not_sent(tmp_path: Path, left: str) -> None:
+    """No file (vLLM not started yet) or the file of a killed server (ECONNREFUSED): the
+    request never reached vLLM, as for a refused TCP connection."""
+    path = tmp_path / "vllm.sock"
+    if left == "a dead socket":
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(path))  # bound, never listening: what a killed server leaves
+        assert path.is_socket()
+
+    async def call() -> None:
+        backend = VllmBackend("http://localhost", "local", timeout_s=5, unix_socket=str(path))
+        try:
+            assert not await backend.health()
+            await backend.generate("/v1/chat/completions", {})
+        finally:
+            await backend.aclose()
+
+    with pytest.raises(NotSentError, match="local unreachable"):
+        asyncio.run(call())
