@@ -11,20 +11,20 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
 import anyio
 from starlette.requests import ClientDisconnect
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.adapters import AdapterSlots
 from server.admission import InFlight, Limits, estimate
 from server.auth import authenticate, authorize
+from server.call import Answers, Call, Outcome
 from server.canary import SESSION_HEADER, sticky_key
 from server.containment import Containment, client_shaped, response_problem
 from server.dispatch import Dispatch
@@ -36,10 +36,11 @@ from server.errors import (
     StructuredOutputError,
     to_gateway_error,
 )
-from server.metrics import Metrics, Series
-from server.protocol import PATHS, Endpoint, delta_of, parse, renamed, text_of
+from server.metrics import Metrics
+from server.protocol import PATHS, Endpoint, parse, renamed, text_of
 from server.resolver import Resolver, Target
 from server.settings import GatewaySettings
+from server.streaming import ClosingStreamingResponse, relay
 from server.structured import Constraint, check_result, constraint_for
 from server.vllm_http import json_object
 
@@ -108,23 +109,6 @@ class JsonAnswer:
             self.after()
 
 
-@dataclass
-class Outcome:
-    """What one request did, for the metrics."""
-
-    series: Series = field(default_factory=Series.unknown)
-    status: int = 200
-    error: GatewayError | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    ttft_s: float | None = None
-    concurrency: int = 1
-    degenerate: bool = False
-    """An answer came back degenerate (server.containment.answer_problem)."""
-    work: int = 0
-    """Tokens of work admitted for it (see server.admission.estimate)."""
-
-
 def error_response(e: GatewayError, target: Target | None = None) -> Response:
     headers = {**e.headers, **(target_headers(target) if target else {})}
     return Response(
@@ -137,36 +121,6 @@ def error_response(e: GatewayError, target: Target | None = None) -> Response:
 
 def target_headers(target: Target) -> dict[str, str]:
     return {"x-loraport-adapter": target.ref, "x-loraport-arm": target.arm}
-
-
-class ClosingStreamingResponse(StreamingResponse):
-    """A stream that stops the moment the client goes away, and always cleans up.
-
-    Starlette, under ASGI 2.4 servers, only notices a disconnect on the next write and
-    then leaves the generator suspended; upstream vLLM would go on generating. Here the
-    disconnect listener always runs (it cancels the stream at once), the generator is
-    always closed (which closes the upstream request, so vLLM aborts it), and `on_close`
-    runs even if the generator never started.
-    """
-
-    def __init__(
-        self,
-        content: AsyncIterator[str],
-        on_close: Callable[[], Awaitable[None]],
-        headers: dict[str, str],
-    ) -> None:
-        super().__init__(content, media_type="text/event-stream", headers=headers)
-        self._content = content
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        legacy = {**scope, "asgi": {**scope.get("asgi", {}), "spec_version": "2.3"}}
-        try:
-            await super().__call__(legacy, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._content.aclose()  # type: ignore[attr-defined]
-                await self._on_close()
 
 
 class Gateway:
@@ -212,23 +166,20 @@ class Gateway:
             if constraint is not None:
                 forward.pop("response_format", None)
                 forward["structured_outputs"] = constraint.vllm_params()
+            call = Call(endpoint, forward, target, outcome, started)
             if req.stream:
                 wants_usage = bool((req.stream_options or {}).get("include_usage"))
                 forward["stream_options"] = {**(req.stream_options or {}), "include_usage": True}
-                response = await self._stream(
-                    endpoint, forward, target, constraint, wants_usage, outcome, started
-                )
+                response = await self._stream(call, constraint, wants_usage)
                 admitted = False  # the stream releases its own slot when it ends
                 return response
-            done = await _unless_disconnected(
-                receive, self._unary(endpoint, forward, target, constraint, outcome)
-            )
+            done = await _unless_disconnected(receive, self._unary(call, constraint))
             if done is None:  # the client left: the upstream request was closed (aborted)
                 outcome.status = 499
                 return Response(status_code=499)
             answer, look = done
             admitted = False  # released once the answer is sent
-            after = partial(self._answered, look, endpoint, outcome, started)
+            after = partial(self._answered, call, look)
             return JsonAnswer(answer, target, after)
         except ClientDisconnect:  # gone while sending its body: nothing was started
             outcome.status = 499
@@ -285,93 +236,62 @@ class Gateway:
         return limit if served is None else min(limit, served)
 
     async def _unary(
-        self,
-        endpoint: Endpoint,
-        forward: dict[str, Any],
-        target: Target,
-        constraint: Constraint | None,
-        outcome: Outcome,
+        self, call: Call, constraint: Constraint | None
     ) -> tuple[bytes, Callable[[], None] | None]:
         """The answer's body for the client, and what is left to look at once it is sent.
         An answer with no JSON contract is passed on as vLLM wrote it, only its `model`
         renamed (server.protocol.renamed); its usage and text are read after it is sent.
         A constrained one is parsed and checked before anything is sent."""
-        slots, raw = await self.dispatch.unary(endpoint, forward, target)
+        slots, raw = await self.dispatch.unary(call.endpoint, call.forward, call.target)
         if constraint is None:
-            body = renamed(raw, str(forward["model"]), target.ref)
+            body = renamed(raw, str(call.forward["model"]), call.target.ref)
             if body is not None:
-                look = partial(self._read_answer, endpoint, raw, forward, outcome, slots, target)
-                return body, look
-        data = json_object(PATHS[endpoint], raw)
-        answers = self._take(endpoint, data, forward, outcome, slots, target)
+                return body, partial(self._read_answer, call, slots, raw)
+        data = json_object(PATHS[call.endpoint], raw)
+        answers = self._take(call, slots, data)
         if constraint is not None:
             for text, finish_reason in answers.values():
                 check_result(constraint, text, finish_reason)
-        data["model"] = target.ref
+        data["model"] = call.target.ref
         return json.dumps(data).encode(), None
 
-    def _take(
-        self,
-        endpoint: Endpoint,
-        data: dict[str, Any],
-        forward: dict[str, Any],
-        outcome: Outcome,
-        slots: AdapterSlots,
-        target: Target,
-    ) -> dict[int, tuple[str, str | None]]:
+    def _take(self, call: Call, slots: AdapterSlots, data: dict[str, Any]) -> Answers:
         """The answer's usage for the metrics, and its texts (looked at for degeneracy)."""
         usage = data.get("usage") or {}
-        outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
+        call.outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        call.outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
         choices = data.get("choices", [])
-        answers = {i: (text_of(endpoint, c), c.get("finish_reason")) for i, c in enumerate(choices)}
-        self._look_at(answers, forward, outcome, slots, target)
+        answers = {
+            i: (text_of(call.endpoint, c), c.get("finish_reason")) for i, c in enumerate(choices)
+        }
+        self._look_at(call, slots, answers)
         return answers
 
-    def _read_answer(
-        self,
-        endpoint: Endpoint,
-        raw: bytes,
-        forward: dict[str, Any],
-        outcome: Outcome,
-        slots: AdapterSlots,
-        target: Target,
-    ) -> None:
+    def _read_answer(self, call: Call, slots: AdapterSlots, raw: bytes) -> None:
         """An answer passed on unparsed, read once it is sent (usage, degeneracy)."""
         try:
-            self._take(endpoint, json_object(PATHS[endpoint], raw), forward, outcome, slots, target)
+            self._take(call, slots, json_object(PATHS[call.endpoint], raw))
         except (BackendError, AttributeError, TypeError, ValueError) as e:
             log.warning("could not read vLLM's answer after passing it on: %s", e)
 
-    def _answered(
-        self,
-        look: Callable[[], None] | None,
-        endpoint: Endpoint,
-        outcome: Outcome,
-        started: float,
-    ) -> None:
+    def _answered(self, call: Call, look: Callable[[], None] | None) -> None:
         """After a whole answer is sent: what is left to read of it, then the request's
         slot and metrics."""
         try:
             if look is not None:
                 look()
         finally:
-            self.in_flight.leave(outcome.work, outcome.series)
-            self._record(endpoint, outcome, started)
+            self.in_flight.leave(call.outcome.work, call.outcome.series)
+            self._record(call.endpoint, call.outcome, call.started)
 
     async def _stream(
-        self,
-        endpoint: Endpoint,
-        forward: dict[str, Any],
-        target: Target,
-        constraint: Constraint | None,
-        wants_usage: bool,
-        outcome: Outcome,
-        started: float,
+        self, call: Call, constraint: Constraint | None, wants_usage: bool
     ) -> Response:
         stack = AsyncExitStack()
-        slots, upstream = await self.dispatch.open_stream(stack, endpoint, forward, target)
-        self.containment.started(slots, target)
+        slots, upstream = await self.dispatch.open_stream(
+            stack, call.endpoint, call.forward, call.target
+        )
+        self.containment.started(slots, call.target)
         closed = False
 
         async def finish() -> None:
@@ -384,78 +304,25 @@ class Gateway:
                     await stack.aclose()  # closing upstream may fail; the counts must not leak
                 finally:
                     slots.backend.state.in_flight -= 1
-                    self.containment.ended(slots, target)
-                    self.in_flight.leave(outcome.work, outcome.series)
-                    self._record(endpoint, outcome, started)
+                    self.containment.ended(slots, call.target)
+                    self.in_flight.leave(call.outcome.work, call.outcome.series)
+                    self._record(call.endpoint, call.outcome, call.started)
 
-        async def events() -> AsyncIterator[str]:
-            texts: dict[int, str] = {}
-            finish_reasons: dict[int, str | None] = {}
-            try:
-                async for line in upstream:
-                    if not line.startswith("data: "):
-                        continue
-                    payload = line[6:]
-                    if payload == "[DONE]":
-                        break
-                    try:
-                        chunk = json.loads(payload)
-                    except ValueError as e:
-                        raise BackendError(
-                            f"vLLM sent a stream event that is not JSON: {e}"
-                        ) from None
-                    if "error" in chunk:
-                        message = str((chunk["error"] or {}).get("message", "stream failed"))
-                        raise BackendError(f"vLLM failed mid-stream: {message}")
-                    if outcome.ttft_s is None and any(
-                        delta_of(endpoint, c) for c in chunk.get("choices", [])
-                    ):
-                        outcome.ttft_s = time.perf_counter() - started
-                    for c in chunk.get("choices", []):
-                        i = int(c.get("index", 0))
-                        texts[i] = texts.get(i, "") + delta_of(endpoint, c)
-                        finish_reasons[i] = c.get("finish_reason") or finish_reasons.get(i)
-                    usage = chunk.get("usage")
-                    if usage:
-                        outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                        outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
-                    if not wants_usage:
-                        chunk.pop("usage", None)
-                        if not chunk.get("choices"):
-                            continue
-                    chunk["model"] = target.ref
-                    yield f"data: {json.dumps(chunk)}\n\n"
-                answers = {i: (t, finish_reasons.get(i)) for i, t in texts.items()}
-                self._look_at(answers, forward, outcome, slots, target)
-                if constraint is not None:
-                    for i, text in sorted(texts.items()):
-                        check_result(constraint, text, finish_reasons.get(i))
-                yield "data: [DONE]\n\n"
-            except (GeneratorExit, asyncio.CancelledError):
-                outcome.status = 499  # the client went away: closing upstream aborts vLLM's work
-                raise
-            except Exception as e:  # a refused structured result, or the backend failed
-                error = to_gateway_error(e)
-                outcome.error, outcome.status = error, error.status
-                yield f"data: {json.dumps(error.body())}\n\n"
-            finally:
-                await finish()
+        def judge(answers: Answers) -> None:
+            self._look_at(call, slots, answers)
+            if constraint is not None:
+                for text, finish_reason in answers.values():
+                    check_result(constraint, text, finish_reason)
 
-        return ClosingStreamingResponse(events(), finish, target_headers(target))
+        events = relay(upstream, call, wants_usage, judge, finish)
+        return ClosingStreamingResponse(events, finish, target_headers(call.target))
 
-    def _look_at(
-        self,
-        answers: dict[int, tuple[str, str | None]],
-        forward: dict[str, Any],
-        outcome: Outcome,
-        slots: AdapterSlots,
-        target: Target,
-    ) -> None:
+    def _look_at(self, call: Call, slots: AdapterSlots, answers: Answers) -> None:
         """Count a degenerate answer, and have containment check its backend at once."""
-        forced = client_shaped(forward)
-        if response_problem(list(answers.values()), outcome.completion_tokens, forced):
-            outcome.degenerate = True
-            self.containment.suspect(slots, target)
+        forced = client_shaped(call.forward)
+        if response_problem(list(answers.values()), call.outcome.completion_tokens, forced):
+            call.outcome.degenerate = True
+            self.containment.suspect(slots, call.target)
 
     def _record(self, endpoint: str, o: Outcome, started: float) -> None:
         m, s = self.metrics, o.series.values()
