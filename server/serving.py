@@ -181,7 +181,8 @@ class Gateway:
             admitted = False  # released once the answer is sent
             after = partial(self._answered, call, look)
             return JsonAnswer(answer, target, after)
-        except ClientDisconnect:  # gone while sending its body: nothing was started
+        except ClientDisconnect:  # gone while sending its body: nothing was started, and it
+            # is counted under the unknown series (its model was never read)
             outcome.status = 499
             return Response(status_code=499)
         except Exception as e:
@@ -193,8 +194,7 @@ class Gateway:
         finally:
             if admitted:
                 self.in_flight.leave(outcome.work, outcome.series)
-                self._record(endpoint, outcome, started)
-            elif outcome.error is not None:
+            if admitted or outcome.error is not None or outcome.status == 499:
                 self._record(endpoint, outcome, started)
 
     async def _read_body(self, receive: Receive, declared: str | None) -> bytes:

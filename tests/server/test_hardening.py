@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -283,6 +285,31 @@ def test_non_streamed_disconnect_aborts_vllm(gateway: RunningGateway) -> None:
             )
             return
     pytest.fail("vLLM generated the whole answer for a client that had gone")
+
+
+def test_a_client_gone_mid_body_is_a_499_and_holds_nothing(gateway: RunningGateway) -> None:
+    """A client that hangs up while its body is still coming: a 499 in the access log and
+    the metrics (its model never read, so the unknown series), no traceback, nothing held."""
+    url = urlsplit(gateway.url)
+    gone = {"adapter": "unknown", "status": "499"}
+    before = scrape(gateway.url, "loraport_requests_total", **gone)
+    mark = gateway.log.stat().st_size
+    with socket.create_connection((url.hostname, url.port)) as s:
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+            b"content-type: application/json\r\ncontent-length: 100000\r\n"
+            b"x-request-id: gone-mid-body\r\n\r\n" + b'{"model": "triage", "messages": ['
+        )
+        time.sleep(0.3)
+    assert wait_until(lambda: scrape(gateway.url, "loraport_requests_total", **gone) > before)
+
+    def log() -> str:
+        return gateway.log.read_bytes()[mark:].decode(errors="replace")
+
+    assert wait_until(lambda: 'gone-mid-body "POST /v1/chat/completions" 499' in log())
+    assert "Traceback" not in log() and "internal error" not in log()
+    assert scrape(gateway.url, "loraport_tokens_in_flight") == 0
+    assert post(gateway, {"model": "triage", "messages": MSGS, "max_tokens": 2}).status_code == 200
 
 
 def test_request_id_metrics_and_ready_for_operators(gateway: RunningGateway) -> None:
