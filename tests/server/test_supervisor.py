@@ -141,7 +141,13 @@ def test_vllm_crash_gives_503_then_recovers_leaving_no_orphans(
         assert len(group_members(old.pid)) >= 3  # API server, engine core, worker (+ tracker)
         path = socket_of(old)
         old_socket = path.stat().st_ino
-        os.kill(old.pid, signal.SIGKILL)
+        with ThreadPoolExecutor(1) as pool:  # a request in flight on the socket when it dies
+            cut = pool.submit(chat, url, max_tokens=400, ignore_eos=True)
+            time.sleep(1.5)
+            os.kill(old.pid, signal.SIGKILL)
+            r = cut.result()
+        assert r.status_code in (502, 503), r.text
+        assert r.json()["error"]["type"] in ("backend_error", "service_unavailable"), r.text
         assert wait_until(lambda: httpx.get(f"{url}/ready").status_code == 503, 30)
         r = chat(url)
         assert r.status_code == 503, r.text
