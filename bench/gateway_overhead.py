@@ -7,6 +7,10 @@ vLLM and through the gateway, interleaved, in one run. Prints one JSON line.
   `--embedded`: `gateway serve` launching its own vLLM (the direct path then calls that
   vLLM where the gateway does: on its Unix socket, or its port with
   `GATEWAY_LOCAL__UNIX_SOCKET=false`).
+- `--inprocess`: issue 22's experiment: the gateway inside vLLM's own API server process
+  as ASGI middleware (bench/inprocess_gateway.py, vLLM's `--middleware`), no hop at all;
+  the direct path is the same server's `/direct/` prefix, which the middleware hands to
+  vLLM untouched.
 - `--placement none|gateway|gateway+vllm` (server/placement.py): where the gateway, and
   vLLM's API server and engine-core processes, run relative to the cores vLLM's worker
   binds. With `--backend` the script applies it (the gateway through `cpu_affinity`), with
@@ -39,6 +43,7 @@ import psutil
 from harness import (
     BASE_NAME,
     EXAMPLES,
+    ROOT,
     UNIX,
     embedded_gateway,
     fill_registry,
@@ -54,6 +59,9 @@ from harness import (
 )
 
 from server import placement
+from server.supervisor import free_port, vllm_command, vllm_env
+from tests.support.launch import VLLM_START_TIMEOUT_S, serving, wait_for
+from tests.support.zoo import BASE_DIR
 
 ADAPTER = "support-v1"
 GAP_S = 0.005
@@ -181,7 +189,7 @@ def rounds_of(
 
 def vllm_group_of(url: str) -> int:
     """The process group of the vLLM server at `url` (a base URL or `unix:PATH`)."""
-    where = url[len(UNIX) :] if url.startswith(UNIX) else url.rsplit(":", 1)[1]
+    where = url[len(UNIX) :] if url.startswith(UNIX) else url.rsplit(":", 1)[1].split("/")[0]
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
         if "vllm.entrypoints.openai.api_server" in " ".join(cmd) and where in cmd:
@@ -210,6 +218,9 @@ def _pgid(pid: int) -> int | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--embedded", action="store_true", help="gateway launches its own vLLM")
+    ap.add_argument(
+        "--inprocess", action="store_true", help="the gateway inside vLLM's process (experiment)"
+    )
     ap.add_argument("--placement", default="gateway",
                     choices=["none", "gateway", "gateway+vllm"])  # fmt: skip
     ap.add_argument("--rounds", type=int, default=10)
@@ -229,6 +240,8 @@ def main() -> None:
     load_start = os.getloadavg()[0]  # other work on the machine shows here
     if args.instant:
         ctx = _external(s, work, "none", instant=True)
+    elif args.inprocess:
+        ctx = _inprocess(s, work)
     elif args.embedded:
         env = {"GATEWAY_CPU_PLACEMENT": args.placement, "GATEWAY_LOCAL__DTYPE": "bfloat16"}
         ctx = embedded_gateway(work / "registry", work / "cache", env)
@@ -262,7 +275,13 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "gateway_overhead",
-                "mode": "instant" if args.instant else "embedded" if args.embedded else "backend",
+                "mode": "instant"
+                if args.instant
+                else "inprocess"
+                if args.inprocess
+                else "embedded"
+                if args.embedded
+                else "backend",
                 "placement": args.placement,
                 "free_cores": sorted(free),
                 "machine": machine(),
@@ -309,6 +328,27 @@ class _external:
     def __exit__(self, *exc: object) -> None:
         self._g.__exit__(*exc)
         self._v.__exit__(*exc)
+
+
+@contextlib.contextmanager
+def _inprocess(s: Any, work: Path) -> Any:
+    """vLLM with the gateway as its middleware (bench/inprocess_gateway.py): yields (its
+    `/direct` prefix, its own URL) once the gateway in it is ready."""
+    port = free_port()
+    cmd = [*vllm_command(s, BASE_DIR, BASE_NAME, port),
+           "--middleware", "inprocess_gateway.Middleware"]  # fmt: skip
+    env = {
+        **vllm_env(),
+        "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}",
+        "GATEWAY_REGISTRY": str(work / "registry"),
+        "GATEWAY_BASE": BASE_NAME,
+        "GATEWAY_BACKENDS": '["http://in-process"]',
+        "GATEWAY_CACHE_DIR": str(work / "cache"),
+        "GATEWAY_MAX_LOADED_ADAPTERS": "4",
+    }
+    with serving(cmd, port, work / "vllm.log", "/health", env, VLLM_START_TIMEOUT_S) as v:
+        wait_for(f"{v.url}/gw/ready", 300, v.popen)
+        yield f"{v.url}/direct", v.url
 
 
 if __name__ == "__main__":
