@@ -11,6 +11,9 @@ vLLM and through the gateway, interleaved, in one run. Prints one JSON line.
   as ASGI middleware (bench/inprocess_gateway.py, vLLM's `--middleware`), no hop at all;
   the direct path is the same server's `/direct/` prefix, which the middleware hands to
   vLLM untouched.
+- `--placement api-on-worker` (`--backend` only, not a product setting): the gateway on
+  the free cores and vLLM's API server pinned to the worker's cores, to test whether the
+  short-request swings follow where the API server runs.
 - `--placement none|gateway|gateway+vllm` (server/placement.py): where the gateway, and
   vLLM's API server and engine-core processes, run relative to the cores vLLM's worker
   binds. With `--backend` the script applies it (the gateway through `cpu_affinity`), with
@@ -222,7 +225,7 @@ def main() -> None:
         "--inprocess", action="store_true", help="the gateway inside vLLM's process (experiment)"
     )
     ap.add_argument("--placement", default="gateway",
-                    choices=["none", "gateway", "gateway+vllm"])  # fmt: skip
+                    choices=["none", "gateway", "gateway+vllm", "api-on-worker"])  # fmt: skip
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="4 rounds, fewer pairs")
     ap.add_argument(
@@ -242,6 +245,8 @@ def main() -> None:
         ctx = _external(s, work, "none", instant=True)
     elif args.inprocess:
         ctx = _inprocess(s, work)
+    elif args.embedded and args.placement == "api-on-worker":
+        ap.error("--placement api-on-worker is a bench-only placement: --backend mode only")
     elif args.embedded:
         env = {"GATEWAY_CPU_PLACEMENT": args.placement, "GATEWAY_LOCAL__DTYPE": "bfloat16"}
         ctx = embedded_gateway(work / "registry", work / "cache", env)
@@ -321,6 +326,9 @@ class _external:
             env["GATEWAY_CPU_AFFINITY"] = ",".join(map(str, sorted(free)))
         if self.mode == "gateway+vllm":
             placement.apply(vllm_group_of(v.url), "gateway+vllm", this=False)
+        if self.mode == "api-on-worker":  # the group's leader is vLLM's API server
+            group = vllm_group_of(v.url)
+            placement.pin_process(group, frozenset(range(os.cpu_count() or 1)) - free)
         self._g = gateway(self.work / "registry", v.url, self.work / "cache", env)
         g = self._g.__enter__()
         return v.url, g.url
