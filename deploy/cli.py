@@ -35,7 +35,7 @@ from deploy.source import MetricsSource
 from deploy.supervisor import Supervisor
 from registry import Registry, RegistryError, RegistryUnavailableError, Rollout
 from registry import open as open_registry
-from registry.cli import (
+from registry.commands.options import (
     RegistryGroup,
     command_location,
     location_option,

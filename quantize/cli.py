@@ -26,7 +26,7 @@ from quantize.register import Outcome
 from quantize.settings import QuantizeSettings
 from quantize.stage import eval_pairs, run
 from registry import RegistryError
-from registry.cli import RegistryGroup, location_option, open_for_command, who_option
+from registry.commands.options import RegistryGroup, location_option, open_for_command, who_option
 
 
 class QuantizeGroup(RegistryGroup):

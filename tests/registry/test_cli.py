@@ -284,7 +284,7 @@ def test_push_help_says_how_a_dataset_file_is_written() -> None:
 
 
 def test_the_group_location_reaches_nested_verbs(tmp_path: Path) -> None:
-    """One opener (registry.cli.open_for_command): `--registry` before a nested group's
+    """One opener (registry.commands.options.open_for_command): `--registry` before a nested group's
     verb names the registry, as `deploy --registry X status` does."""
     runner = CliRunner()
     location = str(tmp_path / "grouped")

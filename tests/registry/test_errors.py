@@ -9,7 +9,7 @@ import re
 import pytest
 
 from registry import errors
-from registry.cli import exit_code
+from registry.commands.options import exit_code
 
 
 def _all_errors() -> set[type[errors.RegistryError]]:
