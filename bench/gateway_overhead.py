@@ -235,6 +235,8 @@ def main() -> None:
         "free of contention with a real engine (the short workload only)",
     )
     args = ap.parse_args()
+    flags = (("instant", args.instant), ("inprocess", args.inprocess), ("embedded", args.embedded))
+    mode = next((name for name, given in flags if given), "backend")
     rounds, pairs = (4, 60) if args.quick else (args.rounds, 200)
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     fill_registry(work / "registry")
@@ -280,13 +282,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "gateway_overhead",
-                "mode": "instant"
-                if args.instant
-                else "inprocess"
-                if args.inprocess
-                else "embedded"
-                if args.embedded
-                else "backend",
+                "mode": mode,
                 "placement": args.placement,
                 "free_cores": sorted(free),
                 "machine": machine(),

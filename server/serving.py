@@ -248,15 +248,14 @@ class Gateway:
             if body is not None:
                 return body, partial(self._read_answer, call, slots, raw)
         data = json_object(PATHS[call.endpoint], raw)
-        answers = self._take(call, slots, data)
-        if constraint is not None:
-            for text, finish_reason in answers.values():
-                check_result(constraint, text, finish_reason)
+        self._take(call, slots, data, constraint)
         data["model"] = call.target.ref
         return json.dumps(data).encode(), None
 
-    def _take(self, call: Call, slots: AdapterSlots, data: dict[str, Any]) -> Answers:
-        """The answer's usage for the metrics, and its texts (looked at for degeneracy)."""
+    def _take(
+        self, call: Call, slots: AdapterSlots, data: dict[str, Any], constraint: Constraint | None
+    ) -> None:
+        """A whole answer's usage for the metrics, and its texts judged (`_judge`)."""
         usage = data.get("usage") or {}
         call.outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         call.outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
@@ -264,13 +263,12 @@ class Gateway:
         answers = {
             i: (text_of(call.endpoint, c), c.get("finish_reason")) for i, c in enumerate(choices)
         }
-        self._look_at(call, slots, answers)
-        return answers
+        self._judge(call, slots, constraint, answers)
 
     def _read_answer(self, call: Call, slots: AdapterSlots, raw: bytes) -> None:
         """An answer passed on unparsed, read once it is sent (usage, degeneracy)."""
         try:
-            self._take(call, slots, json_object(PATHS[call.endpoint], raw))
+            self._take(call, slots, json_object(PATHS[call.endpoint], raw), None)
         except (BackendError, AttributeError, TypeError, ValueError) as e:
             log.warning("could not read vLLM's answer after passing it on: %s", e)
 
@@ -308,21 +306,23 @@ class Gateway:
                     self.in_flight.leave(call.outcome.work, call.outcome.series)
                     self._record(call.endpoint, call.outcome, call.started)
 
-        def judge(answers: Answers) -> None:
-            self._look_at(call, slots, answers)
-            if constraint is not None:
-                for text, finish_reason in answers.values():
-                    check_result(constraint, text, finish_reason)
-
+        judge = partial(self._judge, call, slots, constraint)
         events = relay(upstream, call, wants_usage, judge, finish)
         return ClosingStreamingResponse(events, finish, target_headers(call.target))
 
-    def _look_at(self, call: Call, slots: AdapterSlots, answers: Answers) -> None:
-        """Count a degenerate answer, and have containment check its backend at once."""
+    def _judge(
+        self, call: Call, slots: AdapterSlots, constraint: Constraint | None, answers: Answers
+    ) -> None:
+        """Every choice's whole text, streamed or not: a degenerate answer is counted and
+        containment checks its backend at once; then a result that breaks its JSON
+        contract is refused (raises)."""
         forced = client_shaped(call.forward)
         if response_problem(list(answers.values()), call.outcome.completion_tokens, forced):
             call.outcome.degenerate = True
             self.containment.suspect(slots, call.target)
+        if constraint is not None:
+            for text, finish_reason in answers.values():
+                check_result(constraint, text, finish_reason)
 
     def _record(self, endpoint: str, o: Outcome, started: float) -> None:
         m, s = self.metrics, o.series.values()
