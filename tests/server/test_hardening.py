@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
@@ -175,43 +176,59 @@ def test_progress_tells_busy_from_hung(vllm_server: str) -> None:
     stops when its engine hangs (SIGSTOP of the engine core and worker). On 2 cores shared
     with other work a window can see vLLM's API server too starved to answer (CI once saw
     three such windows in a row); a working engine must show progress in one of up to
-    eight windows while its batch runs, a hung one in none."""
+    eight windows while its batch runs, a hung one in none. How long a batch runs depends
+    on the CPU (CI once finished 16 x 480 tokens inside one window): a batch that ends
+    before any window could see it is no evidence either way, so the work grows fourfold
+    and the test tries again, up to three times. The batch is cancelled once judged (vLLM
+    aborts a request whose client left)."""
 
-    async def sample(backend: VllmBackend) -> bool:
+    async def sample(backend: VllmBackend, window_s: float = 1.0) -> bool:
         before = await backend.engine_stats(timeout_s=10)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(window_s)
         return progressing(before, await backend.engine_stats(timeout_s=10))
 
-    async def run() -> tuple[bool, bool, bool]:
-        b = VllmBackend(vllm_server, "t", timeout_s=60)
+    async def run() -> tuple[bool, bool, bool, int]:
+        b = VllmBackend(vllm_server, "t", timeout_s=120)
         try:
             idle = await sample(b)
-            body = {"model": BASE_NAME, "prompt": ["Hi"] * 16, "max_tokens": 480,
-                    "ignore_eos": True}  # fmt: skip
-            job = asyncio.ensure_future(b.generate("/v1/completions", body))
-            await asyncio.sleep(0.5)
-            busy, windows = False, 0
-            while not busy and not job.done() and windows < 8:
-                busy, windows = await sample(b), windows + 1
+            for attempt in range(3):
+                prompts = 16 * 4**attempt
+                body = {"model": BASE_NAME, "prompt": ["Hi"] * prompts, "max_tokens": 480,
+                        "ignore_eos": True}  # fmt: skip
+                job = asyncio.ensure_future(b.generate("/v1/completions", body))
+                await asyncio.sleep(0.2)
+                busy, windows = False, 0
+                while not busy and not job.done() and windows < 8:
+                    busy, windows = await sample(b), windows + 1
+                if busy or not job.done():
+                    break
+                await job  # ended inside the first windows: more work next time
             assert busy or not job.done(), (
-                f"the batch finished after {windows} windows before any showed progress: "
-                "give it more work"
+                f"{prompts} x 480 tokens finished before any window showed progress"
             )
             engine = engine_processes(vllm_server)
             for p in engine:
                 p.suspend()
             try:
                 await asyncio.sleep(0.5)
-                hung = any([await sample(b) for _ in range(2)])
+                hung = any([await sample(b, 1.5) for _ in range(2)])
             finally:
                 for p in engine:
                     p.resume()
-            await job
-            return idle, busy, hung
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+            for _ in range(100):  # the next test expects an idle engine
+                stats = await b.engine_stats(timeout_s=10)
+                if stats is not None and stats.running + stats.waiting == 0:
+                    break
+                await asyncio.sleep(0.2)
+            return idle, busy, hung, prompts
         finally:
             await b.aclose()
 
-    idle, busy, hung = asyncio.run(run())
+    idle, busy, hung, prompts = asyncio.run(run())
+    print(f"batch of {prompts} x 480 tokens")
     assert (idle, busy, hung) == (False, True, False)
 
 
