@@ -7,10 +7,12 @@ vLLM Service, so a vLLM crash is a network error here, never a gateway crash.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
@@ -23,6 +25,7 @@ from server.errors import (
     InvalidRequestError,
     UnsupportedSchemaError,
 )
+from server.http1 import Http1Error, Http1Pool
 
 _GRAMMAR_HINTS = ("grammar", "not supported", "unsupported", "schema")
 # What vLLM 0.32 answers (400) when a resolver plugin found an adapter it then failed to
@@ -105,8 +108,10 @@ class NotSentError(BackendUnavailableError):
 
 
 class VllmBackend:
-    """The client side of one vLLM server (aiohttp: half httpx's cost per call, measured
-    in bench/README.md). Create it inside the running event loop."""
+    """The client side of one vLLM server. Whole answers (the request path's and the
+    probe's) go over server/http1.py's lean client; streams and the rest over aiohttp
+    (half httpx's cost per call, measured in bench/README.md). Create it inside the
+    running event loop."""
 
     def __init__(
         self,
@@ -122,6 +127,8 @@ class VllmBackend:
         self.url = url.rstrip("/")
         self.label = label
         self.state = BackendState()
+        self._timeout_s = timeout_s
+        self._http1 = _pool(self.url, unix_socket, max_connections)
         # A bound on connecting and on each read; none on a whole stream, which may be long.
         timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=timeout_s)
         self._session = aiohttp.ClientSession(
@@ -132,6 +139,7 @@ class VllmBackend:
         )
 
     async def aclose(self) -> None:
+        await self._http1.aclose()
         await self._session.close()
 
     async def health(self) -> bool:
@@ -183,12 +191,23 @@ class VllmBackend:
         return (await self._send("GET", "/metrics")).text
 
     async def generate(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._json("POST", path, body)
+        return json_object(path, await self.answer(path, body))
 
     async def answer(self, path: str, body: dict[str, Any]) -> bytes:
         """A successful answer's body as vLLM sent it (the request path passes it on
-        without a parse where it can: server/serving.py)."""
-        return (await self._ok("POST", path, body)).content
+        without a parse where it can: server/serving.py). Leaving before it arrives (the
+        caller cancelled: its client left) closes the connection, and vLLM aborts the
+        request."""
+        try:
+            status, content = await self._http1.post(path, _encode(body), self._timeout_s)
+        except TimeoutError as e:
+            raise BackendError(f"vLLM backend {self.label} timed out", code="timeout") from e
+        except Http1Error as e:
+            unavailable = BackendUnavailableError if e.sent else NotSentError
+            raise unavailable(f"vLLM backend {self.label} unreachable: {e}") from e
+        if status != 200:
+            raise _error_from(Answer(status, content), body)
+        return content
 
     @asynccontextmanager
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[str]]:
@@ -238,6 +257,14 @@ def json_object(path: str, content: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BackendError(f"vLLM answered {path} with JSON that is not an object")
     return data
+
+
+def _pool(url: str, unix_socket: str | None, limit: int) -> Http1Pool:
+    parts = urlsplit(url)
+    tls = ssl.create_default_context() if parts.scheme == "https" else None
+    port = parts.port or (443 if tls else 80)
+    return Http1Pool(parts.netloc, host=parts.hostname or "", port=port,
+                     unix_socket=unix_socket, tls=tls, limit=limit)  # fmt: skip
 
 
 def _connector(unix_socket: str | None, limit: int) -> aiohttp.BaseConnector:
