@@ -14,9 +14,10 @@ vLLM and through the gateway, interleaved, in one run. Prints one JSON line.
 - `--placement api-on-worker` (`--backend` only, not a product setting): the gateway on
   the free cores and vLLM's API server pinned to the worker's cores, to test whether the
   short-request swings follow where the API server runs.
-- `--placement none|gateway|gateway+vllm` (server/placement.py): where the gateway, and
-  vLLM's API server and engine-core processes, run relative to the cores vLLM's worker
-  binds. With `--backend` the script applies it (the gateway through `cpu_affinity`), with
+- `--placement none|gateway|gateway+engine|gateway+vllm` (server/placement.py; the
+  default is the product's, `gateway+engine`): where the gateway, and vLLM's API server
+  and engine-core processes, run relative to the cores vLLM's worker binds. With
+  `--backend` the script applies it (the gateway through `cpu_affinity`), with
   `--embedded` the gateway does (`cpu_placement`). The load generator (this process) runs
   on the free cores in every mode: clients are not part of a server's placement.
 
@@ -224,8 +225,9 @@ def main() -> None:
     ap.add_argument(
         "--inprocess", action="store_true", help="the gateway inside vLLM's process (experiment)"
     )
-    ap.add_argument("--placement", default="gateway",
-                    choices=["none", "gateway", "gateway+vllm", "api-on-worker"])  # fmt: skip
+    ap.add_argument("--placement", default="gateway+engine",
+                    choices=["none", "gateway", "gateway+engine", "gateway+vllm",
+                             "api-on-worker"])  # fmt: skip
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="4 rounds, fewer pairs")
     ap.add_argument(
@@ -320,8 +322,8 @@ class _external:
             group = vllm_group_of(v.url)
             free = free_cores(group)
             env["GATEWAY_CPU_AFFINITY"] = ",".join(map(str, sorted(free)))
-        if self.mode == "gateway+vllm":
-            placement.apply(vllm_group_of(v.url), "gateway+vllm", this=False)
+        if self.mode in ("gateway+engine", "gateway+vllm"):
+            placement.apply(vllm_group_of(v.url), self.mode, this=False)
         if self.mode == "api-on-worker":  # the group's leader is vLLM's API server
             group = vllm_group_of(v.url)
             placement.pin_process(group, frozenset(range(os.cpu_count() or 1)) - free)

@@ -3,20 +3,30 @@
 vLLM's CPU worker binds its OpenMP threads to some cores and spins on them while it
 generates (its log: `OpenMP thread binding info ... core ids=[0]`, `reserved_cpus=[1]`).
 Any process the scheduler puts on a worker core starves: the gateway on the worker's core
-served 0.09x of vLLM's direct throughput (docs/vllm.md, "CPU placement"). The rule, measured in
-`bench/gateway_overhead.py` (figures in bench/README.md):
+served 0.09x of vLLM's direct throughput (docs/vllm.md, "CPU placement"). vLLM's engine
+core, for its part, polls for its worker's answers with `sched_yield` for a second after
+each one (vLLM's `SpinCondition`): wherever the OS puts it, it takes a core, and on the
+free core it used about 30 ms of CPU per 38 ms request (bench/README.md, "The engine
+core's spin"), which everything else there (vLLM's API server, the gateway, clients) then
+waits behind. The rule, measured in `bench/gateway_overhead.py` (figures in
+bench/README.md):
 
 - the worker's cores are the ones its threads are bound to (affinity narrower than the
   host's; the worker is the process titled `VLLM::Worker`); every other core is free;
-- `gateway` (the default): the gateway's own threads go to the free cores;
-- `gateway+vllm`: so do vLLM's API server and engine-core processes (everything in the
-  server's process group that is not bound to worker cores). Measured worse: everything
-  but the worker then shares the free cores, and vLLM's own request handling needs CPU;
+- `gateway+engine` (the default): the gateway's own threads go to the free cores, and
+  vLLM's engine core (titled `VLLM::EngineCor...`) to the worker's cores, where its
+  yields hand the core back to the worker. Measured on 2 cores: vLLM's own short-request
+  throughput about 4x that of `gateway`, and rounds within 0.82-1.04x of each other where
+  `gateway` swung 0.6-3.2x;
+- `gateway`: the gateway alone goes to the free cores; the engine core floats;
+- `gateway+vllm`: the gateway, vLLM's API server and its engine core all go to the free
+  cores (everything in the server's process group that is not bound to worker cores).
+  Measured worse: everything but the worker then shares the free cores;
 - nothing happens where no vLLM process is bound to a subset of the cores (a GPU host,
   or a vLLM that did not bind): `apply` then returns a placement with no worker cores.
 
 For a gateway beside an external vLLM on one host, `cpu_affinity` names the gateway's
-cores outright.
+cores outright (and vLLM's engine core is that vLLM's operator's to place).
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from typing import Literal
 
 log = logging.getLogger("loraport.gateway")
 
-Mode = Literal["none", "gateway", "gateway+vllm"]
+Mode = Literal["none", "gateway", "gateway+engine", "gateway+vllm"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,8 @@ class Placement:
     free_cores: frozenset[int]
     moved: tuple[int, ...]
     """PIDs whose threads were moved to the free cores (the gateway's own included)."""
+    beside_worker: tuple[int, ...] = ()
+    """PIDs whose threads were moved to the worker's cores (vLLM's engine core)."""
 
 
 def parse_cpus(text: str) -> frozenset[int]:
@@ -58,6 +70,8 @@ def parse_cpus(text: str) -> frozenset[int]:
 
 WORKER_TITLE = "VLLM::Worker"
 """vLLM's process title for its model worker (`/proc/PID/comm`)."""
+ENGINE_TITLE = "VLLM::EngineCor"
+"""vLLM's engine core (`VLLM::EngineCore`, cut to 15 characters in `/proc/PID/comm`)."""
 
 
 def split_cores(
@@ -82,10 +96,26 @@ def split_cores(
     return frozenset(worker), host - worker, sorted(movable)
 
 
-def apply(group: int, mode: Mode = "gateway", *, this: bool = True) -> Placement | None:
+def moves(
+    mode: Mode, this: int | None, titles: dict[int, str], movable: list[int]
+) -> tuple[list[int], list[int]]:
+    """(PIDs for the free cores, PIDs for the worker's cores) under `mode`: `this` is the
+    gateway's own PID (None: not placed), `movable` vLLM's processes not bound to worker
+    cores, `titles` their process titles. Pure."""
+    if mode == "none":
+        return [], []
+    own = [this] if this is not None else []
+    if mode == "gateway+vllm":
+        return own + movable, []
+    if mode == "gateway+engine":
+        return own, [pid for pid in movable if titles[pid].startswith(ENGINE_TITLE)]
+    return own, []
+
+
+def apply(group: int, mode: Mode = "gateway+engine", *, this: bool = True) -> Placement | None:
     """Place this process (the gateway; not with `this=False`) and, by `mode`, vLLM's
-    non-worker processes of process group `group` on the cores vLLM's worker leaves free.
-    None when there is nothing to do."""
+    non-worker processes of process group `group` (see the module docstring). None when
+    there is nothing to do."""
     if mode == "none":
         return None
     host = frozenset(os.sched_getaffinity(0)) | _all_cores()
@@ -94,13 +124,16 @@ def apply(group: int, mode: Mode = "gateway", *, this: bool = True) -> Placement
     if not worker or not free:
         log.info("cpu placement: no vLLM worker bound to a subset of the cores; nothing moved")
         return None
-    targets = ([os.getpid()] if this else []) + (movable if mode == "gateway+vllm" else [])
-    moved = tuple(pid for pid in targets if pin_process(pid, free))
+    titles = {pid: title for pid, (title, _) in members.items()}
+    to_free, to_worker = moves(mode, os.getpid() if this else None, titles, movable)
+    moved = tuple(pid for pid in to_free if pin_process(pid, free))
+    beside = tuple(pid for pid in to_worker if pin_process(pid, worker))
     log.info(
-        "cpu placement (%s): vLLM worker on cores %s; processes %s moved to cores %s",
+        "cpu placement (%s): vLLM worker on cores %s; processes %s moved to cores %s%s",
         mode, sorted(worker), list(moved), sorted(free),
+        f", vLLM's engine core {list(beside)} beside the worker" if beside else "",
     )  # fmt: skip
-    return Placement(worker, free, moved)
+    return Placement(worker, free, moved, beside)
 
 
 def pin_process(pid: int, cores: frozenset[int]) -> bool:

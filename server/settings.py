@@ -153,7 +153,7 @@ class GatewaySettings(BaseSettings):
     registry_watch_s: float = Field(default=10.0, gt=0, le=30)
     """How long one watch of the registry's change token waits (a long-poll on a registry
     service); a change is seen as soon as it is committed either way."""
-    cpu_placement: Literal["none", "gateway", "gateway+vllm"] = "gateway"
+    cpu_placement: Literal["none", "gateway", "gateway+engine", "gateway+vllm"] = "gateway+engine"
     """On a CPU host, where the embedded default runs its processes: see server/placement.py."""
     cpu_affinity: str | None = None
     """Cores for the gateway itself (e.g. `1`, `2-7`), for a gateway beside an external vLLM

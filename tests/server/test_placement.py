@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from server.placement import parse_cpus, pin_process, split_cores
+from server.placement import moves, parse_cpus, pin_process, split_cores
 
 HOST = frozenset({0, 1})
 
@@ -66,3 +66,25 @@ def test_pin_process_moves_every_thread():
     finally:
         pin_process(os.getpid(), frozenset(before))
     assert not pin_process(2**22 + 12345, one)  # no such process
+
+
+TITLES = {10: "python", 11: "VLLM::EngineCor"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "this", "to_free", "to_worker"),
+    [
+        ("gateway+engine", 99, [99], [11]),  # the default: the engine core beside the worker
+        ("gateway+engine", None, [], [11]),
+        ("gateway", 99, [99], []),
+        ("gateway+vllm", 99, [99, 10, 11], []),
+        ("none", 99, [], []),
+    ],
+)
+def test_what_each_mode_moves(mode, this, to_free, to_worker):
+    assert moves(mode, this, TITLES, [10, 11]) == (to_free, to_worker)
+
+
+def test_only_the_engine_core_goes_beside_the_worker():
+    titles = {10: "python", 11: "VLLM::EngineCor", 12: "VLLM::EngineCor", 13: "pt_main_thread"}
+    assert moves("gateway+engine", 1, titles, [10, 11, 12, 13]) == ([1], [11, 12])

@@ -116,6 +116,37 @@ def test_its_vllm_listens_on_a_private_unix_socket_alone(
         assert vllm.get("/health").status_code == 200
 
 
+def placed(gateway: psutil.Process) -> tuple[set[int], set[int], set[int], set[int]]:
+    """(cores vLLM's worker is bound to, the host's other cores, the gateway's cores,
+    the engine core's cores), every thread of each process looked at."""
+    members = {p.name(): p for p in group_members(vllm_of(gateway).pid)}
+
+    def cores(p: psutil.Process) -> set[int]:
+        return set().union(*(os.sched_getaffinity(t.id) for t in p.threads()))
+
+    host = set(range(os.cpu_count() or 1))
+    worker = next(cores(p) for name, p in members.items() if name.startswith("VLLM::Worker"))
+    engine = next(cores(p) for name, p in members.items() if name.startswith("VLLM::EngineCor"))
+    return worker, host - worker, cores(gateway), engine
+
+
+def test_its_processes_are_placed_around_the_bound_worker(
+    embedded: tuple[str, psutil.Process],
+) -> None:
+    """Issue 22, the default `gateway+engine`: the gateway on the cores vLLM's worker
+    leaves free, vLLM's engine core (which spins while it waits for the worker) beside the
+    worker. Where the worker is not bound to a subset of the host (not vLLM's CPU build
+    here), nothing moves."""
+    _, gateway = embedded
+    worker, free, gateway_cores, engine_cores = placed(gateway)
+    if worker and free:
+        print(f"worker bound to {sorted(worker)}: checking the placement")
+        assert (gateway_cores, engine_cores) == (free, worker)
+    else:
+        print(f"worker not bound ({sorted(worker)}): checking that nothing moved")
+        assert gateway_cores == engine_cores == worker | free
+
+
 def group_members(pgid: int) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter():
@@ -162,6 +193,8 @@ def test_vllm_crash_gives_503_then_recovers_leaving_no_orphans(
         assert path.is_socket() and path.stat().st_ino != old_socket
         r = chat(url, "triage")  # adapters load again into the new server
         assert r.status_code == 200, r.text
+        worker, free, _, engine = placed(gateway)  # the new server is placed too
+        assert engine == (worker if free else worker | free)
     engines = [
         p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::Eng")
     ]
