@@ -6,9 +6,9 @@ Any process the scheduler puts on a worker core starves: the gateway on the work
 served 0.09x of vLLM's direct throughput (docs/vllm.md, "CPU placement"). vLLM's engine
 core, for its part, polls for its worker's answers with `sched_yield` for a second after
 each one (vLLM's `SpinCondition`): wherever the OS puts it, it takes a core, and on the
-free core it used about 30 ms of CPU per 38 ms request (bench/README.md, "The engine
-core's spin"), which everything else there (vLLM's API server, the gateway, clients) then
-waits behind. The rule, measured in `bench/gateway_overhead.py` (figures in
+free core it used 28 ms of CPU per 34 ms request (bench/README.md, "The engine core's
+spin"), which everything else there (vLLM's API server, the gateway, clients) then waits
+behind. The rule, measured in `bench/gateway_overhead.py` (figures in
 bench/README.md):
 
 - the worker's cores are the ones its threads are bound to (affinity narrower than the
@@ -16,8 +16,8 @@ bench/README.md):
 - `gateway+engine` (the default): the gateway's own threads go to the free cores, and
   vLLM's engine core (titled `VLLM::EngineCor...`) to the worker's cores, where its
   yields hand the core back to the worker. Measured on 2 cores: vLLM's own short-request
-  throughput about 4x that of `gateway`, and rounds within 0.82-1.04x of each other where
-  `gateway` swung 0.6-3.2x;
+  throughput 1.3-2.7x that of `gateway` in the same sitting, per-round ratios within
+  0.79-1.11 where `gateway` swung 0.24-3.77; a lone request about 8% slower;
 - `gateway`: the gateway alone goes to the free cores; the engine core floats;
 - `gateway+vllm`: the gateway, vLLM's API server and its engine core all go to the free
   cores (everything in the server's process group that is not bound to worker cores).
