@@ -4,7 +4,7 @@ loop, the gateway process's CPU time read from the kernel before and after. Prin
 JSON line.
 
     .venv/bin/python bench/gateway_cpu.py [--requests 2000] [--concurrency 1]
-        [--tree NAME=DIR ...] [--profile FILE]
+        [--tree NAME=DIR ...] [--profile FILE] [--delay-ms MS]
 
 For finding and cutting the gateway's per-request work (issue 22), not for the issue's
 figures (those are bench/gateway_overhead.py's, next to a real vLLM): with no engine to
@@ -80,8 +80,13 @@ async def drive(url: str, payloads: list[bytes], concurrency: int) -> list[float
 
 
 def cpu_s(p: psutil.Process) -> float:
-    t = p.cpu_times()
-    return float(t.user + t.system)
+    """CPU time of every thread of `p`, from the scheduler in ns (`cpu_times` counts in
+    10 ms ticks: too coarse for short batches)."""
+    total = 0
+    for task in Path(f"/proc/{p.pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def top_frames(collapsed: Path, n: int = 40) -> list[tuple[str, float, float]]:
@@ -114,6 +119,11 @@ def main() -> None:
     ap.add_argument("--tree", action="append", default=[], help="NAME=DIR of a source tree")
     ap.add_argument("--env", action="append", default=[], help="NAME:VAR=VALUE for a tree")
     ap.add_argument("--profile", type=Path, help="py-spy collapsed stacks to this file")
+    ap.add_argument(
+        "--delay-ms", type=float, default=0.0,
+        help="the backend answers after this long (as vLLM generating): the gateway then "
+        "idles between requests, as it does next to vLLM",
+    )  # fmt: skip
     args = ap.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree) or {"this": str(ROOT)}
     extra: dict[str, dict[str, str]] = {n: {} for n in trees}
@@ -125,7 +135,7 @@ def main() -> None:
     fill_registry(work / "registry")
     payloads = bodies(args.requests)
     with contextlib.ExitStack() as stack:
-        v = stack.enter_context(instant_backend(work / "instant.log"))
+        v = stack.enter_context(instant_backend(work / "instant.log", args.delay_ms / 1000))
         gws = {}
         for name, tree in trees.items():
             env = {"GATEWAY_CPU_PLACEMENT": "none", "PYTHONPATH": tree, **extra[name]}
@@ -160,6 +170,7 @@ def main() -> None:
         "machine": machine(),
         "requests_per_batch": args.requests,
         "concurrency": args.concurrency,
+        "backend_delay_ms": args.delay_ms,
         "load_avg": round(os.getloadavg()[0], 2),
         "gateways": {
             n: {

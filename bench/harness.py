@@ -78,10 +78,13 @@ def vllm(s: GatewaySettings, log: Path) -> contextlib.AbstractContextManager[Pro
     return launch.vllm_server(s, log)  # type: ignore[no-any-return]
 
 
-def instant_backend(log: Path) -> contextlib.AbstractContextManager[Process]:
-    """bench/instant_backend.py: answers at once, for the gateway's own cost."""
+def instant_backend(log: Path, delay_s: float = 0.0) -> contextlib.AbstractContextManager[Process]:
+    """bench/instant_backend.py: answers at once (or after `delay_s`), for the gateway's
+    own cost."""
     port = free_port()
     cmd = [sys.executable, str(ROOT / "bench" / "instant_backend.py"), str(port)]
+    if delay_s:
+        cmd += ["127.0.0.1", str(delay_s)]
     return serving(cmd, port, log, "/health", dict(os.environ), 120)  # type: ignore[no-any-return]
 
 
