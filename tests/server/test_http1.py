@@ -59,6 +59,12 @@ class Server:
             writer.close()
 
 
+async def write_and_close(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()
+    writer.close()
+
+
 async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes) -> None:
     writer.write(OK)
 
@@ -118,9 +124,7 @@ def test_a_connection_the_server_closed_is_not_reused() -> None:
     async def close_after(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
     ) -> None:
-        writer.write(OK)
-        await writer.drain()
-        writer.close()
+        await write_and_close(writer, OK)
 
     async def client(pool: Http1Pool, server: Server) -> None:
         for _ in range(3):
@@ -199,12 +203,17 @@ def test_a_caller_that_leaves_closes_the_connection() -> None:
     ids=["cut mid-answer", "not HTTP"],
 )
 def test_a_broken_answer_is_an_error_that_was_sent(answer: bytes) -> None:
-    async def broken(
+    """The first request gets `answer` and a closed connection, the next a good one."""
+    answered: list[bytes] = []
+
+    async def first_broken(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
     ) -> None:
-        writer.write(answer)
-        await writer.drain()
-        writer.close()
+        answered.append(body)
+        if len(answered) == 1:
+            await write_and_close(writer, answer)
+        else:
+            writer.write(OK)
 
     async def client(pool: Http1Pool, server: Server) -> None:
         with pytest.raises(Http1Error) as e:
@@ -212,17 +221,7 @@ def test_a_broken_answer_is_an_error_that_was_sent(answer: bytes) -> None:
         assert e.value.sent  # it may be running there: not safe to send elsewhere
         assert await pool.post("/", b"{}", 5) == (200, ANSWER)
 
-    async def then_ok(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
-    ) -> None:
-        if len(server_seen) == 0:
-            server_seen.append(body)
-            await broken(reader, writer, body)
-        else:
-            await ok(reader, writer, body)
-
-    server_seen: list[bytes] = []
-    server = run(then_ok, client)
+    server = run(first_broken, client)
     assert server.connections == 2  # the broken connection was not reused
 
 
