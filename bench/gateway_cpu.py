@@ -120,6 +120,11 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], help="NAME:VAR=VALUE for a tree")
     ap.add_argument("--profile", type=Path, help="py-spy collapsed stacks to this file")
     ap.add_argument(
+        "--direct", action="store_true",
+        help="also send each batch straight to the backend, in the same rotation: each "
+        "gateway's added p50 is then its p50 less the direct one of the same round",
+    )  # fmt: skip
+    ap.add_argument(
         "--delay-ms", type=float, default=0.0,
         help="the backend answers after this long (as vLLM generating): the gateway then "
         "idles between requests, as it does next to vLLM",
@@ -154,6 +159,7 @@ def main() -> None:
             time.sleep(1.0)
         per_req_us: dict[str, list[float]] = {n: [] for n in gws}
         p50_ms: dict[str, list[float]] = {n: [] for n in gws}
+        direct_ms: list[float] = []
         for i in range(args.repeat):
             names = list(gws) if i % 2 == 0 else list(reversed(gws))
             for name in names:
@@ -162,6 +168,9 @@ def main() -> None:
                 lat = asyncio.run(drive(url, payloads, args.concurrency))
                 per_req_us[name].append((cpu_s(proc) - before) / len(payloads) * 1e6)
                 p50_ms[name].append(statistics.median(lat) * 1000)
+            if args.direct:
+                lat = asyncio.run(drive(v.url, payloads, args.concurrency))
+                direct_ms.append(statistics.median(lat) * 1000)
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
@@ -182,6 +191,12 @@ def main() -> None:
             for n in gws
         },
     }
+    if direct_ms:
+        out["direct_p50_ms"] = [round(x, 3) for x in direct_ms]
+        for n in gws:
+            added = [g - d for g, d in zip(p50_ms[n], direct_ms, strict=True)]
+            out["gateways"][n]["added_p50_ms_median"] = round(statistics.median(added), 3)
+            out["gateways"][n]["added_p50_ms"] = [round(x, 3) for x in added]
     if args.profile is not None and args.profile.exists():
         out["top_frames"] = top_frames(args.profile)
     print(json.dumps(out))

@@ -227,6 +227,8 @@ class HotRoutes:
     """ASGI middleware: `POST /v1/chat/completions` and `POST /v1/completions` straight to
     the gateway; everything else on to FastAPI."""
 
+    __slots__ = ("app", "gateway")
+
     def __init__(self, app: ASGIApp, gateway: Callable[[], Gateway]) -> None:
         self.app = app
         self.gateway = gateway
@@ -243,9 +245,24 @@ class HotRoutes:
         await answer(scope, receive, send)
 
 
+class GatewayApp:
+    """The ASGI app `gateway serve` runs: x-request-id and the access log around every
+    request, the two hot routes straight to the gateway, the rest on to FastAPI (`api`).
+    Both layers sit outside FastAPI so that a completion passes through none of its
+    middleware (bench/README.md, "The gateway's own CPU per request")."""
+
+    def __init__(self, api: FastAPI, gateway: Callable[[], Gateway]) -> None:
+        self.api = api
+        self.state = api.state  # `state.runtime`, for tests
+        self._outer = RequestIdMiddleware(HotRoutes(api, gateway))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._outer(scope, receive, send)
+
+
 def create_app(
     settings: GatewaySettings, resolve: backend_dns.Resolve = backend_dns.getaddrinfo
-) -> FastAPI:
+) -> GatewayApp:
     """`resolve`: how `backends_dns` is resolved (getaddrinfo; a test may give its own)."""
     resolver = Resolver(
         settings.registry,
@@ -274,13 +291,6 @@ def create_app(
                 )
             raise BackendUnavailableError("the gateway is starting; retry shortly")
         return rt.gateway
-
-    # Outermost first: x-request-id and the access log wrap everything, then the two hot
-    # routes go straight to the gateway, past FastAPI's routing, exception middleware and
-    # request/response objects: CPU that vLLM beside the gateway needs (bench/README.md,
-    # "The gateway's own CPU"). Starlette inserts each middleware outside the last.
-    app.add_middleware(HotRoutes, gateway=gateway)
-    app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(GatewayError)
     async def on_gateway_error(request: Request, e: GatewayError) -> Response:
@@ -346,4 +356,4 @@ def create_app(
         body = json.dumps(detail)
         return Response(body, status_code=200 if ok else 503, media_type="application/json")
 
-    return app
+    return GatewayApp(app, gateway)

@@ -80,6 +80,7 @@ def serve(
     import uvicorn
 
     from server.app import create_app
+    from server.http_protocol import OneWriteProtocol
 
     if registry_ is not None and not registry_.strip():
         # An empty $GATEWAY_REGISTRY / $REGISTRY_URL counts as unset; an empty flag is
@@ -120,6 +121,7 @@ def serve(
         log_level=log_level,
         access_log=False,  # loraport.access logs each request with its x-request-id
         timeout_graceful_shutdown=10,
+        http=OneWriteProtocol,
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])

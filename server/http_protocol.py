@@ -1,0 +1,75 @@
+"""uvicorn's HTTP/1.1 protocol (httptools), with a response's head and body in one write.
+
+uvicorn writes a response's status line and headers as soon as the app sends
+`http.response.start`, and its body at `http.response.body`: two writes, so two TCP
+segments (uvloop sets TCP_NODELAY), and a client woken twice. On a small host the client
+shares a core with the gateway: woken by the head, it runs, parses it, finds no body and
+sleeps again, and only then does the gateway write the body: about 0.4 ms per answer
+with an engine's pause between requests, on the critical path of every whole answer
+(bench/README.md, "One write per answer").
+
+Here a head is held until the next write on the connection (then both go in one), or until
+the end of the event loop's current step (`call_soon`), whichever comes first: a whole
+JSON answer, whose body follows its head in the same step, leaves in one write; a stream's
+head still leaves at once, before its first chunk is awaited. Nothing is reordered or
+dropped: a close writes what is held first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_HEAD = b"HTTP/1.1 "
+
+
+class HeadHoldingTransport:
+    """Passes every call through to `transport`, but holds a response head (a write that
+    starts with a status line, when nothing is held) until the next write or the end of
+    the loop's step."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif data.startswith(_HEAD):
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write what is held, if anything (and the connection is still open)."""
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:  # get_extra_info, pause_reading, ...
+        return getattr(self._transport, name)
+
+
+class OneWriteProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol writing through a :class:`HeadHoldingTransport`
+    (`uvicorn.Config(http=OneWriteProtocol)`). Flow control and addresses still use the
+    real transport."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.transport = HeadHoldingTransport(transport, self.loop)  # type: ignore[assignment]
