@@ -7,7 +7,6 @@ for the base model and every adapter version.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -52,19 +51,36 @@ async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T | None
     """`work`'s result, or None if the client disconnected first: then `work` is cancelled,
     which closes its upstream connection, and vLLM aborts the request (its handlers watch
     for disconnects). The request body has been read, so the next ASGI message is the
-    disconnect."""
-    task = asyncio.ensure_future(work)
+    disconnect.
+
+    `work` runs in the caller's task, so the request reaches vLLM in this step of the loop
+    and its answer comes back without a task switch; only the watcher is a task of its
+    own, cancelling this one if the client leaves (bench/README.md, "One write per
+    answer")."""
+    this = asyncio.current_task()
+    assert this is not None
     watcher = asyncio.ensure_future(_disconnected(receive))
+    waiting = True
+    left = False
+
+    def on_left(_: object) -> None:
+        nonlocal left
+        if waiting and not watcher.cancelled() and watcher.exception() is None:
+            left = True
+            this.cancel()
+
+    watcher.add_done_callback(on_left)
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except BaseException:
+        if left:  # whatever `work` raised on its way out: the client is gone
+            return None
+        raise
     finally:
+        waiting = False
         watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    return None
+        if left:
+            this.uncancel()
 
 
 async def _disconnected(receive: Receive) -> None:
