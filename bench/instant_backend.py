@@ -27,6 +27,7 @@ LORAS: set[str] = set()
 DELAY_S = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 RUNNING = 0
 DONE = 0
+TRACE: dict[str, tuple[float, float]] = {}
 
 
 async def health(_: Request) -> Response:
@@ -57,6 +58,7 @@ async def metrics(_: Request) -> Response:
 
 async def chat(request: Request) -> Response:
     global RUNNING, DONE
+    entered = time.perf_counter()
     body = await request.json()
     if body["model"] != "tiny-llama" and body["model"] not in LORAS:
         error = {"message": f"The model `{body['model']}` does not exist.", "code": 404}
@@ -74,16 +76,24 @@ async def chat(request: Request) -> Response:
             "role": "assistant", "content": "Thank you for contacting us about your order."}}],
         "usage": {"prompt_tokens": 20, "completion_tokens": 16, "total_tokens": 36},
     }  # fmt: skip
+    if str(body.get("user", "")).startswith("trace-"):  # bench/gateway_trace.py
+        TRACE[body["user"]] = (entered, time.perf_counter())
     return Response(
         json.dumps(answer, separators=(",", ":")), media_type="application/json"
     )  # as vLLM writes it
+
+
+async def trace(_: Request) -> Response:
+    """When each traced request (`"user": "trace-..."`) entered the handler and left it,
+    on the host's monotonic clock (`time.perf_counter`, shared by every process)."""
+    return JSONResponse(TRACE)
 
 
 app = Starlette(routes=[
     Route("/health", health), Route("/v1/models", models), Route("/metrics", metrics),
     Route("/v1/load_lora_adapter", load, methods=["POST"]),
     Route("/v1/unload_lora_adapter", unload, methods=["POST"]),
-    Route("/v1/chat/completions", chat, methods=["POST"]),
+    Route("/v1/chat/completions", chat, methods=["POST"]), Route("/trace", trace),
 ])  # fmt: skip
 
 if __name__ == "__main__":
