@@ -193,6 +193,7 @@ class Supervisor:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, local.restart_backoff_max_s)
                 continue
+            state.launched()
             watchdog = asyncio.create_task(self._watch_start(backend, self._proc))
             code = await self._proc.wait()
             watchdog.cancel()
@@ -221,15 +222,19 @@ class Supervisor:
 
     async def _watch_start(self, backend: VllmBackend, proc: asyncio.subprocess.Process) -> None:
         """A vLLM that hangs before /health answers is killed, so `run` restarts it. Once
-        healthy, its processes are placed on the host's cores (see `placement`)."""
+        healthy, its processes are placed on the host's cores (see `placement`) before it
+        counts as ready: a request must not meet its engine core where the gateway runs."""
         deadline = time.monotonic() + self.settings.local.startup_timeout_s
-        while time.monotonic() < deadline:
-            if await backend.health():
-                self.placement = placement.apply(proc.pid, self.settings.cpu_placement)
-                return
-            await asyncio.sleep(1.0)
-        backend.state.restarted("local vLLM never answered /health; restarting it")
-        _kill_tree(proc.pid)
+        try:
+            while time.monotonic() < deadline:
+                if await backend.health():
+                    self.placement = placement.apply(proc.pid, self.settings.cpu_placement)
+                    return
+                await asyncio.sleep(0.25)
+            backend.state.restarted("local vLLM never answered /health; restarting it")
+            _kill_tree(proc.pid)
+        finally:
+            backend.state.placed()
 
     async def stop(self) -> None:
         self._stopping = True

@@ -54,10 +54,13 @@ class BackendState:
     draining: bool = False
     """Containment is checking the engine alone: new requests go elsewhere (or get 503)."""
     detail: str = "starting"
+    placing: bool = False
+    """An embedded server's supervisor has yet to place its processes on the host's cores
+    (server/placement.py): out of rotation until it has, however well it answers."""
 
     @property
     def ready(self) -> bool:
-        return self.up and not self.degraded and self.model_id is not None
+        return self.up and not self.degraded and not self.placing and self.model_id is not None
 
     def restarted(self, detail: str) -> None:
         """The server went away (or was replaced): whatever it held is gone."""
@@ -65,6 +68,13 @@ class BackendState:
         self.others_in_flight = 0
         self.generation += 1
         self.detail = detail
+
+    def launched(self) -> None:
+        """An embedded server was started: held out of rotation until `placed`."""
+        self.placing = True
+
+    def placed(self) -> None:
+        self.placing = False
 
     def unreachable(self, detail: str) -> None:
         """A request could not reach the server at all: out of rotation at once, until its

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from server.placement import moves, parse_cpus, pin_process, split_cores
+from server.vllm_http import BackendState
 
 HOST = frozenset({0, 1})
 
@@ -88,3 +89,15 @@ def test_what_each_mode_moves(mode, this, to_free, to_worker):
 def test_only_the_engine_core_goes_beside_the_worker():
     titles = {10: "python", 11: "VLLM::EngineCor", 12: "VLLM::EngineCor", 13: "pt_main_thread"}
     assert moves("gateway+engine", 1, titles, [10, 11, 12, 13]) == ([1], [11, 12])
+
+
+def test_a_launched_server_is_not_ready_until_placed():
+    """The supervisor holds its new vLLM out of rotation until its processes are placed:
+    /ready once said yes while the engine core still ran on the gateway's core."""
+    state = BackendState()
+    state.launched()
+    state.answering_health(True)
+    state.serving("base", 2048)
+    assert state.up and not state.ready
+    state.placed()
+    assert state.ready

@@ -186,6 +186,8 @@ def test_vllm_crash_gives_503_then_recovers_leaving_no_orphans(
         assert r.json()["error"]["code"] == "backend_unavailable"
         assert httpx.get(f"{url}/health").status_code == 200  # the gateway itself is fine
         wait_for(f"{url}/ready", VLLM_START_TIMEOUT_S)
+        worker, free, _, engine = placed(gateway)  # ready only once placed: no race with it
+        assert engine == (worker if free else worker | free)
         restarts += 1
         assert vllm_of(gateway).pid != old.pid
         assert group_members(old.pid) == [], "the killed server's engine or worker lives on"
@@ -193,7 +195,7 @@ def test_vllm_crash_gives_503_then_recovers_leaving_no_orphans(
         assert path.is_socket() and path.stat().st_ino != old_socket
         r = chat(url, "triage")  # adapters load again into the new server
         assert r.status_code == 200, r.text
-        worker, free, _, engine = placed(gateway)  # the new server is placed too
+        worker, free, _, engine = placed(gateway)  # still placed after loading an adapter
         assert engine == (worker if free else worker | free)
     engines = [
         p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::Eng")
