@@ -62,6 +62,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Every byte of `data` to `fd`: a write may take only part (a pipe, a signal, a
+    nearly full disk)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _copy_hashing(src_fd: int, dst_fd: int, on_bytes: ByteCallback | None) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
@@ -70,9 +78,7 @@ def _copy_hashing(src_fd: int, dst_fd: int, on_bytes: ByteCallback | None) -> tu
     while n := os.readv(src_fd, [buf]):
         chunk = view[:n]
         digest.update(chunk)
-        written = 0
-        while written < n:
-            written += os.write(dst_fd, chunk[written:])
+        write_all(dst_fd, chunk)
         size += n
         if on_bytes is not None:
             on_bytes(n)
@@ -300,10 +306,7 @@ class BlobWriter:
 
     def write(self, data: bytes | bytearray) -> None:
         with self._store._full_is_typed():
-            view = memoryview(data)
-            written = 0
-            while written < len(view):
-                written += os.write(self._fd, view[written:])
+            write_all(self._fd, data)
         self._hash.update(data)
         self.size += len(data)
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from registry import errors as e
-from registry.blobs import ByteCallback
+from registry.blobs import ByteCallback, write_all
 from registry.digest import CHUNK_BYTES, Digest
 from registry.dirscan import ScannedFile
 from registry.http_servers import Servers
@@ -142,9 +142,7 @@ class BlobTransfer:
 
         def keep(piece: bytes) -> None:
             digest.update(piece)
-            view, written = memoryview(piece), 0
-            while written < len(view):
-                written += os.write(fd, view[written:])
+            write_all(fd, piece)
             if on_bytes is not None:
                 on_bytes(len(piece))
 

@@ -63,7 +63,7 @@ from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from registry.blobs import BlobStore, ByteCallback, Hook
+from registry.blobs import BlobStore, ByteCallback, Hook, write_all
 from registry.digest import CHUNK_BYTES, Digest
 from registry.errors import IntegrityError, StorageUnavailableError, UnsupportedLocationError
 
@@ -413,9 +413,7 @@ class S3BlobStore:
             try:
                 for chunk in itertools.chain((first,), chunks):
                     digest.update(chunk)
-                    view, written = memoryview(chunk), 0
-                    while written < len(view):
-                        written += os.write(fd, view[written:])
+                    write_all(fd, chunk)
                     if on_bytes is not None:
                         on_bytes(len(chunk))
                 os.fsync(fd)

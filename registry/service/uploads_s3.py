@@ -36,7 +36,7 @@ from pathlib import Path
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from registry import errors as e
-from registry.blobs import FULL
+from registry.blobs import FULL, write_all
 from registry.digest import Digest
 from registry.prepare import FileRef
 from registry.s3_blobs import S3BlobStore
@@ -60,9 +60,7 @@ class SpooledUpload:
 
     def write(self, data: bytes | bytearray) -> None:
         try:
-            view, written = memoryview(data), 0
-            while written < len(view):
-                written += os.write(self._fd, view[written:])
+            write_all(self._fd, data)
         except OSError as exc:
             if exc.errno not in FULL:
                 raise
