@@ -9,6 +9,9 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import registry
+from registry.local import LocalRegistry
+from registry.location import open_local
 from registry.protocol import Registry
 
 
@@ -63,3 +66,35 @@ def test_the_clock_is_the_one_timestamps_are_written_with(
     stamped = datetime.fromisoformat(reg.events("support")[-1].at).timestamp()
     assert before - 1 <= stamped <= after + 1
     assert abs(after - time.time()) < 5  # one machine here: the same clock, give or take
+
+
+def test_a_directory_watch_sees_each_write_of_another_connection_within_polls(
+    local_reg: LocalRegistry,
+    reg_path: Path,
+    settings: registry.RegistrySettings,
+    make_adapter: Callable[..., Path],
+) -> None:
+    """Pushes and alias moves through another connection (as another process's), one
+    after another: each ends the watch within a few of its 50 ms polls."""
+    with open_local(reg_path, settings=settings) as other:
+        for i in range(6):  # pushes and alias moves, alternating
+            now = local_reg.change_token()
+            path = make_adapter("support", seed=i)  # new content: a new version
+            done: list[float] = []
+
+            def write(i: int = i, path: Path = path, done: list[float] = done) -> None:
+                if i % 2 == 0:
+                    other.push_adapter(path, dataset="support-data")
+                else:
+                    other.set_alias("support", "staging", 1 + i // 2)
+                done.append(time.monotonic())
+
+            writer = threading.Timer(0.2, write)
+            writer.start()
+            try:
+                moved = local_reg.wait_for_change(now, timeout_s=10)
+                seen = time.monotonic()
+            finally:
+                writer.join()
+            assert moved == other.change_token() != now
+            assert seen - done[0] < 0.5, seen - done[0]  # a few polls
