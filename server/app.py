@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import backend_dns, backend_sync, placement, probe
-from server.access import RequestIdMiddleware
+from server.access import AccessLog, RequestIdMiddleware
 from server.adapters import AdapterCache, AdapterSlots
 from server.auth import allowed, authenticate
 from server.containment import Containment
@@ -251,10 +251,12 @@ class GatewayApp:
     Both layers sit outside FastAPI so that a completion passes through none of its
     middleware (bench/README.md, "The gateway's own CPU per request")."""
 
-    def __init__(self, api: FastAPI, gateway: Callable[[], Gateway]) -> None:
+    def __init__(
+        self, api: FastAPI, gateway: Callable[[], Gateway], access: AccessLog | None
+    ) -> None:
         self.api = api
         self.state = api.state  # `state.runtime`, for tests
-        self._outer = RequestIdMiddleware(HotRoutes(api, gateway))
+        self._outer = RequestIdMiddleware(HotRoutes(api, gateway), access)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._outer(scope, receive, send)
@@ -271,6 +273,7 @@ def create_app(
         watch_s=settings.registry_watch_s,
     )
     rt = Runtime(settings, Metrics(), resolver, resolve=resolve)
+    access = AccessLog() if settings.access_log else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -279,6 +282,8 @@ def create_app(
             yield
         finally:
             await _stop(rt)
+            if access is not None:
+                access.flush()
 
     app = FastAPI(title="loraport gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = rt
@@ -356,4 +361,4 @@ def create_app(
         body = json.dumps(detail)
         return Response(body, status_code=200 if ok else 503, media_type="application/json")
 
-    return GatewayApp(app, gateway)
+    return GatewayApp(app, gateway, access)

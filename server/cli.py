@@ -111,15 +111,12 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("loraport.access").setLevel(
-        logging.INFO if settings.access_log else logging.WARNING
-    )
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=log_level,
-        access_log=False,  # loraport.access logs each request with its x-request-id
+        access_log=False,  # server/access.py writes each request's line with its x-request-id
         timeout_graceful_shutdown=10,
         http=OneWriteProtocol,
     )

@@ -159,7 +159,7 @@ class GatewaySettings(BaseSettings):
     """Cores for the gateway itself (e.g. `1`, `2-7`), for a gateway beside an external vLLM
     on one CPU host: the cores vLLM's worker does not bind."""
     access_log: bool = True
-    """One line per request (logger `loraport.access`) with its x-request-id."""
+    """One line per request (`loraport.access`, to stderr) with its x-request-id."""
     price_per_accelerator_hour: float = 0.0
     """For the estimated cost per request metric (0 disables it)."""
 
