@@ -26,7 +26,10 @@ then >= 10 rounds at concurrency 16 of short requests (base model, 8 tokens) and
 ones (`support-v1`, 64 tokens), each round a direct burst and a gateway burst in
 alternating order. Per round: tokens/s of both paths and their ratio. Reported: the median
 of the per-round ratios, every ratio, absolute tokens/s, and the rounds that stalled (a
-burst below half its path's median rate).
+burst below half its path's median rate), and vLLM's engine steps per burst with the
+tokens each computed (`vllm:iteration_tokens_total`, read before and after each burst;
+the gateway's own probe may add a step): whether a path's requests reach vLLM in fewer,
+fuller batches or in more, thinner ones.
 """
 
 from __future__ import annotations
@@ -147,6 +150,18 @@ def _threads(pid: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def engine_steps(direct: str) -> tuple[float, float]:
+    """(engine steps so far, tokens they computed), from vLLM's
+    `vllm:iteration_tokens_total` histogram (one observation per engine step)."""
+    steps = tokens = 0.0
+    for line in get(direct, "/metrics").text.splitlines():
+        if line.startswith("vllm:iteration_tokens_total_count"):
+            steps += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("vllm:iteration_tokens_total_sum"):
+            tokens += float(line.rsplit(" ", 1)[1])
+    return steps, tokens
+
+
 def rounds_of(
     direct: str,
     via: str,
@@ -160,15 +175,20 @@ def rounds_of(
     d_tps, g_tps, errors = [], [], 0
     d_where: list[dict[str, float]] = []
     g_where: list[dict[str, float]] = []
+    steps: dict[str, list[tuple[float, float]]] = {"direct": [], "gateway": []}
     for i in range(rounds):
-        order = [(direct, d_model, d_tps, d_where), (via, g_model, g_tps, g_where)]
-        for url, model, out, seen in order if i % 2 == 0 else reversed(order):
+        order = [(direct, d_model, d_tps, d_where, "direct"),
+                 (via, g_model, g_tps, g_where, "gateway")]  # fmt: skip
+        for url, model, out, seen, path in order if i % 2 == 0 else reversed(order):
             payload = bodies(model, burst, tokens)
+            before = engine_steps(direct)
             if where is None:
                 r = load(url, payload, 16)
             else:
                 r, shares = where.during(lambda u=url, b=payload: load(u, b, 16))
                 seen.append(shares)
+            after = engine_steps(direct)
+            steps[path].append((after[0] - before[0], after[1] - before[1]))
             out.append(r.tokens_per_s)
             errors += r.errors
     ratios = [g / d for g, d in zip(g_tps, d_tps, strict=True)]
@@ -188,6 +208,14 @@ def rounds_of(
         "gateway_tokens_per_s": [round(x) for x in g_tps],
         "on_worker_cores_direct": d_where,
         "on_worker_cores_gateway": g_where,
+        **{
+            f"engine_steps_{path}": {
+                "median": statistics.median(n for n, _ in seen),
+                "tokens_per_step_median": round(statistics.median(t / n for n, t in seen if n), 2),
+                "per_round": [int(n) for n, _ in seen],
+            }
+            for path, seen in steps.items()
+        },
     }
 
 
