@@ -52,6 +52,8 @@ class AccessLog:
         if second != self._second:  # logging's asctime, formatted once a second
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        if not path.isprintable():  # a decoded %0A must not start a forged line
+            path = path.encode("unicode_escape").decode("ascii")
         if not self._lines:
             asyncio.get_running_loop().call_soon(self.flush)
         self._lines.append(

@@ -95,3 +95,23 @@ def iter_read(fd):
     while chunk := os.read(fd, 1 << 16):
         yield chunk
     os.close(fd)
+
+
+def test_a_path_with_control_characters_cannot_forge_a_line():
+    """uvicorn hands the app the percent-decoded path: `/x%0A2026-... INFO ...` would have
+    started a line of the client's own making."""
+    read, write = os.pipe()
+
+    async def main():
+        log = AccessLog(write)
+        log.line(b"rid", "GET", "/x\n2026-01-01 00:00:00,000 INFO loraport.access: forged\r",
+                 404, b"-", 0.1)  # fmt: skip
+        log.line(b"rid2", "GET", "/caf\u00e9", 404, b"-", 0.1)
+
+    asyncio.run(main())
+    os.close(write)
+    lines = os.read(read, 1 << 16).decode().splitlines()
+    os.close(read)
+    assert len(lines) == 2, lines
+    assert '"GET /x\\n2026-01-01 00:00:00,000 INFO loraport.access: forged\\r" 404' in lines[0]
+    assert '"GET /caf\u00e9" 404' in lines[1]  # printable non-ASCII stays as it is
