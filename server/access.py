@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from registry.blobs import write_all
 
 _ID = re.compile(rb"[\x21-\x7e]{1,128}")
 HEADER = b"x-request-id"
@@ -64,10 +63,11 @@ class AccessLog:
     def flush(self) -> None:
         if not self._lines:
             return
-        data = "".join(self._lines).encode("utf-8", "replace")
+        view = memoryview("".join(self._lines).encode("utf-8", "replace"))
         self._lines.clear()
         with contextlib.suppress(OSError):  # stderr gone: lines lost, never a request
-            write_all(self._fd, data)
+            while view:  # a pipe may take part of a write
+                view = view[os.write(self._fd, view) :]
 
 
 class RequestIdMiddleware:
