@@ -131,10 +131,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             gw = launch.gateway(served.url, cache, backend=backends, env=env)
             gateways.append(stack.enter_context(gw))
             caches.append(cache)
-        yield Cluster(
+        running = Cluster(
             registry_dir, port, served, [p for p, _ in vllms], [c for _, c in vllms],
             gateways, caches, work,
         )  # fmt: skip
+        # A test may restart the registry server: the one running at the end is stopped
+        # (the first one's own exit stops only the first).
+        stack.callback(lambda: running.registry.stop())
+        yield running
 
 
 def chat(url: str, model: str, max_tokens: int = 4) -> httpx.Response:
