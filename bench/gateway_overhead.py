@@ -208,14 +208,19 @@ def rounds_of(
         "gateway_tokens_per_s": [round(x) for x in g_tps],
         "on_worker_cores_direct": d_where,
         "on_worker_cores_gateway": g_where,
-        **{
-            f"engine_steps_{path}": {
-                "median": statistics.median(n for n, _ in seen),
-                "tokens_per_step_median": round(statistics.median(t / n for n, t in seen if n), 2),
-                "per_round": [int(n) for n, _ in seen],
-            }
-            for path, seen in steps.items()
-        },
+        **{f"engine_steps_{path}": step_summary(seen) for path, seen in steps.items()},
+    }
+
+
+def step_summary(seen: list[tuple[float, float]]) -> dict[str, Any] | None:
+    """Engine steps per burst and tokens per step; None where the backend has no such
+    metric (`--instant`'s stand-in)."""
+    if not any(n for n, _ in seen):
+        return None
+    return {
+        "median": statistics.median(n for n, _ in seen),
+        "tokens_per_step_median": round(statistics.median(t / n for n, t in seen if n), 2),
+        "per_round": [int(n) for n, _ in seen],
     }
 
 
