@@ -138,18 +138,12 @@ def apply(group: int, mode: Mode = "gateway+engine", *, this: bool = True) -> Pl
 
 def pin_process(pid: int, cores: frozenset[int]) -> bool:
     """Every thread of `pid` onto `cores` (threads made later inherit it). False if the
-    process is gone. The threads are listed again until no new one shows: a thread made
-    while the others were being pinned, by one not yet pinned, would keep the old cores."""
-    done: set[int] = set()
-    for _ in range(10):  # bounded: a process could make threads without end
-        fresh = set(_tids(pid)) - done
-        if not fresh:
-            break
-        for tid in fresh:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.sched_setaffinity(tid, cores)
-        done |= fresh
-    return bool(done)
+    process is gone."""
+    tids = _tids(pid)
+    for tid in tids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.sched_setaffinity(tid, cores)
+    return bool(tids)
 
 
 def unpin() -> None:
