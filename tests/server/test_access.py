@@ -29,7 +29,7 @@ def _logged_line() -> str:
     return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s").format(record)
 
 
-def test_lines_keep_the_log_format_and_leave_in_one_write_per_loop_step():
+def test_lines_keep_the_log_format_and_leave_in_one_write_per_loop_step(monkeypatch):
     read, write = os.pipe()
     writes = []
     real_write = os.write
@@ -48,11 +48,9 @@ def test_lines_keep_the_log_format_and_leave_in_one_write_per_loop_step():
         log.line(b"rid-3", "GET", "/health", 499, b"-", 0.04)
         log.flush()  # as on shutdown
 
-    os.write = counting
-    try:
-        asyncio.run(main())
-    finally:
-        os.write = real_write
+    monkeypatch.setattr(os, "write", counting)
+    asyncio.run(main())
+    monkeypatch.undo()
     os.close(write)
     lines = os.read(read, 1 << 16).decode().splitlines()
     os.close(read)
