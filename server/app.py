@@ -130,7 +130,7 @@ async def _bring_up(rt: Runtime) -> None:
                 s.probe_interval_s,
                 s.probe_timeout_s,
                 rt.metrics,
-                restart,
+                on_corrupted=containment.corrupted,
                 on_clean=containment.clean,
                 on_unsure=containment.check,
                 wake=rt.gateway.dispatch.backend_lost,

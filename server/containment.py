@@ -16,9 +16,10 @@ a drained backend (`_drained`), where the probes run alone, and only those answe
 decide what follows.
 
 - **The engine is corrupted** (the base answer changed, or is degenerate after a good
-  one). Whoever answered "" first is not necessarily to blame: every answer on a
-  corrupted engine is "", and a short request of a good adapter can finish before the
-  long one that did it. The suspects are every adapter that ran on the backend since the
+  one; seen by a check, or by the readiness probe alone on the engine: `corrupted`).
+  Whoever answered "" first is not necessarily to blame: every answer on a corrupted
+  engine is "", and a short request of a good adapter can finish before the long one
+  that did it. The suspects are every adapter that ran on the backend since the
   start of its last clean base-model probe (`candidates`, pure): a user's answer cannot
   clear the engine, since one that began before the corruption keeps its good start.
   Each suspect is held (503 `adapter_under_check`), the engine is replaced (an embedded
@@ -61,6 +62,9 @@ log = logging.getLogger("loraport.gateway")
 RECHECK_AFTER_S = 30.0
 #: How long a corrupted backend may take to come back before its suspects are replayed.
 READY_WAIT_S = 600.0
+#: How often a suspect is run alone before traffic from elsewhere (another gateway on a
+#: shared backend) counts as leaving it unjudged.
+ALONE_TRIES = 3
 #: How long a check waits for a drained backend's requests in flight to finish.
 DRAIN_WAIT_S = 30.0
 #: How long a request waits for a drained backend before it is a 503 (a check takes
@@ -196,6 +200,16 @@ class Containment:
         if slots is not None and label not in self._checking:
             self._start(slots)
 
+    def corrupted(self, label: str, found: probe.Verdict) -> None:
+        """The readiness probe, alone on backend `label`, found its engine corrupted: hold
+        what may have done it, replace the engine, replay each alone. A check of it under
+        way sees the same engine and decides instead."""
+        slots = self._slots.get(label)
+        if slots is None:
+            return
+        if label not in self._checking:
+            self._start(slots, found)
+
     def _of(self, slots: AdapterSlots) -> _Seen:
         return self._seen.setdefault(slots.backend.label, _Seen())
 
@@ -237,9 +251,9 @@ class Containment:
         if label not in self._checking:
             self._start(slots)
 
-    def _start(self, slots: AdapterSlots) -> None:
+    def _start(self, slots: AdapterSlots, found: probe.Verdict | None = None) -> None:
         label = slots.backend.label
-        task = asyncio.create_task(self._check(slots))
+        task = asyncio.create_task(self._check(slots, found))
         self._checking[label] = task
         task.add_done_callback(lambda _: self._checking.pop(label, None))
 
@@ -247,37 +261,46 @@ class Containment:
         """Wait for the checks under way (tests, shutdown)."""
         await asyncio.gather(*self._checking.values(), return_exceptions=True)
 
-    async def _check(self, slots: AdapterSlots) -> None:
+    async def _check(self, slots: AdapterSlots, found: probe.Verdict | None = None) -> None:
+        """Look at a backend (see the module docstring). `found`: the readiness probe has
+        already judged its engine corrupted, alone on it."""
         backend = slots.backend
         try:
             seen = self._of(slots)
-            if await self._looks_fine(slots, seen):
+            if found is None:
+                found = await self._corruption(slots, seen)
+            if found is None:
                 return
-            async with self._drained(slots):
-                started = time.monotonic()
-                run = await self._probe_base(slots)
-            corrupted = run.alone and probe.corrupted(
-                run.verdict, backend.state.base_answer is not None
-            )
-            if not corrupted and (not run.alone or run.verdict.degraded):
-                # traffic from elsewhere, a timeout or an error: no evidence either way
-                log.warning("containment: no conclusive probe of backend %s", backend.label)
-                seen.suspects.clear()
-                return
-            if corrupted:
-                refs = candidates(seen.running, seen.ended, seen.clean_at)
-                suspects = [seen.targets[r] for r in refs if r in seen.targets]
-                seen.suspects.clear()
-                await self._contain(slots, suspects, run.verdict)
-                seen.suspects.clear()  # answers of the corrupted engine, judged above
-                return
-            self.clean(backend.label, started)
-            self._mark_cleared(backend.label, BASE)  # base answers: not checked again soon
-            while seen.suspects:
-                _, target = seen.suspects.popitem()
-                await self._judge_alone(slots, target)
+            refs = candidates(seen.running, seen.ended, seen.clean_at)
+            suspects = [seen.targets[r] for r in refs if r in seen.targets]
+            seen.suspects.clear()
+            await self._contain(slots, suspects, found)
+            seen.suspects.clear()  # answers of the corrupted engine, judged above
         except Exception:  # a failed check must never take the gateway down
             log.exception("containment check of backend %s failed", backend.label)
+
+    async def _corruption(self, slots: AdapterSlots, seen: _Seen) -> probe.Verdict | None:
+        """The base probe's verdict where the engine is corrupted; None where it is not
+        (each suspect then judged) or where nothing could be concluded."""
+        backend = slots.backend
+        if await self._looks_fine(slots, seen):
+            return None
+        async with self._drained(slots):
+            started = time.monotonic()
+            run = await self._probe_base(slots)
+        if run.alone and probe.corrupted(run.verdict, backend.state.base_answer is not None):
+            return run.verdict
+        if not run.alone or run.verdict.degraded:
+            # traffic from elsewhere, a timeout or an error: no evidence either way
+            log.warning("containment: no conclusive probe of backend %s", backend.label)
+            seen.suspects.clear()
+            return None
+        self.clean(backend.label, started)
+        self._mark_cleared(backend.label, BASE)  # base answers: not checked again soon
+        while seen.suspects:
+            _, target = seen.suspects.popitem()
+            await self._judge_alone(slots, target)
+        return None
 
     async def _looks_fine(self, slots: AdapterSlots, seen: _Seen) -> bool:
         """A first look without draining (most checks end here): the base model answers
@@ -304,14 +327,15 @@ class Containment:
         QUEUE_WHILE_DRAINED_S, or go to another backend), and those in flight there get
         up to DRAIN_WAIT_S to finish: what is probed then runs alone."""
         state = slots.backend.state
-        state.draining = True
-        try:
-            deadline = time.monotonic() + DRAIN_WAIT_S
-            while state.in_flight > 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            yield
-        finally:
-            state.draining = False
+        async with state.probing:  # the readiness probe's round ends first, and waits
+            state.draining = True
+            try:
+                deadline = time.monotonic() + DRAIN_WAIT_S
+                while state.in_flight > 0 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                yield
+            finally:
+                state.draining = False
 
     async def _contain(
         self, slots: AdapterSlots, suspects: list[Target], seen: probe.Verdict
@@ -349,14 +373,17 @@ class Containment:
         if not await self._wait_ready(slots):
             return False
         state = slots.backend.state
-        async with self._drained(slots):
-            if state.base_answer is None:  # a fresh engine: learn its base answer first
-                first = await self._probe_base(slots)
-                if first.verdict.reason == "ok" and first.alone:
-                    state.base_answer = first.text
-            answer = await self._ask(slots, target)
-            run = await self._probe_base(slots)
-        if not run.alone:  # traffic from elsewhere: no evidence either way
+        for _ in range(ALONE_TRIES):
+            async with self._drained(slots):
+                if state.base_answer is None:  # a fresh engine: learn its base answer first
+                    first = await self._probe_base(slots)
+                    if first.verdict.reason == "ok" and first.alone:
+                        state.base_answer = first.text
+                answer = await self._ask(slots, target)
+                run = await self._probe_base(slots)
+            if run.alone:
+                break
+        else:  # traffic from elsewhere each time: no evidence either way
             log.warning("containment: %s could not be judged alone", target.ref)
             return True
         reason = verdict(run.verdict, answer, state.base_answer is not None)

@@ -10,7 +10,8 @@ a pure function:
   probe: degraded (`changed`). An adapter with NaN weights was seen to leave vLLM's base
   model answering "" with status 200 until another adapter ran; a corrupted engine must
   not keep answering. The embedded server is then restarted; a remote one stays out of
-  rotation until it answers as before. Batching perturbs a greedy answer (seen in float32
+  rotation until it answers as before (server/containment.py decides, holding the adapters
+  that may have done it). Batching perturbs a greedy answer (seen in float32
   while the parity test ran 49 prompts, and between two gateways probing one vLLM), so
   answers are compared only when the probe ran alone on the engine: nothing running or
   waiting just before or after it, *and* vLLM's prompt and generated token counters moved
@@ -194,15 +195,16 @@ def idle(before: EngineStats | None, after: EngineStats | None, own: Usage | Non
 async def check(backend: VllmBackend, timeout_s: float, metrics: Metrics) -> Verdict:
     """Refresh one backend's state: up, model, degraded. Returns the verdict."""
     state = backend.state
-    up = await backend.health()
-    state.answering_health(up)
-    run = ProbeRun(Verdict("unhealthy", "not answering /health"))
-    if up:
-        run = await probe_once(backend, timeout_s)
-        for _ in range(CHANGED_RETRIES):
-            if run.verdict.reason != "changed":
-                break
+    async with state.probing:  # not while containment probes it alone (server/containment.py)
+        up = await backend.health()
+        state.answering_health(up)
+        run = ProbeRun(Verdict("unhealthy", "not answering /health"))
+        if up:
             run = await probe_once(backend, timeout_s)
+            for _ in range(CHANGED_RETRIES):
+                if run.verdict.reason != "changed":
+                    break
+                run = await probe_once(backend, timeout_s)
     verdict = run.verdict
     if verdict.reason == "ok" and state.base_answer is None and run.alone:
         state.base_answer = run.text
@@ -223,21 +225,23 @@ async def watch(
     interval_s: float,
     timeout_s: float,
     metrics: Metrics,
-    restart: dict[str, Restart] | None = None,
+    on_corrupted: Callable[[str, Verdict], None] | None = None,
     on_clean: Callable[[str, float], None] | None = None,
     on_unsure: Callable[[str], None] | None = None,
     wake: asyncio.Event | None = None,
 ) -> None:
     """Probe forever: every second while any backend is not ready, else every interval.
-    A backend judged `changed` is restarted when its supervisor is known;
-    `on_clean(label, started)` hears of each probe the base model answered well, and
+    A backend whose probe is held (containment is checking its engine alone) is left to
+    that check for the round. `on_corrupted(label, verdict)` hears of an engine judged
+    `changed` (containment holds what may have done it and replaces the engine),
+    `on_clean(label, started)` of each probe the base model answered well, and
     `on_unsure(label)` of one that was degenerate under load (containment drains and
     looks again). Setting `wake` (a request found a backend unreachable) starts the next
     round at once."""
-    restart = restart or {}
     while True:
         started = time.monotonic()
-        current = list(backends)  # `backends` may change between rounds (backends_dns)
+        # `backends` may change between rounds (backends_dns)
+        current = [b for b in backends if not b.state.probing.locked()]
         results = await asyncio.gather(
             *(check(b, timeout_s, metrics) for b in current), return_exceptions=True
         )
@@ -246,9 +250,9 @@ async def watch(
                 log.exception("probe of backend %s failed", backend.label, exc_info=result)
                 backend.state.judged(True, "the generation probe failed")
                 metrics.probe_failures.labels(backend.label, "error").inc()
-            elif result.reason == "changed" and backend.label in restart:
-                log.error("backend %s: %s; restarting it", backend.label, result.detail)
-                restart[backend.label](result.detail)
+            elif result.reason == "changed" and on_corrupted is not None:
+                log.error("backend %s: %s", backend.label, result.detail)
+                on_corrupted(backend.label, result)
             elif result.degraded:
                 log.warning("backend %s degraded: %s", backend.label, result.detail)
             elif result.reason == "ok" and on_clean is not None:

@@ -6,11 +6,12 @@ vLLM Service, so a vLLM crash is a network error here, never a gateway crash.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,6 +58,10 @@ class BackendState:
     placing: bool = False
     """An embedded server's supervisor has yet to place its processes on the host's cores
     (server/placement.py): out of rotation until it has, however well it answers."""
+    probing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    """Held while a probe whose verdict needs the engine to itself runs: a round of the
+    periodic probe, or a drained check of containment. Two such probes at once would
+    each see the other's tokens, and neither could judge the engine."""
 
     @property
     def ready(self) -> bool:

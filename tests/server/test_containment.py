@@ -4,7 +4,9 @@ adapter is quarantined (the live test is in test_supervisor.py, on real vLLM).""
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -115,7 +117,9 @@ def test_one_check_per_backend_and_none_again_soon_after_a_clean_one(
 
     monkeypatch.setattr(containment.probe, "probe_once", probe_once)
     monkeypatch.setattr(Containment, "_ask", ask)
-    state = SimpleNamespace(base_answer="Hello Ruby.", ready=True, in_flight=0, draining=False)
+    state = SimpleNamespace(
+        base_answer="Hello Ruby.", ready=True, in_flight=0, draining=False, probing=asyncio.Lock()
+    )
     backend = SimpleNamespace(label="0", state=state)
     slots = SimpleNamespace(backend=backend)
     target = SimpleNamespace(ref="support@1", adapter=object())
@@ -177,7 +181,12 @@ class _Holder:
 
 def _backend() -> SimpleNamespace:
     state = SimpleNamespace(
-        base_answer="Hello Ruby.", ready=True, in_flight=0, draining=False, judged=lambda *a: None
+        base_answer="Hello Ruby.",
+        ready=True,
+        in_flight=0,
+        draining=False,
+        judged=lambda *a: None,
+        probing=asyncio.Lock(),
     )
     return SimpleNamespace(slots=SimpleNamespace(backend=SimpleNamespace(label="0", state=state)))
 
@@ -305,3 +314,92 @@ def test_a_bad_first_look_is_judged_again_on_a_drained_engine(
     asyncio.run(run())
     assert probes == [("base", False), ("adapter", False), ("adapter", True), ("base", True)]
     assert holder.quarantined == {} and not slots.backend.state.draining
+
+
+def test_an_engine_the_readiness_probe_found_corrupted_is_contained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Was: the readiness probe restarted a corrupted engine itself. A check started by the
+    corrupting adapter's own answer then met the restart, could conclude nothing, and the
+    adapter was never replayed (CI on an AVX2 machine: never quarantined). Now the probe
+    hands the engine to containment: what ran since the last clean probe is held, the
+    engine replaced, and each suspect replayed alone."""
+    asked: list[tuple[str, bool]] = []
+
+    async def probe_once(backend: SimpleNamespace, timeout_s: float) -> ProbeRun:
+        blanked = asked and asked[-1][0] == "blaster@1"
+        return ProbeRun(CHANGED if blanked else OK, "" if blanked else "Hello Ruby.", True)
+
+    async def ask(self: Containment, slots: SimpleNamespace, target: SimpleNamespace) -> str:
+        asked.append((target.ref, slots.backend.state.draining))
+        return "Hello, how can I help?"
+
+    monkeypatch.setattr(containment.probe, "probe_once", probe_once)
+    monkeypatch.setattr(Containment, "_ask", ask)
+    slots = _backend().slots
+    restarts: list[str] = []
+    holder = _Holder()
+    blaster, triage, earlier = _target("blaster@1"), _target("triage@1"), _target("old@1")
+
+    async def run() -> None:
+        c = Containment(holder, Metrics(), 1.0, {"0": restarts.append})
+        c.watch([slots])  # type: ignore[list-item]
+        c.started(slots, earlier)  # type: ignore[arg-type]
+        c.ended(slots, earlier)  # type: ignore[arg-type]
+        c.clean("0", time.monotonic())  # a clean probe after it: not a suspect
+        for t in (blaster, triage):
+            c.started(slots, t)  # type: ignore[arg-type]
+            c.ended(slots, t)  # type: ignore[arg-type]
+        c.corrupted("0", CHANGED)
+        c.corrupted("0", CHANGED)  # the next round, while the first is contained: no second
+        await c.idle()
+
+    asyncio.run(run())
+    assert holder.ever_held == {"blaster@1", "triage@1"} and holder.held == set()
+    assert sorted(asked) == [("blaster@1", True), ("triage@1", True)]  # each alone
+    assert list(holder.quarantined) == ["blaster@1"]
+    assert "engine was corrupted" in holder.quarantined["blaster@1"]
+    assert len(restarts) == 2  # replaced, then replaced again after the replay blanked it
+
+
+def test_the_readiness_probe_and_a_drained_check_never_probe_together() -> None:
+    """Was: the readiness probe (every probe_interval_s) ran beside containment's probes
+    on a drained engine, so neither ran alone, and a suspect went unjudged ("could not be
+    judged alone"). A drained check waits for a round under way; a round skips a backend
+    a check holds."""
+    from server import probe
+    from server.vllm_http import BackendState
+
+    events: list[str] = []
+    state = BackendState()
+
+    class Backend:
+        label = "0"
+
+        def __init__(self) -> None:
+            self.state = state
+
+        async def health(self) -> bool:
+            events.append("watch probes")
+            await asyncio.sleep(0.05)
+            events.append("watch done")
+            return False
+
+    slots = SimpleNamespace(backend=Backend())
+
+    async def run() -> None:
+        c = Containment(_Holder(), Metrics(), 1.0, {})
+        backends: list[Any] = [slots.backend]
+        watch = asyncio.create_task(probe.watch(backends, 0.01, 1.0, Metrics()))
+        await asyncio.sleep(0.01)  # a round is under way
+        async with c._drained(slots):  # type: ignore[arg-type]
+            events.append("drained")
+            await asyncio.sleep(0.2)  # rounds pass meanwhile: they skip the backend
+            events.append("undrained")
+        await asyncio.sleep(1.2)  # the next round (every second while not ready)
+        watch.cancel()
+
+    asyncio.run(run())
+    drained = events.index("drained")
+    assert events[drained - 1] == "watch done" and events[drained + 1] == "undrained"
+    assert "watch probes" in events[drained + 2 :]  # probing again afterwards
