@@ -273,9 +273,11 @@ class Containment:
                 return
             refs = candidates(seen.running, seen.ended, seen.clean_at)
             suspects = [seen.targets[r] for r in refs if r in seen.targets]
-            seen.suspects.clear()
+            seen.suspects.clear()  # answers of the corrupted engine: among the candidates
             await self._contain(slots, suspects, found)
-            seen.suspects.clear()  # answers of the corrupted engine, judged above
+            while seen.suspects:  # reported meanwhile, once the engine was replaced
+                _, target = seen.suspects.popitem()
+                await self._judge_alone(slots, target)
         except Exception:  # a failed check must never take the gateway down
             log.exception("containment check of backend %s failed", backend.label)
 

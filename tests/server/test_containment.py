@@ -403,3 +403,39 @@ def test_the_readiness_probe_and_a_drained_check_never_probe_together() -> None:
     drained = events.index("drained")
     assert events[drained - 1] == "watch done" and events[drained + 1] == "undrained"
     assert "watch probes" in events[drained + 2 :]  # probing again afterwards
+
+
+def test_an_answer_reported_while_an_engine_is_contained_is_judged_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Was: a degenerate answer reported while a containment ran (the engine being
+    replaced) was dropped with the corrupted engine's answers, so an adapter answering ""
+    on the fresh engine was never judged (CI: the looping adapter's test ran right after
+    the NaN test's containment, and its adapter was never quarantined)."""
+
+    async def probe_once(backend: SimpleNamespace, timeout_s: float) -> ProbeRun:
+        return ProbeRun(OK, "Hello Ruby.", True)
+
+    async def ask(self: Containment, slots: SimpleNamespace, target: SimpleNamespace) -> str:
+        return "" if target.ref == "looper@1" else "Hello, how can I help?"
+
+    monkeypatch.setattr(containment.probe, "probe_once", probe_once)
+    monkeypatch.setattr(Containment, "_ask", ask)
+    slots = _backend().slots
+    holder = _Holder()
+    looper = _target("looper@1")
+
+    async def run() -> None:
+        def restart(detail: str) -> None:  # the fresh engine then answers looper@1 with ""
+            c.suspect(slots, looper)  # type: ignore[arg-type]
+
+        c = Containment(holder, Metrics(), 1.0, {"0": restart})
+        c.watch([slots])  # type: ignore[list-item]
+        c.started(slots, _target("triage@1"))  # type: ignore[arg-type]
+        c.corrupted("0", CHANGED)
+        await c.idle()
+
+    asyncio.run(run())
+    assert holder.ever_held == {"triage@1"} and holder.held == set()
+    assert list(holder.quarantined) == ["looper@1"]
+    assert "answers degenerately" in holder.quarantined["looper@1"]
