@@ -29,7 +29,11 @@ of the per-round ratios, every ratio, absolute tokens/s, and the rounds that sta
 burst below half its path's median rate), and vLLM's engine steps per burst with the
 tokens each computed (`vllm:iteration_tokens_total`, read before and after each burst;
 the gateway's own probe may add a step): whether a path's requests reach vLLM in fewer,
-fuller batches or in more, thinner ones.
+fuller batches or in more, thinner ones. Per burst also (not `--instant` or
+`--inprocess`): each core's busy share, and the CPU milliseconds per request of the load
+generator, the gateway and each vLLM process but the worker (`cpu_direct`,
+`cpu_gateway`): where the cores the worker leaves free are saturated, the gateway's CPU
+is taken from vLLM's own processes.
 """
 
 from __future__ import annotations
@@ -128,6 +132,61 @@ class Where:
         return result, {t: round(on[t] / total[t], 2) for t in total if total[t]}
 
 
+class Cpu:
+    """The CPU a burst used: each core's busy share over the burst (/proc/stat), and the
+    CPU time of each process on the request's way, per request: this load generator
+    (`clients`), the gateway, and vLLM's processes by title (its spinning worker left
+    out). Where the cores vLLM's worker leaves free are busy all the burst long, every
+    millisecond the gateway spends is one vLLM's own processes do not get."""
+
+    def __init__(self, roles: dict[int, str]) -> None:
+        self.roles = roles
+
+    def _sample(self) -> tuple[list[tuple[int, int]], dict[str, int]]:
+        cores = []
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("cpu") and line[3:4].isdigit():
+                ticks = [int(x) for x in line.split()[1:]]
+                cores.append((sum(ticks) - ticks[3] - ticks[4], sum(ticks)))  # busy, all
+        used = collections.Counter[str]()
+        for pid, role in self.roles.items():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                used[role] += int(fields[11]) + int(fields[12])
+        return cores, dict(used)
+
+    def during(self, work: Any, requests: int) -> tuple[Any, dict[str, Any]]:
+        cores0, used0 = self._sample()
+        result = work()
+        cores1, used1 = self._sample()
+        tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        busy = [
+            round((b1 - b0) / max(t1 - t0, 1), 2)
+            for (b0, t0), (b1, t1) in zip(cores0, cores1, strict=True)
+        ]
+        per_request = {
+            role: round((used1.get(role, 0) - used0.get(role, 0)) * tick_ms / requests, 2)
+            for role in used1
+        }
+        return result, {"core_busy": busy, "cpu_ms_per_request": per_request}
+
+
+def cpu_roles(group: int, via: str, gateway_too: bool) -> dict[int, str]:
+    """Who to count: this process, the gateway listening at `via` (with `gateway_too`),
+    and vLLM's processes (group `group`) but its workers."""
+    roles = {os.getpid(): "clients"}
+    for pid in _members(group):
+        title = _comm(pid)
+        if not title.startswith("VLLM::Worker"):
+            roles[pid] = "vllm api server" if pid == group else title
+    if gateway_too:
+        port = int(via.rsplit(":", 1)[1].split("/")[0])
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+                roles[conn.pid] = "gateway"
+    return roles
+
+
 def _members(group: int) -> list[int]:
     return [p.pid for p in psutil.process_iter() if _pgid(p.pid) == group]
 
@@ -171,21 +230,31 @@ def rounds_of(
     burst: int,
     rounds: int,
     where: Where | None,
+    cpu: Cpu | None = None,
 ) -> dict[str, Any]:
     d_tps, g_tps, errors = [], [], 0
     d_where: list[dict[str, float]] = []
     g_where: list[dict[str, float]] = []
     steps: dict[str, list[tuple[float, float]]] = {"direct": [], "gateway": []}
+    used: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
     for i in range(rounds):
         order = [(direct, d_model, d_tps, d_where, "direct"),
                  (via, g_model, g_tps, g_where, "gateway")]  # fmt: skip
         for url, model, out, seen, path in order if i % 2 == 0 else reversed(order):
             payload = bodies(model, burst, tokens)
             before = engine_steps(direct)
+
+            def run_burst(u: str = url, b: list[dict[str, Any]] = payload, into: str = path) -> Any:
+                if cpu is None:
+                    return load(u, b, 16)
+                r, spent = cpu.during(lambda: load(u, b, 16), len(b))
+                used[into].append(spent)
+                return r
+
             if where is None:
-                r = load(url, payload, 16)
+                r = run_burst()
             else:
-                r, shares = where.during(lambda u=url, b=payload: load(u, b, 16))
+                r, shares = where.during(run_burst)
                 seen.append(shares)
             after = engine_steps(direct)
             steps[path].append((after[0] - before[0], after[1] - before[1]))
@@ -209,6 +278,25 @@ def rounds_of(
         "on_worker_cores_direct": d_where,
         "on_worker_cores_gateway": g_where,
         **{f"engine_steps_{path}": step_summary(seen) for path, seen in steps.items()},
+        **{f"cpu_{path}": cpu_summary(spent) for path, spent in used.items()},
+    }
+
+
+def cpu_summary(spent: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per core, the median busy share of a burst; per process, the median CPU ms per
+    request."""
+    if not spent:
+        return None
+    cores = len(spent[0]["core_busy"])
+    roles = sorted({role for s in spent for role in s["cpu_ms_per_request"]})
+    return {
+        "core_busy_median": [
+            round(statistics.median(s["core_busy"][i] for s in spent), 2) for i in range(cores)
+        ],
+        "cpu_ms_per_request_median": {
+            role: round(statistics.median(s["cpu_ms_per_request"].get(role, 0) for s in spent), 2)
+            for role in roles
+        },
     }
 
 
@@ -323,10 +411,13 @@ def main() -> None:
         if not args.instant:
             group = vllm_group_of(direct)
             where = Where(group, frozenset(range(os.cpu_count() or 1)) - free_cores(group))
-        short = rounds_of(direct, via, BASE_NAME, BASE_NAME, 8, 96, rounds, where)
+        cpu = None
+        if not args.instant and not args.inprocess:
+            cpu = Cpu(cpu_roles(vllm_group_of(direct), via, gateway_too=True))
+        short = rounds_of(direct, via, BASE_NAME, BASE_NAME, 8, 96, rounds, where, cpu)
         long = None
         if not args.instant:
-            long = rounds_of(direct, via, lora, ADAPTER, 64, 48, rounds, where)
+            long = rounds_of(direct, via, lora, ADAPTER, 64, 48, rounds, where, cpu)
     print(
         json.dumps(
             {
