@@ -1,0 +1,169 @@
+"""Several gateways in front of one real vLLM, compared in the same run: short requests
+at concurrency 16, each round a burst straight to vLLM and one through each gateway, in
+an order that rotates from round to round. Prints one JSON line.
+
+    .venv/bin/python bench/gateway_rounds.py [--rounds 10] [--tree NAME=DIR ...]
+        [--tax NAME:burn=US ...] [--tax NAME:sleep=US ...]
+
+- `head`: a gateway from this checkout, always there;
+- `--tree NAME=DIR`: a gateway from another source tree (`git archive COMMIT server |
+  tar -x -C DIR`), to measure a change against the one before next to a real engine;
+- `--tax NAME:burn=US` / `--tax NAME:sleep=US`: this checkout's gateway spending US
+  microseconds of CPU (a busy loop), or waiting US microseconds without CPU, on every
+  completion request (bench/hop_tax/sitecustomize.py). Which of the two costs vLLM
+  throughput says whether the gateway's CPU or its latency is what to cut.
+
+Every gateway is `gateway serve --backend` on the cores vLLM's worker leaves free, with
+vLLM's engine core beside its worker (the product's default placement,
+`gateway+engine`); the load generator runs on the free cores too. Per path: the median
+of its per-round ratios to the direct burst of the same round, their spread, the rounds
+that stalled (a burst below half its path's median rate), tokens/s, vLLM's engine steps
+per burst, and each gateway's CPU per request (from the kernel, in 10 ms ticks: about
+0.1 ms of resolution over a 96-request burst).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from gateway_overhead import bodies, engine_steps, free_cores, vllm_group_of
+from harness import ROOT, fill_registry, gateway, load, machine, settings, vllm
+
+from server import placement
+from tests.support.zoo import BASE_NAME
+
+TAX_DIR = ROOT / "bench" / "hop_tax"
+BURST = 96
+TOKENS = 8
+
+
+def gateway_envs(trees: list[str], taxes: list[str]) -> dict[str, dict[str, str]]:
+    """Each gateway's name and the environment it starts with (pure)."""
+    envs: dict[str, dict[str, str]] = {"head": {}}
+    for tree in trees:
+        name, _, path = tree.partition("=")
+        envs[name] = {"PYTHONPATH": path}
+    for tax in taxes:
+        name, _, spec = tax.partition(":")
+        kind, _, us = spec.partition("=")
+        if kind not in ("burn", "sleep") or not us.isdigit():
+            raise ValueError(f"--tax {tax!r}: expected NAME:burn=US or NAME:sleep=US")
+        var = "HOP_TAX_BURN_US" if kind == "burn" else "HOP_TAX_SLEEP_US"
+        envs[name] = {"PYTHONPATH": str(TAX_DIR), var: us}
+    return envs
+
+
+def describe(env: dict[str, str]) -> dict[str, str]:
+    """What a gateway is, from its environment (pure)."""
+    if "HOP_TAX_BURN_US" in env:
+        return {"burn_us": env["HOP_TAX_BURN_US"]}
+    if "HOP_TAX_SLEEP_US" in env:
+        return {"sleep_us": env["HOP_TAX_SLEEP_US"]}
+    return {"tree": env.get("PYTHONPATH", "this checkout")}
+
+
+def order(paths: list[str], round_no: int) -> list[str]:
+    """The paths in the order of this round: rotated by one each round (pure)."""
+    k = round_no % len(paths)
+    return paths[k:] + paths[:k]
+
+
+def summary(tps: dict[str, list[float]], cpu: dict[str, list[float]],
+            steps: dict[str, list[float]]) -> dict[str, Any]:  # fmt: skip
+    """Per path: median ratio to direct over the rounds, spread, stalls, rates (pure)."""
+    out: dict[str, Any] = {}
+    for path, rates in tps.items():
+        med = statistics.median(rates)
+        row: dict[str, Any] = {
+            "tokens_per_s_median": round(med, 1),
+            "tokens_per_s": [round(x) for x in rates],
+            "stalled_rounds": sum(x < med / 2 for x in rates),
+            "engine_steps_median": statistics.median(steps[path]),
+        }
+        if path != "direct":
+            ratios = [g / d for g, d in zip(rates, tps["direct"], strict=True)]
+            row["ratio_median"] = round(statistics.median(ratios), 3)
+            row["ratios"] = [round(x, 3) for x in ratios]
+            row["cpu_ms_per_request_median"] = round(statistics.median(cpu[path]), 2)
+        out[path] = row
+    return out
+
+
+def cpu_ms(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return (t.user + t.system) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--tree", action="append", default=[], help="NAME=DIR of a source tree")
+    ap.add_argument("--tax", action="append", default=[], help="NAME:burn=US or NAME:sleep=US")
+    args = ap.parse_args()
+    try:
+        envs = gateway_envs(args.tree, args.tax)
+    except ValueError as e:
+        ap.error(str(e))
+    work = Path(tempfile.mkdtemp(prefix="bench-rounds-"))
+    fill_registry(work / "registry")
+    s = settings(local_dtype="bfloat16", max_loaded_adapters=4)
+    started = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    with contextlib.ExitStack() as stack:
+        v = stack.enter_context(vllm(s, work / "vllm.log"))
+        group = vllm_group_of(v.url)
+        free = free_cores(group)
+        placement.apply(group, "gateway+engine", this=False)
+        placement.pin_process(os.getpid(), free)
+        urls = {"direct": v.url}
+        procs: dict[str, psutil.Process] = {}
+        for name, env in envs.items():
+            env = {**env, "GATEWAY_CPU_AFFINITY": ",".join(map(str, sorted(free)))}
+            g = stack.enter_context(gateway(work / "registry", v.url, work / name, env))
+            urls[name], procs[name] = g.url, psutil.Process(g.popen.pid)
+            assert load(g.url, bodies(BASE_NAME, 8, TOKENS), 1).errors == 0, f"{name} failed"
+        paths = list(urls)
+        tps: dict[str, list[float]] = {p: [] for p in paths}
+        cpu: dict[str, list[float]] = {p: [] for p in paths}
+        steps: dict[str, list[float]] = {p: [] for p in paths}
+        errors = 0
+        for i in range(args.rounds):
+            for path in order(paths, i):
+                before = engine_steps(v.url)
+                used = cpu_ms(procs[path]) if path in procs else 0.0
+                r = load(urls[path], bodies(BASE_NAME, BURST, TOKENS), 16)
+                if path in procs:
+                    cpu[path].append((cpu_ms(procs[path]) - used) / BURST)
+                steps[path].append(engine_steps(v.url)[0] - before[0])
+                tps[path].append(r.tokens_per_s)
+                errors += r.errors
+    print(
+        json.dumps(
+            {
+                "bench": "gateway_rounds",
+                "machine": machine(),
+                "free_cores": sorted(free),
+                "rounds": args.rounds,
+                "requests_per_burst": BURST,
+                "tokens": TOKENS,
+                "gateways": {n: describe(e) for n, e in envs.items()},
+                "errors": errors,
+                "paths": summary(tps, cpu, steps),
+                "wall_s": round(time.perf_counter() - started),
+                "load_avg_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
