@@ -18,8 +18,10 @@ vLLM's engine core beside its worker (the product's default placement,
 `gateway+engine`); the load generator runs on the free cores too. Per path: the median
 of its per-round ratios to the direct burst of the same round, their spread, the rounds
 that stalled (a burst below half its path's median rate), tokens/s, vLLM's engine steps
-per burst, and each gateway's CPU per request (from the kernel, in 10 ms ticks: about
-0.1 ms of resolution over a 96-request burst).
+per burst, and each gateway's CPU per request (every thread's scheduler time, in ns).
+Each other gateway is also compared with `head` round by round (`vs_head_median`: the
+median of its tokens/s over `head`'s in the same round; `ahead_of_head_rounds`), which
+a slow drift of vLLM's own rate does not move.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from gateway_cpu import cpu_s
 from gateway_overhead import bodies, engine_steps, free_cores, vllm_group_of
 from harness import ROOT, fill_registry, gateway, load, machine, settings, vllm
 
@@ -47,18 +50,27 @@ TOKENS = 8
 
 
 def gateway_envs(trees: list[str], taxes: list[str]) -> dict[str, dict[str, str]]:
-    """Each gateway's name and the environment it starts with (pure)."""
+    """Each gateway's name and the environment it starts with (pure). Raises ValueError
+    on a malformed option or a name used twice (`head` and `direct` are taken)."""
     envs: dict[str, dict[str, str]] = {"head": {}}
+
+    def add(name: str, env: dict[str, str], given: str) -> None:
+        if not name.isidentifier() or name in envs or name == "direct":
+            raise ValueError(f"{given!r}: the name must be a new word (not head or direct)")
+        envs[name] = env
+
     for tree in trees:
         name, _, path = tree.partition("=")
-        envs[name] = {"PYTHONPATH": path}
+        if not path or not Path(path, "server").is_dir():
+            raise ValueError(f"--tree {tree!r}: expected NAME=DIR, DIR holding server/")
+        add(name, {"PYTHONPATH": path}, tree)
     for tax in taxes:
         name, _, spec = tax.partition(":")
         kind, _, us = spec.partition("=")
         if kind not in ("burn", "sleep") or not us.isdigit():
             raise ValueError(f"--tax {tax!r}: expected NAME:burn=US or NAME:sleep=US")
         var = "HOP_TAX_BURN_US" if kind == "burn" else "HOP_TAX_SLEEP_US"
-        envs[name] = {"PYTHONPATH": str(TAX_DIR), var: us}
+        add(name, {"PYTHONPATH": str(TAX_DIR), var: us}, tax)
     return envs
 
 
@@ -94,18 +106,17 @@ def summary(tps: dict[str, list[float]], cpu: dict[str, list[float]],
             row["ratio_median"] = round(statistics.median(ratios), 3)
             row["ratios"] = [round(x, 3) for x in ratios]
             row["cpu_ms_per_request_median"] = round(statistics.median(cpu[path]), 2)
+        if path not in ("direct", "head"):
+            vs = [g / h for g, h in zip(rates, tps["head"], strict=True)]
+            row["vs_head_median"] = round(statistics.median(vs), 3)
+            row["ahead_of_head_rounds"] = sum(x > 1 for x in vs)
         out[path] = row
     return out
 
 
-def cpu_ms(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return (t.user + t.system) * 1000
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=10, help="at least 1 (24 for the figures)")
     ap.add_argument("--tree", action="append", default=[], help="NAME=DIR of a source tree")
     ap.add_argument("--tax", action="append", default=[], help="NAME:burn=US or NAME:sleep=US")
     args = ap.parse_args()
@@ -113,6 +124,8 @@ def main() -> None:
         envs = gateway_envs(args.tree, args.tax)
     except ValueError as e:
         ap.error(str(e))
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     work = Path(tempfile.mkdtemp(prefix="bench-rounds-"))
     fill_registry(work / "registry")
     s = settings(local_dtype="bfloat16", max_loaded_adapters=4)
@@ -139,10 +152,10 @@ def main() -> None:
         for i in range(args.rounds):
             for path in order(paths, i):
                 before = engine_steps(v.url)
-                used = cpu_ms(procs[path]) if path in procs else 0.0
+                used = cpu_s(procs[path]) if path in procs else 0.0
                 r = load(urls[path], bodies(BASE_NAME, BURST, TOKENS), 16)
                 if path in procs:
-                    cpu[path].append((cpu_ms(procs[path]) - used) / BURST)
+                    cpu[path].append((cpu_s(procs[path]) - used) * 1000 / BURST)
                 steps[path].append(engine_steps(v.url)[0] - before[0])
                 tps[path].append(r.tokens_per_s)
                 errors += r.errors

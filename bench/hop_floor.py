@@ -186,6 +186,8 @@ def main() -> None:
     ap.add_argument("--serve", nargs=4, metavar=("KIND", "PORT", "HOST", "UPSTREAM_PORT"),
                     help=argparse.SUPPRESS)  # fmt: skip
     args = ap.parse_args()
+    if min(args.concurrency, args.requests, args.repeat) < 1 or args.delay_ms < 0:
+        ap.error("--concurrency, --requests and --repeat must be at least 1, --delay-ms >= 0")
     if args.serve:
         kind, port, host, up_port = args.serve
         upstream = (host, int(up_port))

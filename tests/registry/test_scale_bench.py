@@ -5,7 +5,6 @@ eight registry servers)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
@@ -16,17 +15,12 @@ from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.support.bench import BENCH, bench_module
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module("registry_scale")
-    finally:
-        if str(BENCH) in sys.path:  # the script drops its own directory (see its top)
-            sys.path.remove(str(BENCH))
+    return bench_module("registry_scale")
 
 
 @pytest.mark.parametrize(

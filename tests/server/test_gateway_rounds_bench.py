@@ -4,7 +4,6 @@ must work without starting anything."""
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -12,27 +11,25 @@ from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.support.bench import BENCH, bench_module
 
 
 @pytest.fixture(scope="module")
 def rounds() -> ModuleType:
-    sys.path.insert(0, str(BENCH))  # the bench scripts import `harness` as a sibling
-    try:
-        return importlib.import_module("gateway_rounds")
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("gateway_rounds")
 
 
-def test_each_gateway_gets_its_tree_or_its_tax(rounds: ModuleType) -> None:
-    envs = rounds.gateway_envs(["before=/tmp/old"], ["hot:burn=500", "slow:sleep=3000"])
+def test_each_gateway_gets_its_tree_or_its_tax(rounds: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "server").mkdir()
+    envs = rounds.gateway_envs([f"before={tmp_path}"], ["hot:burn=500", "slow:sleep=3000"])
     assert list(envs) == ["head", "before", "hot", "slow"]
     assert envs["head"] == {}
-    assert envs["before"] == {"PYTHONPATH": "/tmp/old"}
+    assert envs["before"] == {"PYTHONPATH": str(tmp_path)}
     assert envs["hot"] == {"PYTHONPATH": str(BENCH / "hop_tax"), "HOP_TAX_BURN_US": "500"}
     assert envs["slow"]["HOP_TAX_SLEEP_US"] == "3000"
     assert [rounds.describe(e) for e in envs.values()] == [
-        {"tree": "this checkout"}, {"tree": "/tmp/old"}, {"burn_us": "500"}, {"sleep_us": "3000"},
+        {"tree": "this checkout"}, {"tree": str(tmp_path)},
+        {"burn_us": "500"}, {"sleep_us": "3000"},
     ]  # fmt: skip
 
 
@@ -44,6 +41,24 @@ def test_a_tax_that_is_not_burn_or_sleep_in_whole_microseconds_is_refused(
         rounds.gateway_envs([], [bad])
 
 
+@pytest.mark.parametrize(
+    ("trees", "taxes", "says"),
+    [
+        (["old"], [], "NAME=DIR"),  # no directory
+        (["old=/nonexistent"], [], "NAME=DIR"),  # no server/ in it
+        ([], ["head:burn=5"], "new word"),  # a taken name
+        ([], ["direct:sleep=5"], "new word"),
+        ([], ["a:burn=5", "a:sleep=5"], "new word"),  # the same name twice
+        ([], ["a b:burn=5"], "new word"),
+    ],
+)
+def test_a_tree_or_a_name_that_cannot_be_told_apart_is_refused(
+    rounds: ModuleType, trees: list[str], taxes: list[str], says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        rounds.gateway_envs(trees, taxes)
+
+
 def test_every_path_leads_a_round_in_turn(rounds: ModuleType) -> None:
     paths = ["direct", "head", "hot"]
     orders = [rounds.order(paths, i) for i in range(6)]
@@ -52,10 +67,14 @@ def test_every_path_leads_a_round_in_turn(rounds: ModuleType) -> None:
 
 
 def test_the_summary_is_per_round_ratios_to_direct(rounds: ModuleType) -> None:
-    tps = {"direct": [1000.0, 800.0, 1000.0], "head": [900.0, 800.0, 300.0]}
-    cpu = {"direct": [], "head": [0.5, 0.7, 0.6]}
-    steps = {"direct": [70.0, 72.0, 74.0], "head": [75.0, 80.0, 78.0]}
+    tps = {"direct": [1000.0, 800.0, 1000.0], "head": [900.0, 800.0, 300.0],
+           "hot": [810.0, 880.0, 330.0]}  # fmt: skip
+    cpu = {"direct": [], "head": [0.5, 0.7, 0.6], "hot": [1.0, 1.2, 1.1]}
+    steps = {"direct": [70.0, 72.0, 74.0], "head": [75.0, 80.0, 78.0], "hot": [80.0] * 3}
     out = rounds.summary(tps, cpu, steps)
+    assert out["hot"]["vs_head_median"] == 1.1  # 0.9, 1.1, 1.1 of head's rounds
+    assert out["hot"]["ahead_of_head_rounds"] == 2
+    assert "vs_head_median" not in out["head"]
     assert out["head"]["ratios"] == [0.9, 1.0, 0.3]
     assert out["head"]["ratio_median"] == 0.9
     assert out["head"]["stalled_rounds"] == 1  # 300 is under half of its median (800)

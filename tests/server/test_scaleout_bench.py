@@ -4,26 +4,20 @@ configurations), table-tested; and its `--help`, which must work without startin
 
 from __future__ import annotations
 
-import importlib
 import math
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.support.bench import BENCH, bench_module
 
 
 @pytest.fixture(scope="module")
 def scaleout() -> ModuleType:
-    sys.path.insert(0, str(BENCH))  # the bench scripts import `harness` as a sibling
-    try:
-        return importlib.import_module("scaleout")
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("scaleout")
 
 
 @pytest.mark.parametrize(
