@@ -89,6 +89,20 @@ def cpu_s(p: psutil.Process) -> float:
     return total / 1e9
 
 
+def switches(p: psutil.Process) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of every thread of `p` so far: a thread
+    that blocks (on epoll, say) switches voluntarily; one the scheduler takes the core
+    from while it still has work, involuntarily."""
+    counts = [0, 0]
+    for task in Path(f"/proc/{p.pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+                    counts[key.startswith("non")] += int(value)
+    return counts[0], counts[1]
+
+
 def top_frames(collapsed: Path, n: int = 40) -> list[tuple[str, float, float]]:
     """(function, % of samples with it anywhere on the stack, % with it on top), line
     numbers dropped so that a function's lines count together."""

@@ -71,7 +71,11 @@ def test_the_summary_is_per_round_ratios_to_direct(rounds: ModuleType) -> None:
            "hot": [810.0, 880.0, 330.0]}  # fmt: skip
     cpu = {"direct": [], "head": [0.5, 0.7, 0.6], "hot": [1.0, 1.2, 1.1]}
     steps = {"direct": [70.0, 72.0, 74.0], "head": [75.0, 80.0, 78.0], "hot": [80.0] * 3}
-    out = rounds.summary(tps, cpu, steps)
+    switched = {"direct": [], "head": [(1.0, 0.5), (1.2, 0.1), (0.8, 0.3)],
+                "hot": [(1.0, 0.0)] * 3}  # fmt: skip
+    out = rounds.summary(tps, cpu, steps, switched)
+    assert out["head"]["switches_per_request_median"] == {"voluntary": 1.0, "involuntary": 0.3}
+    assert "switches_per_request_median" not in out["direct"]
     assert out["hot"]["vs_head_median"] == 1.1  # 0.9, 1.1, 1.1 of head's rounds
     assert out["hot"]["ahead_of_head_rounds"] == 2
     assert "vs_head_median" not in out["head"]
@@ -129,3 +133,24 @@ def test_help_starts_nothing(script: str) -> None:
         [sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "usage:" in out
+
+
+def test_a_hop_is_named_for_its_kind(rounds: ModuleType) -> None:
+    envs = rounds.gateway_envs([], ["hot:burn=5"])
+    assert rounds.hop_kinds(["raw", "asgi"], envs) == {"raw": "raw", "asgi": "asgi"}
+    assert rounds.hop_kinds(["rawjson"], envs) == {"rawjson": "raw+json"}
+
+
+@pytest.mark.parametrize(
+    ("names", "taken", "says"),
+    [
+        (["quic"], {}, "one of raw, rawjson, asgi"),
+        (["raw", "raw"], {}, "given twice"),
+        (["asgi"], {"head": {}, "asgi": {}}, "the name of a gateway"),  # a --tree named so
+    ],
+)
+def test_a_hop_unknown_or_named_twice_is_refused(
+    rounds: ModuleType, names: list[str], taken: dict[str, dict[str, str]], says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        rounds.hop_kinds(names, taken)
