@@ -154,13 +154,18 @@ def serve_asgi(port: int, upstream: tuple[str, int]) -> None:
 
 
 @contextlib.contextmanager
-def hop(kind: str, upstream: str, log: Path, probe: bytes) -> Any:
-    """One minimal forwarder as its own process: yields (its URL, the process)."""
+def hop(
+    kind: str, upstream: str, log: Path, probe: bytes, env: dict[str, str] | None = None
+) -> Any:
+    """One minimal forwarder as its own process (`env` added to this one's): yields (its
+    URL, the process)."""
     port = free_port()
     host, up_port = upstream.rsplit("//", 1)[1].split(":")
     cmd = [sys.executable, __file__, "--serve", kind, str(port), host, up_port]
     with log.open("w") as out:
-        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
