@@ -15,8 +15,8 @@ an order that rotates from round to round. Prints one JSON line.
 - `--hop raw|rawjson|asgi`: not a gateway but one of bench/hop_floor.py's minimal
   forwarders (uvloop + httptools; the same parsing and re-serialising the JSON both ways;
   uvicorn with the gateway's protocol and client and no logic). The body goes to vLLM as
-  the client sent it. What the best a Python hop of that kind could do costs vLLM,
-  next to the gateway, in the same run.
+  the client sent it: what a Python hop that only forwards costs vLLM, next to the
+  gateway, in the same run.
 
 Every gateway is `gateway serve --backend` on the cores vLLM's worker leaves free, with
 vLLM's engine core beside its worker (the product's default placement,

@@ -129,7 +129,6 @@ def counted(pid: int, out: str, url: str, payloads: list[bytes], concurrency: in
         if time.monotonic() > deadline:
             raise RuntimeError(f"process {pid} wrote no counts to {written}")
         time.sleep(0.1)
-    time.sleep(0.2)  # written whole: the file is small, but let the write finish
     return list(json.loads(written.read_text()))
 
 

@@ -34,8 +34,10 @@ if _OUT:
 
     def _stop(*_: Any) -> None:
         sys.setprofile(None)
-        with open(f"{_OUT}.{os.getpid()}.json", "w") as f:
+        path = f"{_OUT}.{os.getpid()}.json"
+        with open(f"{path}.part", "w") as f:
             json.dump(_counts.most_common(), f)
+        os.replace(f"{path}.part", path)  # a reader never sees half of it
 
     signal.signal(signal.SIGUSR1, _start)
     signal.signal(signal.SIGUSR2, _stop)
