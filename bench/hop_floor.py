@@ -17,8 +17,8 @@ one JSON line.
   answer checks, metrics, access log).
 The difference between `asgi` and `gateway` is the CPU that the gateway's features cost;
 what `asgi` costs is the floor for this stack on this machine. Batches alternate between
-the hops; CPU from the kernel per batch (10 ms ticks: about 5 us of resolution at 2,000
-requests).
+the hops; CPU per batch from the kernel's scheduler time of every thread, in ns
+(`gateway_cpu.cpu_s`).
 """
 
 from __future__ import annotations
