@@ -4,7 +4,7 @@ loop, the gateway process's CPU time read from the kernel before and after. Prin
 JSON line.
 
     .venv/bin/python bench/gateway_cpu.py [--requests 2000] [--concurrency 1]
-        [--tree NAME=DIR ...] [--profile FILE] [--delay-ms MS]
+        [--tree NAME=DIR ...] [--profile FILE] [--delay-ms MS] [--idle-s 5]
 
 For finding and cutting the gateway's per-request work (issue 22), not for the issue's
 figures (those are bench/gateway_overhead.py's, next to a real vLLM): with no engine to
@@ -13,7 +13,9 @@ or more) runs one gateway from each source tree (a checkout of another commit, o
 PYTHONPATH) beside the others, batches alternating between them, so that levers are
 compared in the same run; without it, one gateway from this checkout. `--profile FILE`
 records the (first) gateway with py-spy (`pip install py-spy`) as collapsed stacks, and
-prints the top frames.
+prints the top frames. After the batches, each gateway's CPU while it serves nothing is
+read over `--idle-s` seconds (its watch of the registry, probes, timers): a cost per
+second, not per request, that a CPU per request measured at a low rate carries.
 """
 
 from __future__ import annotations
@@ -143,6 +145,10 @@ def main() -> None:
         help="the backend answers after this long (as vLLM generating): the gateway then "
         "idles between requests, as it does next to vLLM",
     )  # fmt: skip
+    ap.add_argument(
+        "--idle-s", type=float, default=5.0,
+        help="then each gateway's CPU while idle, over this long (0: not measured)",
+    )  # fmt: skip
     args = ap.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree) or {"this": str(ROOT)}
     extra: dict[str, dict[str, str]] = {n: {} for n in trees}
@@ -188,6 +194,13 @@ def main() -> None:
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
+        idle_ms_per_s: dict[str, float] = {}
+        if args.idle_s > 0:
+            time.sleep(1.0)  # what the last batch left to do
+            before_idle = {n: cpu_s(proc) for n, (_, proc) in gws.items()}
+            time.sleep(args.idle_s)
+            for n, (_, proc) in gws.items():
+                idle_ms_per_s[n] = round((cpu_s(proc) - before_idle[n]) / args.idle_s * 1000, 2)
     out: dict[str, Any] = {
         "bench": "gateway_cpu",
         "machine": machine(),
@@ -201,6 +214,7 @@ def main() -> None:
                 "cpu_us_per_request": [round(x) for x in per_req_us[n]],
                 "p50_ms_median": round(statistics.median(p50_ms[n]), 3),
                 "p50_ms": [round(x, 3) for x in p50_ms[n]],
+                **({"idle_cpu_ms_per_s": idle_ms_per_s[n]} if n in idle_ms_per_s else {}),
             }
             for n in gws
         },

@@ -98,13 +98,11 @@ class AdapterSlots:
             evictable=any(self._users[n] == 0 for n in self._lru),
         )
 
-    @asynccontextmanager
-    async def use(self, target: Target) -> AsyncIterator[str]:
-        """The name to send as `model` to this backend, held loaded while in use."""
+    async def acquire(self, target: Target) -> str:
+        """The name to send as `model` to this backend, held loaded until `release`."""
         name = target.lora_name
         if name is None:
-            yield self._base_id()
-            return
+            return self._base_id()
         self._sync_generation()
         self._users[name] += 1  # pinned before loading: a load behind ours cannot evict it
         try:
@@ -115,9 +113,25 @@ class AdapterSlots:
                 self._metrics.adapter_load_waits.labels(*labels).inc()
             if name in self._lru:
                 self._lru.move_to_end(name)
+        except BaseException:
+            self._users[name] -= 1
+            raise
+        return name
+
+    def release(self, target: Target) -> None:
+        """A request that `acquire`d `target` here has ended."""
+        name = target.lora_name
+        if name is not None:
+            self._users[name] -= 1
+
+    @asynccontextmanager
+    async def use(self, target: Target) -> AsyncIterator[str]:
+        """`acquire` and `release` around a block (a stream's, on its exit stack)."""
+        name = await self.acquire(target)
+        try:
             yield name
         finally:
-            self._users[name] -= 1
+            self.release(target)
 
     @property
     def busy(self) -> bool:

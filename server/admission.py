@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prometheus_client import Gauge
+
 from server.errors import InvalidRequestError, TooManyRequestsError
 from server.metrics import Metrics, Series
 from server.protocol import Request
@@ -105,16 +107,24 @@ class InFlight:
         self.limits = limits
         self.metrics = metrics
         self.load = Load()
+        self._gauges: dict[Series, Gauge] = {}
         metrics.in_flight.set_function(lambda: self.load.requests)
         metrics.tokens_in_flight.set_function(lambda: self.load.tokens)
 
     def enter(self, work: int, series: Series) -> int:
         """Admit a request of `work` tokens, or raise 429; the requests now in flight."""
         self.load = admit(self.load, work, self.limits)
-        self.metrics.child(self.metrics.adapter_in_flight, *series.values()).inc()
+        self._gauge(series).inc()
         return self.load.requests
 
     def leave(self, work: int, series: Series) -> None:
         """An admitted request of `work` tokens has finished."""
         self.load = release(self.load, work)
-        self.metrics.child(self.metrics.adapter_in_flight, *series.values()).dec()
+        self._gauge(series).dec()
+
+    def _gauge(self, series: Series) -> Gauge:
+        gauge = self._gauges.get(series)
+        if gauge is None:
+            m = self.metrics
+            gauge = self._gauges[series] = m.child(m.adapter_in_flight, *series.values())
+        return gauge

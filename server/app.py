@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from server import backend_dns, backend_sync, placement, probe
-from server.access import AccessLog, RequestIdMiddleware
+from server.access import HEADER as REQUEST_ID
+from server.access import AccessLog, RequestIdMiddleware, Tagged, given_id, request_id
 from server.adapters import AdapterCache, AdapterSlots
 from server.auth import allowed, authenticate
 from server.containment import Containment
@@ -32,7 +33,7 @@ from server.errors import (
 from server.metrics import Metrics
 from server.protocol import PATHS, Endpoint
 from server.resolver import Resolver, Target
-from server.serving import Gateway, error_response
+from server.serving import Gateway, JsonAnswer, error_response
 from server.settings import GatewaySettings
 from server.supervisor import Supervisor
 from server.vllm_http import VllmBackend
@@ -223,43 +224,55 @@ async def _engine_gauges(rt: Runtime) -> None:
 HOT_PATHS: dict[str, Endpoint] = {v: k for k, v in PATHS.items()}
 
 
-class HotRoutes:
-    """ASGI middleware: `POST /v1/chat/completions` and `POST /v1/completions` straight to
-    the gateway; everything else on to FastAPI."""
-
-    __slots__ = ("app", "gateway")
-
-    def __init__(self, app: ASGIApp, gateway: Callable[[], Gateway]) -> None:
-        self.app = app
-        self.gateway = gateway
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = HOT_PATHS.get(scope["path"]) if scope["type"] == "http" else None
-        if endpoint is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        try:
-            answer = await self.gateway().serve(scope, receive, endpoint)
-        except GatewayError as e:  # not started yet
-            answer = error_response(e)
-        await answer(scope, receive, send)
-
-
 class GatewayApp:
-    """The ASGI app `gateway serve` runs: x-request-id and the access log around every
-    request, the two hot routes straight to the gateway, the rest on to FastAPI (`api`).
-    Both layers sit outside FastAPI so that a completion passes through none of its
-    middleware (bench/README.md, "The gateway's own CPU per request")."""
+    """The ASGI app `gateway serve` runs. `POST /v1/chat/completions` and `POST
+    /v1/completions` go straight to the gateway, with their `x-request-id` and access line
+    handled here; everything else goes on to FastAPI (`api`) behind RequestIdMiddleware.
+    A completion passes through no middleware (bench/README.md, "The gateway's own CPU
+    per request" and "A lean request path")."""
 
     def __init__(
         self, api: FastAPI, gateway: Callable[[], Gateway], access: AccessLog | None
     ) -> None:
         self.api = api
         self.state = api.state  # `state.runtime`, for tests
-        self._outer = RequestIdMiddleware(HotRoutes(api, gateway), access)
+        self._gateway = gateway
+        self._access = access
+        self._rest = RequestIdMiddleware(api, access)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._outer(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = HOT_PATHS.get(scope["path"])
+            if endpoint is not None:
+                await self._completion(scope, receive, send, endpoint)
+                return
+        await self._rest(scope, receive, send)
+
+    async def _completion(
+        self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
+    ) -> None:
+        started = time.perf_counter()
+        rid = request_id(given_id(scope))
+        status, adapter = 0, b"-"
+        try:
+            try:
+                answer = await self._gateway().serve(scope, receive, endpoint)
+            except GatewayError as e:  # not started yet
+                answer = error_response(e)
+            if type(answer) is JsonAnswer:  # the common answer: its head is known here
+                answer.headers.append((REQUEST_ID, rid))
+                status, adapter = 200, answer.adapter
+                await answer(scope, receive, send)
+            else:
+                tagged = Tagged(send, rid)
+                try:
+                    await answer(scope, receive, tagged)
+                finally:
+                    status, adapter = tagged.status, tagged.adapter
+        finally:
+            if self._access is not None:
+                ms = (time.perf_counter() - started) * 1000
+                self._access.line(rid, "POST", scope["path"], status or 499, adapter, ms)
 
 
 def create_app(
@@ -311,7 +324,7 @@ def create_app(
     async def on_any_error(request: Request, e: Exception) -> Response:
         return error_response(to_gateway_error(e))
 
-    async def not_here(request: Request) -> Response:  # POST never gets here (HotRoutes)
+    async def not_here(request: Request) -> Response:  # POST never gets here (GatewayApp)
         raise MethodNotAllowedError(f"{request.method} not allowed here")
 
     # Registered so that other methods on the hot paths get the 405 envelope.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from server.errors import GatewayError
@@ -10,12 +10,15 @@ from server.metrics import Series
 from server.protocol import Endpoint
 from server.resolver import Target
 
+UNKNOWN = Series.unknown()
+"""The series of a request whose model was never resolved (one object: it is frozen)."""
+
 
 @dataclass
 class Outcome:
     """What one request did, for the metrics."""
 
-    series: Series = field(default_factory=Series.unknown)
+    series: Series = UNKNOWN
     status: int = 200
     error: GatewayError | None = None
     prompt_tokens: int = 0

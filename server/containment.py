@@ -94,17 +94,21 @@ SHAPING_FIELDS = (
 )  # fmt: skip
 
 
+_NEUTRAL: tuple[Any, ...] = (None, False, 0, "", [], {})
+_REWARDS_REPEATS = (("repetition_penalty", 1.0), ("presence_penalty", 0.0),
+                    ("frequency_penalty", 0.0))  # fmt: skip
+
+
 def client_shaped(forward: Mapping[str, Any]) -> bool:
     """The client shaped this request's output itself (pure): forced past the model's
     end (`ignore_eos`), stopped or banned or biased tokens of its choosing, or rewarded
     repeats (a repetition penalty under 1, a negative presence or frequency penalty)."""
     if forward.get("ignore_eos") is True:
         return True
-    if any(forward.get(k) not in (None, False, 0, "", [], {}) for k in SHAPING_FIELDS):
-        return True
-    rewards_repeats = {"repetition_penalty": 1.0, "presence_penalty": 0.0,
-                       "frequency_penalty": 0.0}  # fmt: skip
-    for key, neutral in rewards_repeats.items():
+    for k in SHAPING_FIELDS:  # a loop, not any(): it runs on every answer
+        if forward.get(k) not in _NEUTRAL:
+            return True
+    for key, neutral in _REWARDS_REPEATS:
         value = forward.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < neutral:
             return True

@@ -115,6 +115,11 @@ class Dispatch:
         """A ready backend not in `tried`. A backend drained for a check of its engine
         (server/containment.py, about a second) is waited for, not failed: its requests
         queue here until the check ends."""
+        if len(self.slots) == 1 and not tried:  # every policy picks the one open backend
+            only = self.slots[0]
+            state = only.backend.state
+            if state.ready and not state.draining:
+                return only
         deadline = time.monotonic() + QUEUE_WHILE_DRAINED_S
         name = target.lora_name
         while True:
@@ -158,17 +163,20 @@ class Dispatch:
         self, slots: AdapterSlots, endpoint: Endpoint, forward: dict[str, Any], target: Target
     ) -> bytes:
         """One answer from `slots`' backend (an adapter it forgot is loaded once more)."""
+        state = slots.backend.state
         for attempt in (0, 1):
             try:
-                async with slots.use(target) as model_name:
-                    forward["model"] = model_name
-                    slots.backend.state.in_flight += 1
+                forward["model"] = await slots.acquire(target)
+                try:
+                    state.in_flight += 1
                     self.containment.started(slots, target)
                     try:
                         return await slots.backend.answer(PATHS[endpoint], forward)
                     finally:
-                        slots.backend.state.in_flight -= 1
+                        state.in_flight -= 1
                         self.containment.ended(slots, target)
+                finally:
+                    slots.release(target)
             except LoraNotLoadedError as e:
                 if attempt or target.lora_name is None:
                     raise not_loaded(slots, target, e) from None

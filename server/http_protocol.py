@@ -14,16 +14,23 @@ the end of the event loop's current step (`call_soon`), whichever comes first: a
 JSON answer, whose body follows its head in the same step, leaves in one write; a stream's
 head still leaves at once, before its first chunk is awaited. Nothing is reordered or
 dropped: a close writes what is held first.
+
+It also tells the request path when its client leaves, without a task of its own per
+request (the `DISCONNECT` extension in each request's scope: `watch`, `unwatch`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _HEAD = b"HTTP/1.1 "
+DISCONNECT = "loraport.disconnect"
+"""The key, in a request's `scope["extensions"]`, of its connection (`OneWriteProtocol`):
+`watch(lost)` until `unwatch()`."""
 
 
 class HeadHoldingTransport:
@@ -69,8 +76,38 @@ class HeadHoldingTransport:
 class OneWriteProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol writing through a :class:`HeadHoldingTransport`
     (`uvicorn.Config(http=OneWriteProtocol)`). Flow control and addresses still use the
-    real transport."""
+    real transport.
+
+    Each request's scope names its connection under `extensions[DISCONNECT]`: a request
+    waiting for vLLM `watch`es it instead of awaiting `receive()` in a task of its own
+    (bench/README.md, "A lean request path")."""
+
+    _lost: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = HeadHoldingTransport(transport, self.loop)  # type: ignore[assignment]
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {DISCONNECT: self}  # type: ignore[dict-item]  # ASGI types each extension as a dict
+
+    def watch(self, lost: Callable[[], None]) -> bool:
+        """Call `lost` once if the client leaves before `unwatch()`. False (and no call):
+        it has already left. Reading resumes, as uvicorn's `receive()` would: a paused
+        connection would not see its peer close."""
+        if self.parser is None or self.transport.is_closing():  # connection_lost ran
+            return False
+        self._lost = lost
+        if self.flow is not None:
+            self.flow.resume_reading()
+        return True
+
+    def unwatch(self) -> None:
+        self._lost = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        lost, self._lost = self._lost, None
+        super().connection_lost(exc)
+        if lost is not None:
+            lost()

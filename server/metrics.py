@@ -44,11 +44,24 @@ class Series:
         return (self.adapter, self.version, self.arm)
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesChildren:
+    """The children one series' requests are recorded under, on one endpoint."""
+
+    answered: Counter
+    """`requests` with status 200."""
+    latency: Histogram
+    degenerate: Counter
+    prompt_tokens: Counter
+    completion_tokens: Counter
+
+
 class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` twin of every counter and histogram
         r = self.registry = CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+        self._series: dict[tuple[Series, str], SeriesChildren] = {}
         self.requests = Counter(
             "loraport_requests_total",
             "Requests answered.",
@@ -222,6 +235,22 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*values)
         return found  # type: ignore[return-value]
+
+    def of(self, series: Series, endpoint: str) -> SeriesChildren:
+        """The children a request of `series` on `endpoint` is recorded under, looked up
+        once per pair (the request path's one lookup). Creating them shows the series at
+        0 (its degenerate answers among them) from its first request."""
+        found = self._series.get((series, endpoint))
+        if found is None:
+            s = series.values()
+            found = self._series[(series, endpoint)] = SeriesChildren(
+                answered=self.child(self.requests, *s, endpoint, "200"),
+                latency=self.child(self.latency, *s, endpoint),
+                degenerate=self.child(self.degenerate_answers, *s),
+                prompt_tokens=self.child(self.prompt_tokens, *s),
+                completion_tokens=self.child(self.completion_tokens, *s),
+            )
+        return found
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

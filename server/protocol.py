@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
+from server import wire_json
 from server.errors import InvalidRequestError
 
 Endpoint = Literal["chat", "completions"]
@@ -102,13 +103,18 @@ Request = _Request
 def parse(endpoint: Endpoint, raw: bytes) -> tuple[dict[str, Any], _Request]:
     """The body as a dict (to forward) and as a checked request (to act on)."""
     try:
-        body = json.loads(raw)
+        body, lax = wire_json.loads_lax(raw)
     except RecursionError:
         raise InvalidRequestError("the request body is nested too deeply") from None
     except ValueError as e:
         raise InvalidRequestError(f"the request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("the request body must be a JSON object")
+    if lax and wire_json.non_finite(body):
+        raise InvalidRequestError(
+            "the request body is not valid JSON: NaN and Infinity are not JSON numbers "
+            "(nor is a number past a double's range)"
+        )
     try:
         req = MODELS[endpoint].model_validate(body)
     except ValidationError as e:

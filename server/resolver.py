@@ -25,7 +25,7 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,27 +114,29 @@ def parse_lora_name(name: str) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class Target:
-    """What serves one request: the base model alone, or one adapter version on it."""
+    """What serves one request: the base model alone, or one adapter version on it.
+    Immutable, and held by the route cache: what the request path reads of it (`ref`,
+    `name`, `series`, `lora_name`) is worked out once."""
 
     base: registry.BaseModel
     adapter: registry.AdapterVersion | None
     arm: str = STABLE
 
-    @property
+    @cached_property
     def ref(self) -> str:
         return self.adapter.ref if self.adapter else self.base.name
 
-    @property
+    @cached_property
     def name(self) -> str:
         return self.adapter.name if self.adapter else self.base.name
 
-    @property
+    @cached_property
     def series(self) -> Series:
         if self.adapter is None:
             return Series("base", "-", self.arm)
         return Series(self.adapter.name, str(self.adapter.version), self.arm)
 
-    @property
+    @cached_property
     def lora_name(self) -> str | None:
         """The stable name vLLM knows this version by: immutable, so safe to cache."""
         return None if self.adapter is None else registry.lora_name(self.adapter)

@@ -35,6 +35,7 @@ from server.errors import (
     StructuredOutputError,
     to_gateway_error,
 )
+from server.http_protocol import DISCONNECT
 from server.metrics import Metrics
 from server.protocol import PATHS, Endpoint, parse, renamed, text_of
 from server.resolver import Resolver, Target
@@ -47,29 +48,39 @@ log = logging.getLogger("loraport.gateway")
 T = TypeVar("T")
 
 
-async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T | None:
+async def _unless_disconnected(scope: Scope, receive: Receive, work: Awaitable[T]) -> T | None:
     """`work`'s result, or None if the client disconnected first: then `work` is cancelled,
     which closes its upstream connection, and vLLM aborts the request (its handlers watch
-    for disconnects). The request body has been read, so the next ASGI message is the
-    disconnect.
+    for disconnects).
 
     `work` runs in the caller's task, so the request reaches vLLM in this step of the loop
-    and its answer comes back without a task switch; only the watcher is a task of its
-    own, cancelling this one if the client leaves (bench/README.md, "One write per
-    answer")."""
+    and its answer comes back without a task switch (bench/README.md, "One write per
+    answer"). The connection tells when its client leaves (server/http_protocol.py's
+    `DISCONNECT`, under `gateway serve`); under another server a watcher task waits for
+    the disconnect message instead (the request body has been read, so the next ASGI
+    message is the disconnect)."""
     this = asyncio.current_task()
     assert this is not None
-    watcher = asyncio.ensure_future(_disconnected(receive))
+    connection = scope.get("extensions", {}).get(DISCONNECT)
+    watcher: asyncio.Future[None] | None = None
     waiting = True
     left = False
 
-    def on_left(_: object) -> None:
+    def on_left() -> None:
         nonlocal left
-        if waiting and not watcher.cancelled() and watcher.exception() is None:
+        if waiting:  # not a watcher's callback run after `work` was done
             left = True
             this.cancel()
 
-    watcher.add_done_callback(on_left)
+    if connection is not None:
+        if not connection.watch(on_left):
+            _close(work)
+            return None
+    else:
+        watcher = asyncio.ensure_future(_disconnected(receive))
+        watcher.add_done_callback(
+            lambda w: None if w.cancelled() or w.exception() is not None else on_left()
+        )
     try:
         return await work
     except BaseException:
@@ -78,9 +89,19 @@ async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T | None
         raise
     finally:
         waiting = False
-        watcher.cancel()
+        if watcher is None:
+            connection.unwatch()
+        else:
+            watcher.cancel()
         if left:
             this.uncancel()
+
+
+def _close(work: Awaitable[Any]) -> None:
+    """A coroutine that will not be awaited, closed (no 'never awaited' warning)."""
+    close = getattr(work, "close", None)
+    if close is not None:
+        close()
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -105,15 +126,16 @@ class JsonAnswer:
     Response would build and check them again per request), and `after`: the request's
     bookkeeping, done once the answer is on its way so that it does not delay it."""
 
-    __slots__ = ("after", "body", "headers")
+    __slots__ = ("adapter", "after", "body", "headers")
 
     def __init__(self, body: bytes, target: Target, after: Callable[[], None]) -> None:
         self.body = body
         self.after = after
+        self.adapter = target.ref.encode()
         self.headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"x-loraport-adapter", target.ref.encode()),
+            (b"x-loraport-adapter", self.adapter),
             (b"x-loraport-arm", target.arm.encode()),
         ]
 
@@ -189,7 +211,7 @@ class Gateway:
                 response = await self._stream(call, constraint, wants_usage)
                 admitted = False  # the stream releases its own slot when it ends
                 return response
-            done = await _unless_disconnected(receive, self._unary(call, constraint))
+            done = await _unless_disconnected(scope, receive, self._unary(call, constraint))
             if done is None:  # the client left: the upstream request was closed (aborted)
                 outcome.status = 499
                 return Response(status_code=499)
@@ -341,26 +363,32 @@ class Gateway:
                 check_result(constraint, text, finish_reason)
 
     def _record(self, endpoint: str, o: Outcome, started: float) -> None:
-        m, s = self.metrics, o.series.values()
+        m = self.metrics
+        r = m.of(o.series, endpoint)
         elapsed = time.perf_counter() - started
         status = o.error.status if o.error is not None else o.status
-        m.child(m.requests, *s, endpoint, str(status)).inc()
-        degenerate = m.child(m.degenerate_answers, *s)  # at 0 from the series' first request
+        if status == 200:
+            r.answered.inc()
+        else:
+            s = o.series.values()
+            m.child(m.requests, *s, endpoint, str(status)).inc()
+            if o.error is not None:
+                m.child(m.errors, *s, o.error.type).inc()
+                if isinstance(o.error, StructuredOutputError):
+                    m.child(m.structured_failures, *s, o.error.reason).inc()
         if o.degenerate:
-            degenerate.inc()
-        m.child(m.latency, *s, endpoint).observe(elapsed)
-        if o.error is not None:
-            m.child(m.errors, *s, o.error.type).inc()
-            if isinstance(o.error, StructuredOutputError):
-                m.child(m.structured_failures, *s, o.error.reason).inc()
+            r.degenerate.inc()
+        r.latency.observe(elapsed)
         if o.prompt_tokens:
-            m.child(m.prompt_tokens, *s).inc(o.prompt_tokens)
+            r.prompt_tokens.inc(o.prompt_tokens)
         if o.completion_tokens:
-            m.child(m.completion_tokens, *s).inc(o.completion_tokens)
+            r.completion_tokens.inc(o.completion_tokens)
         if o.ttft_s is not None:
-            m.child(m.ttft, *s).observe(o.ttft_s)
+            m.child(m.ttft, *o.series.values()).observe(o.ttft_s)
             if o.completion_tokens > 1:
-                m.child(m.tpot, *s).observe((elapsed - o.ttft_s) / (o.completion_tokens - 1))
+                tpot = (elapsed - o.ttft_s) / (o.completion_tokens - 1)
+                m.child(m.tpot, *o.series.values()).observe(tpot)
         price = self.settings.price_per_accelerator_hour
         if price > 0 and status < 500:
-            m.child(m.cost, *s).observe(elapsed * price / 3600 / max(1, o.concurrency))
+            cost = elapsed * price / 3600 / max(1, o.concurrency)
+            m.child(m.cost, *o.series.values()).observe(cost)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
 
+from server import wire_json
 from server.errors import (
     AdapterLoadError,
     BackendError,
@@ -266,8 +267,8 @@ class VllmBackend:
 def json_object(path: str, content: bytes) -> dict[str, Any]:
     """vLLM's answer to `path` as a JSON object, or the BackendError that says it is not."""
     try:
-        data = json.loads(content)
-    except ValueError as e:
+        data = wire_json.loads(content)
+    except (ValueError, RecursionError) as e:
         raise BackendError(f"vLLM answered {path} with a body that is not JSON") from e
     if not isinstance(data, dict):
         raise BackendError(f"vLLM answered {path} with JSON that is not an object")
@@ -307,7 +308,7 @@ _JSON = {"content-type": "application/json"}
 
 
 def _encode(body: Any) -> bytes:
-    return json.dumps(body).encode()
+    return wire_json.dumps(body)
 
 
 async def _lines(resp: aiohttp.ClientResponse, label: str) -> AsyncIterator[str]:

@@ -19,7 +19,7 @@ if _BURN_S or _SLEEP_S:
 
     from server import app
 
-    _inner = app.HotRoutes.__call__
+    _inner = app.GatewayApp.__call__
 
     async def _taxed(self: Any, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] in app.HOT_PATHS:
@@ -31,4 +31,4 @@ if _BURN_S or _SLEEP_S:
                 await asyncio.sleep(_SLEEP_S)
         await _inner(self, scope, receive, send)
 
-    app.HotRoutes.__call__ = _taxed  # type: ignore[method-assign]
+    app.GatewayApp.__call__ = _taxed  # type: ignore[method-assign]

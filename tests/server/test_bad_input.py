@@ -65,6 +65,8 @@ def test_a_dataset_is_not_a_model(gateway: RunningGateway) -> None:
     [
         (b"{not json", None),
         (b"[1, 2]", None),
+        (b'{"model": "triage", "messages": [], "temperature": NaN}', None),  # not JSON
+        (b'{"model": "triage", "messages": [], "temperature": 1e999}', None),  # nor this
         ({"messages": MSGS}, "model"),
         ({"model": "triage"}, "messages"),
         ({"model": "triage", "messages": []}, "messages"),
@@ -80,6 +82,29 @@ def test_malformed_body_is_400_with_param(
     err = envelope(post(gateway, body), 400)
     assert err["param"] == param
     assert err["type"] == "invalid_request_error"
+
+
+def test_json_only_the_standard_library_reads_is_served_as_before(
+    gateway: RunningGateway,
+) -> None:
+    """A body in UTF-16, or with an escaped lone surrogate, is JSON that Python's json
+    reads and msgspec does not (server/wire_json.py): the gateway reads it too, and
+    answers as vLLM itself does for the same body."""
+    surrogate = {"role": "user", "content": "hi \ud800"}
+    for raw in (
+        json.dumps({"model": BASE_NAME, "messages": MSGS, "max_tokens": 2}).encode("utf-16"),
+        json.dumps({"model": BASE_NAME, "messages": [surrogate], "max_tokens": 2}).encode(),
+    ):
+        r = post(gateway, raw)
+        direct = httpx.post(
+            f"{gateway.vllm_url}/v1/chat/completions",
+            content=raw,
+            headers={"content-type": "application/json"},
+            timeout=120,
+        )
+        assert r.status_code == direct.status_code, (r.text, direct.text)
+        if r.status_code == 200:
+            assert r.json()["choices"][0]["message"]["content"] is not None
 
 
 def test_oversized_body_is_413(gateway: RunningGateway) -> None:

@@ -1,11 +1,14 @@
 """server/http_protocol.py: a response's head and body leave in one write; nothing is held
-past the loop's step, reordered or lost. The transport's rules against a recording
-transport; the protocol under a real uvicorn (streams, HEAD, keep-alive, close)."""
+past the loop's step, reordered or lost; a watched connection tells when its client
+leaves. The transport's rules against a recording transport; the protocol under a real
+uvicorn (streams, HEAD, keep-alive, close, a client that leaves)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -17,7 +20,7 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from server.http_protocol import HeadHoldingTransport, OneWriteProtocol
+from server.http_protocol import DISCONNECT, HeadHoldingTransport, OneWriteProtocol
 from server.supervisor import free_port
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
@@ -125,9 +128,9 @@ LOOP: list[asyncio.AbstractEventLoop] = []
 
 
 @contextmanager
-def served() -> Iterator[str]:
+def served(asgi: Any = app) -> Iterator[str]:
     port = free_port()
-    config = uvicorn.Config(app, port=port, log_level="warning", http=OneWriteProtocol)
+    config = uvicorn.Config(asgi, port=port, log_level="warning", http=OneWriteProtocol)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -168,3 +171,49 @@ def test_a_streams_head_does_not_wait_for_its_first_chunk(url: str) -> None:
         assert r.status_code == 200  # the head arrived before any chunk
         LOOP[0].call_soon_threadsafe(GO.set)
         assert r.read() == b"late"
+
+
+# -- the client leaving, told by the connection -----------------------------------------
+
+WATCHED: dict[str, list[object]] = {}
+
+
+async def watching(scope: Scope, receive: Receive, send: Send) -> None:
+    """Reads the body, then watches its connection (`case` in the query: `leave` waits for
+    the client to go; `unwatch` stops watching before it goes)."""
+    case = scope["query_string"].decode()
+    seen = WATCHED.setdefault(case, [])
+    while (await receive()).get("more_body"):
+        pass
+    connection = scope["extensions"][DISCONNECT]
+    lost = asyncio.Event()
+    seen.append(connection.watch(lambda: seen.append("lost") or lost.set()))
+    if case == "unwatch":
+        connection.unwatch()
+    seen.append("watching")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(lost.wait(), 3)
+    seen.append(connection.watch(lambda: None))  # too late: it has gone
+    seen.append("done")
+
+
+def _post_and_leave(url: str, case: str) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(f"POST /?{case} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+        deadline = time.monotonic() + 5
+        while "watching" not in WATCHED.get(case, []):
+            assert time.monotonic() < deadline, WATCHED
+            time.sleep(0.01)
+    deadline = time.monotonic() + 10
+    while "done" not in WATCHED[case]:
+        assert time.monotonic() < deadline, WATCHED
+        time.sleep(0.01)
+
+
+def test_a_watched_connection_tells_when_its_client_leaves() -> None:
+    with served(watching) as u:
+        _post_and_leave(u, "leave")
+        _post_and_leave(u, "unwatch")
+    assert WATCHED["leave"] == [True, "watching", "lost", False, "done"]
+    assert WATCHED["unwatch"] == [True, "watching", False, "done"]  # no call once unwatched
