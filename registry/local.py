@@ -64,8 +64,12 @@ from registry.sql_store import SqlStore, now_iso
 from registry.targets import dead_version
 from registry.validation import inspect_adapter_dir
 
-#: How often :meth:`LocalRegistry.wait_for_change` reads the token.
-WATCH_POLL_S = 0.05
+#: How often :meth:`LocalRegistry.wait_for_change` reads the token: a change is seen
+#: within about a second, as promised, with a fifth of a second to spare per poll. Each
+#: poll wakes a thread and reads the database: at 50 ms those cost a gateway that watches
+#: a directory 3 ms of CPU a second, idle or not (bench/gateway_cpu.py `idle_cpu_ms_per_s`;
+#: bench/README.md, "A lean request path").
+WATCH_POLL_S = 0.2
 
 
 class LocalRegistry:
@@ -228,7 +232,7 @@ class LocalRegistry:
         return self.store.change_token()
 
     def wait_for_change(self, since: int, *, timeout_s: float) -> int:
-        """Poll the token (every 50 ms: SQLite has no notification) until it moves."""
+        """Poll the token (every WATCH_POLL_S: SQLite has no notification) until it moves."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
             token = self.store.change_token()

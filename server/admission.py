@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import Gauge
-
 from server.errors import InvalidRequestError, TooManyRequestsError
+from server.loop_metrics import Cell
 from server.metrics import Metrics, Series
 from server.protocol import Request
 from server.settings import GatewaySettings
@@ -107,7 +106,7 @@ class InFlight:
         self.limits = limits
         self.metrics = metrics
         self.load = Load()
-        self._gauges: dict[Series, Gauge] = {}
+        self._gauges: dict[Series, Cell] = {}
         metrics.in_flight.set_function(lambda: self.load.requests)
         metrics.tokens_in_flight.set_function(lambda: self.load.tokens)
 
@@ -122,9 +121,8 @@ class InFlight:
         self.load = release(self.load, work)
         self._gauge(series).dec()
 
-    def _gauge(self, series: Series) -> Gauge:
+    def _gauge(self, series: Series) -> Cell:
         gauge = self._gauges.get(series)
         if gauge is None:
-            m = self.metrics
-            gauge = self._gauges[series] = m.child(m.adapter_in_flight, *series.values())
+            gauge = self._gauges[series] = self.metrics.adapter_in_flight.labels(*series.values())
         return gauge

@@ -108,8 +108,12 @@ class Dispatch:
 
     def max_model_len(self) -> int | None:
         """The smallest context length a backend told, if any did."""
-        known = [n for n in (s.backend.state.max_model_len for s in self.slots) if n]
-        return min(known) if known else None
+        known = None
+        for s in self.slots:  # a loop, not a comprehension: every request asks
+            n = s.backend.state.max_model_len
+            if n and (known is None or n < known):
+                known = n
+        return known
 
     async def _pick(self, target: Target, tried: list[AdapterSlots]) -> AdapterSlots:
         """A ready backend not in `tried`. A backend drained for a check of its engine

@@ -9,7 +9,7 @@ HTTP status codes, error types, and configured backend indices. Never raw user i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,6 +21,8 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 
+from server.loop_metrics import Cell, HistogramCell, LoopCounter, LoopHistogram
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 COST_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -28,9 +30,9 @@ SERIES = ("adapter", "version", "arm")
 M = TypeVar("M", bound=MetricWrapperBase)
 
 
-@dataclass(frozen=True)
-class Series:
-    """The labels one request is recorded under."""
+class Series(NamedTuple):
+    """The labels one request is recorded under (a tuple: hashed in C, as the request
+    path's lookups by series need)."""
 
     adapter: str
     version: str
@@ -48,12 +50,12 @@ class Series:
 class SeriesChildren:
     """The children one series' requests are recorded under, on one endpoint."""
 
-    answered: Counter
+    answered: Cell
     """`requests` with status 200."""
-    latency: Histogram
-    degenerate: Counter
-    prompt_tokens: Counter
-    completion_tokens: Counter
+    latency: HistogramCell
+    degenerate: Cell
+    prompt_tokens: Cell
+    completion_tokens: Cell
 
 
 class Metrics:
@@ -62,11 +64,11 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         self._series: dict[tuple[Series, str], SeriesChildren] = {}
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "loraport_requests_total",
             "Requests answered.",
             [*SERIES, "endpoint", "status"],
-            registry=r,
+            r,
         )
         self.errors = Counter(
             "loraport_errors_total",
@@ -74,12 +76,12 @@ class Metrics:
             [*SERIES, "type"],
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             "loraport_request_duration_seconds",
             "End-to-end request latency.",
             [*SERIES, "endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            r,
+            LATENCY_BUCKETS,
         )
         self.ttft = Histogram(
             "loraport_time_to_first_token_seconds",
@@ -95,20 +97,21 @@ class Metrics:
             buckets=TOKEN_BUCKETS,
             registry=r,
         )
-        self.prompt_tokens = Counter(
-            "loraport_prompt_tokens_total", "Prompt tokens.", list(SERIES), registry=r
+        self.prompt_tokens = LoopCounter(
+            "loraport_prompt_tokens_total", "Prompt tokens.", SERIES, r
         )
-        self.completion_tokens = Counter(
-            "loraport_completion_tokens_total", "Completion tokens.", list(SERIES), registry=r
+        self.completion_tokens = LoopCounter(
+            "loraport_completion_tokens_total", "Completion tokens.", SERIES, r
         )
         self.in_flight = Gauge(
             "loraport_in_flight_requests", "Requests being served now.", registry=r
         )
-        self.adapter_in_flight = Gauge(
+        self.adapter_in_flight = LoopCounter(
             "loraport_adapter_in_flight_requests",
             "Requests being served now, by adapter version and arm.",
-            list(SERIES),
-            registry=r,
+            SERIES,
+            r,
+            kind="gauge",
         )
         self.tokens_in_flight = Gauge(
             "loraport_tokens_in_flight",
@@ -147,12 +150,12 @@ class Metrics:
             [*SERIES, "reason"],
             registry=r,
         )
-        self.degenerate_answers = Counter(
+        self.degenerate_answers = LoopCounter(
             "loraport_degenerate_answers_total",
             "Answers returned that were degenerate (empty, or one short piece repeated); "
             "every series with requests has one, at 0 until the first.",
-            list(SERIES),
-            registry=r,
+            SERIES,
+            r,
         )
         self.quarantines = Counter(
             "loraport_quarantines_total",
@@ -244,11 +247,11 @@ class Metrics:
         if found is None:
             s = series.values()
             found = self._series[(series, endpoint)] = SeriesChildren(
-                answered=self.child(self.requests, *s, endpoint, "200"),
-                latency=self.child(self.latency, *s, endpoint),
-                degenerate=self.child(self.degenerate_answers, *s),
-                prompt_tokens=self.child(self.prompt_tokens, *s),
-                completion_tokens=self.child(self.completion_tokens, *s),
+                answered=self.requests.labels(*s, endpoint, "200"),
+                latency=self.latency.labels(*s, endpoint),
+                degenerate=self.degenerate_answers.labels(*s),
+                prompt_tokens=self.prompt_tokens.labels(*s),
+                completion_tokens=self.completion_tokens.labels(*s),
             )
         return found
 

@@ -9,6 +9,7 @@ vLLM's raw validation dump. Every other field is accepted and forwarded to vLLM 
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Annotated, Any, Literal
 
@@ -156,11 +157,17 @@ def renamed(answer: bytes, sent: str, ref: str) -> bytes | None:
 
     Safe because `"model":` followed by a quote can only be a key in raw JSON (inside a
     string its quotes are escaped), and with no `{` or `[` before it, a top-level one."""
-    key = b'"model":' + json.dumps(sent).encode()
+    key = _model_field(sent)
     at = answer.find(key, 0, 512)
     if at < 0 or answer[:1] != b"{" or answer.rstrip()[-1:] != b"}":
         return None
     head = answer[1:at]
     if b"{" in head or b"[" in head:
         return None
-    return b"".join((answer[:at], b'"model":', json.dumps(ref).encode(), answer[at + len(key) :]))
+    return b"".join((answer[:at], _model_field(ref), answer[at + len(key) :]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _model_field(name: str) -> bytes:
+    """`"model":` and `name` as json writes it (the names a gateway serves are few)."""
+    return b'"model":' + json.dumps(name).encode()

@@ -2,7 +2,7 @@
 
 The registry owns the ref grammar (NAME, NAME@N, NAME@ALIAS, sha256:...); the gateway
 asks it and caches answers until the registry's change token moves. One watch thread
-waits for that token (`wait_for_change`: a long-poll on a registry service, 50 ms polls of
+waits for that token (`wait_for_change`: a long-poll on a registry service, 200 ms polls of
 a directory), so a push, alias move or canary step is seen within about a second and a
 request asks the registry nothing when its answer is cached. Registry calls run off the
 event loop on two pools: lookups (a few threads) and pulls (their own two, so a large

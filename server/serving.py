@@ -371,7 +371,7 @@ class Gateway:
             r.answered.inc()
         else:
             s = o.series.values()
-            m.child(m.requests, *s, endpoint, str(status)).inc()
+            m.requests.labels(*s, endpoint, str(status)).inc()
             if o.error is not None:
                 m.child(m.errors, *s, o.error.type).inc()
                 if isinstance(o.error, StructuredOutputError):

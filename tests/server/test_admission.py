@@ -177,7 +177,7 @@ def test_in_flight_counts_and_shows_the_load():
         def get(name, **labels):
             return metrics.registry.get_sample_value(name, labels) or 0
 
-        per = [get("loraport_adapter_in_flight_requests", **vars(s)) for s in (a, b)]
+        per = [get("loraport_adapter_in_flight_requests", **s._asdict()) for s in (a, b)]
         return get("loraport_in_flight_requests"), get("loraport_tokens_in_flight"), per
 
     assert flight.enter(600, a) == 1

@@ -130,7 +130,7 @@ def _copy_adapter(tmp_path: Path, source: str, name: str) -> Path:
 def test_a_directory_registry_is_watched_without_a_request_asking(
     zoo_registry: Path, tmp_path: Path
 ) -> None:
-    """The embedded default: the watch polls the directory's token (50 ms); an alias move
+    """The embedded default: the watch polls the directory's token (200 ms); an alias move
     reaches the routes within a fraction of a second, and a cached route asks nothing."""
     copy = tmp_path / "registry"
     shutil.copytree(zoo_registry, copy)
