@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import (
@@ -56,7 +57,12 @@ class HistogramCell:
         self.sum += amount
 
 
-class _Family(Collector):
+C = TypeVar("C", Cell, HistogramCell)
+
+
+class _Family(Collector, Generic[C]):
+    """A labelled family: its children (`labels`), each made by `_new` on first use."""
+
     def __init__(
         self,
         name: str,
@@ -67,20 +73,28 @@ class _Family(Collector):
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
+        self._cells: dict[tuple[str, ...], C] = {}
         registry.register(self)
 
-    def _check(self, values: tuple[str, ...]) -> None:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+    def labels(self, *values: str) -> C:
+        cell = self._cells.get(values)
+        if cell is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+            cell = self._cells[values] = self._new()
+        return cell
 
     def describe(self) -> list[Metric]:
         return [self._empty()]
+
+    def _new(self) -> C:
+        raise NotImplementedError
 
     def _empty(self) -> Metric:
         raise NotImplementedError
 
 
-class LoopCounter(_Family):
+class LoopCounter(_Family[Cell]):
     """A labelled counter (`kind` "counter") or gauge ("gauge")."""
 
     def __init__(
@@ -92,15 +106,10 @@ class LoopCounter(_Family):
         kind: str = "counter",
     ) -> None:
         self.kind = kind
-        self._cells: dict[tuple[str, ...], Cell] = {}
         super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> Cell:
-        cell = self._cells.get(values)
-        if cell is None:
-            self._check(values)
-            cell = self._cells[values] = Cell()
-        return cell
+    def _new(self) -> Cell:
+        return Cell()
 
     def _empty(self) -> Metric:
         family = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
@@ -113,7 +122,7 @@ class LoopCounter(_Family):
         return [family]
 
 
-class LoopHistogram(_Family):
+class LoopHistogram(_Family[HistogramCell]):
     def __init__(
         self,
         name: str,
@@ -125,15 +134,10 @@ class LoopHistogram(_Family):
         self.bounds = tuple(sorted(float(b) for b in buckets if b != float("inf")))
         # `le` spelt as prometheus_client spells it (untyped there)
         self._le = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
-        self._cells: dict[tuple[str, ...], HistogramCell] = {}
         super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> HistogramCell:
-        cell = self._cells.get(values)
-        if cell is None:
-            self._check(values)
-            cell = self._cells[values] = HistogramCell(self.bounds)
-        return cell
+    def _new(self) -> HistogramCell:
+        return HistogramCell(self.bounds)
 
     def _empty(self) -> Metric:
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
