@@ -4,8 +4,8 @@ thread only, turned into Prometheus samples when scraped.
 prometheus_client's Counter, Gauge and Histogram check their labels and take a lock on
 every change: three calls and a lock for one `inc`, six such changes per request. The
 gateway changes these series only on its event loop, and reads them there (`/metrics`),
-so a change here is one attribute updated, with no lock: about 20 of the 198 calls a
-request made (bench/hop_calls.py; bench/README.md, "A lean request path"). The
+so a change here is one attribute updated, with no lock: about 20 of the 178 calls a
+request then made (bench/hop_calls.py; bench/README.md, "A lean request path"). The
 exposition is the same as prometheus_client's for the same series: names, labels, `le`
 spelling, and a child at 0 from its first use.
 """

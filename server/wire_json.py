@@ -1,8 +1,8 @@
 """JSON on the request path: msgspec where the text is plain JSON, the standard library
 where it is not.
 
-msgspec reads a request or an answer about 8 times faster than `json` and writes one about
-12 times faster (bench/README.md, "A lean request path"). Where it refuses a text that
+msgspec reads and writes JSON several times faster than `json` (bench/README.md, "A lean
+request path"). Where it refuses a text that
 `json` accepts (another encoding than UTF-8, a lone surrogate, NaN or a number past a
 double) `json` reads it, so nothing that was read before is refused now, and its error
 messages stay the ones clients saw. `dumps` writes through `json` what msgspec cannot
